@@ -1,0 +1,36 @@
+# easycluster — the two commands of the README, plus their parts.
+SHELL := /bin/bash
+VENV  := .venv
+FAB   := $(VENV)/bin/fab
+PYTHON ?= python3
+
+.PHONY: setup system-packages demo test unit bench lab-down clean
+
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@scripts/system-packages.sh
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+# A 3-host lab, deployed: ends with a healthy 3-node, 3-master cluster. Safe to re-run.
+demo: setup
+	$(FAB) lab.up --nodes 3
+
+# The whole suite, on a lab of its own (brought up and torn down by the tests).
+test: setup
+	$(VENV)/bin/pytest
+
+# Pure-logic tests only (no lab, no root).
+unit: setup
+	$(VENV)/bin/pytest -m "not lab"
+
+lab-down:
+	$(FAB) lab.down
+
+clean: lab-down
+	rm -rf $(VENV)

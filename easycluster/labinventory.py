@@ -1,0 +1,31 @@
+"""The inventory `fab lab.up` writes for a lab, so the toolkit reaches lab hosts like real ones."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+LAB_EJABBERD_VERSION = "23.01-1"
+
+
+def render_lab_inventory(lab: "Lab", hosts: list[str]) -> str:
+    nodes = "".join(f"  - host: {h}\n" for h in hosts)
+    return f"""\
+# Inventory of the easycluster lab {lab.name!r}, written by `fab lab.up`: edit a copy, not this file.
+# The format is documented in README.md and inventory/example.yml.
+cluster:
+  name: {lab.name}
+  ejabberd_version: "{LAB_EJABBERD_VERSION}"
+  domains: [{lab.name}.test]
+  admins: [admin@{lab.name}.test]
+  distribution:
+    port_min: 4370
+    port_max: 4379
+  cookie:
+    file: {lab.cookie_file}
+ssh:
+  config: {lab.ssh_config}
+nodes:
+{nodes}"""

@@ -1,0 +1,1 @@
+"""Fabric tasks: thin wrappers that parse arguments, call easycluster, print."""

@@ -1,0 +1,70 @@
+"""Shared fixtures. Tests that talk to hosts use the session's own lab ("test"),
+brought up fresh once and torn down at the end; pure-logic tests need nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from easycluster.lab import Lab
+
+TEST_LAB = "test"
+FAB = Path(sys.executable).parent / "fab"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fab(*args: str, lab: str = TEST_LAB, check: bool = True, env: dict | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `fab ARGS` as an operator would, against the given lab's inventory."""
+    full_env = {**os.environ, "EASYCLUSTER_LAB": lab, **(env or {})}
+    full_env.setdefault("EASYCLUSTER_INVENTORY", str(Lab(lab).inventory))
+    proc = subprocess.run([str(FAB), *args], cwd=REPO, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fab {' '.join(args)} exited {proc.returncode}\n"
+                             f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+    return proc
+
+
+def ssh(lab: Lab, host: str, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a command on a lab host over real SSH, as any client would."""
+    proc = subprocess.run(["ssh", "-F", str(lab.ssh_config), host, command],
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ssh {host} {command!r} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc
+
+
+def pytest_collection_modifyitems(items):
+    # Lab tests are marked by using the lab fixtures; mark them for `-m "not lab"`.
+    for item in items:
+        if {"lab", "scratch_lab"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The session's 3-host lab, fresh at the start, gone at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    the_lab = Lab(TEST_LAB)
+    the_lab.up(3, fresh=True)
+    yield the_lab
+    if not os.environ.get("EASYCLUSTER_KEEP_LAB"):  # keep it to look at after a failure
+        the_lab.down(purge=True)
+
+
+@pytest.fixture
+def scratch_lab(request):
+    """A small throwaway lab of its own, for tests that break or grow a whole lab."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    name = request.param
+    the_lab = Lab(name)
+    the_lab.down(purge=True)
+    yield the_lab
+    the_lab.down(purge=True)
