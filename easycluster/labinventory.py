@@ -20,6 +20,7 @@ cluster:
   ejabberd_version: "{LAB_EJABBERD_VERSION}"
   domains: [{lab.name}.test]
   admins: [admin@{lab.name}.test]
+  in_band_registration: true     # the tests register users over XMPP
   distribution:
     port_min: 4370
     port_max: 4379

@@ -1,0 +1,146 @@
+"""Facts: read-only probes of each host, one SSH command per host, all hosts at once.
+
+The probe script prints `key=value` lines (file contents base64-encoded); parsing
+is pure and tested without hosts. The cookie is never read back, only its hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+
+from .inventory import Inventory
+from .remote import Fleet, Host, q
+from .render import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, PLUGIN_DIR
+
+READABLE_FILES = (EJABBERD_YML, EJABBERD_DEFAULT)
+MNESIA_DIR = "/var/lib/ejabberd"
+
+_PROBE = r"""
+export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin
+. /etc/os-release 2>/dev/null
+echo "os_id=$ID"
+echo "os_version=$VERSION_ID"
+echo "hostname=$(hostname)"
+echo "addresses=$(hostname -I 2>/dev/null)"
+echo "ejabberd_version=$(dpkg-query -W -f='${Status} ${Version}' ejabberd 2>/dev/null | sed -n 's/^install ok installed //p')"
+echo "erlang_version=$(dpkg-query -W -f='${Status} ${Version}' erlang-base 2>/dev/null | sed -n 's/^install ok installed //p')"
+echo "systemd=$([ -d /run/systemd/system ] && echo yes || echo no)"
+for f in FILES; do
+  if [ -f "$f" ]; then echo "file:$f=$(base64 -w0 < "$f")"; else echo "file:$f=-"; fi
+done
+echo "cookie_sha256=$([ -f COOKIE ] && sha256sum < COOKIE | cut -c1-64)"
+echo "plugin_sha256=$([ -f PLUGIN/ebin/easy_cluster.beam ] && [ -f PLUGIN/src/easy_cluster.erl ] && sha256sum < PLUGIN/src/easy_cluster.erl | cut -c1-64)"
+echo "mnesia_schema=$([ -f MNESIA/schema.DAT ] && echo yes || echo no)"
+for h in RESOLVE; do echo "resolve:$h=$(getent ahostsv4 "$h" | awk '{print $1; exit}')"; done
+probe() {  # host port -> open | refused | timeout | unreachable
+  out=$(timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>&1); rc=$?
+  if [ $rc = 0 ]; then r=open; elif [ $rc = 124 ]; then r=timeout;
+  else case "$out" in *refused*) r=refused;; *) r=unreachable;; esac; fi
+  echo "reach:$1:$2=$r"
+}
+for h in PEERS; do for p in PORTS; do probe "$h" "$p" & done; done
+wait
+if command -v ejabberdctl >/dev/null; then
+  st=$(ejabberdctl easy_cluster_status 2>/dev/null); rc=$?
+  if [ $rc = 0 ]; then echo "ctl_status=0"; echo "cluster_status=$(echo "$st" | tr -d '\n')"
+  else ejabberdctl status >/dev/null 2>&1; echo "ctl_status=$?"; fi
+  echo "beam_running=$(pgrep -u ejabberd -f beam >/dev/null && echo yes || echo no)"
+fi
+echo "end=1"
+"""
+
+
+@dataclass
+class HostFacts:
+    host: str
+    error: str | None = None            # SSH failed: nothing else is known
+    os_id: str = ""
+    os_version: str = ""
+    hostname: str = ""
+    addresses: list[str] = field(default_factory=list)
+    ejabberd_version: str | None = None   # installed package version
+    erlang_version: str | None = None
+    systemd: bool = False
+    files: dict[str, str | None] = field(default_factory=dict)   # path -> content (None: missing)
+    cookie_sha256: str | None = None
+    plugin_sha256: str | None = None
+    mnesia_schema: bool = False
+    resolves: dict[str, str | None] = field(default_factory=dict)
+    reach: dict[tuple[str, int], str] = field(default_factory=dict)
+    ctl_status: int | None = None       # ejabberdctl status: 0 running, 1 starting, 3 down; None: no ejabberd
+    beam_running: bool = False
+    cluster_status: dict | None = None  # easy_cluster_status JSON, when the plugin answers
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
+
+    @property
+    def installed(self) -> bool:
+        return bool(self.ejabberd_version)
+
+    @property
+    def running(self) -> bool:
+        return self.ctl_status == 0
+
+
+def probe_script(inventory: Inventory, host: str, probe_network: bool = True) -> str:
+    node_hosts = [n.node_host for n in inventory.nodes]
+    own = inventory.node(host).node_host
+    peers = [h for h in node_hosts if h != own] if probe_network else []
+    c = inventory.cluster
+    ports = [4369] + list(range(c.port_min, c.port_max + 1))
+    return (_PROBE.replace("FILES", " ".join(READABLE_FILES)).replace("COOKIE", COOKIE_PATH)
+            .replace("PLUGIN", PLUGIN_DIR).replace("MNESIA", MNESIA_DIR)
+            .replace("RESOLVE", " ".join(q(h) for h in node_hosts) or "''")
+            .replace("PEERS", " ".join(q(h) for h in peers)).replace("PORTS", " ".join(map(str, ports))))
+
+
+def parse_facts(host: str, output: str) -> HostFacts:
+    f = HostFacts(host=host)
+    complete = False
+    for line in output.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key.startswith("file:"):
+            f.files[key[5:]] = None if value == "-" else base64.b64decode(value).decode(errors="replace")
+        elif key.startswith("resolve:"):
+            f.resolves[key[8:]] = value or None
+        elif key.startswith("reach:"):
+            _, peer, port = key.split(":")
+            f.reach[(peer, int(port))] = value
+        elif key == "addresses":
+            f.addresses = value.split()
+        elif key in ("ejabberd_version", "erlang_version", "cookie_sha256", "plugin_sha256"):
+            setattr(f, key, value or None)
+        elif key in ("os_id", "os_version", "hostname"):
+            setattr(f, key, value)
+        elif key in ("systemd", "mnesia_schema", "beam_running"):
+            setattr(f, key, value == "yes")
+        elif key == "ctl_status":
+            f.ctl_status = int(value)
+        elif key == "cluster_status":
+            try:
+                f.cluster_status = json.loads(value)
+            except json.JSONDecodeError:
+                f.cluster_status = None
+        elif key == "end":
+            complete = True
+    if not complete:
+        f.error = "fact probe did not finish"
+    return f
+
+
+def gather_one(host: Host, inventory: Inventory, probe_network: bool = True) -> HostFacts:
+    result = host.run("bash -s", stdin=probe_script(inventory, host.name, probe_network), check=False,
+                      timeout=60, what="gathering facts")
+    return parse_facts(host.name, result.stdout)
+
+
+def gather(fleet: Fleet, hosts: list[str] | None = None, probe_network: bool = True) -> dict[str, HostFacts]:
+    """Facts of every host, in parallel; an unreachable host gets facts with .error set."""
+    results = fleet.parallel(lambda h: gather_one(h, fleet.inventory, probe_network), hosts)
+    return {h: (r if isinstance(r, HostFacts) else HostFacts(host=h, error=str(r))) for h, r in results.items()}

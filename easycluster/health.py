@@ -1,0 +1,97 @@
+"""Cluster health from the nodes' own reports (easy_cluster_status): pure, testable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .facts import HostFacts
+from .inventory import Inventory
+
+
+@dataclass
+class NodeHealth:
+    name: str
+    host: str
+    reachable: bool
+    running: bool
+    member: bool
+    master: bool
+    db_nodes: list[str]
+    running_db_nodes: list[str]
+    missing_tables: list[str]
+    sessions: int | None
+    started_at: int | None
+    ejabberd_version: str | None
+    plugin_version: str | None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ClusterHealth:
+    nodes: list[NodeHealth]
+    problems: list[str] = field(default_factory=list)
+    tables: dict[str, dict[str, str]] = field(default_factory=dict)   # table -> node -> storage type
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    @property
+    def partitioned(self) -> bool:
+        views = {tuple(sorted(n.running_db_nodes)) for n in self.nodes if n.running}
+        return len(views) > 1
+
+    def as_dict(self) -> dict:
+        return {"healthy": self.healthy, "partitioned": self.partitioned, "problems": self.problems,
+                "nodes": [n.as_dict() for n in self.nodes]}
+
+
+def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
+    """Healthy: every inventory node running, a member in everyone's view, and a master
+    (a local copy of every table, with the same storage type as on the others)."""
+    names = [n.name for n in inv.nodes]
+    nodes, problems = [], []
+    tables: dict[str, dict[str, str]] = {}
+    for node in inv.nodes:
+        f = facts[node.host]
+        st = f.cluster_status if f.running else None
+        nh = NodeHealth(
+            name=node.name, host=node.host, reachable=f.reachable, running=bool(st),
+            member=False, master=bool(st and st.get("master")),
+            db_nodes=sorted(st.get("db_nodes", [])) if st else [],
+            running_db_nodes=sorted(st.get("running_db_nodes", [])) if st else [],
+            missing_tables=sorted(st.get("missing_tables", [])) if st else [],
+            sessions=st.get("sessions") if st else None, started_at=st.get("started_at") if st else None,
+            ejabberd_version=f.ejabberd_version, plugin_version=st.get("plugin_version") if st else None)
+        nodes.append(nh)
+        if st:
+            for table, holders in st.get("tables", {}).items():
+                tables.setdefault(table, {}).update(holders)
+    for nh in nodes:
+        if not nh.reachable:
+            problems.append(f"{nh.host}: unreachable over SSH")
+            continue
+        if not nh.running:
+            problems.append(f"{nh.name}: not running")
+            continue
+        missing = [n for n in names if n not in nh.running_db_nodes]
+        if missing:
+            problems.append(f"{nh.name}: does not see {', '.join(missing)} running")
+        extra = [n for n in nh.db_nodes if n not in names]
+        if extra:
+            problems.append(f"{nh.name}: its cluster has nodes outside the inventory: {', '.join(extra)}")
+        if not nh.master:
+            problems.append(f"{nh.name}: not a master (no local copy of {', '.join(nh.missing_tables) or 'some tables'})")
+    running_names = {n.name for n in nodes if n.running}
+    for nh in nodes:
+        nh.member = any(nh.name in other.db_nodes for other in nodes if other.running)
+    for table, holders in sorted(tables.items()):
+        types = {t for node, t in holders.items() if node in running_names}
+        if len(types) > 1:
+            problems.append(f"table {table}: storage types differ across nodes ({', '.join(sorted(types))})")
+        absent = [n for n in running_names if n not in holders]
+        if absent and not any(p.startswith(f"{a}: not a master") for a in absent for p in problems):
+            problems.append(f"table {table}: no copy on {', '.join(sorted(absent))}")
+    return ClusterHealth(nodes, problems, tables)

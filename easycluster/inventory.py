@@ -1,0 +1,296 @@
+"""The inventory: one YAML file describing a cluster, validated whole before any host is touched.
+
+Every problem is collected (not just the first) and reported as
+`FILE: key.path: what is wrong`, so an operator fixes the file in one go.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import REPO_ROOT
+from .errors import EasyClusterError
+
+DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "lab.yml"
+INVENTORY_ENV = "EASYCLUSTER_INVENTORY"
+
+# A Debian version: [epoch:]upstream[-revision]
+DEBIAN_VERSION = re.compile(r"^(?:[0-9]+:)?[0-9][A-Za-z0-9.+~-]*$")
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+HOSTNAME = DOMAIN
+NODE_NAME = re.compile(r"^[A-Za-z0-9_-]+@[A-Za-z0-9][A-Za-z0-9.-]*$")
+IPV4 = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")
+CLUSTER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+LOGLEVELS = ("none", "emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
+
+
+class InventoryError(EasyClusterError):
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        lines = "\n".join(f"  {self.path}: {p}" for p in problems)
+        super().__init__(f"invalid inventory ({len(problems)} problem{'s' * (len(problems) > 1)}):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Node:
+    host: str                    # how SSH reaches it (a name in ssh_config, DNS, or an address)
+    name: str                    # Erlang node name, e.g. ejabberd@xmpp1
+    dist_interface: str | None   # address the distribution binds to; None: what `name`'s host resolves to
+
+    @property
+    def node_host(self) -> str:
+        """The host part of the node name: what peers resolve to reach this node."""
+        return self.name.split("@", 1)[1]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    ejabberd_version: str
+    domains: tuple[str, ...]
+    admins: tuple[str, ...]
+    loglevel: str
+    c2s_port: int
+    s2s_port: int
+    http_port: int
+    in_band_registration: bool
+    port_min: int
+    port_max: int
+    cookie_file: Path | None
+    cookie_env: str | None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    cluster: Cluster
+    nodes: tuple[Node, ...]
+    ssh_config: Path | None
+    ssh_user: str | None
+
+    def node(self, host_or_name: str) -> Node:
+        for node in self.nodes:
+            if host_or_name in (node.host, node.name):
+                return node
+        raise EasyClusterError(
+            f"{host_or_name!r} is not a node of {self.path} (nodes: {', '.join(n.host for n in self.nodes)})")
+
+
+# --------------------------------------------------------------------------- schema
+
+# section -> key -> (type(s), required)
+_SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
+    "": {"cluster": (dict, True), "nodes": (list, True), "ssh": (dict, False)},
+    "cluster": {
+        "name": (str, True), "ejabberd_version": (str, True), "domains": (list, True),
+        "admins": (list, False), "loglevel": (str, False), "listen": (dict, False),
+        "in_band_registration": (bool, False), "distribution": (dict, False), "cookie": (dict, True),
+    },
+    "cluster.listen": {"c2s": (int, False), "s2s": (int, False), "http": (int, False)},
+    "cluster.distribution": {"port_min": (int, False), "port_max": (int, False)},
+    "cluster.cookie": {"file": (str, False), "env": (str, False)},
+    "ssh": {"config": (str, False), "user": (str, False)},
+    "node": {"host": (str, True), "name": (str, False), "dist_interface": (str, False)},
+}
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.append(f"{key}: {message}" if key else message)
+
+    def section(self, data: Any, schema: str, key: str) -> dict:
+        """Check a mapping's keys and value types; return it (or {} if unusable)."""
+        if not isinstance(data, dict):
+            self.fail(key or "(top level)", f"must be a mapping, not {_kind(data)}")
+            return {}
+        allowed = _SCHEMA[schema]
+        for name, value in data.items():
+            path = f"{key}.{name}" if key else str(name)
+            if name not in allowed:
+                hint = difflib.get_close_matches(str(name), allowed, n=1)
+                self.fail(path, "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else
+                                                 f" (allowed: {', '.join(allowed)})"))
+                continue
+            typ, _ = allowed[name]
+            if value is None or not _is(value, typ):
+                self.fail(path, f"must be {_type_name(typ)}, not {_kind(value)}")
+        for name, (_, required) in allowed.items():
+            if required and name not in data:
+                self.fail(f"{key}.{name}" if key else name, "missing (required)")
+        return {k: v for k, v in data.items() if k in allowed and v is not None and _is(v, allowed[k][0])}
+
+
+def _is(value: Any, typ: Any) -> bool:
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typ)
+
+
+def _type_name(typ: Any) -> str:
+    return {str: "a string", int: "an integer", bool: "true or false", list: "a list",
+            dict: "a mapping"}[typ]
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "empty"
+    return {str: "a string", int: "an integer", bool: "a boolean", list: "a list", dict: "a mapping",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def inventory_path(given: str | None = None) -> Path:
+    """--inventory, else $EASYCLUSTER_INVENTORY, else the lab's inventory."""
+    return Path(given or os.environ.get(INVENTORY_ENV) or DEFAULT_INVENTORY)
+
+
+def load_inventory(given: str | Path | None = None) -> Inventory:
+    path = inventory_path(str(given) if given else None)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        hint = " (bring the lab up with `fab lab.up`, or pass --inventory)" if path == DEFAULT_INVENTORY else ""
+        raise EasyClusterError(f"inventory {path} not found{hint}") from None
+    except OSError as exc:
+        raise EasyClusterError(f"inventory {path}: {exc.strerror}") from None
+    return parse_inventory(text, path)
+
+
+def parse_inventory(text: str, path: Path) -> Inventory:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InventoryError(path, [f"YAML syntax error: {where}{problem}"]) from None
+    chk = _Checker()
+    top = chk.section(data, "", "")
+    cluster = _cluster(chk, top.get("cluster", {}), path)
+    nodes = _nodes(chk, top.get("nodes", []))
+    ssh = chk.section(top.get("ssh", {}), "ssh", "ssh")
+    ssh_config = _relative(path, ssh["config"]) if "config" in ssh else None
+    if chk.problems:
+        raise InventoryError(path, chk.problems)
+    return Inventory(path=path, cluster=cluster, nodes=tuple(nodes), ssh_config=ssh_config,
+                     ssh_user=ssh.get("user"))
+
+
+def _relative(inventory: Path, value: str) -> Path:
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else (inventory.parent / p)
+
+
+def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
+    c = chk.section(raw, "cluster", "cluster")
+    name = c.get("name", "")
+    if name and not CLUSTER_NAME.match(name):
+        chk.fail("cluster.name", f"{name!r}: use lowercase letters, digits and '-'")
+    version = c.get("ejabberd_version", "")
+    if version and not DEBIAN_VERSION.match(version):
+        chk.fail("cluster.ejabberd_version", f"{version!r} is not a Debian package version (e.g. \"23.01-1\")")
+    domains = c.get("domains", [])
+    if "domains" in c and not domains:
+        chk.fail("cluster.domains", "needs at least one XMPP domain")
+    for i, d in enumerate(domains):
+        if not isinstance(d, str) or not DOMAIN.match(d):
+            chk.fail(f"cluster.domains[{i}]", f"{d!r} is not a valid domain name")
+    if len(set(map(str, domains))) != len(domains):
+        chk.fail("cluster.domains", "lists a domain twice")
+    admins = c.get("admins", [])
+    for i, a in enumerate(admins):
+        if not isinstance(a, str) or not re.match(r"^[^@\s/]+@[^@\s/]+$", a):
+            chk.fail(f"cluster.admins[{i}]", f"{a!r} is not a bare JID (user@domain)")
+        elif a.split("@", 1)[1] not in domains:
+            chk.fail(f"cluster.admins[{i}]", f"{a!r} is not in one of cluster.domains")
+    loglevel = c.get("loglevel", "info")
+    if loglevel not in LOGLEVELS:
+        chk.fail("cluster.loglevel", f"{loglevel!r}: one of {', '.join(LOGLEVELS)}")
+    listen = chk.section(c.get("listen", {}), "cluster.listen", "cluster.listen")
+    ports = {"c2s": 5222, "s2s": 5269, "http": 5280, **listen}
+    for k, v in listen.items():
+        if not 1 <= v <= 65535:
+            chk.fail(f"cluster.listen.{k}", f"{v} is not a TCP port")
+    dist = chk.section(c.get("distribution", {}), "cluster.distribution", "cluster.distribution")
+    pmin, pmax = dist.get("port_min", 4370), dist.get("port_max", 4379)
+    for k, v in (("port_min", pmin), ("port_max", pmax)):
+        if not 1024 <= v <= 65535:
+            chk.fail(f"cluster.distribution.{k}", f"{v} is not a port in 1024-65535")
+    if pmin > pmax:
+        chk.fail("cluster.distribution", f"port window {pmin}-{pmax} is empty (port_min > port_max)")
+    if pmin <= 4369 <= pmax:
+        chk.fail("cluster.distribution", f"port window {pmin}-{pmax} contains epmd's port 4369")
+    clash = {p for p in ports.values() if pmin <= p <= pmax}
+    if clash:
+        chk.fail("cluster.distribution", f"port window {pmin}-{pmax} overlaps listener port(s) {sorted(clash)}")
+    cookie = chk.section(c.get("cookie", {}), "cluster.cookie", "cluster.cookie")
+    if "cookie" in c and len(cookie.keys() & {"file", "env"}) != 1:
+        chk.fail("cluster.cookie", "set exactly one of `file` (a local secrets file) or `env` (a variable name)")
+    if "env" in cookie and not ENV_NAME.match(cookie["env"]):
+        chk.fail("cluster.cookie.env", f"{cookie['env']!r} is not an environment variable name")
+    if chk.problems:
+        return None
+    return Cluster(
+        name=name, ejabberd_version=version, domains=tuple(domains), admins=tuple(admins),
+        loglevel=loglevel, c2s_port=ports["c2s"], s2s_port=ports["s2s"], http_port=ports["http"],
+        in_band_registration=c.get("in_band_registration", False), port_min=pmin, port_max=pmax,
+        cookie_file=_relative(path, cookie["file"]) if "file" in cookie else None,
+        cookie_env=cookie.get("env"))
+
+
+def _nodes(chk: _Checker, raw: Any) -> list[Node]:
+    if not isinstance(raw, list):
+        return []
+    if not raw:
+        chk.fail("nodes", "needs at least one node")
+    nodes: list[Node] = []
+    index: list[int] = []   # nodes[k] came from raw[index[k]], for messages
+    for i, item in enumerate(raw):
+        key = f"nodes[{i}]"
+        n = chk.section(item, "node", key)
+        host = n.get("host")
+        if host is None:
+            continue
+        if not (HOSTNAME.match(host) or IPV4.match(host)):
+            chk.fail(f"{key}.host", f"{host!r} is not a host name or address")
+            continue
+        if "name" not in n and IPV4.match(host):
+            chk.fail(f"{key}.name", "missing: the host is an address, and node names must use host names "
+                                    "(set name: ejabberd@<hostname>)")
+            continue
+        name = n.get("name") or f"ejabberd@{host.split('.')[0]}"
+        if not NODE_NAME.match(name):
+            chk.fail(f"{key}.name", f"{name!r} is not an Erlang node name (name@host, letters, digits, _ -)")
+            continue
+        if IPV4.match(name.split("@", 1)[1]):
+            chk.fail(f"{key}.name", f"{name!r} uses an IP address: node names must use host names "
+                                    "(an address change would orphan the node's data)")
+            continue
+        iface = n.get("dist_interface")
+        if iface is not None and not IPV4.match(iface):
+            chk.fail(f"{key}.dist_interface", f"{iface!r} is not an IPv4 address")
+        nodes.append(Node(host=host, name=name, dist_interface=iface))
+        index.append(i)
+    for attr, what in (("host", "host"), ("name", "node name")):
+        seen: dict[str, int] = {}
+        for i, node in zip(index, nodes):
+            value = getattr(node, attr)
+            if value in seen:
+                chk.fail(f"nodes[{i}].{attr}", f"{what} {value!r} is also nodes[{seen[value]}]'s")
+            seen.setdefault(value, i)
+    longs = {"." in n.node_host for n in nodes}
+    if len(longs) > 1:
+        chk.fail("nodes", "mixes short and long node names (ejabberd@host vs ejabberd@host.domain): "
+                          "Erlang cannot connect the two kinds; use one")
+    return nodes

@@ -1,0 +1,275 @@
+"""Preflight and plan: pure functions from inventory + facts to problems and ordered steps.
+
+Nothing here talks to a host, so every rule is tested table-driven without a lab.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from .facts import HostFacts
+from .inventory import Inventory, Node
+from .render import ManagedFile, managed_files, plugin_sha256
+from .secrets import Secret
+
+# Step kinds, in the order apply runs their phases.
+INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN = (
+    "install", "write", "plugin", "reload", "start", "restart", "join")
+
+
+@dataclass(frozen=True)
+class Problem:
+    host: str
+    check: str
+    detail: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    host: str
+    summary: str
+    diff: str = ""
+    file: ManagedFile | None = None
+    seed: str | None = None          # join: the running member to join
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    seed: Node
+    problems: list[Problem] = field(default_factory=list)
+
+    def by_kind(self, kind: str) -> list[Step]:
+        return [s for s in self.steps if s.kind == kind]
+
+    def hosts_with(self, kind: str) -> list[str]:
+        return [s.host for s in self.by_kind(kind)]
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.steps)
+
+
+class PreflightFailed(Exception):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__(format_problems(problems))
+
+
+def format_problems(problems: list[Problem]) -> str:
+    rows = [("host", "check", "problem", "what to do")] + [(p.host, p.check, p.detail, p.fix) for p in problems]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "preflight failed:\n" + "\n".join(lines)
+
+
+def dist_address(node: Node, facts: dict[str, HostFacts]) -> str | None:
+    """The address node's distribution binds to: set in the inventory, or what its
+    node name's host resolves to on its own host."""
+    if node.dist_interface:
+        return node.dist_interface
+    own = facts.get(node.host)
+    return own.resolves.get(node.node_host) if own else None
+
+
+# --------------------------------------------------------------------------- preflight
+
+def preflight(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> list[Problem]:
+    problems: list[Problem] = []
+    pin = inv.cluster.ejabberd_version
+    for node in inv.nodes:
+        f = facts[node.host]
+        if not f.reachable:
+            problems.append(Problem(node.host, "ssh", f.error or "unreachable",
+                                    "check the host is up and that ssh_config, user and key are right"))
+            continue
+        if f.os_id not in ("debian", "ubuntu"):
+            problems.append(Problem(node.host, "os", f"{f.os_id or 'unknown'} {f.os_version}".strip(),
+                                    "easycluster provisions Debian and Ubuntu hosts only"))
+        if f.installed and f.ejabberd_version != pin:
+            problems.append(Problem(node.host, "version", f"ejabberd {f.ejabberd_version} installed, "
+                                    f"the inventory pins {pin}",
+                                    "pin the installed version, or upgrade the whole cluster first"))
+        address = dist_address(node, facts)
+        if not address:
+            problems.append(Problem(node.host, "resolve", f"{node.node_host} does not resolve on its own host",
+                                    f"add {node.node_host} to /etc/hosts or DNS, or set dist_interface"))
+        elif address.startswith("127."):
+            problems.append(Problem(node.host, "resolve", f"{node.node_host} resolves to loopback {address}",
+                                    "map it to the cluster interface's address in /etc/hosts, or set dist_interface"))
+        elif address not in f.addresses:
+            problems.append(Problem(node.host, "resolve", f"{address} (for {node.node_host}) is not an address "
+                                    "of this host", "fix /etc/hosts or dist_interface"))
+        status = f.cluster_status
+        if status and status.get("node") != node.name:
+            problems.append(Problem(node.host, "node name", f"running as {status.get('node')}, not {node.name}",
+                                    "renaming a node holding data is a runbook of its own; fix the inventory"))
+        if f.running and f.cookie_sha256 and f.cookie_sha256 != cookie.sha256():
+            problems.append(Problem(node.host, "cookie", "the running node has another cookie",
+                                    "change a live cluster's cookie with `fab rotate-cookie`, not deploy"))
+        configured = _configured_node_name(f)
+        if not f.beam_running and f.mnesia_schema and configured and configured != node.name:
+            problems.append(Problem(node.host, "node name", f"Mnesia data of {configured} is on this host",
+                                    f"starting it as {node.name} would fail: rename or wipe it deliberately"))
+    # name resolution and reachability as seen from every host
+    for node in inv.nodes:
+        f = facts[node.host]
+        if not f.reachable:
+            continue
+        for peer in inv.nodes:
+            if peer is node:
+                continue
+            want = dist_address(peer, facts)
+            got = f.resolves.get(peer.node_host)
+            if not got:
+                problems.append(Problem(node.host, "resolve", f"{peer.node_host} does not resolve",
+                                        f"add {peer.node_host} to /etc/hosts or DNS"))
+            elif want and got != want:
+                problems.append(Problem(node.host, "resolve", f"{peer.node_host} resolves to {got}, "
+                                        f"its node listens on {want}", "make name resolution agree on every host"))
+            blocked = sorted(port for (h, port), r in f.reach.items()
+                             if h == peer.node_host and r in ("timeout", "unreachable"))
+            if blocked:
+                problems.append(Problem(node.host, "network", f"cannot reach {peer.node_host} on "
+                                        f"{_ports(blocked)}",
+                                        f"open 4369 and {inv.cluster.port_min}-{inv.cluster.port_max}/tcp "
+                                        "between the cluster's nodes"))
+    erlangs = {facts[n.host].erlang_version for n in inv.nodes
+               if facts[n.host].reachable and facts[n.host].erlang_version}
+    if len(erlangs) > 1:
+        problems.append(Problem("*", "version", f"Erlang versions differ: {', '.join(sorted(erlangs))}",
+                                "run one Erlang/OTP version across the cluster"))
+    return problems
+
+
+def _ports(ports: list[int]) -> str:
+    return ", ".join(map(str, ports)) if len(ports) < 4 else f"{ports[0]}..{ports[-1]} ({len(ports)} ports)"
+
+
+def _configured_node_name(f: HostFacts) -> str | None:
+    text = f.files.get("/etc/default/ejabberd") or ""
+    for line in text.splitlines():
+        if line.startswith("ERLANG_NODE="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return "ejabberd@localhost" if f.installed else None
+
+
+# --------------------------------------------------------------------------- membership
+
+def choose_seed(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[Node, set[str]]:
+    """The running member others join, and the cluster's members (db_nodes) as it reports them.
+
+    The largest running cluster among the inventory's nodes wins; ties go to the
+    one holding the earliest node in inventory order. With nothing running, the
+    first node is the seed and membership is known only once nodes start.
+    """
+    best: tuple[int, int] | None = None
+    seed, members = inv.nodes[0], set()
+    names = {n.name for n in inv.nodes}
+    for i, node in enumerate(inv.nodes):
+        status = facts[node.host].cluster_status if facts[node.host].running else None
+        if not status:
+            continue
+        db_nodes = set(status.get("db_nodes", [node.name]))
+        score = (len(db_nodes & names), -i)
+        if best is None or score > best:
+            best, seed, members = score, node, db_nodes
+    return seed, members
+
+
+def plan_joins(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[list[Step], list[Problem]]:
+    seed, members = choose_seed(inv, facts)
+    steps, problems = [], []
+    for node in inv.nodes:
+        if node is seed or node.name in members:
+            continue
+        f = facts[node.host]
+        status = f.cluster_status if f.running else None
+        if status and len(status.get("db_nodes", [])) > 1:
+            problems.append(Problem(node.host, "membership", f"member of another cluster "
+                                    f"({', '.join(sorted(status['db_nodes']))})",
+                                    "remove it from that cluster first; deploy never merges two clusters"))
+            continue
+        users = (status or {}).get("registered_users", 0)
+        if users:
+            problems.append(Problem(node.host, "membership", f"standalone node holding {users} registered users",
+                                    "joining would erase them: back them up and wipe the node deliberately"))
+            continue
+        steps.append(Step(JOIN, node.host, f"join {node.name} to {seed.name} as master", seed=seed.name))
+    return steps, problems
+
+
+# --------------------------------------------------------------------------- plan
+
+def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> Plan:
+    problems = preflight(inv, facts, cookie)
+    seed, _ = choose_seed(inv, facts)
+    if problems:
+        return Plan([], seed, problems)
+    steps: list[Step] = []
+    plugin_sha = plugin_sha256()
+    for node in inv.nodes:
+        f = facts[node.host]
+        if not f.installed:
+            steps.append(Step(INSTALL, node.host, f"install ejabberd {inv.cluster.ejabberd_version}"))
+        restart = reload = False
+        for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie):
+            diff = _file_change(mf, f)
+            if diff is None:
+                continue
+            steps.append(Step(WRITE, node.host, f"write {mf.path}", diff=diff, file=mf))
+            restart |= mf.restart
+            reload |= not mf.restart
+        if f.plugin_sha256 != plugin_sha:
+            steps.append(Step(PLUGIN, node.host, "compile and install the easy_cluster plugin"))
+            restart = True
+        if not f.running:
+            steps.append(Step(START, node.host, f"start {node.name}"))
+        elif restart:
+            steps.append(Step(RESTART, node.host, f"restart {node.name} (its configuration changed)"))
+        elif reload:
+            steps.append(Step(RELOAD, node.host, f"reload {node.name}'s ejabberd.yml (no restart)"))
+    joins, join_problems = plan_joins(inv, facts)
+    if join_problems:
+        return Plan([], seed, join_problems)
+    order = {k: i for i, k in enumerate((INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN))}
+    steps.sort(key=lambda s: order[s.kind])  # stable: inventory order within a phase
+    return Plan(steps + joins, seed)
+
+
+def _file_change(mf: ManagedFile, f: HostFacts) -> str | None:
+    """None if the host already has this content; else a unified diff (secrets: a note)."""
+    if mf.secret:
+        if f.cookie_sha256 == mf.sha256():
+            return None
+        return f"{mf.path}: {'replaced' if f.cookie_sha256 else 'created'} (content redacted)\n"
+    current = f.files.get(mf.path)
+    new = mf.data().decode()
+    if current == new:
+        return None
+    return "".join(difflib.unified_diff(
+        (current or "").splitlines(keepends=True), new.splitlines(keepends=True),
+        fromfile=f"{mf.path} (on host)" if current is not None else "/dev/null", tofile=f"{mf.path} (new)"))
+
+
+def format_plan(plan: Plan, inv: Inventory) -> str:
+    if not plan.steps:
+        return "no changes: the cluster matches the inventory"
+    out = []
+    for node in inv.nodes:
+        mine = [s for s in plan.steps if s.host == node.host and s.kind != JOIN]
+        if not mine:
+            out.append(f"[{node.host}] no changes")
+            continue
+        for s in mine:
+            out.append(f"[{node.host}] {s.summary}")
+            out.extend(f"[{node.host}]   {line}" for line in s.diff.rstrip("\n").splitlines())
+    joins = plan.by_kind(JOIN)
+    if joins:
+        out.append("joins, one at a time, in this order:")
+        out.extend(f"  {i}. {s.summary}" for i, s in enumerate(joins, 1))
+    return "\n".join(out)

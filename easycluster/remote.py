@@ -1,0 +1,150 @@
+"""SSH to the cluster's hosts: one connection per host per run, reused by every step.
+
+Host keys are checked against the known_hosts file the ssh_config names (Fabric
+alone would accept any key); with `StrictHostKeyChecking yes` an unknown key is
+refused. Secrets travel only as file contents over SFTP, never on a command line.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import paramiko
+from fabric import Config, Connection
+
+from .errors import EasyClusterError
+from .inventory import Inventory, Node
+
+T = TypeVar("T")
+
+
+class RemoteError(EasyClusterError):
+    def __init__(self, host: str, what: str, detail: str = ""):
+        self.host, self.what, self.detail = host, what, detail
+        super().__init__(f"{host}: {what}" + (f": {detail}" if detail else ""))
+
+
+@dataclass(frozen=True)
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+class Host:
+    """One SSH connection to one host, opened on first use."""
+
+    def __init__(self, inventory: Inventory, node: Node):
+        self.node = node
+        self.name = node.host
+        overrides = {"load_ssh_configs": True}
+        config = Config(runtime_ssh_path=str(inventory.ssh_config)) if inventory.ssh_config else Config()
+        config.load_overrides(overrides)
+        self._conn = Connection(node.host, user=inventory.ssh_user, config=config,
+                                connect_timeout=None)
+        self._opened = False
+        self.connections = 0
+
+    def _connection(self) -> Connection:
+        if not self._opened:
+            client = self._conn.client
+            known = self._conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")
+            for path in str(known).split():
+                path = os.path.expanduser(path)
+                if os.path.exists(path):
+                    client.load_host_keys(path)
+            if str(self._conn.ssh_config.get("stricthostkeychecking", "ask")).lower() in ("yes", "ask"):
+                client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            try:
+                self._conn.open()
+            except paramiko.SSHException as exc:
+                raise RemoteError(self.name, "SSH refused", str(exc)) from None
+            except OSError as exc:
+                raise RemoteError(self.name, "unreachable over SSH", exc.strerror or str(exc)) from None
+            self._opened = True
+            self.connections += 1
+        return self._conn
+
+    def run(self, command: str, *, check: bool = True, timeout: float | None = None,
+            stdin: str | None = None, what: str | None = None) -> Result:
+        conn = self._connection()
+        try:
+            r = conn.run(command, hide=True, warn=True, timeout=timeout,
+                         in_stream=io.StringIO(stdin) if stdin is not None else False)
+        except Exception as exc:  # invoke's CommandTimedOut, paramiko errors
+            raise RemoteError(self.name, what or "remote command failed", type(exc).__name__ + f": {exc}") from None
+        result = Result(r.exited, r.stdout, r.stderr)
+        if check and not result.ok:
+            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            raise RemoteError(self.name, what or f"`{command.splitlines()[0][:60]}` failed",
+                              " | ".join(detail[-3:]) if detail else f"exit {result.rc}")
+        return result
+
+    def put_bytes(self, data: bytes, remote_path: str) -> None:
+        """Write `data` to `remote_path` over SFTP (mode 0600 from creation on)."""
+        sftp = self._connection().sftp()
+        with sftp.open(remote_path, "wb") as fh:
+            fh.chmod(0o600)
+            fh.write(data)
+
+    def close(self) -> None:
+        if self._opened:
+            self._conn.close()
+            self._opened = False
+
+
+class Fleet:
+    """The hosts of an inventory, with parallel fan-out (one thread per host)."""
+
+    def __init__(self, inventory: Inventory):
+        self.inventory = inventory
+        self.hosts = {n.host: Host(inventory, n) for n in inventory.nodes}
+        self._print_lock = threading.Lock()
+
+    def __getitem__(self, host: str) -> Host:
+        return self.hosts[host]
+
+    def parallel(self, func: Callable[[Host], T], hosts: list[str] | None = None) -> dict[str, T | Exception]:
+        """Run func on each host at once; exceptions are returned per host, not raised."""
+        names = hosts if hosts is not None else list(self.hosts)
+        if not names:
+            return {}
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            futures = {h: pool.submit(func, self.hosts[h]) for h in names}
+        out: dict[str, T | Exception] = {}
+        for h, f in futures.items():
+            exc = f.exception()
+            out[h] = exc if exc is not None else f.result()
+        return out
+
+    def connections_opened(self) -> dict[str, int]:
+        return {h: host.connections for h, host in self.hosts.items()}
+
+    def close(self) -> None:
+        for host in self.hosts.values():
+            host.close()
+
+    def __enter__(self) -> "Fleet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def q(value: str) -> str:
+    return shlex.quote(value)
+
+
+def local_path(p: Path | str) -> str:
+    return str(p)

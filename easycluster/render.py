@@ -1,0 +1,78 @@
+"""The files easycluster manages on each host, rendered from templates/ (StrictUndefined)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import jinja2
+
+from . import REPO_ROOT
+from .inventory import Inventory, Node
+from .secrets import Secret
+
+TEMPLATES = REPO_ROOT / "templates"
+PLUGIN_SOURCE = REPO_ROOT / "plugin" / "easy_cluster.erl"
+PLUGIN_DIR = "/usr/local/lib/easy_cluster"
+PLUGIN_EBIN = f"{PLUGIN_DIR}/ebin"
+EJABBERD_YML = "/etc/ejabberd/ejabberd.yml"
+EJABBERD_DEFAULT = "/etc/default/ejabberd"
+COOKIE_PATH = "/var/lib/ejabberd/.erlang.cookie"
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    path: str
+    content: str | Secret      # a Secret's content is never shown, diffed or logged
+    mode: int
+    owner: str
+    group: str
+    restart: bool              # does a change need a node restart (else a config reload)?
+
+    @property
+    def secret(self) -> bool:
+        return isinstance(self.content, Secret)
+
+    def data(self) -> bytes:
+        text = self.content.reveal() if isinstance(self.content, Secret) else self.content
+        return text.encode()
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data()).hexdigest()
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+
+
+def render(template: str, **context) -> str:
+    try:
+        return _environment().get_template(template).render(**context)
+    except jinja2.UndefinedError as exc:
+        from .errors import EasyClusterError
+        raise EasyClusterError(f"templates/{template}: {exc.message} (the inventory lacks it)") from None
+
+
+def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie: Secret) -> list[ManagedFile]:
+    """Everything deploy writes on `node`'s host, in the order it writes it."""
+    context = dict(cluster=inventory.cluster, node=node, nodes=inventory.nodes,
+                   dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN,
+                   inventory_name=inventory.path.name)
+    return [
+        ManagedFile(EJABBERD_DEFAULT, render("ejabberd.default.j2", **context), 0o644, "root", "root",
+                    restart=True),
+        ManagedFile(EJABBERD_YML, render("ejabberd.yml.j2", **context), 0o600, "ejabberd", "ejabberd",
+                    restart=False),
+        # no trailing newline: the file's sha256 is the cookie's, comparable without reading it
+        ManagedFile(COOKIE_PATH, cookie, 0o400, "ejabberd", "ejabberd", restart=True),
+    ]
+
+
+def plugin_source() -> str:
+    return PLUGIN_SOURCE.read_text()
+
+
+def plugin_sha256() -> str:
+    return hashlib.sha256(PLUGIN_SOURCE.read_bytes()).hexdigest()

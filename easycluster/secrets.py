@@ -1,0 +1,93 @@
+"""The Erlang cookie: full remote code execution on the cluster for whoever has it.
+
+It lives in a local secrets file (0600, its directory 0700, git-ignored) or in an
+environment variable; it reaches hosts only by file transfer. `Secret` keeps it
+out of reprs, tracebacks and f-strings by accident: only `.reveal()` gives it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import stat
+import string
+from pathlib import Path
+
+from .errors import EasyClusterError
+from .inventory import Cluster
+
+COOKIE_ALPHABET = string.ascii_letters + string.digits
+COOKIE_LENGTH = 48
+MIN_COOKIE_LENGTH = 20
+# What Erlang accepts in a cookie file without quoting surprises: an unquoted atom's characters.
+COOKIE_CHARS = re.compile(r"^[A-Za-z0-9_@.-]+$")
+
+
+class Secret:
+    """A value that never prints itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self._value.encode()).hexdigest()
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return "<redacted>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self.sha256())
+
+
+def check_cookie(value: str, where: str) -> None:
+    if len(value) < MIN_COOKIE_LENGTH:
+        raise EasyClusterError(f"{where}: the cookie is shorter than {MIN_COOKIE_LENGTH} characters")
+    if not COOKIE_CHARS.match(value):
+        raise EasyClusterError(f"{where}: the cookie has characters Erlang rejects "
+                               "(use letters, digits, '_', '@', '.', '-')")
+
+
+def load_cookie(cluster: Cluster, create: bool = False) -> Secret:
+    """The cluster's cookie; with `create`, a new random one if the secrets file does not exist yet."""
+    if cluster.cookie_env:
+        value = os.environ.get(cluster.cookie_env)
+        if not value:
+            raise EasyClusterError(f"cluster.cookie.env: environment variable {cluster.cookie_env} is not set")
+        check_cookie(value, f"environment variable {cluster.cookie_env}")
+        return Secret(value)
+    path = cluster.cookie_file
+    assert path is not None
+    if not path.exists():
+        if not create:
+            raise EasyClusterError(f"cookie file {path} does not exist (the first `fab deploy` creates it)")
+        return _create_cookie_file(path)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise EasyClusterError(f"cookie file {path} is readable by others (mode {mode:04o}): chmod 600 {path}")
+    value = path.read_text().strip()
+    check_cookie(value, f"cookie file {path}")
+    return Secret(value)
+
+
+def _create_cookie_file(path: Path) -> Secret:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = "".join(secrets.choice(COOKIE_ALPHABET) for _ in range(COOKIE_LENGTH))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return Secret(value)

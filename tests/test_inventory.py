@@ -1,0 +1,124 @@
+"""Inventory parsing and validation: table-driven, no hosts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from easycluster.inventory import InventoryError, parse_inventory, load_inventory
+
+PATH = Path("/srv/inv/prod.yml")
+
+GOOD = {
+    "cluster": {
+        "name": "xmpp-prod", "ejabberd_version": "23.01-1", "domains": ["example.com"],
+        "admins": ["ops@example.com"], "cookie": {"file": "../secrets/prod.cookie"},
+    },
+    "ssh": {"config": "ssh_config", "user": "root"},
+    "nodes": [{"host": "xmpp1.example.com"}, {"host": "xmpp2.example.com"}, {"host": "xmpp3.example.com"}],
+}
+
+
+def variant(path: str, value, base=GOOD) -> str:
+    """GOOD with the value at a dotted path replaced (value DELETE removes the key)."""
+    import copy
+    data = copy.deepcopy(base)
+    *parents, last = path.split(".")
+    target = data
+    for p in parents:
+        target = target[int(p)] if isinstance(target, list) else target[p]
+    if value is DELETE:
+        del target[last]
+    elif isinstance(target, list):
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return yaml.safe_dump(data)
+
+
+DELETE = object()
+
+
+def test_a_good_inventory_parses_with_defaults():
+    inv = parse_inventory(yaml.safe_dump(GOOD), PATH)
+    assert [n.name for n in inv.nodes] == ["ejabberd@xmpp1", "ejabberd@xmpp2", "ejabberd@xmpp3"]
+    assert [n.host for n in inv.nodes] == ["xmpp1.example.com", "xmpp2.example.com", "xmpp3.example.com"]
+    c = inv.cluster
+    assert (c.c2s_port, c.s2s_port, c.http_port, c.port_min, c.port_max) == (5222, 5269, 5280, 4370, 4379)
+    assert c.cookie_file == Path("/srv/inv/../secrets/prod.cookie")
+    assert inv.ssh_config == Path("/srv/inv/ssh_config")
+    assert c.loglevel == "info" and c.in_band_registration is False
+
+
+def test_node_overrides_are_kept():
+    text = variant("nodes", [{"host": "10.0.0.5", "name": "ejabberd@xmpp9", "dist_interface": "10.0.0.5"}])
+    node = parse_inventory(text, PATH).nodes[0]
+    assert (node.host, node.name, node.dist_interface, node.node_host) == (
+        "10.0.0.5", "ejabberd@xmpp9", "10.0.0.5", "xmpp9")
+
+
+BAD = [
+    # (case, inventory text, expected fragment of the message)
+    ("yaml syntax", "cluster: [unclosed\n", "YAML syntax error: line"),
+    ("not a mapping", "- just\n- a list\n", "(top level): must be a mapping"),
+    ("unknown top key", variant("clusterr", {}), "clusterr: unknown key (did you mean 'cluster'?)"),
+    ("unknown cluster key", variant("cluster.domain", ["x.com"]), "cluster.domain: unknown key (did you mean 'domains'?)"),
+    ("missing domains", variant("cluster.domains", DELETE), "cluster.domains: missing (required)"),
+    ("empty domains", variant("cluster.domains", []), "cluster.domains: needs at least one XMPP domain"),
+    ("bad domain", variant("cluster.domains", ["exa mple.com"]), "cluster.domains[0]: 'exa mple.com' is not a valid domain"),
+    ("missing version", variant("cluster.ejabberd_version", DELETE), "cluster.ejabberd_version: missing"),
+    ("version not debian", variant("cluster.ejabberd_version", "latest"), "is not a Debian package version"),
+    ("version a number", variant("cluster.ejabberd_version", 23.01), "cluster.ejabberd_version: must be a string, not a number"),
+    ("bad cluster name", variant("cluster.name", "Prod XMPP"), "cluster.name: 'Prod XMPP'"),
+    ("admin not a jid", variant("cluster.admins", ["ops"]), "cluster.admins[0]: 'ops' is not a bare JID"),
+    ("admin other domain", variant("cluster.admins", ["ops@other.org"]), "is not in one of cluster.domains"),
+    ("bad loglevel", variant("cluster.loglevel", "loud"), "cluster.loglevel: 'loud'"),
+    ("reversed window", variant("cluster.distribution", {"port_min": 4400, "port_max": 4370}), "is empty (port_min > port_max)"),
+    ("window on epmd", variant("cluster.distribution", {"port_min": 4360, "port_max": 4380}), "contains epmd's port 4369"),
+    ("window on c2s", variant("cluster.distribution", {"port_min": 5220, "port_max": 5230}), "overlaps listener port(s) [5222]"),
+    ("port out of range", variant("cluster.listen", {"c2s": 70000}), "cluster.listen.c2s: 70000 is not a TCP port"),
+    ("no cookie source", variant("cluster.cookie", {}), "set exactly one of `file`"),
+    ("two cookie sources", variant("cluster.cookie", {"file": "a", "env": "B"}), "set exactly one of `file`"),
+    ("cookie env name", variant("cluster.cookie", {"env": "my-cookie"}), "is not an environment variable name"),
+    ("no nodes", variant("nodes", []), "nodes: needs at least one node"),
+    ("node without host", variant("nodes", [{"name": "ejabberd@a"}]), "nodes[0].host: missing (required)"),
+    ("unknown node key", variant("nodes", [{"host": "a", "hots": "b"}]), "nodes[0].hots: unknown key (did you mean 'host'?)"),
+    ("duplicate host", variant("nodes", [{"host": "a"}, {"host": "a", "name": "ejabberd@b"}]), "nodes[1].host: host 'a' is also nodes[0]'s"),
+    ("duplicate node name", variant("nodes", [{"host": "a.x.org"}, {"host": "a.y.org"}]), "nodes[1].name: node name 'ejabberd@a'"),
+    ("ip host, no name", variant("nodes", [{"host": "10.0.0.1"}]), "node names must use host names"),
+    ("ip node name", variant("nodes", [{"host": "a", "name": "ejabberd@10.0.0.1"}]), "uses an IP address"),
+    ("bad node name char", variant("nodes", [{"host": "a", "name": "ejab berd@a"}]), "is not an Erlang node name"),
+    ("mixed short and long", variant("nodes", [{"host": "a", "name": "ejabberd@a"}, {"host": "b", "name": "ejabberd@b.example.com"}]),
+     "mixes short and long node names"),
+    ("dist_interface not ip", variant("nodes", [{"host": "a", "dist_interface": "eth0"}]), "'eth0' is not an IPv4 address"),
+]
+
+
+@pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in BAD], ids=[c for c, _, _ in BAD])
+def test_bad_input_is_refused_naming_file_and_key(text, expected):
+    with pytest.raises(InventoryError) as err:
+        parse_inventory(text, PATH)
+    message = str(err.value)
+    assert expected in message
+    assert f"{PATH}: " in message
+
+
+def test_all_problems_are_reported_at_once():
+    text = variant("cluster.loglevel", "loud", base=yaml.safe_load(variant("nodes", [{"host": "a", "x": 1}])))
+    with pytest.raises(InventoryError) as err:
+        parse_inventory(text, PATH)
+    assert len(err.value.problems) == 2
+
+
+def test_missing_file_says_how_to_get_one(tmp_path):
+    with pytest.raises(Exception) as err:
+        load_inventory(tmp_path / "nope.yml")
+    assert "nope.yml not found" in str(err.value)
+
+
+def test_example_inventory_is_valid():
+    from easycluster import REPO_ROOT
+    inv = load_inventory(REPO_ROOT / "inventory" / "example.yml")
+    assert len(inv.nodes) == 3 and inv.cluster.domains == ("example.com", "conference.example.com")

@@ -1,0 +1,72 @@
+"""Rendering the managed files: real templates, StrictUndefined, no hosts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from easycluster import render
+from easycluster.errors import EasyClusterError
+from easycluster.inventory import parse_inventory
+from easycluster.render import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, managed_files
+from easycluster.secrets import Secret
+
+COOKIE = Secret("S" * 40)
+
+
+def inv(**cluster):
+    data = {"cluster": {"name": "t", "ejabberd_version": "23.01-1", "domains": ["a.test", "b.test"],
+                        "admins": ["ops@a.test"], "cookie": {"env": "X"}, **cluster},
+            "nodes": [{"host": "lab1"}, {"host": "lab2.example.org", "name": "ejabberd@lab2"}]}
+    return parse_inventory(yaml.safe_dump(data), Path("/inv/t.yml"))
+
+
+def files(inventory, host="lab1", addr="10.0.0.1"):
+    return {f.path: f for f in managed_files(inventory, inventory.node(host), addr, COOKIE)}
+
+
+def test_ejabberd_yml_is_valid_yaml_with_the_inventory_values():
+    conf = yaml.safe_load(files(inv(loglevel="warning", listen={"c2s": 15222}))[EJABBERD_YML].content)
+    assert conf["hosts"] == ["a.test", "b.test"]
+    assert conf["loglevel"] == "warning"
+    assert conf["listen"][0] == {**conf["listen"][0], "port": 15222, "module": "ejabberd_c2s"}
+    assert conf["acl"]["admin"]["user"] == ["ops@a.test"]
+    assert "easy_cluster" in conf["modules"]
+    assert conf["access_rules"]["register"] == {"deny": "all"}
+    assert yaml.safe_load(files(inv(in_band_registration=True))[EJABBERD_YML].content)[
+        "access_rules"]["register"] == {"allow": "all"}
+
+
+def test_without_admins_the_acl_is_an_empty_list():
+    conf = yaml.safe_load(files(inv(admins=[]))[EJABBERD_YML].content)
+    assert conf["acl"]["admin"]["user"] == []
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("lab1", ["ERLANG_NODE=ejabberd@lab1", "INET_DIST_INTERFACE=10.0.0.1", "FIREWALL_WINDOW=4370-4379"]),
+    ("lab2.example.org", ["ERLANG_NODE=ejabberd@lab2"]),
+])
+def test_default_file_names_the_node_interface_window_and_plugin_path(host, expected):
+    text = files(inv(), host)[EJABBERD_DEFAULT].content
+    lines = text.splitlines()
+    for line in expected:
+        assert line in lines
+    assert 'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -pa /usr/local/lib/easy_cluster/ebin"' in lines
+
+
+def test_cookie_file_is_the_secret_0400_owned_by_ejabberd_and_redacted():
+    cookie = files(inv())[COOKIE_PATH]
+    assert cookie.secret and cookie.data() == b"S" * 40
+    assert (cookie.mode, cookie.owner, cookie.group) == (0o400, "ejabberd", "ejabberd")
+    assert "S" * 40 not in repr(cookie) and "S" * 40 not in f"{cookie.content}"
+
+
+def test_a_variable_missing_from_the_inventory_is_an_error_naming_the_template(tmp_path, monkeypatch):
+    (tmp_path / "ejabberd.yml.j2").write_text("hosts: {{ cluster.domains }}\nx: {{ cluster.no_such_key }}\n")
+    (tmp_path / "ejabberd.default.j2").write_text("ERLANG_NODE={{ node.name }}\n")
+    monkeypatch.setattr(render, "TEMPLATES", tmp_path)
+    with pytest.raises(EasyClusterError) as err:
+        files(inv())
+    assert "templates/ejabberd.yml.j2" in str(err.value) and "no_such_key" in str(err.value)
