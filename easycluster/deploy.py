@@ -137,7 +137,7 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
     starts = plan.hosts_with(START)
     if starts:
         progress.phase("start", lambda: _each(fleet, starts, lambda h: progress.step(
-            h, "start", lambda: nodectl.start(h))))
+            h, "start", lambda: nodectl.start(h, inv.cluster.c2s_port))))
 
     for host in plan.hosts_with(RESTART):   # one at a time: the cluster stays up
         h = fleet[host]
@@ -169,7 +169,7 @@ def _order(inv: Inventory):
 def _restart_and_rejoin(inv: Inventory, fleet: Fleet, h: Host, progress: Progress) -> None:
     before = nodectl.status(h)
     peers = set(before.get("running_db_nodes", [])) if before else set()
-    progress.step(h, "restart", lambda: nodectl.restart(h))
+    progress.step(h, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
     progress.step(h, "back in the cluster with all tables", lambda: nodectl.wait_status(
         h, lambda st: peers <= set(st.get("running_db_nodes", [])) and not st.get("missing_tables")))
 

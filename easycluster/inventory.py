@@ -63,6 +63,7 @@ class Cluster:
     s2s_port: int
     http_port: int
     in_band_registration: bool
+    certfiles: tuple[str, ...]        # TLS certificates on the hosts; none: c2s without TLS
     port_min: int
     port_max: int
     cookie_file: Path | None
@@ -94,6 +95,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
         "name": (str, True), "ejabberd_version": (str, True), "domains": (list, True),
         "admins": (list, False), "loglevel": (str, False), "listen": (dict, False),
         "in_band_registration": (bool, False), "distribution": (dict, False), "cookie": (dict, True),
+        "certfiles": (list, False),
     },
     "cluster.listen": {"c2s": (int, False), "s2s": (int, False), "http": (int, False)},
     "cluster.distribution": {"port_min": (int, False), "port_max": (int, False)},
@@ -214,6 +216,10 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
             chk.fail(f"cluster.admins[{i}]", f"{a!r} is not a bare JID (user@domain)")
         elif a.split("@", 1)[1] not in domains:
             chk.fail(f"cluster.admins[{i}]", f"{a!r} is not in one of cluster.domains")
+    certfiles = c.get("certfiles", [])
+    for i, cert in enumerate(certfiles):
+        if not isinstance(cert, str) or not cert.startswith("/"):
+            chk.fail(f"cluster.certfiles[{i}]", f"{cert!r} is not an absolute path (on the hosts)")
     loglevel = c.get("loglevel", "info")
     if loglevel not in LOGLEVELS:
         chk.fail("cluster.loglevel", f"{loglevel!r}: one of {', '.join(LOGLEVELS)}")
@@ -244,7 +250,7 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
     return Cluster(
         name=name, ejabberd_version=version, domains=tuple(domains), admins=tuple(admins),
         loglevel=loglevel, c2s_port=ports["c2s"], s2s_port=ports["s2s"], http_port=ports["http"],
-        in_band_registration=c.get("in_band_registration", False), port_min=pmin, port_max=pmax,
+        in_band_registration=c.get("in_band_registration", False), certfiles=tuple(certfiles), port_min=pmin, port_max=pmax,
         cookie_file=_relative(path, cookie["file"]) if "file" in cookie else None,
         cookie_env=cookie.get("env"))
 

@@ -21,6 +21,7 @@ BACKUP_DIR = "/var/backups/easycluster"
 
 _SERVICE = r"""
 export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin
+cd /   # the ejabberd user must be able to read the working directory (erl_prim_loader)
 ec_log_tail() {
   echo "--- tail of /var/log/ejabberd/error.log:"
   tail -n 15 /var/log/ejabberd/error.log 2>/dev/null || echo "(no error.log)"
@@ -35,12 +36,17 @@ ec_start() {
   ec_wait_started
 }
 ec_wait_started() {
+  # Each `ejabberdctl status` boots a hidden Erlang VM (~0.2 s of CPU): polling it
+  # would slow the very start it waits for. Wait cheaply for the client port
+  # (listeners open last), then confirm once with ejabberdctl.
   end=$(( $(date +%s) + START_BOUND )); gone=0
   while [ "$(date +%s)" -lt "$end" ]; do
-    ejabberdctl status >/dev/null 2>&1 && return 0
+    if (exec 3<>/dev/tcp/127.0.0.1/C2S_PORT) 2>/dev/null && ejabberdctl status >/dev/null 2>&1; then
+      return 0
+    fi
     if pgrep -u ejabberd -f beam >/dev/null; then gone=0; else gone=$((gone + 1)); fi
-    if [ "$gone" -ge 10 ]; then echo "the node died while starting"; ec_log_tail; return 1; fi
-    sleep 0.2
+    if [ "$gone" -ge 20 ]; then echo "the node died while starting"; ec_log_tail; return 1; fi
+    sleep 0.1
   done
   echo "the node did not report started within START_BOUND s"; ec_log_tail; return 1
 }
@@ -57,13 +63,13 @@ ec_stop() {
 """.replace("START_BOUND", str(START_BOUND)).replace("STOP_BOUND", str(STOP_BOUND))
 
 
-def _script(body: str) -> str:
-    return _SERVICE + "set -e\n" + body
+def _script(body: str, c2s_port: int = 5222) -> str:
+    return _SERVICE.replace("C2S_PORT", str(c2s_port)) + "set -e\n" + body
 
 
 def install(host: Host, version: str) -> None:
     """apt-get install the pinned ejabberd without starting it (policy-rc.d), as on any Debian."""
-    host.run("bash -s", what=f"installing ejabberd {version}", timeout=900, stdin=_script(f"""
+    host.script(_script(f"""
 export DEBIAN_FRONTEND=noninteractive
 own_policy=0
 if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -73,7 +79,7 @@ trap '[ $own_policy = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends ejabberd={q(version)} erlang-dev >/dev/null
 dpkg-query -W -f='${{Version}}' ejabberd
-"""))
+"""), what=f"installing ejabberd {version}", timeout=900)
 
 
 def configure(host: Host, files: list[ManagedFile], plugin: bool) -> list[str]:
@@ -99,7 +105,7 @@ rm -rf {staging}/ebin && mkdir {staging}/ebin
 erlc -I "$include" -o {staging}/ebin {staging}/easy_cluster.erl
 install -m 644 {staging}/ebin/easy_cluster.beam {PLUGIN_DIR}/ebin/easy_cluster.beam
 install -m 644 {staging}/easy_cluster.erl {PLUGIN_DIR}/src/easy_cluster.erl""")
-        result = host.run("bash -s", stdin=_script("\n".join(body)), what="writing configuration")
+        result = host.script(_script("\n".join(body)), what="writing configuration")
     except RemoteError:
         host.run(f"rm -rf {q(staging)}", check=False)
         raise
@@ -107,16 +113,16 @@ install -m 644 {staging}/easy_cluster.erl {PLUGIN_DIR}/src/easy_cluster.erl""")
     return backups
 
 
-def start(host: Host) -> None:
-    host.run("bash -s", stdin=_script("ec_start"), what="starting ejabberd", timeout=START_BOUND + 30)
+def start(host: Host, c2s_port: int) -> None:
+    host.script(_script("ec_start", c2s_port), what="starting ejabberd", timeout=START_BOUND + 30)
 
 
 def stop(host: Host) -> None:
-    host.run("bash -s", stdin=_script("ec_stop"), what="stopping ejabberd", timeout=STOP_BOUND + 30)
+    host.script(_script("ec_stop"), what="stopping ejabberd", timeout=STOP_BOUND + 30)
 
 
-def restart(host: Host) -> None:
-    host.run("bash -s", stdin=_script("ec_stop\nec_start"), what="restarting ejabberd",
+def restart(host: Host, c2s_port: int) -> None:
+    host.script(_script("ec_stop\nec_start", c2s_port), what="restarting ejabberd",
              timeout=START_BOUND + STOP_BOUND + 30)
 
 

@@ -48,9 +48,7 @@ class Host:
     def __init__(self, inventory: Inventory, node: Node):
         self.node = node
         self.name = node.host
-        overrides = {"load_ssh_configs": True}
         config = Config(runtime_ssh_path=str(inventory.ssh_config)) if inventory.ssh_config else Config()
-        config.load_overrides(overrides)
         self._conn = Connection(node.host, user=inventory.ssh_user, config=config,
                                 connect_timeout=None)
         self._opened = False
@@ -90,6 +88,11 @@ class Host:
             raise RemoteError(self.name, what or f"`{command.splitlines()[0][:60]}` failed",
                               " | ".join(detail[-3:]) if detail else f"exit {result.rc}")
         return result
+
+    def script(self, body: str, **kwargs) -> Result:
+        """Run a bash script sent on stdin. It is read whole before it runs, so a
+        command in it that reads stdin (ejabberdctl, erl) cannot swallow the rest."""
+        return self.run("bash -c 'eval \"$(cat)\"'", stdin=body, **kwargs)
 
     def put_bytes(self, data: bytes, remote_path: str) -> None:
         """Write `data` to `remote_path` over SFTP (mode 0600 from creation on)."""
@@ -144,7 +147,3 @@ class Fleet:
 
 def q(value: str) -> str:
     return shlex.quote(value)
-
-
-def local_path(p: Path | str) -> str:
-    return str(p)

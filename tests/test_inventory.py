@@ -82,6 +82,7 @@ BAD = [
     ("no cookie source", variant("cluster.cookie", {}), "set exactly one of `file`"),
     ("two cookie sources", variant("cluster.cookie", {"file": "a", "env": "B"}), "set exactly one of `file`"),
     ("cookie env name", variant("cluster.cookie", {"env": "my-cookie"}), "is not an environment variable name"),
+    ("relative certfile", variant("cluster.certfiles", ["certs/a.pem"]), "cluster.certfiles[0]: 'certs/a.pem' is not an absolute path"),
     ("no nodes", variant("nodes", []), "nodes: needs at least one node"),
     ("node without host", variant("nodes", [{"name": "ejabberd@a"}]), "nodes[0].host: missing (required)"),
     ("unknown node key", variant("nodes", [{"host": "a", "hots": "b"}]), "nodes[0].hots: unknown key (did you mean 'host'?)"),

@@ -39,6 +39,13 @@ def test_ejabberd_yml_is_valid_yaml_with_the_inventory_values():
         "access_rules"]["register"] == {"allow": "all"}
 
 
+def test_certfiles_turn_on_required_starttls():
+    conf = yaml.safe_load(files(inv(certfiles=["/etc/ejabberd/a.pem"]))[EJABBERD_YML].content)
+    assert conf["certfiles"] == ["/etc/ejabberd/a.pem"] and conf["listen"][0]["starttls_required"] is True
+    plain = yaml.safe_load(files(inv())[EJABBERD_YML].content)
+    assert "certfiles" not in plain and "starttls_required" not in plain["listen"][0]
+
+
 def test_without_admins_the_acl_is_an_empty_list():
     conf = yaml.safe_load(files(inv(admins=[]))[EJABBERD_YML].content)
     assert conf["acl"]["admin"]["user"] == []

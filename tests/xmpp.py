@@ -1,0 +1,112 @@
+"""Real XMPP clients (slixmpp) for tests: register, log in, send, receive.
+
+Each helper runs its own event loop with a hard timeout, so a broken cluster
+fails a test quickly instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout
+
+logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
+TIMEOUT = 20
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid: str, password: str, register: bool = False):
+        super().__init__(jid, password)
+        # The lab's nodes have no certificates (no certfiles in the lab inventory): plain c2s.
+        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, False, True
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.ready: asyncio.Future = asyncio.get_event_loop().create_future()
+        self.registration: asyncio.Future = asyncio.get_event_loop().create_future()
+        self.add_event_handler("session_start", self._session_start)
+        self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
+        self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed: {e}"))
+        self.add_event_handler("message", self._message)
+        if register:
+            self.register_plugin("xep_0077")
+            self["xep_0077"].force_registration = True
+            self.add_event_handler("register", self._register)
+
+    def _fail(self, why: str) -> None:
+        for fut in (self.ready, self.registration):
+            if not fut.done():
+                fut.set_exception(AssertionError(why))
+
+    async def _session_start(self, _event) -> None:
+        self.send_presence()
+        if not self.ready.done():
+            self.ready.set_result(True)
+
+    async def _register(self, _form) -> None:
+        iq = self.Iq()
+        iq["type"] = "set"
+        iq["register"]["username"] = self.boundjid.user
+        iq["register"]["password"] = self.password
+        try:
+            await iq.send()
+            self.registration.set_result(True)
+        except (IqError, IqTimeout) as exc:
+            self._fail(f"registration refused: {exc}")
+
+    def _message(self, msg) -> None:
+        if msg["type"] in ("chat", "normal") and msg["body"]:
+            self.inbox.put_nowait((str(msg["from"].bare), msg["body"], time.monotonic()))
+
+
+async def _connect(client: Client, address: str, port: int) -> None:
+    client.connect(address, port)
+    await asyncio.wait_for(client.ready, TIMEOUT)
+
+
+def register(address: str, jid: str, password: str, port: int = 5222) -> None:
+    """In-band registration (XEP-0077) through the node at `address`."""
+    async def run():
+        client = Client(jid, password, register=True)
+        try:
+            client.connect(address, port)
+            await asyncio.wait_for(client.registration, TIMEOUT)
+        finally:
+            client.disconnect()
+    asyncio.run(run())
+
+
+def can_login(address: str, jid: str, password: str, port: int = 5222) -> bool:
+    async def run():
+        client = Client(jid, password)
+        try:
+            await _connect(client, address, port)
+            return True
+        except AssertionError:
+            return False
+        finally:
+            client.disconnect()
+    return asyncio.run(run())
+
+
+def send_and_receive(sender: tuple[str, str, str], receiver: tuple[str, str, str], body: str,
+                     port: int = 5222) -> float:
+    """Log `receiver` (address, jid, password) in, then `sender`; send `body`;
+    return the delivery latency in seconds (AssertionError if it never arrives)."""
+    async def run():
+        rx = Client(receiver[1], receiver[2])
+        tx = Client(sender[1], sender[2])
+        try:
+            await _connect(rx, receiver[0], port)
+            await _connect(tx, sender[0], port)
+            sent = time.monotonic()
+            tx.send_message(mto=receiver[1], mbody=body, mtype="chat")
+            while True:
+                frm, text, at = await asyncio.wait_for(rx.inbox.get(), TIMEOUT)
+                if frm == sender[1].split("/")[0] and text == body:
+                    return at - sent
+        finally:
+            tx.disconnect()
+            rx.disconnect()
+    return asyncio.run(run())
