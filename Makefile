@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 # A 3-host lab, deployed: ends with a healthy 3-node, 3-master cluster. Safe to re-run.
 demo: setup
 	$(FAB) lab.up --nodes 3
+	$(FAB) deploy
+	$(FAB) status
 
 # The whole suite, on a lab of its own (brought up and torn down by the tests).
 test: setup

@@ -39,7 +39,15 @@ def ssh(lab: Lab, host: str, command: str, check: bool = True, timeout: float = 
     return proc
 
 
+# Modules that share the session lab run in this order (each builds on the last).
+MODULE_ORDER = ["test_lab", "test_deploy"]
+
+
 def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        return MODULE_ORDER.index(name) if name in MODULE_ORDER else -1   # pure tests first
+    items.sort(key=rank)
     # Lab tests are marked by using the lab fixtures; mark them for `-m "not lab"`.
     for item in items:
         if {"lab", "scratch_lab"} & set(getattr(item, "fixturenames", ())):

@@ -170,6 +170,7 @@ def test_down_leaves_no_namespace_bridge_mount_or_process(scratch_lab):
     assert (scratch_lab.host_dir("lab1") / "upper").is_dir()
 
 
+@pytest.mark.lab
 def test_non_root_is_refused_with_one_line_and_nothing_created():
     name = "tnroot"
     proc = subprocess.run(
@@ -183,6 +184,7 @@ def test_non_root_is_refused_with_one_line_and_nothing_created():
     assert f"ec-{name}" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
 
+@pytest.mark.lab
 def test_a_missing_prerequisite_is_named_with_the_package_to_install(tmp_path):
     # a PATH where everything the lab needs is present except debootstrap
     bindir = tmp_path / "bin"

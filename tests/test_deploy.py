@@ -1,0 +1,176 @@
+"""`fab deploy` on a fresh 3-host lab: real ejabberd, real mnesia, real XMPP clients.
+
+The tests run in order and share one cluster: plan on fresh hosts, deploy,
+check it, re-deploy (no changes), then change the inventory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import uuid
+
+import pytest
+import yaml
+
+import xmpp
+from conftest import fab, ssh
+
+HOSTS = ["lab1", "lab2", "lab3"]
+NODES = [f"ejabberd@{h}" for h in HOSTS]
+
+
+def cluster_status(lab, host: str) -> dict:
+    return json.loads(ssh(lab, host, "ejabberdctl easy_cluster_status").stdout)
+
+
+def status_json(tables: bool = False) -> tuple[int, dict]:
+    proc = fab("status", "--json", *(["--tables"] if tables else []), check=False)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def managed_checksums(lab) -> dict[str, str]:
+    return {h: ssh(lab, h, "sha256sum /etc/ejabberd/ejabberd.yml /etc/default/ejabberd "
+                           "/var/lib/ejabberd/.erlang.cookie").stdout for h in HOSTS}
+
+
+def started_at(lab) -> dict[str, int]:
+    return {h: cluster_status(lab, h)["started_at"] for h in HOSTS}
+
+
+@pytest.fixture(scope="module")
+def deployed(lab):
+    """The plan on fresh hosts (must change nothing), then the first real deploy."""
+    dry = fab("deploy", "--dry")
+    for host in HOSTS:
+        assert ssh(lab, host, "dpkg -s ejabberd", check=False).returncode != 0, "--dry installed ejabberd"
+    assert not lab.cookie_file.exists(), "--dry created the cookie file"
+    result = fab("deploy", timeout=900)
+    yield dry.stdout, result.stdout
+    # later modules start from the lab's own inventory again
+    fab("deploy", timeout=600)
+
+
+def test_plan_on_fresh_hosts_lists_installs_files_and_joins_in_order(deployed):
+    dry, _ = deployed
+    for host in HOSTS:
+        assert f"[{host}] install ejabberd 23.01-1" in dry
+        assert f"[{host}] write /var/lib/ejabberd/.erlang.cookie" in dry
+    assert "1. join ejabberd@lab2 to ejabberd@lab1 as master" in dry
+    assert "2. join ejabberd@lab3 to ejabberd@lab1 as master" in dry
+    assert "(content redacted)" in dry
+
+
+def test_deploy_leaves_three_healthy_masters_with_every_table_everywhere(deployed, lab):
+    _, out = deployed
+    assert "cluster: 3 members, 3 masters (healthy)" in out
+    rc, status = status_json(tables=True)
+    assert rc == 0 and status["healthy"] is True and status["partitioned"] is False
+    assert [n["name"] for n in status["nodes"]] == NODES
+    for node in status["nodes"]:
+        assert node["running"] and node["master"] and node["host"] in HOSTS
+        assert node["db_nodes"] == NODES and node["running_db_nodes"] == NODES
+    assert len(status["tables"]) > 20
+    for table, holders in status["tables"].items():
+        assert sorted(holders) == NODES, f"{table} lacks a copy: {holders}"
+        assert len(set(holders.values())) == 1, f"{table}: storage types differ: {holders}"
+    assert status["tables"]["passwd"]["ejabberd@lab3"] == "disc_only_copies"
+
+
+def test_plugin_status_answers_on_every_node(deployed, lab):
+    for host, name in zip(HOSTS, NODES):
+        st = cluster_status(lab, host)
+        assert st["node"] == name and st["master"] is True and st["missing_tables"] == []
+        assert sorted(st["db_nodes"]) == NODES and sorted(st["running_db_nodes"]) == NODES
+
+
+def test_cookie_is_a_0600_local_secret_and_0400_on_hosts(deployed, lab):
+    assert stat.S_IMODE(lab.cookie_file.stat().st_mode) == 0o600
+    cookie = lab.cookie_file.read_text().strip()
+    assert len(cookie) >= 32
+    for host in HOSTS:
+        assert ssh(lab, host, "stat -c '%a %U' /var/lib/ejabberd/.erlang.cookie").stdout.split() == ["400", "ejabberd"]
+    for out in deployed:
+        assert cookie not in out
+
+
+def test_users_registered_on_one_node_log_in_and_talk_across_nodes(deployed, lab):
+    domain = f"{lab.name}.test"
+    tag = uuid.uuid4().hex[:8]
+    alice, bob = (f"alice{tag}@{domain}", "pw-a"), (f"bob{tag}@{domain}", "pw-b")
+    xmpp.register(lab.ip("lab2"), *alice)
+    xmpp.register(lab.ip("lab3"), *bob)
+    assert xmpp.can_login(lab.ip("lab1"), *alice), "a user registered via lab2 cannot log in on lab1"
+    assert not xmpp.can_login(lab.ip("lab1"), alice[0], "wrong password")
+    latency = xmpp.send_and_receive((lab.ip("lab1"), *alice), (lab.ip("lab3"), *bob), f"hello {tag}")
+    assert latency < 10
+
+
+def test_a_second_deploy_changes_nothing_and_restarts_nothing(deployed, lab):
+    before = managed_checksums(lab), started_at(lab)
+    out = fab("deploy").stdout
+    assert "no changes" in out
+    assert "join" not in out.lower().replace("joins", "")
+    assert (managed_checksums(lab), started_at(lab)) == before
+
+
+def _edit_inventory(lab, **cluster):
+    data = yaml.safe_load(lab.inventory.read_text())
+    data["cluster"].update(cluster)
+    path = lab.dir / "inventory-changed.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_changed_variable_is_shown_by_dry_then_applied_without_restart(deployed, lab):
+    inventory = _edit_inventory(lab, loglevel="warning")
+    before_sums, before_start = managed_checksums(lab), started_at(lab)
+    dry = fab("deploy", "--dry", "--inventory", str(inventory)).stdout
+    changed = [l for l in dry.splitlines() if re.match(r"^\[lab\d\]   [+-](?![+-])", l)]
+    assert changed == [f"[{h}]   {sign}loglevel: {lvl}" for h in HOSTS
+                       for sign, lvl in (("-", "info"), ("+", "warning"))], dry
+    assert "restart" not in dry
+    assert managed_checksums(lab) == before_sums, "--dry changed a file"
+
+    out = fab("deploy", "--inventory", str(inventory)).stdout
+    assert all(f"[{h}] reload ejabberd.yml: ok" in out for h in HOSTS)
+    after = managed_checksums(lab)
+    for h in HOSTS:
+        old, new = before_sums[h].splitlines(), after[h].splitlines()
+        assert old[0] != new[0] and old[1:] == new[1:], "only ejabberd.yml may change"
+        assert "loglevel: warning" in ssh(lab, h, "cat /etc/ejabberd/ejabberd.yml").stdout
+    assert started_at(lab) == before_start, "a node restarted for a reloadable change"
+    assert fab("status").returncode == 0
+
+
+def test_a_distribution_change_restarts_nodes_one_at_a_time_and_keeps_the_cluster(deployed, lab):
+    inventory = _edit_inventory(lab, loglevel="warning", distribution={"port_min": 4380, "port_max": 4389})
+    before = started_at(lab)
+    out = fab("deploy", "--inventory", str(inventory), timeout=600).stdout
+    restarts = [l for l in out.splitlines() if re.match(r"^\[lab\d\] restart: ok", l)]
+    assert len(restarts) == 3
+    # one at a time: each node is back in the cluster before the next restarts
+    order = [l[:6] for l in out.splitlines() if "restart: ok" in l or "back in the cluster" in l]
+    assert order == ["[lab1]", "[lab1]", "[lab2]", "[lab2]", "[lab3]", "[lab3]"], order
+    after = started_at(lab)
+    assert all(after[h] > before[h] for h in HOSTS)
+    rc, status = status_json()
+    assert rc == 0 and status["healthy"]
+    for h in HOSTS:
+        assert "FIREWALL_WINDOW=4380-4389" in ssh(lab, h, "cat /etc/default/ejabberd").stdout
+        backups = ssh(lab, h, "ls /var/backups/easycluster/").stdout
+        assert "etc_default_ejabberd." in backups and "etc_ejabberd_ejabberd.yml." in backups
+
+
+def test_join_to_an_unreachable_seed_fails_cleanly_and_changes_nothing(deployed, lab):
+    before = cluster_status(lab, "lab3")
+    proc = ssh(lab, "lab3", "ejabberdctl --no-timeout join_as_master ejabberd@nosuchhost", check=False)
+    assert proc.returncode != 0
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer["ok"] is False and answer["failed_step"] == "ping"
+    after = cluster_status(lab, "lab3")
+    assert after["started_at"] == before["started_at"]
+    assert sorted(after["running_db_nodes"]) == NODES and after["master"] is True
+    rc, status = status_json()
+    assert rc == 0 and status["healthy"]
