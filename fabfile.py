@@ -2,10 +2,15 @@
 
 from invoke import Collection
 
-from tasks import cluster, lab
+from tasks import cluster, lab, membership
 
 ns = Collection()
 ns.add_task(cluster.deploy)
 ns.add_task(cluster.plan)
 ns.add_task(cluster.status)
+ns.add_task(membership.add_master)
+ns.add_task(membership.remove_node)
+ns.add_task(membership.forget_node)
+ns.add_task(membership.backup)
+ns.add_task(membership.break_lock)
 ns.add_collection(Collection.from_module(lab), name="lab")

@@ -10,16 +10,17 @@ from __future__ import annotations
 import secrets as _random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from . import facts as factmod
-from . import nodectl
+from . import membership, nodectl
 from .errors import EasyClusterError
 from .health import ClusterHealth, assess
 from .inventory import Inventory
 from .plan import (INSTALL, JOIN, PLUGIN, RELOAD, RESTART, START, WRITE, Plan, PreflightFailed,
                    format_plan, make_plan, plan_joins)
+from .lock import ClusterLock
 from .remote import Fleet, Host, RemoteError
 from .secrets import COOKIE_ALPHABET, Secret, load_cookie
 
@@ -52,6 +53,9 @@ class Progress:
         except RemoteError as exc:
             self.say(host.name, f"{what}: FAILED after {time.monotonic() - t0:.1f}s")
             raise StepFailed(host.name, what, exc.detail or exc.what) from None
+        except EasyClusterError:
+            self.say(host.name, f"{what}: FAILED after {time.monotonic() - t0:.1f}s")
+            raise
         self.say(host.name, f"{what}: ok ({time.monotonic() - t0:.1f}s)")
         return result
 
@@ -79,29 +83,103 @@ def _each(fleet: Fleet, hosts: list[str], func: Callable[[Host], object]) -> Non
             raise results[h]
 
 
-def deploy(inv: Inventory, dry: bool = False, out: Out = print) -> DeployResult:
+def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float = 0) -> DeployResult:
     progress = Progress(out)
     cookie = _cookie_for(inv, dry)
     with Fleet(inv) as fleet:
         facts = progress.phase("facts", lambda: factmod.gather(fleet))
-        plan = make_plan(inv, facts, cookie)
+        effective = membership.without_departed(inv, facts, out)
+        fleet = fleet.subset(effective)
+        plan = make_plan(effective, facts, cookie)
         if plan.problems:
             raise PreflightFailed(plan.problems)
         if dry:
-            out(format_plan(plan, inv))
+            out(format_plan(plan, effective))
             out("dry run: nothing was changed")
             return DeployResult(plan, phases=progress.phases, connections=fleet.connections_opened())
-        if not plan.changes:
-            health = assess(inv, facts)
-            out(format_plan(plan, inv))
+        if not plan.changes and not any(f.joining for f in facts.values()):
+            health = assess(effective, facts)
+            out(format_plan(plan, effective))
             _summary(out, health, progress)
             if not health.healthy:
                 raise EasyClusterError("the cluster is not healthy:\n  " + "\n  ".join(health.problems))
             return DeployResult(plan, health, progress.phases, fleet.connections_opened())
-        out(format_plan(plan, inv))
-        health = progress.phase("apply", lambda: _apply(inv, fleet, plan, facts, progress))
+        with ClusterLock(fleet, list(fleet.hosts), "deploy", lock_wait):
+            if _recover_joins(effective, fleet, facts, progress):
+                facts = factmod.gather(fleet)
+                plan = make_plan(effective, facts, cookie)
+                if plan.problems:
+                    raise PreflightFailed(plan.problems)
+            out(format_plan(plan, effective))
+            health = progress.phase("apply", lambda: _apply(effective, fleet, plan, facts, progress))
         _summary(out, health, progress)
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
+
+
+def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0) -> DeployResult:
+    """Bring one inventory host into the running cluster as a master; no other node restarts."""
+    node = inv.node(host)
+    progress = Progress(out)
+    cookie = load_cookie(inv.cluster, create=False)
+    with Fleet(inv) as fleet:
+        facts = progress.phase("facts", lambda: factmod.gather(fleet, probe_network=False))
+        f = facts[node.host]
+        if f.error:
+            raise EasyClusterError(f"{node.host}: {f.error}; nothing was changed")
+        others = replace(inv, nodes=tuple(n for n in inv.nodes if n is not node))
+        running, db_nodes = membership.running_members(others, facts)
+        if not running:
+            raise EasyClusterError("no running cluster to join (start it with `fab deploy`); nothing was changed")
+        departed = membership.departed(facts).get(node.name)
+        if node.name in db_nodes and not departed and not f.joining:
+            raise EasyClusterError(f"{node.name} is already a member of the cluster; nothing was changed")
+        members = [n for n in running if n.name in db_nodes]
+        sub = replace(inv, nodes=tuple(n for n in inv.nodes if n in members or n is node))
+        fleet = fleet.subset(sub)
+        with ClusterLock(fleet, list(fleet.hosts), f"add-master --host {node.host}", lock_wait):
+            seed = membership.running_members(sub, facts)[0][0].name
+            if f.joining:
+                membership.recover_interrupted_join(sub, fleet, node, f, f.joining.get("seed") or seed,
+                                                    progress.say)
+            if departed and (node.name in db_nodes or f.mnesia_schema or f.beam_running):
+                # a removed/forgotten node's old files would rejoin it with stale tables
+                tarball = progress.step(fleet[node.host], f"reset {node.name} ({departed[0]} on {departed[1]})",
+                                        lambda: nodectl.stop_and_wipe(fleet[node.host]))
+                if tarball:
+                    progress.say(node.host, f"  its old Mnesia files are kept in {tarball}")
+                if node.name in db_nodes:
+                    nodectl.forget(fleet[inv.node(seed).host], node.name)
+            facts = progress.phase("facts", lambda: factmod.gather(fleet))
+            plan = make_plan(sub, facts, cookie)
+            if plan.problems:
+                raise PreflightFailed(plan.problems)
+            drift = sorted({s.host for s in plan.steps if s.host != node.host and s.kind != JOIN})
+            if drift:
+                out(f"note: {', '.join(drift)} differ from the inventory; add-master leaves them as they "
+                    "are (`fab deploy --dry` shows how)")
+            plan = Plan([s for s in plan.steps if s.host == node.host], plan.seed)
+            if not plan.by_kind(JOIN) and not (plan.hosts_with(START) or plan.hosts_with(RESTART)):
+                if node.name in db_nodes:
+                    membership.clear_departure(fleet, list(fleet.hosts), node)
+                    out(f"{node.name} is a member; nothing to do")
+                    return DeployResult(plan, assess(sub, facts), progress.phases, fleet.connections_opened())
+            out(format_plan(plan, sub))
+            health = progress.phase("apply", lambda: _apply(sub, fleet, plan, facts, progress))
+            membership.clear_departure(fleet, list(fleet.hosts), node)
+        _summary(out, health, progress)
+        return DeployResult(plan, health, progress.phases, fleet.connections_opened())
+
+
+def _recover_joins(inv: Inventory, fleet: Fleet, facts, progress: Progress) -> bool:
+    """Finish or roll back joins an earlier run left unverified (their marker is on the node)."""
+    found = False
+    for node in inv.nodes:
+        f = facts[node.host]
+        if f.joining and not f.error:
+            seed = f.joining.get("seed") or membership.running_members(inv, facts)[0][0].name
+            membership.recover_interrupted_join(inv, fleet, node, f, seed, progress.say)
+            found = True
+    return found
 
 
 def _cookie_for(inv: Inventory, dry: bool) -> Secret:
@@ -119,14 +197,15 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
             h, f"install ejabberd {version}", lambda: nodectl.install(h, version))))
 
     configure = sorted(set(plan.hosts_with(WRITE) + plan.hosts_with(PLUGIN)), key=_order(inv))
+    replaced: dict[str, list[tuple[str, str]]] = {}
     if configure:
         def configure_one(h: Host) -> None:
             files = [s.file for s in plan.steps if s.kind == WRITE and s.host == h.name]
             plugin = h.name in plan.hosts_with(PLUGIN)
             what = ", ".join([f.path.rsplit("/", 1)[-1] for f in files] + (["plugin"] if plugin else []))
-            backups = progress.step(h, f"write {what}", lambda: nodectl.configure(h, files, plugin))
-            for b in backups:
-                progress.say(h.name, f"  previous version kept in {b}")
+            replaced[h.name] = progress.step(h, f"write {what}", lambda: nodectl.configure(h, files, plugin))
+            for _path, backup in replaced[h.name]:
+                progress.say(h.name, f"  previous version kept in {backup}")
         progress.phase("configure", lambda: _each(fleet, configure, configure_one))
 
     reloads = plan.hosts_with(RELOAD)
@@ -141,7 +220,7 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
 
     for host in plan.hosts_with(RESTART):   # one at a time: the cluster stays up
         h = fleet[host]
-        progress.phase(f"restart {host}", lambda: _restart_and_rejoin(inv, fleet, h, progress))
+        progress.phase(f"restart {host}", lambda: _restart_and_rejoin(inv, h, replaced.get(host, []), progress))
 
     joins = plan.by_kind(JOIN)
     if starts or plan.hosts_with(RESTART):
@@ -150,9 +229,15 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
         joins, problems = plan_joins(inv, fresh)
         if problems:
             raise PreflightFailed(problems)
+    if joins:   # a backup of the cluster the nodes join, before its membership changes
+        progress.phase("backup", lambda: membership.backup(inv, fleet, inv.node(joins[0].seed).host,
+                                                           progress.say))
     for step in joins:                      # strictly one at a time, in inventory order
-        h = fleet[step.host]
-        progress.phase(f"join {step.host}", lambda: _join_and_verify(inv, fleet, h, step.seed, progress))
+        node = inv.node(step.host)
+        progress.phase(f"join {step.host}", lambda: progress.step(
+            fleet[step.host], f"join_as_master {step.seed}",
+            lambda: membership.join(inv, fleet, node, step.seed, progress.say)))
+        progress.say(step.host, "verified: in every member's running_db_nodes, a local copy of every table")
 
     final = progress.phase("verify", lambda: factmod.gather(fleet, probe_network=False))
     health = assess(inv, final)
@@ -166,33 +251,22 @@ def _order(inv: Inventory):
     return lambda host: index[host]
 
 
-def _restart_and_rejoin(inv: Inventory, fleet: Fleet, h: Host, progress: Progress) -> None:
+def _restart_and_rejoin(inv: Inventory, h: Host, replaced: list[tuple[str, str]], progress: Progress) -> None:
     before = nodectl.status(h)
     peers = set(before.get("running_db_nodes", [])) if before else set()
-    progress.step(h, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
+    try:
+        progress.step(h, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
+    except StepFailed as failed:
+        if not replaced:
+            raise
+        # The new configuration does not start: put the old one back so the node serves again.
+        progress.step(h, "restore the previous configuration and start", lambda: nodectl.restore_and_start(
+            h, replaced, inv.cluster.c2s_port))
+        raise StepFailed(h.name, "restart with the new configuration",
+                         f"{failed.cause}\n(the previous configuration was restored and the node runs it; "
+                         "fix the inventory or template and deploy again)") from None
     progress.step(h, "back in the cluster with all tables", lambda: nodectl.wait_status(
         h, lambda st: peers <= set(st.get("running_db_nodes", [])) and not st.get("missing_tables")))
-
-
-def _join_and_verify(inv: Inventory, fleet: Fleet, h: Host, seed: str, progress: Progress) -> None:
-    answer = progress.step(h, f"join_as_master {seed}", lambda: nodectl.join_as_master(h, seed))
-    steps = ", ".join(f"{s.get('step')} {s.get('ms', 0)}ms" for s in answer.get("steps", []))
-    if steps:
-        progress.say(h.name, f"  {steps}")
-    # Every member must now see the node running, and it must hold every table.
-    members = [n.host for n in inv.nodes]
-    statuses = fleet.parallel(nodectl.status, members)
-    joined = inv.node(h.name).name
-    for host, st in statuses.items():
-        if isinstance(st, dict) and st.get("db_nodes") and joined not in st.get("running_db_nodes", []):
-            if seed in st.get("db_nodes", []):
-                raise StepFailed(host, f"verify join of {joined}", f"{host} does not see {joined} running")
-    mine = statuses[h.name]
-    if not isinstance(mine, dict) or not mine.get("master"):
-        missing = mine.get("missing_tables") if isinstance(mine, dict) else "status unavailable"
-        raise StepFailed(h.name, f"verify join of {joined}", f"not a master: missing {missing}")
-    progress.say(h.name, f"verified: in every member's running_db_nodes, local copy of "
-                         f"{len(mine.get('tables', {}))} tables")
 
 
 def _summary(out: Out, health: ClusterHealth, progress: Progress) -> None:

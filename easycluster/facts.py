@@ -16,6 +16,7 @@ from .render import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, PLUGIN_DIR
 
 READABLE_FILES = (EJABBERD_YML, EJABBERD_DEFAULT)
 MNESIA_DIR = "/var/lib/ejabberd"
+STATE_DIR = "/var/lib/easycluster"
 
 _PROBE = r"""
 export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -33,6 +34,9 @@ done
 echo "cookie_sha256=$([ -f COOKIE ] && sha256sum < COOKIE | cut -c1-64)"
 echo "plugin_sha256=$([ -f PLUGIN/ebin/easy_cluster.beam ] && [ -f PLUGIN/src/easy_cluster.erl ] && sha256sum < PLUGIN/src/easy_cluster.erl | cut -c1-64)"
 echo "mnesia_schema=$([ -f MNESIA/schema.DAT ] && echo yes || echo no)"
+echo "restart_pending=$([ -f STATE/restart-pending ] && echo yes || echo no)"
+[ -f STATE/joining ] && echo "joining=$(head -c 500 STATE/joining)"
+for d in STATE/departed/*; do [ -f "$d" ] && echo "departed:${d##*/}=$(head -c 200 "$d")"; done
 for h in RESOLVE; do echo "resolve:$h=$(getent ahostsv4 "$h" | awk '{print $1; exit}')"; done
 probe() {  # host port -> open | refused | timeout | unreachable
   out=$(timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>&1); rc=$?
@@ -67,6 +71,9 @@ class HostFacts:
     cookie_sha256: str | None = None
     plugin_sha256: str | None = None
     mnesia_schema: bool = False
+    restart_pending: bool = False       # an earlier run changed config and did not restart
+    joining: dict | None = None         # a join marker: {"seed", "since"} of a join not yet verified
+    departed: dict[str, tuple[str, str]] = field(default_factory=dict)  # node -> (how, when) left on purpose
     resolves: dict[str, str | None] = field(default_factory=dict)
     reach: dict[tuple[str, int], str] = field(default_factory=dict)
     ctl_status: int | None = None       # ejabberdctl status: 0 running, 1 starting, 3 down; None: no ejabberd
@@ -93,7 +100,7 @@ def probe_script(inventory: Inventory, host: str, probe_network: bool = True) ->
     c = inventory.cluster
     ports = [4369] + list(range(c.port_min, c.port_max + 1))
     return (_PROBE.replace("FILES", " ".join(READABLE_FILES)).replace("COOKIE", COOKIE_PATH)
-            .replace("PLUGIN", PLUGIN_DIR).replace("MNESIA", MNESIA_DIR)
+            .replace("PLUGIN", PLUGIN_DIR).replace("MNESIA", MNESIA_DIR).replace("STATE", STATE_DIR)
             .replace("RESOLVE", " ".join(q(h) for h in node_hosts) or "''")
             .replace("PEERS", " ".join(q(h) for h in peers)).replace("PORTS", " ".join(map(str, ports))))
 
@@ -107,6 +114,14 @@ def parse_facts(host: str, output: str) -> HostFacts:
             continue
         if key.startswith("file:"):
             f.files[key[5:]] = None if value == "-" else base64.b64decode(value).decode(errors="replace")
+        elif key.startswith("departed:"):
+            how, _, when = value.partition(" ")
+            f.departed[key[9:]] = (how, when)
+        elif key == "joining":
+            try:
+                f.joining = json.loads(value)
+            except json.JSONDecodeError:
+                f.joining = {"seed": None}
         elif key.startswith("resolve:"):
             f.resolves[key[8:]] = value or None
         elif key.startswith("reach:"):
@@ -118,7 +133,7 @@ def parse_facts(host: str, output: str) -> HostFacts:
             setattr(f, key, value or None)
         elif key in ("os_id", "os_version", "hostname"):
             setattr(f, key, value)
-        elif key in ("systemd", "mnesia_schema", "beam_running"):
+        elif key in ("systemd", "mnesia_schema", "beam_running", "restart_pending"):
             setattr(f, key, value == "yes")
         elif key == "ctl_status":
             f.ctl_status = int(value)

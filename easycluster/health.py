@@ -33,6 +33,7 @@ class ClusterHealth:
     nodes: list[NodeHealth]
     problems: list[str] = field(default_factory=list)
     tables: dict[str, dict[str, str]] = field(default_factory=dict)   # table -> node -> storage type
+    departed: dict[str, tuple[str, str]] = field(default_factory=dict)  # node -> (how, when): left on purpose
 
     @property
     def healthy(self) -> bool:
@@ -45,7 +46,8 @@ class ClusterHealth:
 
     def as_dict(self) -> dict:
         return {"healthy": self.healthy, "partitioned": self.partitioned, "problems": self.problems,
-                "nodes": [n.as_dict() for n in self.nodes]}
+                "nodes": [n.as_dict() for n in self.nodes],
+                "departed": {name: {"how": how, "when": when} for name, (how, when) in self.departed.items()}}
 
 
 def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:

@@ -63,6 +63,8 @@ class Cluster:
     s2s_port: int
     http_port: int
     in_band_registration: bool
+    registration_timeout: int | str   # seconds between in-band registrations per IP, or "infinity"
+    backups_keep: int                 # mnesia backups kept per host (older ones rotated out)
     certfiles: tuple[str, ...]        # TLS certificates on the hosts; none: c2s without TLS
     port_min: int
     port_max: int
@@ -95,8 +97,9 @@ _SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
         "name": (str, True), "ejabberd_version": (str, True), "domains": (list, True),
         "admins": (list, False), "loglevel": (str, False), "listen": (dict, False),
         "in_band_registration": (bool, False), "distribution": (dict, False), "cookie": (dict, True),
-        "certfiles": (list, False),
+        "certfiles": (list, False), "registration_timeout": (object, False), "backups": (dict, False),
     },
+    "cluster.backups": {"keep": (int, False)},
     "cluster.listen": {"c2s": (int, False), "s2s": (int, False), "http": (int, False)},
     "cluster.distribution": {"port_min": (int, False), "port_max": (int, False)},
     "cluster.cookie": {"file": (str, False), "env": (str, False)},
@@ -137,12 +140,14 @@ class _Checker:
 def _is(value: Any, typ: Any) -> bool:
     if typ is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if typ is object:   # checked by the caller
+        return True
     return isinstance(value, typ)
 
 
 def _type_name(typ: Any) -> str:
     return {str: "a string", int: "an integer", bool: "true or false", list: "a list",
-            dict: "a mapping"}[typ]
+            dict: "a mapping", object: "a value"}[typ]
 
 
 def _kind(value: Any) -> str:
@@ -240,6 +245,13 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
     clash = {p for p in ports.values() if pmin <= p <= pmax}
     if clash:
         chk.fail("cluster.distribution", f"port window {pmin}-{pmax} overlaps listener port(s) {sorted(clash)}")
+    reg_timeout = c.get("registration_timeout", 600)
+    if not (reg_timeout == "infinity" or (_is(reg_timeout, int) and reg_timeout >= 0)):
+        chk.fail("cluster.registration_timeout", f"{reg_timeout!r}: seconds (0 or more) or \"infinity\"")
+    backups = chk.section(c.get("backups", {}), "cluster.backups", "cluster.backups")
+    keep = backups.get("keep", 5)
+    if keep < 1:
+        chk.fail("cluster.backups.keep", f"{keep}: keep at least 1 backup")
     cookie = chk.section(c.get("cookie", {}), "cluster.cookie", "cluster.cookie")
     if "cookie" in c and len(cookie.keys() & {"file", "env"}) != 1:
         chk.fail("cluster.cookie", "set exactly one of `file` (a local secrets file) or `env` (a variable name)")
@@ -250,7 +262,8 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
     return Cluster(
         name=name, ejabberd_version=version, domains=tuple(domains), admins=tuple(admins),
         loglevel=loglevel, c2s_port=ports["c2s"], s2s_port=ports["s2s"], http_port=ports["http"],
-        in_band_registration=c.get("in_band_registration", False), certfiles=tuple(certfiles), port_min=pmin, port_max=pmax,
+        in_band_registration=c.get("in_band_registration", False), registration_timeout=reg_timeout,
+        backups_keep=keep, certfiles=tuple(certfiles), port_min=pmin, port_max=pmax,
         cookie_file=_relative(path, cookie["file"]) if "file" in cookie else None,
         cookie_env=cookie.get("env"))
 

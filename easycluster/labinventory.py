@@ -20,7 +20,8 @@ cluster:
   ejabberd_version: "{LAB_EJABBERD_VERSION}"
   domains: [{lab.name}.test]
   admins: [admin@{lab.name}.test]
-  in_band_registration: true     # the tests register users over XMPP
+  in_band_registration: true     # the tests register users over XMPP...
+  registration_timeout: infinity #   ...many of them, from one address
   distribution:
     port_min: 4370
     port_max: 4379

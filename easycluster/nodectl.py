@@ -13,11 +13,13 @@ import time
 from datetime import datetime, timezone
 
 from .remote import Host, RemoteError, q
-from .render import PLUGIN_DIR, ManagedFile, plugin_source
+from .render import PLUGIN_BEAM, PLUGIN_DIR, ManagedFile, plugin_source
 
 START_BOUND = 90      # seconds for a node to report started
 STOP_BOUND = 60
 BACKUP_DIR = "/var/backups/easycluster"
+STATE_DIR = "/var/lib/easycluster"      # the toolkit's own markers on each host
+RESTART_PENDING = f"{STATE_DIR}/restart-pending"   # config written, restart not yet done
 
 _SERVICE = r"""
 export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -33,7 +35,7 @@ ec_start() {
     install -d -o ejabberd -g ejabberd -m 755 /run/ejabberd
     su ejabberd -s /bin/sh -c 'ejabberdctl start' || { ec_log_tail; return 1; }
   fi
-  ec_wait_started
+  ec_wait_started && rm -f RESTART_PENDING
 }
 ec_wait_started() {
   # Each `ejabberdctl status` boots a hidden Erlang VM (~0.2 s of CPU): polling it
@@ -52,7 +54,7 @@ ec_wait_started() {
 }
 ec_stop() {
   if [ -d /run/systemd/system ]; then systemctl stop ejabberd; else
-    ejabberdctl stop >/dev/null 2>&1
+    ejabberdctl stop >/dev/null 2>&1 || true   # already stopped is fine
     end=$(( $(date +%s) + STOP_BOUND ))
     while pgrep -u ejabberd -f beam >/dev/null; do
       [ "$(date +%s)" -lt "$end" ] || { echo "the node did not stop within STOP_BOUND s"; return 1; }
@@ -60,7 +62,8 @@ ec_stop() {
     done
   fi
 }
-""".replace("START_BOUND", str(START_BOUND)).replace("STOP_BOUND", str(STOP_BOUND))
+""".replace("START_BOUND", str(START_BOUND)).replace("STOP_BOUND", str(STOP_BOUND)).replace(
+    "RESTART_PENDING", RESTART_PENDING)
 
 
 def _script(body: str, c2s_port: int = 5222) -> str:
@@ -82,19 +85,25 @@ dpkg-query -W -f='${{Version}}' ejabberd
 """), what=f"installing ejabberd {version}", timeout=900)
 
 
-def configure(host: Host, files: list[ManagedFile], plugin: bool) -> list[str]:
+def configure(host: Host, files: list[ManagedFile], plugin: bool) -> list[tuple[str, str]]:
     """Upload changed files (and the plugin source) by SFTP, then install them in one
-    script: timestamped backup of each replaced file, then owner/mode, then compile."""
+    script: timestamped backup of each replaced file, then owner/mode, then compile.
+    Returns (path, backup) of every file replaced. A change that needs a restart
+    leaves a marker until the restart is done, so a run that died in between is
+    finished by the next one."""
     staging = host.run("mktemp -d /root/.easycluster-XXXXXX", what="making a staging directory").stdout.strip()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    body = [f"trap 'rm -rf {q(staging)}' EXIT", f"install -d -m 700 {BACKUP_DIR}"]
-    backups = []
+    body = [f"trap 'rm -rf {q(staging)}' EXIT", f"install -d -m 700 {BACKUP_DIR} {STATE_DIR}"]
+    if plugin or any(mf.restart for mf in files):
+        body.append(f"touch {RESTART_PENDING}")
+    replaced = [mf.path for mf in files] + ([PLUGIN_BEAM] if plugin else [])
     try:
+        for path in replaced:
+            backup = f"{BACKUP_DIR}/{path.strip('/').replace('/', '_')}.{stamp}"
+            body.append(f"if [ -f {q(path)} ]; then cp -p {q(path)} {q(backup)}; chmod go= {q(backup)}; "
+                        f"echo backup={path}:{backup}; fi")
         for i, mf in enumerate(files):
             host.put_bytes(mf.data(), f"{staging}/{i}")
-            backup = f"{BACKUP_DIR}/{mf.path.strip('/').replace('/', '_')}.{stamp}"
-            body.append(f"if [ -f {q(mf.path)} ]; then cp -p {q(mf.path)} {q(backup)}; chmod go= {q(backup)}; "
-                        f"echo backup={backup}; fi")
             body.append(f"install -D -m {mf.mode:o} -o {mf.owner} -g {mf.group} {staging}/{i} {q(mf.path)}")
         if plugin:
             host.put_bytes(plugin_source().encode(), f"{staging}/easy_cluster.erl")
@@ -102,15 +111,21 @@ def configure(host: Host, files: list[ManagedFile], plugin: bool) -> list[str]:
 install -d -m 755 {PLUGIN_DIR}/src {PLUGIN_DIR}/ebin
 include=$(dpkg -L ejabberd | grep -m1 '/ejabberd-[^/]*/include$')
 rm -rf {staging}/ebin && mkdir {staging}/ebin
-erlc -I "$include" -o {staging}/ebin {staging}/easy_cluster.erl
+erlc -I "$include" -pa "${{include%/include}}/ebin" -o {staging}/ebin {staging}/easy_cluster.erl
 install -m 644 {staging}/ebin/easy_cluster.beam {PLUGIN_DIR}/ebin/easy_cluster.beam
 install -m 644 {staging}/easy_cluster.erl {PLUGIN_DIR}/src/easy_cluster.erl""")
         result = host.script(_script("\n".join(body)), what="writing configuration")
     except RemoteError:
         host.run(f"rm -rf {q(staging)}", check=False)
         raise
-    backups = [line[7:] for line in result.stdout.splitlines() if line.startswith("backup=")]
-    return backups
+    return [tuple(line[7:].split(":", 1)) for line in result.stdout.splitlines() if line.startswith("backup=")]
+
+
+def restore_and_start(host: Host, backups: list[tuple[str, str]], c2s_port: int) -> None:
+    """Put the replaced files back (owner and mode kept by cp -p) and start the node."""
+    body = "\n".join(f"cp -p {q(backup)} {q(path)}" for path, backup in backups)
+    host.script(_script(f"ec_stop || true\n{body}\nec_start", c2s_port),
+                what="restoring the previous configuration", timeout=START_BOUND + STOP_BOUND + 30)
 
 
 def start(host: Host, c2s_port: int) -> None:
@@ -141,23 +156,141 @@ def status(host: Host) -> dict | None:
         raise RemoteError(host.name, "easy_cluster_status answered no JSON", r.stdout.strip()[:200]) from None
 
 
-def join_as_master(host: Host, seed: str) -> dict:
-    """Join through the plugin; raise with the failed step and reason on failure."""
-    r = host.run(f"ejabberdctl --no-timeout join_as_master {q(seed)}", check=False,
-                 what=f"joining {seed}", timeout=1800)
-    try:
-        answer = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
-    except json.JSONDecodeError:
-        answer = {}
-    if r.ok and answer.get("ok"):
+JOIN_OUT = f"{STATE_DIR}/join.out"
+JOINING = f"{STATE_DIR}/joining"                  # a join started and not yet verified
+JOIN_PROGRESS = "/run/ejabberd/easy_cluster_join.log"   # written by the plugin
+JOIN_BOUND = 3600
+POLL_TIMEOUT = 15     # a poll that takes longer means the host is cut off
+
+
+class JoinFailed(RemoteError):
+    """The join did not complete. `answer` is the plugin's JSON if it gave one;
+    `lost` means the host stopped answering over SSH."""
+
+    def __init__(self, host: str, detail: str, answer: dict | None = None, lost: bool = False):
+        super().__init__(host, "join failed", detail)
+        self.answer, self.lost = answer or {}, lost
+
+    @property
+    def changed_nothing(self) -> bool:
+        # the plugin stops ejabberd only after ping, version and seed checks pass
+        return self.answer.get("failed_step") in ("ping", "versions", "seed_running")
+
+
+def join_as_master(host: Host, seed: str, on_progress=lambda line: None, interval: float = 0.3) -> dict:
+    """Join through the plugin, running on the host in the background (so a cut SSH
+    link cannot leave the toolkit waiting forever), polled over the open connection.
+    A marker stays on the host until the toolkit has verified or rolled back the join."""
+    started = host.script(f"""
+install -d -m 700 {STATE_DIR}
+printf '%s\n' {q(json.dumps({"seed": seed, "since": _now()}))} > {JOINING}
+rm -f {JOIN_PROGRESS}
+cd /
+setsid nohup ejabberdctl --no-timeout join_as_master {q(seed)} > {JOIN_OUT} 2>&1 < /dev/null &
+echo $!""", what=f"starting join_as_master {seed}")
+    pid = started.stdout.strip().splitlines()[-1]
+    seen = 0
+    deadline = time.monotonic() + JOIN_BOUND
+    while True:
+        time.sleep(interval)
+        try:
+            r = host.run(f"cat {JOIN_PROGRESS} 2>/dev/null; echo '@@'; cat {JOIN_OUT}; echo '@@'; "
+                         f"kill -0 {pid} 2>/dev/null && echo alive || echo done",
+                         check=False, timeout=POLL_TIMEOUT, what="polling the join")
+        except RemoteError as exc:
+            raise JoinFailed(host.name, f"lost contact with the host during the join ({exc.detail})",
+                             lost=True) from None
+        progress, out, state = (r.stdout.split("@@\n") + ["", ""])[:3]
+        lines = progress.splitlines()
+        for line in lines[seen:]:
+            on_progress(line)
+        seen = len(lines)
+        if state.strip() == "done":
+            break
+        if time.monotonic() > deadline:
+            raise JoinFailed(host.name, f"the join did not finish within {JOIN_BOUND}s")
+    answer = _last_json(out)
+    if answer.get("ok"):
         return answer
     if answer:
         detail = f"step {answer.get('failed_step')!r} failed: {answer.get('reason')}"
-        if answer.get("rolled_back") is not None:
-            detail += f" (rolled back: {'yes' if answer.get('rolled_back') else 'NO'})"
-    else:
-        detail = (r.stderr.strip() or r.stdout.strip() or f"exit {r.rc}")[-300:]
-    raise RemoteError(host.name, f"join_as_master {seed} failed", detail)
+    else:   # ejabberdctl lost its node: killed, or crashed
+        detail = "the node stopped answering during the join: " + (out.strip()[-300:] or "no output")
+    raise JoinFailed(host.name, detail, answer)
+
+
+def _last_json(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def clear_joining(host: Host) -> None:
+    host.run(f"rm -f {JOINING} {JOIN_OUT}", what="clearing the join marker")
+
+
+def forget(host: Host, node_name: str) -> dict:
+    """On a running member: remove a stopped node from the schema (plugin)."""
+    r = host.run(f"ejabberdctl --no-timeout easy_cluster_forget {q(node_name)}", check=False,
+                 timeout=180, what=f"forgetting {node_name}")
+    answer = _last_json(r.stdout)
+    if r.ok and answer.get("ok"):
+        return answer
+    raise RemoteError(host.name, f"could not remove {node_name} from the schema",
+                      str(answer.get("reason") or r.stdout.strip()[-300:] or f"exit {r.rc}"))
+
+
+def stop_and_wipe(host: Host) -> str | None:
+    """Stop the node (killing it if it will not stop) and empty its Mnesia directory, keeping
+    the cookie; what was there is kept in a tarball first (path returned, None if empty)."""
+    r = host.script(_script(f"""
+ec_stop || {{ pkill -9 -u ejabberd -f beam || true; sleep 0.5; }}
+rm -f {JOINING} {JOIN_OUT} {RESTART_PENDING}
+cd /var/lib/ejabberd
+if [ -n "$(find . -mindepth 1 -maxdepth 1 ! -name .erlang.cookie | head -n1)" ]; then
+  install -d -m 700 {BACKUP_DIR}
+  tarball={BACKUP_DIR}/mnesia-dir.$(date -u +%Y%m%dT%H%M%SZ).tgz
+  tar czf "$tarball" --exclude=./.erlang.cookie . && chmod 600 "$tarball"
+  find . -mindepth 1 -maxdepth 1 ! -name .erlang.cookie -exec rm -rf {{}} +
+  echo "tarball=$tarball"
+fi"""), what="stopping and wiping the node", timeout=STOP_BOUND + 120)
+    found = [line[8:] for line in r.stdout.splitlines() if line.startswith("tarball=")]
+    return found[0] if found else None
+
+
+def drain_and_stop(host: Host, seconds: int) -> None:
+    """Tell connected users, close listeners, stop (ejabberd's stop_kindly), wait for the VM."""
+    message = "This server is leaving the cluster; please reconnect."
+    host.script(_script(f"""
+ejabberdctl stop_kindly {int(seconds)} {q(message)} >/dev/null 2>&1 || true
+ec_stop"""), what="draining and stopping", timeout=seconds + STOP_BOUND + 60)
+
+
+MNESIA_BACKUP_DIR = "/var/backups/easycluster-mnesia"   # written by the ejabberd VM itself
+
+
+def backup(host: Host, label: str, keep: int) -> tuple[str, int]:
+    """A full Mnesia backup (schema and every table) taken on this running node; the
+    newest `keep` are kept. Returns (path, bytes)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = f"{MNESIA_BACKUP_DIR}/{label}.{stamp}.backup"
+    r = host.script(f"""
+set -e
+install -d -o ejabberd -g ejabberd -m 700 {MNESIA_BACKUP_DIR}
+cd /
+ejabberdctl --no-timeout backup {q(path)} >/dev/null
+ls -1t {MNESIA_BACKUP_DIR}/*.backup | tail -n +{keep + 1} | xargs -r rm -f
+stat -c %s {q(path)}""", what="taking a Mnesia backup", timeout=3600)
+    return path, int(r.stdout.strip().splitlines()[-1])
 
 
 def wait_status(host: Host, ready, bound: float = 120, interval: float = 0.3) -> dict:

@@ -231,6 +231,8 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> Pl
             steps.append(Step(START, node.host, f"start {node.name}"))
         elif restart:
             steps.append(Step(RESTART, node.host, f"restart {node.name} (its configuration changed)"))
+        elif f.restart_pending:
+            steps.append(Step(RESTART, node.host, f"restart {node.name} (left pending by an earlier run)"))
         elif reload:
             steps.append(Step(RELOAD, node.host, f"reload {node.name}'s ejabberd.yml (no restart)"))
     joins, join_problems = plan_joins(inv, facts)

@@ -18,11 +18,13 @@ from typing import Callable, TypeVar
 
 import paramiko
 from fabric import Config, Connection
+from fabric.runners import Remote
 
 from .errors import EasyClusterError
 from .inventory import Inventory, Node
 
 T = TypeVar("T")
+CONNECT_TIMEOUT = 10   # seconds: a dead host is reported, not waited for
 
 
 class RemoteError(EasyClusterError):
@@ -42,15 +44,26 @@ class Result:
         return self.rc == 0
 
 
+class _ChunkedStdinRemote(Remote):
+    """invoke feeds a non-tty stdin one byte per 10 ms loop (a 3 KB script took 30 s);
+    a script held in memory goes in large chunks instead."""
+
+    def read_our_stdin(self, input_):
+        if isinstance(input_, io.StringIO):
+            return input_.read(65536)
+        return super().read_our_stdin(input_)
+
+
 class Host:
     """One SSH connection to one host, opened on first use."""
 
     def __init__(self, inventory: Inventory, node: Node):
         self.node = node
         self.name = node.host
-        config = Config(runtime_ssh_path=str(inventory.ssh_config)) if inventory.ssh_config else Config()
+        config = Config(runtime_ssh_path=str(inventory.ssh_config) if inventory.ssh_config else None,
+                        overrides={"runners": {"remote": _ChunkedStdinRemote}})
         self._conn = Connection(node.host, user=inventory.ssh_user, config=config,
-                                connect_timeout=None)
+                                connect_timeout=CONNECT_TIMEOUT)
         self._opened = False
         self.connections = 0
 
@@ -114,6 +127,13 @@ class Fleet:
         self.inventory = inventory
         self.hosts = {n.host: Host(inventory, n) for n in inventory.nodes}
         self._print_lock = threading.Lock()
+
+    def subset(self, inventory: Inventory) -> "Fleet":
+        """The same connections, for an inventory holding some of these nodes."""
+        sub = Fleet.__new__(Fleet)
+        sub.inventory, sub._print_lock = inventory, self._print_lock
+        sub.hosts = {n.host: self.hosts[n.host] for n in inventory.nodes}
+        return sub
 
     def __getitem__(self, host: str) -> Host:
         return self.hosts[host]

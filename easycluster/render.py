@@ -15,6 +15,7 @@ TEMPLATES = REPO_ROOT / "templates"
 PLUGIN_SOURCE = REPO_ROOT / "plugin" / "easy_cluster.erl"
 PLUGIN_DIR = "/usr/local/lib/easy_cluster"
 PLUGIN_EBIN = f"{PLUGIN_DIR}/ebin"
+PLUGIN_BEAM = f"{PLUGIN_EBIN}/easy_cluster.beam"
 EJABBERD_YML = "/etc/ejabberd/ejabberd.yml"
 EJABBERD_DEFAULT = "/etc/default/ejabberd"
 COOKIE_PATH = "/var/lib/ejabberd/.erlang.cookie"
@@ -58,8 +59,7 @@ def render(template: str, **context) -> str:
 def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie: Secret) -> list[ManagedFile]:
     """Everything deploy writes on `node`'s host, in the order it writes it."""
     context = dict(cluster=inventory.cluster, node=node, nodes=inventory.nodes,
-                   dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN,
-                   inventory_name=inventory.path.name)
+                   dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN)
     return [
         ManagedFile(EJABBERD_DEFAULT, render("ejabberd.default.j2", **context), 0o644, "root", "root",
                     restart=True),

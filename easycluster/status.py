@@ -7,12 +7,19 @@ import json
 from . import facts as factmod
 from .health import ClusterHealth, assess
 from .inventory import Inventory
+from .membership import departed, without_departed
 from .remote import Fleet
 
 
 def cluster_health(inv: Inventory) -> ClusterHealth:
+    """Nodes removed or forgotten on purpose are listed as departed, not as failures."""
     with Fleet(inv) as fleet:
-        return assess(inv, factmod.gather(fleet, probe_network=False))
+        facts = factmod.gather(fleet, probe_network=False)
+    gone = departed(facts)
+    effective = without_departed(inv, facts, lambda _line: None)
+    health = assess(effective, facts)
+    health.departed = {n.name: gone[n.name] for n in inv.nodes if n.name in gone}
+    return health
 
 
 def format_table(health: ClusterHealth, tables: bool = False) -> str:
@@ -26,6 +33,7 @@ def format_table(health: ClusterHealth, tables: bool = False) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     verdict = "healthy" if health.healthy else ("PARTITIONED" if health.partitioned else "NOT healthy")
     lines.append(f"cluster: {verdict}")
+    lines += [f"  departed: {name} ({how} on {when})" for name, (how, when) in sorted(health.departed.items())]
     lines += [f"  - {p}" for p in health.problems]
     if tables:
         names = [n.name for n in health.nodes]

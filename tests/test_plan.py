@@ -122,6 +122,15 @@ def test_a_changed_plugin_is_installed_and_restarts_the_node():
     assert kinds(make_plan(inv, facts, COOKIE)) == [("plugin", "lab2"), ("restart", "lab2")]
 
 
+def test_a_restart_left_pending_by_a_dead_run_is_done_by_the_next():
+    inv = inventory()
+    facts = {h: converged(inv, h) for h in HOSTS}
+    facts["lab3"].restart_pending = True
+    plan = make_plan(inv, facts, COOKIE)
+    assert kinds(plan) == [("restart", "lab3")]
+    assert "left pending by an earlier run" in plan.steps[0].summary
+
+
 def test_a_stopped_member_is_started_not_joined():
     inv = inventory()
     facts = {h: converged(inv, h) for h in HOSTS}

@@ -22,22 +22,28 @@ class Client(slixmpp.ClientXMPP):
         super().__init__(jid, password)
         # The lab's nodes have no certificates (no certfiles in the lab inventory): plain c2s.
         self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, False, True
+        # ...and slixmpp refuses to authenticate over plaintext unless told to.
+        mechanisms = self.plugin["feature_mechanisms"]
+        mechanisms.unencrypted_scram = mechanisms.unencrypted_plain = True
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.ready: asyncio.Future = asyncio.get_event_loop().create_future()
         self.registration: asyncio.Future = asyncio.get_event_loop().create_future()
+        self.registering = register
         self.add_event_handler("session_start", self._session_start)
         self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
+        self.add_event_handler("failed_all_auth", lambda _e: self._fail("no usable authentication"))
         self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed: {e}"))
         self.add_event_handler("message", self._message)
         if register:
             self.register_plugin("xep_0077")
-            self["xep_0077"].force_registration = True
+            self.plugin["xep_0077"].force_registration = True
             self.add_event_handler("register", self._register)
 
     def _fail(self, why: str) -> None:
-        for fut in (self.ready, self.registration):
-            if not fut.done():
-                fut.set_exception(AssertionError(why))
+        # only the future the caller awaits: an unawaited failed future makes asyncio complain
+        fut = self.registration if self.registering else self.ready
+        if not fut.done():
+            fut.set_exception(AssertionError(why))
 
     async def _session_start(self, _event) -> None:
         self.send_presence()

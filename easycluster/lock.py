@@ -1,0 +1,123 @@
+"""The cluster lock: one membership change at a time, whoever starts it and from where.
+
+The lock is a directory made with `mkdir` (atomic) on every reachable cluster host, taken
+in inventory order: two runs racing for it meet on the first host and exactly one wins.
+It names its holder, so a refusal can say who holds it and since when; a holder that died
+leaves it behind, and `fab break-lock` removes it deliberately.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import socket
+import time
+from datetime import datetime, timezone
+
+from .errors import EasyClusterError
+from .remote import Fleet, Host, RemoteError, q
+
+LOCK_DIR = "/var/lib/easycluster/lock"
+
+
+class LockHeld(EasyClusterError):
+    def __init__(self, host: str, holder: dict):
+        self.host, self.holder = host, holder
+        super().__init__(describe_holder(holder) + "\n  wait for it to finish; if that run is dead, "
+                         "`fab break-lock` removes the lock")
+
+
+def describe_holder(holder: dict) -> str:
+    if not holder:
+        return "the cluster is locked (holder unknown: the lock is being taken or was left half-made)"
+    since = holder.get("since", "?")
+    age = ""
+    try:
+        secs = time.time() - datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+        age = f", {int(secs)}s ago"
+    except ValueError:
+        pass
+    text = (f"the cluster is locked by {holder.get('user')}@{holder.get('machine')} "
+            f"(pid {holder.get('pid')}, `fab {holder.get('operation')}`) since {since}{age}")
+    if holder.get("machine") == socket.gethostname() and not _alive(holder.get("pid")):
+        text += "; that process is gone: the lock is stale"
+    return text
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ClusterLock:
+    def __init__(self, fleet: Fleet, hosts: list[str], operation: str, wait: float = 0):
+        self.fleet, self.hosts, self.wait = fleet, hosts, wait
+        self.holder = {
+            "token": secrets.token_hex(8), "user": getpass.getuser(), "machine": socket.gethostname(),
+            "pid": os.getpid(), "operation": operation,
+            "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        self.taken: list[Host] = []
+
+    def __enter__(self) -> "ClusterLock":
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                self._try_all()
+                return self
+            except LockHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1)
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _try_all(self) -> None:
+        record = json.dumps(self.holder)
+        for name in self.hosts:
+            host = self.fleet[name]
+            r = host.script(f"""
+install -d -m 700 {LOCK_DIR.rsplit('/', 1)[0]}
+if mkdir {LOCK_DIR} 2>/dev/null; then printf '%s\\n' {q(record)} > {LOCK_DIR}/holder; echo acquired
+else echo held; cat {LOCK_DIR}/holder 2>/dev/null; fi""", what="taking the cluster lock")
+            lines = r.stdout.strip().splitlines()
+            if lines and lines[0] == "acquired":
+                self.taken.append(host)
+                continue
+            self.release()
+            raise LockHeld(name, _parse(lines[1:]))
+
+    def release(self) -> None:
+        for host in reversed(self.taken):
+            try:
+                host.run(f"grep -qs {q(self.holder['token'])} {LOCK_DIR}/holder && rm -rf {LOCK_DIR}",
+                         check=False, timeout=15)
+            except RemoteError:
+                pass   # a host cut off keeps its lock; the next run reports it, break-lock clears it
+        self.taken = []
+
+
+def _parse(lines: list[str]) -> dict:
+    try:
+        return json.loads("\n".join(lines)) if lines else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def break_lock(fleet: Fleet, hosts: list[str]) -> list[tuple[str, dict]]:
+    """Remove the lock wherever it is; return (host, holder) of each lock removed."""
+    def one(host: Host):
+        r = host.run(f"if [ -d {LOCK_DIR} ]; then cat {LOCK_DIR}/holder 2>/dev/null; echo; "
+                     f"rm -rf {LOCK_DIR}; echo removed; fi", check=False, timeout=15)
+        lines = r.stdout.strip().splitlines()
+        return _parse(lines[:-1]) if lines and lines[-1] == "removed" else None
+    results = fleet.parallel(one, hosts)
+    return [(h, holder) for h, holder in results.items() if isinstance(holder, dict)]

@@ -1,0 +1,297 @@
+"""Changing who is in the cluster: joins (with rollback), remove-node, forget-node, backups.
+
+Every change runs under the cluster lock, after a full Mnesia backup on a surviving
+master. A join that fails in any way is rolled back: the node is taken out of the
+schema, stopped and wiped, so the cluster is as it was and the same command can run
+again. A join whose toolkit died leaves a marker on the node; the next run finds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+
+from . import facts as factmod
+from . import nodectl
+from .errors import EasyClusterError
+from .facts import HostFacts
+from .health import ClusterHealth, assess
+from .inventory import Inventory, Node
+from .remote import Fleet, Host, RemoteError, q
+
+DEPARTED = "/var/lib/easycluster/departed"   # a file per node deliberately taken out, on every host
+
+
+class MembershipError(EasyClusterError):
+    pass
+
+
+# --------------------------------------------------------------------------- joins
+
+def join(inv: Inventory, fleet: Fleet, node: Node, seed: str, say) -> dict:
+    """Join `node` to running member `seed` as a master, verify; on any failure roll back
+    and raise MembershipError saying what happened and what state things are in."""
+    h = fleet[node.host]
+
+    def table_progress(line: str) -> None:
+        parts = line.split()
+        if parts[:1] == ["table"] and len(parts) == 5 and (int(parts[4]) >= 1000 or int(parts[3]) >= 1000):
+            say(node.host, f"  copied {parts[1]} ({parts[2]}, {parts[3]} records) in {int(parts[4]) / 1000:.1f}s")
+        elif parts[:1] == ["paused"]:
+            say(node.host, "  join paused before copying tables (fault injection file present)")
+
+    try:
+        answer = nodectl.join_as_master(h, seed, table_progress)
+    except nodectl.JoinFailed as failed:
+        if failed.changed_nothing:
+            nodectl.clear_joining(h)
+            raise MembershipError(f"[{node.host}] join of {node.name} to {seed} refused: {failed.detail} "
+                                  "(nothing was changed)") from None
+        note = roll_back_join(inv, fleet, node, seed, reachable=not failed.lost)
+        raise MembershipError(f"[{node.host}] join of {node.name} to {seed} failed: {failed.detail}\n"
+                              f"  rolled back: {note}") from None
+    steps = answer.get("steps", [])
+    if steps:
+        say(node.host, "  " + ", ".join(f"{s.get('step')} {s.get('ms', 0)}ms" for s in steps))
+    problem = verify_joined(inv, fleet, node, seed)
+    if problem:
+        note = roll_back_join(inv, fleet, node, seed, reachable=True)
+        raise MembershipError(f"[{node.host}] join of {node.name} could not be verified: {problem}\n"
+                              f"  rolled back: {note}")
+    nodectl.clear_joining(h)
+    return answer
+
+
+def verify_joined(inv: Inventory, fleet: Fleet, node: Node, seed: str) -> str | None:
+    """None if every running member sees the node running and it holds every table."""
+    statuses = fleet.parallel(nodectl.status, [n.host for n in inv.nodes])
+    for host, st in statuses.items():
+        if isinstance(st, dict) and seed in st.get("db_nodes", []) and node.name not in st.get("running_db_nodes", []):
+            return f"{host} does not see {node.name} running"
+    mine = statuses[node.host]
+    if not isinstance(mine, dict):
+        return f"{node.name} does not answer"
+    if not mine.get("master"):
+        return f"{node.name} is not a master: no local copy of {', '.join(mine.get('missing_tables', [])) or '?'}"
+    return None
+
+
+def roll_back_join(inv: Inventory, fleet: Fleet, node: Node, seed: str, reachable: bool) -> str:
+    """Take a half-joined node out: stop it, remove it from the schema (from the seed),
+    wipe its Mnesia directory. With the node cut off, only the schema part can be done
+    now; its marker makes the next run finish the job."""
+    done = []
+    h = fleet[node.host]
+    if reachable:
+        try:
+            nodectl.stop_and_wipe(h)
+            done.append(f"{node.name} stopped and its Mnesia directory emptied")
+        except RemoteError as exc:
+            reachable = False
+            done.append(f"could not stop {node.host} ({exc.detail})")
+    seed_host = fleet[inv.node(seed).host]
+    try:
+        answer = nodectl.forget(seed_host, node.name)
+        done.append(f"{node.name} removed from the schema on {seed}" if answer.get("result") == "forgotten"
+                    else f"{node.name} was not in the schema")
+    except RemoteError as exc:
+        done.append(f"could NOT remove {node.name} from the schema: {exc.detail} "
+                    f"(run `fab forget-node --host {node.host}` once it is stopped)")
+    if not reachable:
+        done.append(f"{node.host} is cut off: the next add-master/deploy stops and wipes it before anything else")
+    return "; ".join(done)
+
+
+def recover_interrupted_join(inv: Inventory, fleet: Fleet, node: Node, f: HostFacts, seed: str, say) -> None:
+    """A join marker on the node: an earlier run died or lost the node mid-join. Keep the
+    join if it completed (verified now), otherwise roll it back."""
+    h = fleet[node.host]
+    if f.running and verify_joined(inv, fleet, node, seed) is None:
+        nodectl.clear_joining(h)
+        say(node.host, f"an earlier join of {node.name} was left unverified; verified now: it is a master")
+        return
+    note = roll_back_join(inv, fleet, node, seed, reachable=True)
+    say(node.host, f"an earlier join of {node.name} was interrupted; rolled back: {note}")
+
+
+# --------------------------------------------------------------------------- backups
+
+def backup(inv: Inventory, fleet: Fleet, host: str, say) -> str:
+    node = inv.node(host)
+    path, size = nodectl.backup(fleet[host], f"{inv.cluster.name}-{node.name}", inv.cluster.backups_keep)
+    say(host, f"Mnesia backup: {path} ({size / 1e6:.1f} MB; newest {inv.cluster.backups_keep} kept)")
+    return path
+
+
+def backup_on_demand(inv: Inventory, host: str | None, say) -> str:
+    with Fleet(inv) as fleet:
+        facts = factmod.gather(fleet, probe_network=False)
+        running, _ = running_members(inv, facts)
+        masters = [n for n in running if facts[n.host].cluster_status.get("master")]
+        if host is not None:
+            node = inv.node(host)
+            if node not in masters:
+                raise MembershipError(f"{node.host} is not a running master: back up on one of "
+                                      f"{', '.join(n.host for n in masters) or '(none running)'}")
+            masters = [node]
+        if not masters:
+            raise MembershipError("no running master to take a backup on")
+        return backup(inv, fleet, masters[0].host, say)
+
+
+# --------------------------------------------------------------------------- departed nodes
+
+def record_departure(fleet: Fleet, hosts: list[str], node: Node, how: str) -> None:
+    """Note on each host that `node` left deliberately (removed or forgotten), so status and
+    deploy do not treat it as a failure or join it back behind the operator's back."""
+    entry = {"how": how, "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    _edit_departed(fleet, hosts, node.name, entry)
+
+
+def clear_departure(fleet: Fleet, hosts: list[str], node: Node) -> None:
+    _edit_departed(fleet, hosts, node.name, None)
+
+
+def _edit_departed(fleet: Fleet, hosts: list[str], name: str, entry: dict | None) -> None:
+    path = f"{DEPARTED}/{name}"
+    cmd = (f"install -d -m 700 {DEPARTED} && printf '%s %s\\n' {q(entry['how'])} {q(entry['when'])} > {q(path)}"
+           if entry else f"rm -f {q(path)}")
+    fleet.parallel(lambda h: h.run(cmd, check=False, timeout=15), hosts)
+
+
+def departed(facts) -> dict[str, tuple[str, str]]:
+    """Nodes taken out on purpose (remove-node, forget-node), as any host records them."""
+    found: dict[str, tuple[str, str]] = {}
+    for f in facts.values():
+        for name, entry in f.departed.items():
+            if name not in found or entry[1] > found[name][1]:
+                found[name] = entry
+    return found
+
+
+def without_departed(inv: Inventory, facts, out: Out) -> Inventory:
+    gone = departed(facts)
+    keep = [n for n in inv.nodes if n.name not in gone]
+    for n in inv.nodes:
+        if n.name in gone:
+            how, when = gone[n.name]
+            out(f"note: {n.name} was {how} on {when}; deploy leaves it out "
+                f"(`fab add-master --host {n.host}` brings it back; or delete it from the inventory)")
+    if not keep:
+        raise EasyClusterError("every node of the inventory was removed from the cluster")
+    return replace(inv, nodes=tuple(keep)) if len(keep) != len(inv.nodes) else inv
+
+
+# --------------------------------------------------------------------------- remove / forget
+
+def running_members(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[list[Node], set[str]]:
+    """Nodes of the inventory that run as cluster members, and the cluster's db_nodes."""
+    running = [n for n in inv.nodes if facts[n.host].running and facts[n.host].cluster_status]
+    db_nodes: set[str] = set()
+    for n in running:
+        db_nodes |= set(facts[n.host].cluster_status.get("db_nodes", []))
+    return running, db_nodes
+
+
+def sole_copies(node: Node, survivors: list[Node], facts: dict[str, HostFacts]) -> list[str]:
+    """Tables of which `node` holds the only copy among the running survivors."""
+    holders: dict[str, set[str]] = {}
+    for n in survivors + [node]:
+        st = facts[n.host].cluster_status if facts[n.host].running else None
+        for table, where in (st or {}).get("tables", {}).items():
+            holders.setdefault(table, set()).update(where)
+    alive = {n.name for n in survivors}
+    return sorted(t for t, where in holders.items() if node.name in where and not where & alive)
+
+
+def remove_node(inv: Inventory, node: Node, drain: int, lock_wait: float, say) -> ClusterHealth:
+    from .lock import ClusterLock
+    with Fleet(inv) as fleet:
+        facts = factmod.gather(fleet, probe_network=False)
+        if facts[node.host].error:
+            raise MembershipError(f"{node.host}: {facts[node.host].error} (a dead node is removed with "
+                                  f"`fab forget-node --host {node.host}`)")
+        running, db_nodes = running_members(inv, facts)
+        if node.name not in db_nodes:
+            raise MembershipError(f"{node.name} is not a member of the cluster: nothing to remove")
+        if not facts[node.host].running:
+            raise MembershipError(f"{node.name} is not running: remove a stopped node with "
+                                  f"`fab forget-node --host {node.host}`")
+        survivors = [n for n in running if n is not node and n.name in db_nodes]
+        masters = [n for n in survivors if facts[n.host].cluster_status.get("master")]
+        if not masters:
+            raise MembershipError(f"refusing to remove {node.name}: it is the only running master "
+                                  "(the cluster's data would go with it)")
+        sole = sole_copies(node, survivors, facts)
+        if sole:
+            raise MembershipError(f"refusing to remove {node.name}: it holds the only running copy of "
+                                  f"{', '.join(sole)}")
+        hosts = [n.host for n in survivors] + [node.host]
+        with ClusterLock(fleet, hosts, f"remove-node --host {node.host}", lock_wait):
+            backup(inv, fleet, masters[0].host, say)
+            _timed(say, node.host, f"drain ({drain}s) and stop", lambda: nodectl.drain_and_stop(fleet[node.host], drain))
+            answer = _timed(say, masters[0].host, f"remove {node.name} from the schema",
+                            lambda: nodectl.forget(fleet[masters[0].host], node.name))
+            say(masters[0].host, f"  db_nodes now: {', '.join(answer.get('db_nodes', []))}")
+            tarball = _timed(say, node.host, "wipe its Mnesia directory (cookie kept)",
+                             lambda: nodectl.stop_and_wipe(fleet[node.host]))
+            if tarball:
+                say(node.host, f"  its old Mnesia files are kept in {tarball}")
+            record_departure(fleet, hosts, node, "removed")
+        return _verify_survivors(inv, fleet, survivors, say)
+
+
+def forget_node(inv: Inventory, node: Node, lock_wait: float, say) -> ClusterHealth:
+    from .lock import ClusterLock
+    with Fleet(inv) as fleet:
+        facts = factmod.gather(fleet, probe_network=False)
+        f = facts[node.host]
+        if f.running or (not f.error and f.beam_running):
+            raise MembershipError(f"refusing to forget {node.name}: it is running "
+                                  f"(a running node leaves with `fab remove-node --host {node.host}`)")
+        running, db_nodes = running_members(inv, facts)
+        if node.name not in db_nodes:
+            raise MembershipError(f"{node.name} is not in the cluster's schema: nothing to forget")
+        survivors = [n for n in running if n is not node and n.name in db_nodes]
+        masters = [n for n in survivors if facts[n.host].cluster_status.get("master")]
+        if not masters:
+            raise MembershipError("no running master to forget it from")
+        hosts = [n.host for n in survivors]
+        with ClusterLock(fleet, hosts, f"forget-node --host {node.host}", lock_wait):
+            backup(inv, fleet, masters[0].host, say)
+            answer = _timed(say, masters[0].host, f"remove {node.name} from the schema",
+                            lambda: nodectl.forget(fleet[masters[0].host], node.name))
+            say(masters[0].host, f"  db_nodes now: {', '.join(answer.get('db_nodes', []))}")
+            record_departure(fleet, hosts, node, "forgotten")
+            if not f.error:
+                tarball = _timed(say, node.host, "wipe its Mnesia directory (cookie kept)",
+                                 lambda: nodectl.stop_and_wipe(fleet[node.host]))
+                if tarball:
+                    say(node.host, f"  its old Mnesia files are kept in {tarball}")
+            else:
+                say(node.host, "unreachable: its disk still holds the old Mnesia files. Before ejabberd "
+                               "starts there again, empty /var/lib/ejabberd (keep .erlang.cookie), or bring "
+                               f"it back only with `fab add-master --host {node.host}`, which does that first")
+        return _verify_survivors(inv, fleet, survivors, say)
+
+
+def _verify_survivors(inv: Inventory, fleet: Fleet, survivors: list[Node], say) -> ClusterHealth:
+    sub = replace(inv, nodes=tuple(survivors))
+    health = assess(sub, factmod.gather(fleet, [n.host for n in survivors], probe_network=False))
+    masters = sum(1 for n in health.nodes if n.master)
+    say("cluster", f"{len(survivors)} members, {masters} masters ({'healthy' if health.healthy else 'NOT healthy'})")
+    if not health.healthy:
+        raise MembershipError("the remaining cluster is not healthy:\n  " + "\n  ".join(health.problems))
+    return health
+
+
+def _timed(say, host: str, what: str, func):
+    import time
+    t0 = time.monotonic()
+    try:
+        result = func()
+    except RemoteError as exc:
+        say(host, f"{what}: FAILED after {time.monotonic() - t0:.1f}s")
+        raise MembershipError(f"[{host}] {what} failed: {exc.detail or exc.what}") from None
+    say(host, f"{what}: ok ({time.monotonic() - t0:.1f}s)")
+    return result

@@ -1,0 +1,440 @@
+%%% easy_cluster: cluster status and multi-master joins for ejabberd, as ejabberdctl commands.
+%%%
+%%% Every command answers one line of JSON so that the toolkit (and monitoring) can read it:
+%%%   ejabberdctl easy_cluster_status            -> this node's view of the cluster
+%%%   ejabberdctl --no-timeout join_as_master N  -> join the cluster of running node N as a master
+%%%   ejabberdctl easy_cluster_forget N          -> remove a stopped node N from the schema
+%%%
+%%% join_as_master follows what ejabberd's own join_cluster does (23.01), but checks the result
+%%% of every step, copies every table (also for the 3rd, 4th... master), waits for the tables
+%%% with a bound, and rolls back what it did when a step fails.
+-module(easy_cluster).
+-behaviour(gen_mod).
+
+-export([start/2, stop/1, reload/3, depends/2, mod_options/1, mod_opt_type/1, mod_doc/0]).
+-export([status/0, join_as_master/1, forget/1]).
+
+-include("ejabberd_commands.hrl").
+-include("logger.hrl").
+
+-define(PLUGIN_VERSION, <<"1.0.0">>).
+-define(DEFAULT_WAIT_SECONDS, 600).
+%% A restuple code other than `error` makes ejabberdctl print our JSON as it is (with
+%% `error` it prints an Erlang term), and exit with this status.
+-define(FAILED, 1).
+%% join_as_master reports its progress here, a line per step and per table copied.
+-define(PROGRESS_FILE, "/run/ejabberd/easy_cluster_join.log").
+%% Fault injection for the toolkit's tests: while this file exists, a join waits (at most
+%% PAUSE_MAX_MS) before copying tables, so a test can kill or cut off a node mid-join.
+-define(PAUSE_FILE, "/run/ejabberd/easy_cluster_join.pause").
+-define(PAUSE_MAX_MS, 60000).
+
+%%%===================================================================
+%%% gen_mod
+%%%===================================================================
+start(_Host, _Opts) ->
+    ejabberd_commands:register_commands(?MODULE, commands()).
+
+stop(Host) ->
+    case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
+        true -> ok;
+        false -> ejabberd_commands:unregister_commands(commands())
+    end.
+
+reload(_Host, _NewOpts, _OldOpts) ->
+    ok.
+
+depends(_Host, _Opts) ->
+    [].
+
+mod_opt_type(join_wait_seconds) ->
+    econf:pos_int().
+
+mod_options(_Host) ->
+    [{join_wait_seconds, ?DEFAULT_WAIT_SECONDS}].
+
+mod_doc() ->
+    #{desc => ["Cluster status and multi-master joins as ejabberdctl commands (easycluster)."],
+      opts => [{join_wait_seconds,
+                #{value => "pos_integer()",
+                  desc => "How long join_as_master waits for the copied tables to load."}}]}.
+
+commands() ->
+    [#ejabberd_commands{name = easy_cluster_status, tags = [cluster],
+                        desc = "This node's view of the cluster, as one line of JSON",
+                        module = ?MODULE, function = status,
+                        args = [], result = {res, restuple}},
+     #ejabberd_commands{name = join_as_master, tags = [cluster],
+                        desc = "Join the cluster of running node Node; copy every table here",
+                        longdesc = "Run with ejabberdctl --no-timeout: copying large tables "
+                                   "outlasts ejabberdctl's 60 s limit. Answers JSON; on failure "
+                                   "names the failed step and rolls back.",
+                        module = ?MODULE, function = join_as_master,
+                        args_desc = ["Name of a running member of the cluster to join"],
+                        args = [{node, string}], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_forget, tags = [cluster],
+                        desc = "Remove stopped node Node from the cluster schema",
+                        module = ?MODULE, function = forget,
+                        args_desc = ["Name of the stopped node to forget"],
+                        args = [{node, string}], result = {res, restuple}}].
+
+%%%===================================================================
+%%% easy_cluster_status
+%%%===================================================================
+status() ->
+    Tables = mnesia:system_info(tables),
+    Missing = [T || T <- Tables, mnesia:table_info(T, storage_type) == unknown],
+    SchemaType = mnesia:table_info(schema, storage_type),
+    Replicas = maps:from_list(
+                 [{T, maps:from_list([{N, Type} || {N, Type} <- where_to_commit(T)])}
+                  || T <- Tables]),
+    {ok, json(#{node => node(),
+                plugin_version => ?PLUGIN_VERSION,
+                ejabberd_version => ejabberd_version(),
+                otp_release => list_to_binary(erlang:system_info(otp_release)),
+                started_at => started_at(),
+                db_nodes => mnesia:system_info(db_nodes),
+                running_db_nodes => mnesia:system_info(running_db_nodes),
+                schema => SchemaType,
+                master => Missing == [] andalso SchemaType == disc_copies,
+                missing_tables => Missing,
+                tables => Replicas,
+                master_nodes => lists:usort(
+                                  lists:append([mnesia:table_info(T, master_nodes)
+                                                || T <- Tables])),
+                sessions => safe(fun() -> length(ejabberd_sm:dirty_get_my_sessions_list()) end),
+                registered_users => safe(fun registered_users/0)})}.
+
+where_to_commit(Table) ->
+    try mnesia:table_info(Table, where_to_commit)
+    catch _:_ -> []
+    end.
+
+registered_users() ->
+    lists:sum([ejabberd_auth:count_users(H) || H <- ejabberd_option:hosts()]).
+
+%% The VM's start, in Unix seconds: a restart shows as a new value.
+started_at() ->
+    erlang:convert_time_unit(erlang:system_info(start_time) + erlang:time_offset(),
+                             native, second).
+
+ejabberd_version() ->
+    case application:get_key(ejabberd, vsn) of
+        {ok, Vsn} -> list_to_binary(Vsn);
+        undefined -> null
+    end.
+
+safe(Fun) ->
+    try Fun() catch _:_ -> null end.
+
+%%%===================================================================
+%%% join_as_master
+%%%===================================================================
+%% Each step returns ok | {ok, Info} | {error, Reason}; the first error stops the join and
+%% Undo (what the steps so far did, newest first) is run to roll back.
+join_as_master(SeedStr) ->
+    Seed = list_to_atom(SeedStr),
+    Wait = try gen_mod:get_module_opt(global, ?MODULE, join_wait_seconds)
+           catch _:_ -> ?DEFAULT_WAIT_SECONDS
+           end,
+    ?INFO_MSG("easy_cluster: joining ~p as a master", [Seed]),
+    Steps = [{ping, fun() -> ping(Seed) end, none},
+             {versions, fun() -> same_versions(Seed) end, none},
+             {seed_running, fun() -> seed_running(Seed) end, none},
+             {stop_ejabberd, fun() -> app_stop(ejabberd) end, restart_ejabberd},
+             {stop_mnesia, fun() -> app_stop(mnesia) end, none},
+             {forget_stale_entry, fun() -> forget_stale_entry(Seed) end, none},
+             {delete_schema, fun() -> mnesia:delete_schema([node()]) end, leave_seed_schema},
+             {start_mnesia, fun() -> app_start(mnesia) end, none},
+             {extra_db_nodes, fun() -> extra_db_nodes(Seed) end, none},
+             {schema_disc_copies, fun() -> schema_disc_copies() end, none},
+             {pause_point, fun() -> pause_point() end, none},
+             {copy_tables, fun() -> copy_tables(Seed) end, none},
+             {wait_for_tables, fun() -> wait_for_tables(Wait) end, none},
+             {stop_mnesia, fun() -> app_stop(mnesia) end, none},
+             {start_ejabberd, fun() -> app_start(ejabberd) end, none},
+             {verify, fun() -> verify(Seed) end, none}],
+    case already_member(Seed) of
+        true ->
+            {ok, json(#{ok => true, already_member => true, seed => Seed, steps => []})};
+        false ->
+            _ = file:write_file(?PROGRESS_FILE, <<>>),
+            run_steps(Seed, Steps, [], [])
+    end.
+
+run_steps(Seed, [], Done, _Undo) ->
+    ?INFO_MSG("easy_cluster: joined ~p as a master", [Seed]),
+    {ok, json(#{ok => true, seed => Seed, steps => lists:reverse(Done)})};
+run_steps(Seed, [{Name, Fun, UndoAction} | Rest], Done, Undo) ->
+    T0 = erlang:monotonic_time(millisecond),
+    progress("step ~s", [Name]),
+    Result = try Fun()
+             catch Class:Reason -> {error, {Class, Reason}}
+             end,
+    Ms = erlang:monotonic_time(millisecond) - T0,
+    Undo1 = case UndoAction of none -> Undo; _ -> [UndoAction | Undo] end,
+    case Result of
+        ok ->
+            run_steps(Seed, Rest, [#{step => Name, ms => Ms} | Done], Undo1);
+        {ok, Info} ->
+            run_steps(Seed, Rest, [#{step => Name, ms => Ms, info => fmt(Info)} | Done], Undo1);
+        {error, Why} ->
+            ?ERROR_MSG("easy_cluster: join of ~p failed at ~p: ~p", [Seed, Name, Why]),
+            {RolledBack, UndoNotes} = roll_back(Seed, Undo),
+            {?FAILED, json(#{ok => false, seed => Seed, failed_step => Name, reason => fmt(Why),
+                           steps => lists:reverse([#{step => Name, ms => Ms} | Done]),
+                           rolled_back => RolledBack, rollback => UndoNotes})}
+    end.
+
+%% Once the local schema is gone the node cannot go back to its old data (it held none: the
+%% toolkit refuses to join a node with users). Rolling back then means: out of the seed's
+%% schema, no local Mnesia files, ejabberd left stopped for the toolkit to stop the VM.
+roll_back(Seed, Undo) ->
+    Notes = [undo(Seed, Action) || Action <- Undo],
+    {lists:all(fun(#{ok := Ok}) -> Ok end, Notes), Notes}.
+
+undo(_Seed, restart_ejabberd) ->
+    %% Nothing destructive happened yet (or it was undone): start ejabberd as it was, unless
+    %% the schema is already gone, which leave_seed_schema handles.
+    case mnesia:system_info(use_dir) of
+        true -> note(restart_ejabberd, app_start(ejabberd));
+        false -> note(leave_stopped, ok)
+    end;
+undo(Seed, leave_seed_schema) ->
+    _ = application:stop(mnesia),
+    Del = case rpc:call(Seed, mnesia, system_info, [db_nodes], 10000) of
+              Nodes when is_list(Nodes) ->
+                  case lists:member(node(), Nodes) of
+                      true -> atomic(rpc:call(Seed, mnesia, del_table_copy, [schema, node()], 30000));
+                      false -> ok
+                  end;
+              Other -> {error, {seed_unreachable, Other}}
+          end,
+    Wipe = mnesia:delete_schema([node()]),
+    note(leave_seed_schema, both(Del, Wipe)).
+
+note(Action, ok) -> #{action => Action, ok => true};
+note(Action, {error, Why}) -> #{action => Action, ok => false, reason => fmt(Why)}.
+
+both(ok, ok) -> ok;
+both(ok, Err) -> Err;
+both(Err, _) -> Err.
+
+%%% The steps -----------------------------------------------------------
+
+already_member(Seed) ->
+    lists:member(Seed, mnesia:system_info(running_db_nodes)) andalso Seed =/= node()
+        andalso mnesia:table_info(schema, storage_type) == disc_copies
+        andalso [T || T <- mnesia:system_info(tables),
+                      mnesia:table_info(T, storage_type) == unknown] == [].
+
+ping(Seed) when Seed == node() -> {error, cannot_join_itself};
+ping(Seed) ->
+    case net_adm:ping(Seed) of
+        pong -> ok;
+        pang -> {error, {no_ping, Seed}}
+    end.
+
+same_versions(Seed) ->
+    Mine = {ejabberd_version(), erlang:system_info(otp_release)},
+    Theirs = {rpc:call(Seed, application, get_key, [ejabberd, vsn], 10000),
+              rpc:call(Seed, erlang, system_info, [otp_release], 10000)},
+    case Theirs of
+        {{ok, V}, Otp} when is_list(V) ->
+            case {list_to_binary(V), Otp} == Mine of
+                true -> ok;
+                false -> {error, {versions_differ, #{here => Mine, seed => Theirs}}}
+            end;
+        _ -> {error, {seed_unreachable, Theirs}}
+    end.
+
+seed_running(Seed) ->
+    case rpc:call(Seed, mnesia, system_info, [running_db_nodes], 10000) of
+        Running when is_list(Running) ->
+            case lists:member(Seed, Running) of
+                true -> {ok, #{seed_running_db_nodes => Running}};
+                false -> {error, seed_mnesia_not_running}
+            end;
+        Other -> {error, {seed_unreachable, Other}}
+    end.
+
+%% A node that was wiped and joins again is still in the seed's schema: mnesia would refuse it
+%% (merge_schema_failed, ejabberd #4164) until that stale entry goes.
+forget_stale_entry(Seed) ->
+    case rpc:call(Seed, mnesia, system_info, [db_nodes], 10000) of
+        Nodes when is_list(Nodes) ->
+            case lists:member(node(), Nodes) of
+                true -> atomic(rpc:call(Seed, mnesia, del_table_copy, [schema, node()], 30000));
+                false -> ok
+            end;
+        Other -> {error, {seed_unreachable, Other}}
+    end.
+
+extra_db_nodes(Seed) ->
+    case mnesia:change_config(extra_db_nodes, [Seed]) of
+        {ok, Connected} ->
+            case lists:member(Seed, Connected) of
+                true -> ok;
+                false -> {error, {not_connected, Seed}}
+            end;
+        {error, Why} -> {error, Why}
+    end.
+
+schema_disc_copies() ->
+    case mnesia:change_table_copy_type(schema, node(), disc_copies) of
+        {atomic, ok} -> ok;
+        {aborted, {already_exists, schema, _, disc_copies}} -> ok;
+        {aborted, Why} -> {error, Why}
+    end.
+
+%% One add_table_copy per table, with the storage type the table has on the seed (or, for a
+%% table the seed holds no copy of, on any node that has one).
+copy_tables(Seed) ->
+    Tables = mnesia:system_info(tables) -- [schema],
+    copy_tables(Seed, Tables, 0).
+
+copy_tables(_Seed, [], N) -> {ok, #{tables => N}};
+copy_tables(Seed, [T | Rest], N) ->
+    case storage_type_on(Seed, T) of
+        {ok, Type} ->
+            T0 = erlang:monotonic_time(millisecond),
+            case mnesia:add_table_copy(T, node(), Type) of
+                {atomic, ok} ->
+                    progress("table ~s ~s ~B ~B", [T, Type, mnesia:table_info(T, size),
+                                                   erlang:monotonic_time(millisecond) - T0]),
+                    copy_tables(Seed, Rest, N + 1);
+                {aborted, {already_exists, T, _}} -> copy_tables(Seed, Rest, N + 1);
+                {aborted, Why} -> {error, {add_table_copy, T, Type, Why}}
+            end;
+        {error, Why} -> {error, {storage_type, T, Why}}
+    end.
+
+storage_type_on(Seed, T) ->
+    case rpc:call(Seed, mnesia, table_info, [T, storage_type], 10000) of
+        Type when Type == ram_copies; Type == disc_copies; Type == disc_only_copies ->
+            {ok, Type};
+        unknown ->
+            case [Ty || {_N, Ty} <- where_to_commit(T)] of
+                [Type | _] -> {ok, Type};
+                [] -> {error, no_copy_anywhere}
+            end;
+        Other -> {error, Other}
+    end.
+
+pause_point() ->
+    case filelib:is_file(?PAUSE_FILE) of
+        true ->
+            progress("paused", []),
+            wait_for_no_file(?PAUSE_FILE, erlang:monotonic_time(millisecond) + ?PAUSE_MAX_MS);
+        false -> ok
+    end.
+
+wait_for_no_file(File, Deadline) ->
+    case filelib:is_file(File) andalso erlang:monotonic_time(millisecond) < Deadline of
+        true -> timer:sleep(100), wait_for_no_file(File, Deadline);
+        false -> ok
+    end.
+
+progress(Format, Args) ->
+    Line = io_lib:format(Format ++ "~n", Args),
+    ?INFO_MSG("easy_cluster: ~s", [string:trim(Line)]),
+    _ = file:write_file(?PROGRESS_FILE, Line, [append]),
+    ok.
+
+wait_for_tables(Seconds) ->
+    case mnesia:wait_for_tables(mnesia:system_info(local_tables), Seconds * 1000) of
+        ok -> ok;
+        {timeout, Bad} -> {error, {tables_not_loaded_within, Seconds, Bad}};
+        {error, Why} -> {error, Why}
+    end.
+
+verify(Seed) ->
+    Missing = [T || T <- mnesia:system_info(tables), mnesia:table_info(T, storage_type) == unknown],
+    SeedSees = rpc:call(Seed, mnesia, system_info, [running_db_nodes], 10000),
+    case {Missing, is_list(SeedSees) andalso lists:member(node(), SeedSees)} of
+        {[], true} -> ok;
+        {[], false} -> {error, {seed_does_not_see_this_node_running, SeedSees}};
+        {_, _} -> {error, {no_local_copy, Missing}}
+    end.
+
+app_stop(App) ->
+    case application:stop(App) of
+        ok -> ok;
+        {error, {not_started, App}} -> ok;
+        {error, Why} -> {error, Why}
+    end.
+
+app_start(App) ->
+    case application:ensure_all_started(App) of
+        {ok, _} -> ok;
+        {error, Why} -> {error, Why}
+    end.
+
+atomic({atomic, ok}) -> ok;
+atomic({aborted, Why}) -> {error, Why};
+atomic({badrpc, Why}) -> {error, {badrpc, Why}};
+atomic(Other) -> {error, Other}.
+
+%%%===================================================================
+%%% easy_cluster_forget: offline removal of a dead node
+%%%===================================================================
+forget(NodeStr) ->
+    Node = list_to_atom(NodeStr),
+    Result =
+        case {Node == node(), lists:member(Node, mnesia:system_info(db_nodes))} of
+            {true, _} -> {error, cannot_forget_itself};
+            {_, false} -> {ok, not_a_member};
+            {_, true} ->
+                %% A node cut off by a broken link still counts as running until the
+                %% distribution's tick notices (up to net_ticktime); ping waits for that.
+                case net_adm:ping(Node) of
+                    pong -> {error, node_is_running};
+                    pang ->
+                        case wait_not_running(Node, erlang:monotonic_time(millisecond) + 30000) of
+                            ok -> case atomic(mnesia:del_table_copy(schema, Node)) of
+                                      ok -> {ok, forgotten};
+                                      Err -> Err
+                                  end;
+                            Err -> Err
+                        end
+                end
+        end,
+    case Result of
+        {ok, What} ->
+            {ok, json(#{ok => true, node => Node, result => What,
+                        db_nodes => mnesia:system_info(db_nodes)})};
+        {error, Why} ->
+            {?FAILED, json(#{ok => false, node => Node, reason => fmt(Why)})}
+    end.
+
+wait_not_running(Node, Deadline) ->
+    case lists:member(Node, mnesia:system_info(running_db_nodes)) of
+        false -> ok;
+        true ->
+            case erlang:monotonic_time(millisecond) < Deadline of
+                true -> timer:sleep(200), wait_not_running(Node, Deadline);
+                false -> {error, still_in_running_db_nodes}
+            end
+    end.
+
+%%%===================================================================
+%%% JSON
+%%%===================================================================
+json(Term) ->
+    binary_to_list(iolist_to_binary(jiffy:encode(jsonable(Term)))).
+
+jsonable(M) when is_map(M) ->
+    maps:from_list([{key(K), jsonable(V)} || {K, V} <- maps:to_list(M)]);
+jsonable(L) when is_list(L) -> [jsonable(X) || X <- L];
+jsonable(B) when is_binary(B); is_number(B); is_boolean(B); B == null -> B;
+jsonable(A) when is_atom(A) -> atom_to_binary(A, utf8);
+jsonable(Other) -> fmt(Other).
+
+key(K) when is_atom(K) -> atom_to_binary(K, utf8);
+key(K) when is_binary(K) -> K;
+key(K) -> fmt(K).
+
+fmt(Term) when is_binary(Term) -> Term;
+fmt(Term) when is_map(Term) -> jsonable(Term);
+fmt(Term) when is_atom(Term) -> atom_to_binary(Term, utf8);
+fmt(Term) -> iolist_to_binary(io_lib:format("~0p", [Term])).

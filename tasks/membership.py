@@ -1,0 +1,74 @@
+"""`fab add-master`, `remove-node`, `forget-node`, `backup`, `break-lock`: changing who is in
+the cluster, one change at a time under the cluster lock, each after a Mnesia backup."""
+
+from __future__ import annotations
+
+from invoke import task
+
+from easycluster import deploy as core
+from easycluster import membership
+from easycluster.errors import EasyClusterError
+from easycluster.inventory import load_inventory
+from easycluster.lock import break_lock as remove_locks
+from easycluster.lock import describe_holder
+from easycluster.plan import PreflightFailed
+from easycluster.remote import Fleet
+
+from ._common import operator_errors, say
+
+INVENTORY_HELP = "inventory file (default: $EASYCLUSTER_INVENTORY, else inventory/lab.yml)"
+LOCK_WAIT_HELP = "seconds to wait for another membership change to finish (default: refuse at once)"
+
+
+def _say(host: str, message: str) -> None:
+    say(f"[{host}] {message}")
+
+
+@task(help={"host": "inventory host to add", "inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP})
+@operator_errors
+def add_master(c, host, inventory=None, lock_wait=0):
+    """Provision, configure, start and join one host as a master; no other node restarts."""
+    try:
+        core.add_master(load_inventory(inventory), host, out=say, lock_wait=float(lock_wait))
+    except PreflightFailed as exc:
+        raise EasyClusterError(str(exc)) from None
+
+
+@task(help={"host": "member to remove", "inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP,
+            "drain": "seconds users get to move before the node stops (default 5)"})
+@operator_errors
+def remove_node(c, host, inventory=None, drain=5, lock_wait=0):
+    """Gracefully take a running member out: drain, leave the schema, stop, wipe its Mnesia."""
+    inv = load_inventory(inventory)
+    membership.remove_node(inv, inv.node(host), int(drain), float(lock_wait), _say)
+
+
+@task(help={"host": "dead member to forget", "inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP})
+@operator_errors
+def forget_node(c, host, inventory=None, lock_wait=0):
+    """Remove a dead (stopped, unreachable) member from the schema, from a surviving master."""
+    inv = load_inventory(inventory)
+    membership.forget_node(inv, inv.node(host), float(lock_wait), _say)
+
+
+@task(help={"host": "member to take the backup on (default: the first running master)",
+            "inventory": INVENTORY_HELP})
+@operator_errors
+def backup(c, host=None, inventory=None):
+    """A full Mnesia backup on a running master, kept there with rotation; prints its path."""
+    membership.backup_on_demand(load_inventory(inventory), host, _say)
+
+
+@task(help={"inventory": INVENTORY_HELP})
+@operator_errors
+def break_lock(c, inventory=None):
+    """Remove the cluster lock left by a run that died (says whose it was)."""
+    inv = load_inventory(inventory)
+    with Fleet(inv) as fleet:
+        reachable = [h for h, r in fleet.parallel(lambda h: h.run("true", check=False, timeout=15)).items()
+                     if not isinstance(r, Exception)]
+        removed = remove_locks(fleet, reachable)
+    if not removed:
+        say("no lock held")
+    for host, holder in removed:
+        say(f"[{host}] removed: {describe_holder(holder)}")
