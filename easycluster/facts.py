@@ -151,7 +151,7 @@ def parse_facts(host: str, output: str) -> HostFacts:
 
 def gather_one(host: Host, inventory: Inventory, probe_network: bool = True) -> HostFacts:
     result = host.script(probe_script(inventory, host.name, probe_network), check=False,
-                      timeout=60, what="gathering facts")
+                      timeout=20, what="gathering facts")
     return parse_facts(host.name, result.stdout)
 
 

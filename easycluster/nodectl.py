@@ -281,7 +281,8 @@ MNESIA_BACKUP_DIR = "/var/backups/easycluster-mnesia"   # written by the ejabber
 def backup(host: Host, label: str, keep: int) -> tuple[str, int]:
     """A full Mnesia backup (schema and every table) taken on this running node; the
     newest `keep` are kept. Returns (path, bytes)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    now = datetime.now(timezone.utc)
+    stamp = now.strftime("%Y%m%dT%H%M%S") + f".{now.microsecond // 1000:03d}Z"
     path = f"{MNESIA_BACKUP_DIR}/{label}.{stamp}.backup"
     r = host.script(f"""
 set -e

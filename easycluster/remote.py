@@ -19,6 +19,7 @@ from typing import Callable, TypeVar
 import paramiko
 from fabric import Config, Connection
 from fabric.runners import Remote
+from invoke.exceptions import CommandTimedOut
 
 from .errors import EasyClusterError
 from .inventory import Inventory, Node
@@ -65,6 +66,7 @@ class Host:
         self._conn = Connection(node.host, user=inventory.ssh_user, config=config,
                                 connect_timeout=CONNECT_TIMEOUT)
         self._opened = False
+        self._cut_off = False
         self.connections = 0
 
     def _connection(self) -> Connection:
@@ -89,18 +91,45 @@ class Host:
 
     def run(self, command: str, *, check: bool = True, timeout: float | None = None,
             stdin: str | None = None, what: str | None = None) -> Result:
+        if self._cut_off:
+            raise RemoteError(self.name, what or "remote command failed", "the host stopped answering earlier")
         conn = self._connection()
+        call = lambda: conn.run(command, hide=True, warn=True, timeout=timeout,  # noqa: E731
+                                in_stream=io.StringIO(stdin) if stdin is not None else False)
         try:
-            r = conn.run(command, hide=True, warn=True, timeout=timeout,
-                         in_stream=io.StringIO(stdin) if stdin is not None else False)
-        except Exception as exc:  # invoke's CommandTimedOut, paramiko errors
-            raise RemoteError(self.name, what or "remote command failed", type(exc).__name__ + f": {exc}") from None
+            r = call() if timeout is None else self._within(call, timeout + 5)
+        except CommandTimedOut:
+            raise RemoteError(self.name, what or "remote command failed",
+                              f"no answer within {timeout:.0f}s (host cut off or hung)") from None
+        except Exception as exc:  # paramiko and socket errors
+            raise RemoteError(self.name, what or "remote command failed",
+                              f"{type(exc).__name__}: {str(exc)[-300:]}") from None
         result = Result(r.exited, r.stdout, r.stderr)
         if check and not result.ok:
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
             raise RemoteError(self.name, what or f"`{command.splitlines()[0][:60]}` failed",
                               " | ".join(detail[-3:]) if detail else f"exit {result.rc}")
         return result
+
+    def _within(self, call: Callable[[], T], seconds: float) -> T:
+        """invoke's timeout cannot end a command on a link that went dead (opening the
+        channel alone may wait an hour): wait in a daemon thread, give up on the host."""
+        box: dict = {}
+
+        def target():
+            try:
+                box["result"] = call()
+            except BaseException as exc:   # handed to the caller below
+                box["error"] = exc
+        worker = threading.Thread(target=target, daemon=True)
+        worker.start()
+        worker.join(seconds)
+        if worker.is_alive():
+            self._cut_off = True
+            raise CommandTimedOut(None, seconds)
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
 
     def script(self, body: str, **kwargs) -> Result:
         """Run a bash script sent on stdin. It is read whole before it runs, so a
@@ -115,7 +144,7 @@ class Host:
             fh.write(data)
 
     def close(self) -> None:
-        if self._opened:
+        if self._opened and not self._cut_off:
             self._conn.close()
             self._opened = False
 

@@ -202,14 +202,7 @@ undo(_Seed, restart_ejabberd) ->
     end;
 undo(Seed, leave_seed_schema) ->
     _ = application:stop(mnesia),
-    Del = case rpc:call(Seed, mnesia, system_info, [db_nodes], 10000) of
-              Nodes when is_list(Nodes) ->
-                  case lists:member(node(), Nodes) of
-                      true -> atomic(rpc:call(Seed, mnesia, del_table_copy, [schema, node()], 30000));
-                      false -> ok
-                  end;
-              Other -> {error, {seed_unreachable, Other}}
-          end,
+    Del = forget_stale_entry(Seed),
     Wipe = mnesia:delete_schema([node()]),
     note(leave_seed_schema, both(Del, Wipe)).
 

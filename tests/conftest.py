@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 def fab(*args: str, lab: str = TEST_LAB, check: bool = True, env: dict | None = None,
         timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `fab ARGS` as an operator would, against the given lab's inventory."""
-    full_env = {**os.environ, "EASYCLUSTER_LAB": lab, **(env or {})}
-    full_env.setdefault("EASYCLUSTER_INVENTORY", str(Lab(lab).inventory))
+    # always the test lab's inventory, whatever the calling shell has set
+    full_env = {**os.environ, "EASYCLUSTER_LAB": lab, "EASYCLUSTER_INVENTORY": str(Lab(lab).inventory),
+                **(env or {})}
     proc = subprocess.run([str(FAB), *args], cwd=REPO, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:
@@ -40,7 +41,7 @@ def ssh(lab: Lab, host: str, command: str, check: bool = True, timeout: float = 
 
 
 # Modules that share the session lab run in this order (each builds on the last).
-MODULE_ORDER = ["test_lab", "test_deploy"]
+MODULE_ORDER = ["test_lab", "test_deploy", "test_membership"]
 
 
 def pytest_collection_modifyitems(items):

@@ -1,0 +1,191 @@
+"""Membership changes on a live cluster with users and roster data: add-master, remove-node,
+forget-node, failed-join rollback, the cluster lock. Runs after test_deploy on the same lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import yaml
+
+import xmpp
+from conftest import FAB, REPO, fab, ssh
+
+USERS = [f"user{i}" for i in range(8)]
+PASSWORD = "s3cret-pw"
+PAUSE = "/run/ejabberd/easy_cluster_join.pause"
+PROGRESS = "/run/ejabberd/easy_cluster_join.log"
+
+
+def domain(lab) -> str:
+    return f"{lab.name}.test"
+
+
+def status() -> tuple[int, dict]:
+    proc = fab("status", "--json", "--tables", check=False)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def node_status(lab, host: str) -> dict:
+    return json.loads(ssh(lab, host, "ejabberdctl easy_cluster_status").stdout)
+
+
+def members(st: dict) -> list[str]:
+    return sorted(n["name"] for n in st["nodes"] if n["member"])
+
+
+def assert_healthy_with(expected_hosts: list[str], users: int, lab) -> dict:
+    rc, st = status()
+    assert rc == 0 and st["healthy"], st["problems"]
+    assert members(st) == sorted(f"ejabberd@{h}" for h in expected_hosts)
+    assert all(n["master"] for n in st["nodes"])
+    for h in expected_hosts:
+        assert node_status(lab, h)["registered_users"] == users
+    return st
+
+
+@pytest.fixture(scope="module")
+def cluster(lab):
+    """The deployed 3-node cluster, with users and roster items, and a 4th fresh host."""
+    fab("deploy", timeout=600)
+    d = domain(lab)
+    script = "; ".join(f"ejabberdctl register {u} {d} {PASSWORD}" for u in USERS)
+    script += "; " + "; ".join(f"ejabberdctl add_rosteritem {USERS[0]} {d} {u} {d} {u} friends both"
+                               for u in USERS[1:4])
+    ssh(lab, "lab1", script)
+    time.sleep(3)   # a write followed at once by a kill can be lost (disc log dump)
+    fab("lab.up", "--nodes", "4", timeout=300)
+    return len(USERS)
+
+
+def start_paused_add_master(lab, host: str) -> subprocess.Popen:
+    """`fab add-master` in the background, held (fault injection) just before the tables copy."""
+    ssh(lab, host, f"install -d -o ejabberd -g ejabberd /run/ejabberd; rm -f {PROGRESS}; touch {PAUSE}")
+    proc = subprocess.Popen([str(FAB), "add-master", "--host", host], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "EASYCLUSTER_LAB": lab.name,
+                                 "EASYCLUSTER_INVENTORY": str(lab.inventory)})
+    deadline = time.monotonic() + 120
+    while ssh(lab, host, f"grep -qs paused {PROGRESS}", check=False).returncode != 0:
+        assert proc.poll() is None, f"add-master ended before the pause:\n{proc.stdout.read()}"
+        assert time.monotonic() < deadline, "the join never reached the pause point"
+        time.sleep(0.3)
+    return proc
+
+
+def test_add_master_joins_a_fourth_master_with_all_data_and_restarts_no_one(cluster, lab):
+    before = {h: node_status(lab, h)["started_at"] for h in ("lab1", "lab2", "lab3")}
+    out = fab("add-master", "--host", "lab4", timeout=600).stdout
+    assert "Mnesia backup: /var/backups/easycluster-mnesia/" in out
+    assert "cluster: 4 members, 4 masters (healthy)" in out
+    st = assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+    for table, holders in st["tables"].items():
+        assert "ejabberd@lab4" in holders, f"lab4 holds no copy of {table}"
+    assert {h: node_status(lab, h)["started_at"] for h in before} == before, "a member restarted"
+    lab4 = lab.ip("lab4")
+    for user in USERS:
+        assert xmpp.can_login(lab4, f"{user}@{domain(lab)}", PASSWORD), f"{user} cannot log in via lab4"
+    roster = ssh(lab, "lab4", f"ejabberdctl get_roster {USERS[0]} {domain(lab)}").stdout
+    assert all(f"{u}@{domain(lab)}" in roster for u in USERS[1:4]), roster
+
+
+def test_refusals_change_nothing(cluster, lab, tmp_path):
+    again = fab("add-master", "--host", "lab4", check=False)
+    assert again.returncode == 1 and "already a member" in again.stderr
+    stranger = fab("add-master", "--host", "lab9", check=False)
+    assert stranger.returncode == 1 and "'lab9' is not a node of" in stranger.stderr
+    running = fab("forget-node", "--host", "lab2", check=False)
+    assert running.returncode == 1 and "it is running" in running.stderr
+    # an inventory where lab1 is the only node: removing it would remove the last master
+    data = yaml.safe_load(lab.inventory.read_text())
+    data["nodes"] = [n for n in data["nodes"] if n["host"] == "lab1"]
+    single = tmp_path / "single.yml"
+    single.write_text(yaml.safe_dump(data))
+    last = fab("remove-node", "--host", "lab1", "--inventory", str(single), check=False)
+    assert last.returncode == 1 and "only running master" in last.stderr, last.stderr
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+
+
+def test_remove_node_drains_wipes_and_the_node_can_be_added_again(cluster, lab):
+    out = fab("remove-node", "--host", "lab4", "--drain", "1", timeout=300).stdout
+    assert "[cluster] 3 members, 3 masters (healthy)" in out
+    rc, st = status()
+    assert rc == 0 and "ejabberd@lab4" in st["departed"], st
+    assert ssh(lab, "lab4", "ls -A /var/lib/ejabberd").stdout.split() == [".erlang.cookie"]
+    assert ssh(lab, "lab4", "pgrep -u ejabberd -f beam", check=False).returncode != 0, "lab4 still runs"
+    assert_healthy_with(["lab1", "lab2", "lab3"], cluster, lab)
+    fab("add-master", "--host", "lab4", timeout=600)
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+
+
+def test_a_join_whose_node_is_killed_is_rolled_back_and_a_rerun_succeeds(cluster, lab):
+    fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
+    proc = start_paused_add_master(lab, "lab4")
+    ssh(lab, "lab4", f"pkill -9 -u ejabberd -f beam; rm -f {PAUSE}")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    assert "join of ejabberd@lab4 to ejabberd@lab1 failed" in out and "rolled back:" in out, out
+    assert "removed from the schema" in out, out
+    assert_healthy_with(["lab1", "lab2", "lab3"], cluster, lab)
+    assert ssh(lab, "lab4", "ls -A /var/lib/ejabberd").stdout.split() == [".erlang.cookie"]
+    fab("add-master", "--host", "lab4", timeout=600)
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+
+
+def test_a_join_cut_off_by_the_network_is_rolled_back_and_a_rerun_succeeds(cluster, lab):
+    fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
+    proc = start_paused_add_master(lab, "lab4")
+    fab("lab.partition", "--host", "lab4")
+    try:
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        fab("lab.heal-link", "--host", "lab4")
+    assert proc.returncode == 1, out
+    assert "lost contact with the host during the join" in out, out
+    assert "removed from the schema" in out and "the next add-master/deploy stops and wipes it" in out, out
+    ssh(lab, "lab4", f"rm -f {PAUSE}")
+    assert_healthy_with(["lab1", "lab2", "lab3"], cluster, lab)
+    out = fab("add-master", "--host", "lab4", timeout=600).stdout
+    assert "an earlier join of ejabberd@lab4" in out, out
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+
+
+def test_two_add_masters_at_once_exactly_one_proceeds(cluster, lab):
+    fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
+    first = start_paused_add_master(lab, "lab4")     # holds the lock, paused in its join
+    second = fab("add-master", "--host", "lab4", check=False, timeout=300)
+    ssh(lab, "lab4", f"rm -f {PAUSE}")
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out
+    assert second.returncode == 1 and "the cluster is locked by" in second.stderr, second.stderr
+    assert "add-master --host lab4" in second.stderr
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+
+
+def test_a_powered_off_node_is_forgotten_and_comes_back_clean(cluster, lab):
+    fab("lab.poweroff", "--host", "lab3")
+    refused = fab("add-master", "--host", "lab3", check=False)
+    assert refused.returncode == 1 and "nothing was changed" in refused.stderr
+    out = fab("forget-node", "--host", "lab3", timeout=300).stdout
+    assert "its disk still holds the old Mnesia files" in out
+    assert_healthy_with(["lab1", "lab2", "lab4"], cluster, lab)
+    # booted with its old files, ejabberd starts there again (the init script): add-master
+    # must reset it rather than trust its stale tables
+    fab("lab.boot", "--host", "lab3")
+    fab("add-master", "--host", "lab3", timeout=600)
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+    log = ssh(lab, "lab3", "cat /var/log/ejabberd/error.log", check=False).stdout
+    assert "merge_schema_failed" not in log
+
+
+def test_backup_on_demand_keeps_the_newest(cluster, lab):
+    paths = []
+    for _ in range(6):
+        out = fab("backup").stdout
+        paths.append(out.split("Mnesia backup: ")[1].split()[0])
+    kept = ssh(lab, "lab1", "ls /var/backups/easycluster-mnesia/").stdout.split()
+    assert len(kept) == 5 and paths[-1].rsplit("/", 1)[1] in kept
