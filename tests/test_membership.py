@@ -59,7 +59,9 @@ def cluster(lab):
     ssh(lab, "lab1", script)
     time.sleep(3)   # a write followed at once by a kill can be lost (disc log dump)
     fab("lab.up", "--nodes", "4", timeout=300)
-    return len(USERS)
+    users = node_status(lab, "lab1")["registered_users"]   # ours, and those earlier modules made
+    assert users >= len(USERS)
+    return users
 
 
 def start_paused_add_master(lab, host: str) -> subprocess.Popen:
@@ -149,6 +151,11 @@ def test_a_join_cut_off_by_the_network_is_rolled_back_and_a_rerun_succeeds(clust
     assert "removed from the schema" in out and "the next add-master/deploy stops and wipes it" in out, out
     ssh(lab, "lab4", f"rm -f {PAUSE}")
     assert_healthy_with(["lab1", "lab2", "lab3"], cluster, lab)
+    # the cut-off host kept its piece of the lock; the next run names it as stale
+    refused = fab("add-master", "--host", "lab4", check=False)
+    assert refused.returncode == 1 and "the lock is stale" in refused.stderr, refused.stderr
+    broken = fab("break-lock").stdout
+    assert "[lab4] removed: the cluster is locked by" in broken, broken
     out = fab("add-master", "--host", "lab4", timeout=600).stdout
     assert "an earlier join of ejabberd@lab4" in out, out
     assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
