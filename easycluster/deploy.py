@@ -8,7 +8,6 @@ step and cause.
 from __future__ import annotations
 
 import secrets as _random
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -19,53 +18,11 @@ from .errors import EasyClusterError
 from .health import ClusterHealth, assess
 from .inventory import Inventory
 from .plan import (INSTALL, JOIN, PLUGIN, RELOAD, RESTART, START, WRITE, Plan, PreflightFailed,
-                   format_plan, make_plan, plan_joins)
+                   choose_seed, format_plan, make_plan, plan_joins)
 from .lock import ClusterLock
-from .remote import Fleet, Host, RemoteError
+from .progress import Out, Progress, StepFailed
+from .remote import Fleet, Host
 from .secrets import COOKIE_ALPHABET, Secret, load_cookie
-
-Out = Callable[[str], None]
-
-
-class StepFailed(EasyClusterError):
-    def __init__(self, host: str, step: str, cause: str):
-        self.host, self.step, self.cause = host, step, cause
-        super().__init__(f"[{host}] {step} failed: {cause}")
-
-
-class Progress:
-    """Per-host prefixed progress lines with timings; records how long each phase took."""
-
-    def __init__(self, out: Out):
-        self._out = out
-        self._lock = threading.Lock()
-        self.start = time.monotonic()
-        self.phases: list[tuple[str, float]] = []
-
-    def say(self, host: str, message: str) -> None:
-        with self._lock:
-            self._out(f"[{host}] {message}")
-
-    def step(self, host: Host, what: str, func: Callable[[], object]) -> object:
-        t0 = time.monotonic()
-        try:
-            result = func()
-        except RemoteError as exc:
-            self.say(host.name, f"{what}: FAILED after {time.monotonic() - t0:.1f}s")
-            raise StepFailed(host.name, what, exc.detail or exc.what) from None
-        except EasyClusterError:
-            self.say(host.name, f"{what}: FAILED after {time.monotonic() - t0:.1f}s")
-            raise
-        self.say(host.name, f"{what}: ok ({time.monotonic() - t0:.1f}s)")
-        return result
-
-    def phase(self, name: str, func: Callable[[], object]) -> object:
-        t0 = time.monotonic()
-        try:
-            return func()
-        finally:
-            self.phases.append((name, time.monotonic() - t0))
-
 
 @dataclass
 class DeployResult:
@@ -122,34 +79,30 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
     progress = Progress(out)
     cookie = load_cookie(inv.cluster, create=False)
     with Fleet(inv) as fleet:
-        facts = progress.phase("facts", lambda: factmod.gather(fleet, probe_network=False))
+        facts = progress.phase("facts", lambda: factmod.gather(fleet))
         f = facts[node.host]
         if f.error:
             raise EasyClusterError(f"{node.host}: {f.error}; nothing was changed")
-        others = replace(inv, nodes=tuple(n for n in inv.nodes if n is not node))
-        running, db_nodes = membership.running_members(others, facts)
-        if not running:
+        seed, db_nodes = choose_seed(replace(inv, nodes=tuple(n for n in inv.nodes if n is not node)), facts)
+        if not facts[seed.host].running:
             raise EasyClusterError("no running cluster to join (start it with `fab deploy`); nothing was changed")
         departed = membership.departed(facts).get(node.name)
         if node.name in db_nodes and not departed and not f.joining:
             raise EasyClusterError(f"{node.name} is already a member of the cluster; nothing was changed")
-        members = [n for n in running if n.name in db_nodes]
-        sub = replace(inv, nodes=tuple(n for n in inv.nodes if n in members or n is node))
+        sub = replace(inv, nodes=tuple(n for n in inv.nodes if n is node or (
+            n.name in db_nodes and facts[n.host].running)))
         fleet = fleet.subset(sub)
         with ClusterLock(fleet, list(fleet.hosts), f"add-master --host {node.host}", lock_wait):
-            seed = membership.running_members(sub, facts)[0][0].name
             if f.joining:
-                membership.recover_interrupted_join(sub, fleet, node, f, f.joining.get("seed") or seed,
+                membership.recover_interrupted_join(sub, fleet, node, f, f.joining.get("seed") or seed.name,
                                                     progress.say)
             if departed and (node.name in db_nodes or f.mnesia_schema or f.beam_running):
                 # a removed/forgotten node's old files would rejoin it with stale tables
-                tarball = progress.step(fleet[node.host], f"reset {node.name} ({departed[0]} on {departed[1]})",
-                                        lambda: nodectl.stop_and_wipe(fleet[node.host]))
-                if tarball:
-                    progress.say(node.host, f"  its old Mnesia files are kept in {tarball}")
+                membership.wipe(fleet, node, progress, f"reset {node.name} ({departed[0]} on {departed[1]})")
                 if node.name in db_nodes:
-                    nodectl.forget(fleet[inv.node(seed).host], node.name)
-            facts = progress.phase("facts", lambda: factmod.gather(fleet))
+                    nodectl.forget(fleet[seed.host], node.name)
+            if f.joining or departed:   # the node changed under us: look again
+                facts = progress.phase("facts", lambda: factmod.gather(fleet))
             plan = make_plan(sub, facts, cookie)
             if plan.problems:
                 raise PreflightFailed(plan.problems)
@@ -158,13 +111,12 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
                 out(f"note: {', '.join(drift)} differ from the inventory; add-master leaves them as they "
                     "are (`fab deploy --dry` shows how)")
             plan = Plan([s for s in plan.steps if s.host == node.host], plan.seed)
-            if not plan.by_kind(JOIN) and not (plan.hosts_with(START) or plan.hosts_with(RESTART)):
-                if node.name in db_nodes:
-                    membership.clear_departure(fleet, list(fleet.hosts), node)
-                    out(f"{node.name} is a member; nothing to do")
-                    return DeployResult(plan, assess(sub, facts), progress.phases, fleet.connections_opened())
-            out(format_plan(plan, sub))
-            health = progress.phase("apply", lambda: _apply(sub, fleet, plan, facts, progress))
+            if plan.steps:
+                out(format_plan(plan, sub))
+                health = progress.phase("apply", lambda: _apply(sub, fleet, plan, facts, progress))
+            else:   # an interrupted join that had completed: verified above
+                health = assess(sub, facts)
+                out(f"{node.name} is a member; nothing to do")
             membership.clear_departure(fleet, list(fleet.hosts), node)
         _summary(out, health, progress)
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
@@ -176,7 +128,7 @@ def _recover_joins(inv: Inventory, fleet: Fleet, facts, progress: Progress) -> b
     for node in inv.nodes:
         f = facts[node.host]
         if f.joining and not f.error:
-            seed = f.joining.get("seed") or membership.running_members(inv, facts)[0][0].name
+            seed = f.joining.get("seed") or choose_seed(inv, facts)[0].name
             membership.recover_interrupted_join(inv, fleet, node, f, seed, progress.say)
             found = True
     return found
@@ -194,7 +146,7 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
     installs = plan.hosts_with(INSTALL)
     if installs:
         progress.phase("install", lambda: _each(fleet, installs, lambda h: progress.step(
-            h, f"install ejabberd {version}", lambda: nodectl.install(h, version))))
+            h.name, f"install ejabberd {version}", lambda: nodectl.install(h, version))))
 
     configure = sorted(set(plan.hosts_with(WRITE) + plan.hosts_with(PLUGIN)), key=_order(inv))
     replaced: dict[str, list[tuple[str, str]]] = {}
@@ -203,7 +155,7 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
             files = [s.file for s in plan.steps if s.kind == WRITE and s.host == h.name]
             plugin = h.name in plan.hosts_with(PLUGIN)
             what = ", ".join([f.path.rsplit("/", 1)[-1] for f in files] + (["plugin"] if plugin else []))
-            replaced[h.name] = progress.step(h, f"write {what}", lambda: nodectl.configure(h, files, plugin))
+            replaced[h.name] = progress.step(h.name, f"write {what}", lambda: nodectl.configure(h, files, plugin))
             for _path, backup in replaced[h.name]:
                 progress.say(h.name, f"  previous version kept in {backup}")
         progress.phase("configure", lambda: _each(fleet, configure, configure_one))
@@ -211,16 +163,17 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
     reloads = plan.hosts_with(RELOAD)
     if reloads:
         progress.phase("reload", lambda: _each(fleet, reloads, lambda h: progress.step(
-            h, "reload ejabberd.yml", lambda: nodectl.reload_config(h))))
+            h.name, "reload ejabberd.yml", lambda: nodectl.reload_config(h))))
 
     starts = plan.hosts_with(START)
     if starts:
         progress.phase("start", lambda: _each(fleet, starts, lambda h: progress.step(
-            h, "start", lambda: nodectl.start(h, inv.cluster.c2s_port))))
+            h.name, "start", lambda: nodectl.start(h, inv.cluster.c2s_port))))
 
     for host in plan.hosts_with(RESTART):   # one at a time: the cluster stays up
         h = fleet[host]
-        progress.phase(f"restart {host}", lambda: _restart_and_rejoin(inv, h, replaced.get(host, []), progress))
+        progress.phase(f"restart {host}", lambda: _restart_and_rejoin(
+            inv, h, facts[host].cluster_status, replaced.get(host, []), progress))
 
     joins = plan.by_kind(JOIN)
     if starts or plan.hosts_with(RESTART):
@@ -235,7 +188,7 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
     for step in joins:                      # strictly one at a time, in inventory order
         node = inv.node(step.host)
         progress.phase(f"join {step.host}", lambda: progress.step(
-            fleet[step.host], f"join_as_master {step.seed}",
+            step.host, f"join_as_master {step.seed}",
             lambda: membership.join(inv, fleet, node, step.seed, progress.say)))
         progress.say(step.host, "verified: in every member's running_db_nodes, a local copy of every table")
 
@@ -251,21 +204,22 @@ def _order(inv: Inventory):
     return lambda host: index[host]
 
 
-def _restart_and_rejoin(inv: Inventory, h: Host, replaced: list[tuple[str, str]], progress: Progress) -> None:
-    before = nodectl.status(h)
+def _restart_and_rejoin(inv: Inventory, h: Host, before: dict | None, replaced: list[tuple[str, str]],
+                        progress: Progress) -> None:
+    """`before`: the node's status from the facts; it must come back seeing the same peers."""
     peers = set(before.get("running_db_nodes", [])) if before else set()
     try:
-        progress.step(h, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
+        progress.step(h.name, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
     except StepFailed as failed:
         if not replaced:
             raise
         # The new configuration does not start: put the old one back so the node serves again.
-        progress.step(h, "restore the previous configuration and start", lambda: nodectl.restore_and_start(
+        progress.step(h.name, "restore the previous configuration and start", lambda: nodectl.restore_and_start(
             h, replaced, inv.cluster.c2s_port))
         raise StepFailed(h.name, "restart with the new configuration",
                          f"{failed.cause}\n(the previous configuration was restored and the node runs it; "
                          "fix the inventory or template and deploy again)") from None
-    progress.step(h, "back in the cluster with all tables", lambda: nodectl.wait_status(
+    progress.step(h.name, "back in the cluster with all tables", lambda: nodectl.wait_status(
         h, lambda st: peers <= set(st.get("running_db_nodes", [])) and not st.get("missing_tables")))
 
 

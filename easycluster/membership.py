@@ -17,7 +17,9 @@ from .errors import EasyClusterError
 from .facts import HostFacts
 from .health import ClusterHealth, assess
 from .inventory import Inventory, Node
-from .remote import Fleet, Host, RemoteError, q
+from .lock import ClusterLock
+from .progress import Out, Progress
+from .remote import Fleet, RemoteError, q
 
 DEPARTED = "/var/lib/easycluster/departed"   # a file per node deliberately taken out, on every host
 
@@ -126,8 +128,7 @@ def backup(inv: Inventory, fleet: Fleet, host: str, say) -> str:
 def backup_on_demand(inv: Inventory, host: str | None, say) -> str:
     with Fleet(inv) as fleet:
         facts = factmod.gather(fleet, probe_network=False)
-        running, _ = running_members(inv, facts)
-        masters = [n for n in running if facts[n.host].cluster_status.get("master")]
+        masters = running_masters(list(inv.nodes), facts)
         if host is not None:
             node = inv.node(host)
             if node not in masters:
@@ -204,94 +205,94 @@ def sole_copies(node: Node, survivors: list[Node], facts: dict[str, HostFacts]) 
     return sorted(t for t, where in holders.items() if node.name in where and not where & alive)
 
 
-def remove_node(inv: Inventory, node: Node, drain: int, lock_wait: float, say) -> ClusterHealth:
-    from .lock import ClusterLock
+def running_masters(nodes: list[Node], facts: dict[str, HostFacts]) -> list[Node]:
+    return [n for n in nodes if facts[n.host].running and (facts[n.host].cluster_status or {}).get("master")]
+
+
+def wipe(fleet: Fleet, node: Node, progress: Progress, what: str = "wipe its Mnesia directory (cookie kept)") -> None:
+    """Stop the node and empty its Mnesia directory, saying where the old files went."""
+    tarball = progress.step(node.host, what, lambda: nodectl.stop_and_wipe(fleet[node.host]))
+    if tarball:
+        progress.say(node.host, f"  its old Mnesia files are kept in {tarball}")
+
+
+def remove_node(inv: Inventory, node: Node, drain: int, lock_wait: float, progress: Progress) -> ClusterHealth:
+    """Graceful: drain and stop the running node, then take it out of the schema and wipe it."""
     with Fleet(inv) as fleet:
         facts = factmod.gather(fleet, probe_network=False)
         if facts[node.host].error:
             raise MembershipError(f"{node.host}: {facts[node.host].error} (a dead node is removed with "
                                   f"`fab forget-node --host {node.host}`)")
-        running, db_nodes = running_members(inv, facts)
-        if node.name not in db_nodes:
-            raise MembershipError(f"{node.name} is not a member of the cluster: nothing to remove")
+        survivors = _survivors(inv, node, facts, "remove")
         if not facts[node.host].running:
             raise MembershipError(f"{node.name} is not running: remove a stopped node with "
                                   f"`fab forget-node --host {node.host}`")
-        survivors = [n for n in running if n is not node and n.name in db_nodes]
-        masters = [n for n in survivors if facts[n.host].cluster_status.get("master")]
-        if not masters:
+        if not running_masters(survivors, facts):
             raise MembershipError(f"refusing to remove {node.name}: it is the only running master "
                                   "(the cluster's data would go with it)")
         sole = sole_copies(node, survivors, facts)
         if sole:
             raise MembershipError(f"refusing to remove {node.name}: it holds the only running copy of "
                                   f"{', '.join(sole)}")
-        hosts = [n.host for n in survivors] + [node.host]
-        with ClusterLock(fleet, hosts, f"remove-node --host {node.host}", lock_wait):
-            backup(inv, fleet, masters[0].host, say)
-            _timed(say, node.host, f"drain ({drain}s) and stop", lambda: nodectl.drain_and_stop(fleet[node.host], drain))
-            answer = _timed(say, masters[0].host, f"remove {node.name} from the schema",
-                            lambda: nodectl.forget(fleet[masters[0].host], node.name))
-            say(masters[0].host, f"  db_nodes now: {', '.join(answer.get('db_nodes', []))}")
-            tarball = _timed(say, node.host, "wipe its Mnesia directory (cookie kept)",
-                             lambda: nodectl.stop_and_wipe(fleet[node.host]))
-            if tarball:
-                say(node.host, f"  its old Mnesia files are kept in {tarball}")
-            record_departure(fleet, hosts, node, "removed")
-        return _verify_survivors(inv, fleet, survivors, say)
+        drain_first = lambda: progress.step(node.host, f"drain ({drain}s) and stop",  # noqa: E731
+                                            lambda: nodectl.drain_and_stop(fleet[node.host], drain))
+        _take_out(inv, fleet, node, survivors, facts, "removed", progress, lock_wait, before=drain_first)
+        wipe(fleet, node, progress)
+        return _verify_survivors(inv, fleet, survivors, progress)
 
 
-def forget_node(inv: Inventory, node: Node, lock_wait: float, say) -> ClusterHealth:
-    from .lock import ClusterLock
+def forget_node(inv: Inventory, node: Node, lock_wait: float, progress: Progress) -> ClusterHealth:
+    """Offline: take a dead (stopped or unreachable) node out of the schema from a survivor."""
     with Fleet(inv) as fleet:
         facts = factmod.gather(fleet, probe_network=False)
         f = facts[node.host]
         if f.running or (not f.error and f.beam_running):
             raise MembershipError(f"refusing to forget {node.name}: it is running "
                                   f"(a running node leaves with `fab remove-node --host {node.host}`)")
-        running, db_nodes = running_members(inv, facts)
-        if node.name not in db_nodes:
-            raise MembershipError(f"{node.name} is not in the cluster's schema: nothing to forget")
-        survivors = [n for n in running if n is not node and n.name in db_nodes]
-        masters = [n for n in survivors if facts[n.host].cluster_status.get("master")]
-        if not masters:
+        survivors = _survivors(inv, node, facts, "forget")
+        if not running_masters(survivors, facts):
             raise MembershipError("no running master to forget it from")
-        hosts = [n.host for n in survivors]
-        with ClusterLock(fleet, hosts, f"forget-node --host {node.host}", lock_wait):
-            backup(inv, fleet, masters[0].host, say)
-            answer = _timed(say, masters[0].host, f"remove {node.name} from the schema",
-                            lambda: nodectl.forget(fleet[masters[0].host], node.name))
-            say(masters[0].host, f"  db_nodes now: {', '.join(answer.get('db_nodes', []))}")
-            record_departure(fleet, hosts, node, "forgotten")
-            if not f.error:
-                tarball = _timed(say, node.host, "wipe its Mnesia directory (cookie kept)",
-                                 lambda: nodectl.stop_and_wipe(fleet[node.host]))
-                if tarball:
-                    say(node.host, f"  its old Mnesia files are kept in {tarball}")
-            else:
-                say(node.host, "unreachable: its disk still holds the old Mnesia files. Before ejabberd "
-                               "starts there again, empty /var/lib/ejabberd (keep .erlang.cookie), or bring "
-                               f"it back only with `fab add-master --host {node.host}`, which does that first")
-        return _verify_survivors(inv, fleet, survivors, say)
+        _take_out(inv, fleet, node, survivors, facts, "forgotten", progress, lock_wait)
+        if not f.error:
+            wipe(fleet, node, progress)
+        else:
+            progress.say(node.host, "unreachable: its disk still holds the old Mnesia files. Before ejabberd "
+                                    "starts there again, empty /var/lib/ejabberd (keep .erlang.cookie), or "
+                                    f"bring it back only with `fab add-master --host {node.host}`, which does "
+                                    "that first")
+        return _verify_survivors(inv, fleet, survivors, progress)
 
 
-def _verify_survivors(inv: Inventory, fleet: Fleet, survivors: list[Node], say) -> ClusterHealth:
+def _survivors(inv: Inventory, node: Node, facts: dict[str, HostFacts], verb: str) -> list[Node]:
+    running, db_nodes = running_members(inv, facts)
+    if node.name not in db_nodes:
+        raise MembershipError(f"{node.name} is not in the cluster's schema: nothing to {verb}")
+    return [n for n in running if n is not node and n.name in db_nodes]
+
+
+def _take_out(inv: Inventory, fleet: Fleet, node: Node, survivors: list[Node], facts, how: str,
+              progress: Progress, lock_wait: float, before=None) -> None:
+    """Under the lock, after a backup on a surviving master: `before`, then remove the node
+    from the schema there, and record on every reachable host that it left on purpose."""
+    master = running_masters(survivors, facts)[0]
+    hosts = [n.host for n in survivors] + ([] if facts[node.host].error else [node.host])
+    operation = {"removed": "remove-node", "forgotten": "forget-node"}[how]
+    with ClusterLock(fleet, hosts, f"{operation} --host {node.host}", lock_wait):
+        backup(inv, fleet, master.host, progress.say)
+        if before:
+            before()
+        answer = progress.step(master.host, f"remove {node.name} from the schema",
+                               lambda: nodectl.forget(fleet[master.host], node.name))
+        progress.say(master.host, f"  db_nodes now: {', '.join(answer.get('db_nodes', []))}")
+        record_departure(fleet, hosts, node, how)
+
+
+def _verify_survivors(inv: Inventory, fleet: Fleet, survivors: list[Node], progress: Progress) -> ClusterHealth:
     sub = replace(inv, nodes=tuple(survivors))
     health = assess(sub, factmod.gather(fleet, [n.host for n in survivors], probe_network=False))
     masters = sum(1 for n in health.nodes if n.master)
-    say("cluster", f"{len(survivors)} members, {masters} masters ({'healthy' if health.healthy else 'NOT healthy'})")
+    progress.say("cluster", f"{len(survivors)} members, {masters} masters "
+                            f"({'healthy' if health.healthy else 'NOT healthy'})")
     if not health.healthy:
         raise MembershipError("the remaining cluster is not healthy:\n  " + "\n  ".join(health.problems))
     return health
-
-
-def _timed(say, host: str, what: str, func):
-    import time
-    t0 = time.monotonic()
-    try:
-        result = func()
-    except RemoteError as exc:
-        say(host, f"{what}: FAILED after {time.monotonic() - t0:.1f}s")
-        raise MembershipError(f"[{host}] {what} failed: {exc.detail or exc.what}") from None
-    say(host, f"{what}: ok ({time.monotonic() - t0:.1f}s)")
-    return result

@@ -13,7 +13,6 @@ import shlex
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, TypeVar
 
 import paramiko

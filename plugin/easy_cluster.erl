@@ -83,7 +83,7 @@ commands() ->
 %%%===================================================================
 status() ->
     Tables = mnesia:system_info(tables),
-    Missing = [T || T <- Tables, mnesia:table_info(T, storage_type) == unknown],
+    Missing = missing_tables(),
     SchemaType = mnesia:table_info(schema, storage_type),
     Replicas = maps:from_list(
                  [{T, maps:from_list([{N, Type} || {N, Type} <- where_to_commit(T)])}
@@ -96,7 +96,7 @@ status() ->
                 db_nodes => mnesia:system_info(db_nodes),
                 running_db_nodes => mnesia:system_info(running_db_nodes),
                 schema => SchemaType,
-                master => Missing == [] andalso SchemaType == disc_copies,
+                master => is_master(),
                 missing_tables => Missing,
                 tables => Replicas,
                 master_nodes => lists:usort(
@@ -104,6 +104,14 @@ status() ->
                                                 || T <- Tables])),
                 sessions => safe(fun() -> length(ejabberd_sm:dirty_get_my_sessions_list()) end),
                 registered_users => safe(fun registered_users/0)})}.
+
+%% Tables of the cluster this node holds no copy of.
+missing_tables() ->
+    [T || T <- mnesia:system_info(tables), mnesia:table_info(T, storage_type) == unknown].
+
+%% A master holds a copy of every table and keeps the schema on disc.
+is_master() ->
+    mnesia:table_info(schema, storage_type) == disc_copies andalso missing_tables() == [].
 
 where_to_commit(Table) ->
     try mnesia:table_info(Table, where_to_commit)
@@ -216,10 +224,7 @@ both(Err, _) -> Err.
 %%% The steps -----------------------------------------------------------
 
 already_member(Seed) ->
-    lists:member(Seed, mnesia:system_info(running_db_nodes)) andalso Seed =/= node()
-        andalso mnesia:table_info(schema, storage_type) == disc_copies
-        andalso [T || T <- mnesia:system_info(tables),
-                      mnesia:table_info(T, storage_type) == unknown] == [].
+    Seed =/= node() andalso lists:member(Seed, mnesia:system_info(running_db_nodes)) andalso is_master().
 
 ping(Seed) when Seed == node() -> {error, cannot_join_itself};
 ping(Seed) ->
@@ -342,7 +347,7 @@ wait_for_tables(Seconds) ->
     end.
 
 verify(Seed) ->
-    Missing = [T || T <- mnesia:system_info(tables), mnesia:table_info(T, storage_type) == unknown],
+    Missing = missing_tables(),
     SeedSees = rpc:call(Seed, mnesia, system_info, [running_db_nodes], 10000),
     case {Missing, is_list(SeedSees) andalso lists:member(node(), SeedSees)} of
         {[], true} -> ok;

@@ -12,16 +12,13 @@ from easycluster.inventory import load_inventory
 from easycluster.lock import break_lock as remove_locks
 from easycluster.lock import describe_holder
 from easycluster.plan import PreflightFailed
+from easycluster.progress import Progress
 from easycluster.remote import Fleet
 
 from ._common import operator_errors, say
 
 INVENTORY_HELP = "inventory file (default: $EASYCLUSTER_INVENTORY, else inventory/lab.yml)"
 LOCK_WAIT_HELP = "seconds to wait for another membership change to finish (default: refuse at once)"
-
-
-def _say(host: str, message: str) -> None:
-    say(f"[{host}] {message}")
 
 
 @task(help={"host": "inventory host to add", "inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP})
@@ -40,7 +37,7 @@ def add_master(c, host, inventory=None, lock_wait=0):
 def remove_node(c, host, inventory=None, drain=5, lock_wait=0):
     """Gracefully take a running member out: drain, leave the schema, stop, wipe its Mnesia."""
     inv = load_inventory(inventory)
-    membership.remove_node(inv, inv.node(host), int(drain), float(lock_wait), _say)
+    membership.remove_node(inv, inv.node(host), int(drain), float(lock_wait), Progress(say))
 
 
 @task(help={"host": "dead member to forget", "inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP})
@@ -48,7 +45,7 @@ def remove_node(c, host, inventory=None, drain=5, lock_wait=0):
 def forget_node(c, host, inventory=None, lock_wait=0):
     """Remove a dead (stopped, unreachable) member from the schema, from a surviving master."""
     inv = load_inventory(inventory)
-    membership.forget_node(inv, inv.node(host), float(lock_wait), _say)
+    membership.forget_node(inv, inv.node(host), float(lock_wait), Progress(say))
 
 
 @task(help={"host": "member to take the backup on (default: the first running master)",
@@ -56,7 +53,7 @@ def forget_node(c, host, inventory=None, lock_wait=0):
 @operator_errors
 def backup(c, host=None, inventory=None):
     """A full Mnesia backup on a running master, kept there with rotation; prints its path."""
-    membership.backup_on_demand(load_inventory(inventory), host, _say)
+    membership.backup_on_demand(load_inventory(inventory), host, Progress(say).say)
 
 
 @task(help={"inventory": INVENTORY_HELP})
@@ -65,9 +62,7 @@ def break_lock(c, inventory=None):
     """Remove the cluster lock left by a run that died (says whose it was)."""
     inv = load_inventory(inventory)
     with Fleet(inv) as fleet:
-        reachable = [h for h, r in fleet.parallel(lambda h: h.run("true", check=False, timeout=15)).items()
-                     if not isinstance(r, Exception)]
-        removed = remove_locks(fleet, reachable)
+        removed = remove_locks(fleet, list(fleet.hosts))   # unreachable hosts are skipped
     if not removed:
         say("no lock held")
     for host, holder in removed:

@@ -183,7 +183,9 @@ def test_a_powered_off_node_is_forgotten_and_comes_back_clean(cluster, lab):
     # booted with its old files, ejabberd starts there again (the init script): add-master
     # must reset it rather than trust its stale tables
     fab("lab.boot", "--host", "lab3")
-    fab("add-master", "--host", "lab3", timeout=600)
+    out = fab("add-master", "--host", "lab3", timeout=600).stdout
+    # the stale node was stopped and its old Mnesia files set aside before it joined again
+    assert "reset ejabberd@lab3 (forgotten on" in out and "its old Mnesia files are kept in" in out, out
     assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
     log = ssh(lab, "lab3", "cat /var/log/ejabberd/error.log", check=False).stdout
     assert "merge_schema_failed" not in log
@@ -196,3 +198,5 @@ def test_backup_on_demand_keeps_the_newest(cluster, lab):
         paths.append(out.split("Mnesia backup: ")[1].split()[0])
     kept = ssh(lab, "lab1", "ls /var/backups/easycluster-mnesia/").stdout.split()
     assert len(kept) == 5 and paths[-1].rsplit("/", 1)[1] in kept
+    # a real Mnesia backup: it holds the users' table
+    assert ssh(lab, "lab1", f"grep -c passwd {paths[-1]}").stdout.strip() != "0"

@@ -12,7 +12,7 @@ from easycluster import plan as planmod
 from easycluster.facts import HostFacts, parse_facts
 from easycluster.health import assess
 from easycluster.inventory import parse_inventory
-from easycluster.plan import format_plan, make_plan, preflight
+from easycluster.plan import format_plan, make_plan
 from easycluster.render import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, managed_files
 from easycluster.secrets import Secret
 
