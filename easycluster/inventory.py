@@ -68,6 +68,7 @@ class Cluster:
     certfiles: tuple[str, ...]        # TLS certificates on the hosts; none: c2s without TLS
     port_min: int
     port_max: int
+    net_ticktime: int                 # seconds until a silent peer counts as down (partition detection)
     cookie_file: Path | None
     cookie_env: str | None
 
@@ -101,7 +102,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
     },
     "cluster.backups": {"keep": (int, False)},
     "cluster.listen": {"c2s": (int, False), "s2s": (int, False), "http": (int, False)},
-    "cluster.distribution": {"port_min": (int, False), "port_max": (int, False)},
+    "cluster.distribution": {"port_min": (int, False), "port_max": (int, False), "net_ticktime": (int, False)},
     "cluster.cookie": {"file": (str, False), "env": (str, False)},
     "ssh": {"config": (str, False), "user": (str, False)},
     "node": {"host": (str, True), "name": (str, False), "dist_interface": (str, False)},
@@ -238,6 +239,9 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
     for k, v in (("port_min", pmin), ("port_max", pmax)):
         if not 1024 <= v <= 65535:
             chk.fail(f"cluster.distribution.{k}", f"{v} is not a port in 1024-65535")
+    ticktime = dist.get("net_ticktime", 60)
+    if not 5 <= ticktime <= 600:
+        chk.fail("cluster.distribution.net_ticktime", f"{ticktime}: seconds from 5 to 600 (Erlang's default is 60)")
     if pmin > pmax:
         chk.fail("cluster.distribution", f"port window {pmin}-{pmax} is empty (port_min > port_max)")
     if pmin <= 4369 <= pmax:
@@ -264,7 +268,7 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
         loglevel=loglevel, c2s_port=ports["c2s"], s2s_port=ports["s2s"], http_port=ports["http"],
         in_band_registration=c.get("in_band_registration", False), registration_timeout=reg_timeout,
         backups_keep=keep, certfiles=tuple(certfiles), port_min=pmin, port_max=pmax,
-        cookie_file=_relative(path, cookie["file"]) if "file" in cookie else None,
+        net_ticktime=ticktime, cookie_file=_relative(path, cookie["file"]) if "file" in cookie else None,
         cookie_env=cookie.get("env"))
 
 

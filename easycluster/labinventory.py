@@ -25,6 +25,7 @@ cluster:
   distribution:
     port_min: 4370
     port_max: 4379
+    net_ticktime: 15   # partitions and dead peers are noticed in ~15 s instead of ~60
   cookie:
     file: {lab.cookie_file}
 ssh:

@@ -78,6 +78,7 @@ BAD = [
     ("reversed window", variant("cluster.distribution", {"port_min": 4400, "port_max": 4370}), "is empty (port_min > port_max)"),
     ("window on epmd", variant("cluster.distribution", {"port_min": 4360, "port_max": 4380}), "contains epmd's port 4369"),
     ("window on c2s", variant("cluster.distribution", {"port_min": 5220, "port_max": 5230}), "overlaps listener port(s) [5222]"),
+    ("ticktime too short", variant("cluster.distribution", {"net_ticktime": 1}), "cluster.distribution.net_ticktime: 1: seconds from 5 to 600"),
     ("port out of range", variant("cluster.listen", {"c2s": 70000}), "cluster.listen.c2s: 70000 is not a TCP port"),
     ("no cookie source", variant("cluster.cookie", {}), "set exactly one of `file`"),
     ("two cookie sources", variant("cluster.cookie", {"file": "a", "env": "B"}), "set exactly one of `file`"),

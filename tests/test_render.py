@@ -60,7 +60,8 @@ def test_default_file_names_the_node_interface_window_and_plugin_path(host, expe
     lines = text.splitlines()
     for line in expected:
         assert line in lines
-    assert 'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -pa /usr/local/lib/easy_cluster/ebin"' in lines
+    assert ('ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel net_ticktime 60 '
+            '-pa /usr/local/lib/easy_cluster/ebin"') in lines
 
 
 def test_cookie_file_is_the_secret_0400_owned_by_ejabberd_and_redacted():
