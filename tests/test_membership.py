@@ -161,6 +161,22 @@ def test_a_join_cut_off_by_the_network_is_rolled_back_and_a_rerun_succeeds(clust
     assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
 
 
+def test_a_join_whose_toolkit_died_is_rolled_back_by_the_next_run(cluster, lab):
+    fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
+    proc = start_paused_add_master(lab, "lab4")
+    proc.kill()             # the toolkit dies mid-join: no rollback, its lock and marker stay behind
+    proc.communicate(timeout=30)
+    ssh(lab, "lab4", f"pkill -9 -u ejabberd -f beam; rm -f {PAUSE}")   # ...and the half-joined node dies too
+    assert "ejabberd@lab4" in node_status(lab, "lab1")["db_nodes"], "the join never reached the schema"
+    refused = fab("add-master", "--host", "lab4", check=False)
+    assert refused.returncode == 1 and "that process is gone: the lock is stale" in refused.stderr, refused.stderr
+    fab("break-lock")
+    out = fab("add-master", "--host", "lab4", timeout=600).stdout
+    assert "an earlier join of ejabberd@lab4 was interrupted; rolled back:" in out, out
+    assert "ejabberd@lab4 removed from the schema on ejabberd@lab1" in out, out
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+
+
 def test_two_add_masters_at_once_exactly_one_proceeds(cluster, lab):
     fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
     first = start_paused_add_master(lab, "lab4")     # holds the lock, paused in its join
