@@ -3,6 +3,7 @@
 from invoke import Collection
 
 from tasks import cluster, lab, membership
+from tasks import security
 
 ns = Collection()
 ns.add_task(cluster.deploy)
@@ -13,4 +14,5 @@ ns.add_task(membership.remove_node)
 ns.add_task(membership.forget_node)
 ns.add_task(membership.backup)
 ns.add_task(membership.break_lock)
+ns.add_task(security.rotate_cookie)
 ns.add_collection(Collection.from_module(lab), name="lab")

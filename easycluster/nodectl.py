@@ -96,7 +96,8 @@ def configure(host: Host, files: list[ManagedFile], plugin: bool) -> list[tuple[
     body = [f"trap 'rm -rf {q(staging)}' EXIT", f"install -d -m 700 {BACKUP_DIR} {STATE_DIR}"]
     if plugin or any(mf.restart for mf in files):
         body.append(f"touch {RESTART_PENDING}")
-    replaced = [mf.path for mf in files] + ([PLUGIN_BEAM] if plugin else [])
+    # a replaced cookie is not kept: no copies of a secret lying in backups
+    replaced = [mf.path for mf in files if not mf.secret] + ([PLUGIN_BEAM] if plugin else [])
     try:
         for path in replaced:
             backup = f"{BACKUP_DIR}/{path.strip('/').replace('/', '_')}.{stamp}"
@@ -307,3 +308,51 @@ def wait_status(host: Host, ready, bound: float = 120, interval: float = 0.3) ->
                               json.dumps({k: last.get(k) for k in ("running_db_nodes", "missing_tables")})
                               if last else "the node does not answer")
         time.sleep(interval)
+
+
+def launch(host: Host) -> None:
+    """Start the node and return at once: after a full outage a node may wait for its peers'
+    tables for as long as they are down, so the caller watches the cluster instead."""
+    host.script(_script("""
+if pgrep -u ejabberd -f beam >/dev/null; then exit 0; fi
+if [ -d /run/systemd/system ]; then systemctl start --no-block ejabberd; else
+  install -d -o ejabberd -g ejabberd -m 755 /run/ejabberd
+  su ejabberd -s /bin/sh -c 'ejabberdctl start'
+fi"""), what="starting ejabberd", timeout=60)
+
+
+def node_call(host: Host, node_name: str, function: str, timeout: float = 120) -> dict:
+    """Call easy_cluster:FUNCTION() inside the node from a hidden Erlang node, as ejabberdctl
+    does (same user, cookie file and ERL_OPTIONS): it works while ejabberd itself is still
+    starting, when no ejabberdctl command does."""
+    flag = "-name" if "." in node_name.split("@", 1)[1] else "-sname"
+    expr = (f"R = rpc:call('{node_name}', easy_cluster, {function}, [], {int(timeout * 1000)}), "
+            "io:format(\"~s~n\", [case R of {badrpc, W} -> io_lib:format(\"{\\\"ok\\\": false, "
+            "\\\"reason\\\": \\\"~0p\\\"}\", [W]); _ -> R end]), halt().")
+    inner = f". /etc/default/ejabberd; exec erl {flag} easycluster$$ -hidden -noinput $ERL_OPTIONS -eval {q(expr)}"
+    r = host.run(f"cd / && su ejabberd -s /bin/sh -c {q(inner)}", check=False, timeout=timeout + 30,
+                 what=f"calling easy_cluster:{function} on {node_name}")
+    answer = _last_json(r.stdout)
+    if not answer.get("ok"):
+        raise RemoteError(host.name, f"easy_cluster:{function} failed",
+                          str(answer.get("reason") or answer.get("failed") or r.stdout.strip()[-300:] or f"exit {r.rc}"))
+    return answer
+
+
+def set_master(host: Host, nodes: list[str]) -> None:
+    """Make this node load its tables from `nodes` at its next start ([] clears it)."""
+    arg = ",".join(nodes) if nodes else "none"
+    r = host.run(f"ejabberdctl easy_cluster_set_master {q(arg)}", check=False, what="setting master nodes")
+    if not (r.ok and _last_json(r.stdout).get("ok")):
+        raise RemoteError(host.name, "could not set master nodes", r.stdout.strip()[-300:] or f"exit {r.rc}")
+
+
+def restore(host: Host, path: str) -> dict:
+    """Refill every disc table, on every replica, from the backup at `path` on this host."""
+    r = host.run(f"cd / && ejabberdctl --no-timeout easy_cluster_restore {q(path)}", check=False, timeout=3600,
+                 what=f"restoring {path}")
+    answer = _last_json(r.stdout)
+    if not (r.ok and answer.get("ok")):
+        raise RemoteError(host.name, f"restore of {path} failed",
+                          str(answer.get("reason") or r.stdout.strip()[-300:] or f"exit {r.rc}"))
+    return answer

@@ -75,18 +75,33 @@ def load_cookie(cluster: Cluster, create: bool = False) -> Secret:
     if not path.exists():
         if not create:
             raise EasyClusterError(f"cookie file {path} does not exist (the first `fab deploy` creates it)")
-        return _create_cookie_file(path)
-    mode = stat.S_IMODE(path.stat().st_mode)
+        return create_cookie_file(path)
+    return read_cookie_file(path)
+
+
+def read_cookie_file(path: Path) -> Secret:
+    """A cookie kept in a local file, which only its owner may read."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text()
+    except OSError as exc:
+        raise EasyClusterError(f"cookie file {path}: {exc.strerror}") from None
     if mode & 0o077:
         raise EasyClusterError(f"cookie file {path} is readable by others (mode {mode:04o}): chmod 600 {path}")
-    value = path.read_text().strip()
+    value = text.strip()
     check_cookie(value, f"cookie file {path}")
     return Secret(value)
 
 
-def _create_cookie_file(path: Path) -> Secret:
+def generate_cookie() -> Secret:
+    """COOKIE_LENGTH characters from the OS's cryptographic RNG (the `secrets` module)."""
+    return Secret("".join(secrets.choice(COOKIE_ALPHABET) for _ in range(COOKIE_LENGTH)))
+
+
+def create_cookie_file(path: Path) -> Secret:
+    """A new random cookie in a new file (0600, its directory 0700; never overwrites one)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    value = "".join(secrets.choice(COOKIE_ALPHABET) for _ in range(COOKIE_LENGTH))
+    value = generate_cookie().reveal()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")

@@ -13,6 +13,7 @@
 
 -export([start/2, stop/1, reload/3, depends/2, mod_options/1, mod_opt_type/1, mod_doc/0]).
 -export([status/0, join_as_master/1, forget/1]).
+-export([cookie/1]).
 
 -include("ejabberd_commands.hrl").
 -include("logger.hrl").
@@ -33,12 +34,12 @@
 %%% gen_mod
 %%%===================================================================
 start(_Host, _Opts) ->
-    ejabberd_commands:register_commands(?MODULE, commands()).
+    ejabberd_commands:register_commands(?MODULE, commands() ++ cookie_commands()).
 
 stop(Host) ->
     case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
         true -> ok;
-        false -> ejabberd_commands:unregister_commands(commands())
+        false -> ejabberd_commands:unregister_commands(commands() ++ cookie_commands())
     end.
 
 reload(_Host, _NewOpts, _OldOpts) ->
@@ -436,3 +437,92 @@ fmt(Term) when is_binary(Term) -> Term;
 fmt(Term) when is_map(Term) -> jsonable(Term);
 fmt(Term) when is_atom(Term) -> atom_to_binary(Term, utf8);
 fmt(Term) -> iolist_to_binary(io_lib:format("~0p", [Term])).
+
+%%%===================================================================
+%%% easy_cluster_cookie: change the Erlang cookie of a running node (fab rotate-cookie)
+%%%===================================================================
+%% The new cookie never travels as an argument (ps shows those): the toolkit uploads it to
+%% COOKIE_STAGING (0400, ejabberd) and each phase reads it from there.
+%%   peers: use the new cookie towards every cluster peer. Connections up stay up (a cookie
+%%          is checked only at connection setup); run it on every node before any `self`.
+%%   self:  make it this node's own cookie (what unknown nodes, e.g. ejabberdctl's, must
+%%          present) and, in the same call, rename the staging file over the cookie file,
+%%          so the next ejabberdctl connects with the cookie the node now expects.
+%%   check: report (as sha256) the cookie this node uses for itself and for each peer.
+-define(COOKIE_STAGING_NAME, ".erlang.cookie.rotate").
+
+cookie_commands() ->
+    [#ejabberd_commands{name = easy_cluster_cookie, tags = [cluster],
+                        desc = "Rotate this node's Erlang cookie at runtime: peers | self | check",
+                        longdesc = "The new cookie is read from $HOME/" ?COOKIE_STAGING_NAME
+                                   ", never from the command line.",
+                        module = ?MODULE, function = cookie,
+                        args_desc = ["peers, self or check"],
+                        args = [{phase, string}], result = {res, restuple}}].
+
+cookie(Phase) ->
+    Result = try cookie_phase(Phase)
+             catch Class:Reason -> {error, {Class, Reason}}
+             end,
+    case Result of
+        {ok, Info} ->
+            {ok, json(Info#{ok => true, phase => list_to_binary(Phase), node => node(),
+                            cookie_sha256 => cookie_sha(erlang:get_cookie())})};
+        {error, Why} ->
+            {?FAILED, json(#{ok => false, phase => list_to_binary(Phase), node => node(),
+                             reason => fmt(Why)})}
+    end.
+
+cookie_phase("check") ->
+    {ok, #{peers => maps:from_list([{P, cookie_sha(erlang:get_cookie(P))} || P <- cookie_peers()])}};
+cookie_phase("peers") ->
+    case read_staged_cookie() of
+        {ok, New} ->
+            Peers = cookie_peers(),
+            _ = [erlang:set_cookie(P, New) || P <- Peers],
+            {ok, #{peers => maps:from_list([{P, cookie_sha(erlang:get_cookie(P))} || P <- Peers])}};
+        Err -> Err
+    end;
+cookie_phase("self") ->
+    case read_staged_cookie() of
+        {ok, New} ->
+            Old = erlang:get_cookie(),
+            true = erlang:set_cookie(node(), New),
+            case file:rename(cookie_path(?COOKIE_STAGING_NAME), cookie_path(".erlang.cookie")) of
+                ok -> {ok, #{}};
+                {error, Why} ->
+                    %% the file still holds the old cookie: keep the node on it too
+                    true = erlang:set_cookie(node(), Old),
+                    {error, {rename_cookie_file, Why}}
+            end;
+        Err -> Err
+    end;
+cookie_phase(Other) ->
+    {error, {unknown_phase, list_to_binary(Other)}}.
+
+%% Every node this node talks to as a cluster member: connected or in the schema.
+cookie_peers() ->
+    lists:usort(nodes() ++ mnesia:system_info(db_nodes)) -- [node()].
+
+read_staged_cookie() ->
+    case file:read_file(cookie_path(?COOKIE_STAGING_NAME)) of
+        {ok, Bin} ->
+            Text = string:trim(binary_to_list(Bin)),
+            Valid = length(Text) >= 20 andalso
+                lists:all(fun(C) -> lists:member(C, "abcdefghijklmnopqrstuvwxyz"
+                                                    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@.-") end,
+                          Text),
+            case Valid of
+                true -> {ok, list_to_atom(Text)};
+                false -> {error, staged_cookie_invalid}   % its content is never echoed
+            end;
+        {error, Why} -> {error, {no_staged_cookie, Why}}
+    end.
+
+cookie_path(Name) ->
+    {ok, [[Home]]} = init:get_argument(home),
+    filename:join(Home, Name).
+
+cookie_sha(Cookie) ->
+    list_to_binary(string:lowercase(binary_to_list(binary:encode_hex(
+        crypto:hash(sha256, atom_to_list(Cookie)))))).

@@ -1,0 +1,176 @@
+"""`fab rotate-cookie`: a new Erlang cookie for a running cluster, without downtime.
+
+A cookie is checked only when a connection is set up, and a node can be told at runtime
+which cookie to use towards each peer and which one to expect from everyone else. So,
+with the new cookie staged on every host (SFTP, 0400 ejabberd, read by the plugin):
+
+1. `peers`, on every node at once: use the new cookie towards every cluster peer. The
+   connections that are up stay up.
+2. `self`, on every node: expect the new cookie from unknown nodes, and in the same call
+   rename the staged file over the cookie file. ejabberdctl's own hidden node connects
+   with the cookie file, so before the call it still presents the old cookie the node
+   expects, and after it the new one: every ejabberdctl call connects.
+3. Check every node uses the new cookie for itself and every peer; the cluster is healthy.
+4. Locally: the new cookie file replaces the old one (os.replace, atomic).
+
+Each step can run again. A rotation that died half-way is finished by running the
+command again: the new cookie is kept in `<cookie file>.new` until the end, so the rerun
+uses the same one; hosts that already switched accept the same steps again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import facts as factmod
+from .errors import EasyClusterError
+from .health import assess
+from .inventory import Inventory
+from .lock import ClusterLock
+from .membership import without_departed
+from .progress import Out, Progress
+from .remote import Fleet, Host, RemoteError
+from .render import COOKIE_PATH
+from .secrets import Secret, create_cookie_file, load_cookie, read_cookie_file
+
+STAGING = COOKIE_PATH + ".rotate"   # the plugin reads it from the ejabberd user's home
+
+
+@dataclass
+class RotationResult:
+    rotated_hosts: list[str]
+    seconds: float
+
+
+def pending_path(cookie_file: Path) -> Path:
+    return cookie_file.with_name(cookie_file.name + ".new")
+
+
+def new_cookie(inv: Inventory, new_cookie_file: str | None, say: Out) -> tuple[Secret, Path | None]:
+    """The cookie to rotate to, and the local file to move over the secrets file at the end
+    (None when the cookie comes from an environment variable: the operator updates that)."""
+    c = inv.cluster
+    if c.cookie_env:
+        if not new_cookie_file:
+            raise EasyClusterError(
+                f"the cookie comes from ${c.cookie_env}: give the new one in a file only you can read "
+                "(--new-cookie-file PATH, mode 0600), never on the command line")
+        return read_cookie_file(Path(new_cookie_file)), None
+    if new_cookie_file:
+        raise EasyClusterError(f"the cookie is kept in {c.cookie_file}: rotate-cookie generates the new one "
+                               "itself (--new-cookie-file is for cluster.cookie.env)")
+    assert c.cookie_file is not None
+    pending = pending_path(c.cookie_file)
+    if pending.exists():
+        say(f"resuming the rotation started earlier: the new cookie is in {pending}")
+        return read_cookie_file(pending), pending
+    return create_cookie_file(pending), pending
+
+
+def rotate_cookie(inv: Inventory, new_cookie_file: str | None = None, out: Out = print,
+                  lock_wait: float = 0) -> RotationResult:
+    progress = Progress(out)
+    old = load_cookie(inv.cluster)
+    new, pending = new_cookie(inv, new_cookie_file, out)
+    if new == old:
+        raise EasyClusterError("the new cookie is the cluster's current one")
+    with Fleet(inv) as fleet:
+        facts = progress.phase("facts", lambda: factmod.gather(fleet, probe_network=False))
+        effective = without_departed(inv, facts, lambda _line: None)
+        fleet = fleet.subset(effective)
+        hosts = list(fleet.hosts)
+        known = {old.sha256(): "old", new.sha256(): "new"}
+        strangers = [h for h in hosts if facts[h].reachable and facts[h].cookie_sha256 not in known]
+        if strangers:
+            raise EasyClusterError(f"{', '.join(strangers)}: the cookie file holds neither the inventory's "
+                                   "cookie nor the new one; nothing was changed (`fab deploy --dry` shows more)")
+        todo = [h for h in hosts if facts[h].cookie_sha256 != new.sha256()]
+        if todo:
+            health = assess(effective, facts)
+            if not health.healthy:
+                raise EasyClusterError("rotate-cookie needs every node running and in the cluster (a node "
+                                       "left out would keep the old cookie and be shut out); nothing was "
+                                       "changed:\n  " + "\n  ".join(health.problems))
+            with ClusterLock(fleet, hosts, "rotate-cookie", lock_wait):
+                progress.phase("rotate", lambda: _rotate(effective, fleet, new, progress))
+        else:
+            out("every node already uses the new cookie")
+    if pending is not None:
+        os.replace(pending, inv.cluster.cookie_file)   # atomic: the old cookie is gone only now
+        out(f"{inv.cluster.cookie_file}: now holds the new cookie")
+    else:
+        out(f"now set ${inv.cluster.cookie_env} to the new cookie (from {new_cookie_file}) wherever it is "
+            "kept: until then deploy refuses to run")
+    elapsed = time.monotonic() - progress.start
+    out(f"cookie rotated on {len(todo)} node(s) in {elapsed:.1f}s; the old cookie no longer connects")
+    return RotationResult(todo, elapsed)
+
+
+def _rotate(inv: Inventory, fleet: Fleet, new: Secret, progress: Progress) -> None:
+    hosts = list(fleet.hosts)
+    names = {n.name for n in inv.nodes}
+
+    def stage(h: Host) -> None:
+        h.put_bytes(new.reveal().encode(), STAGING)
+        h.run(f"chown ejabberd:ejabberd {STAGING} && chmod 400 {STAGING}", what="staging the new cookie")
+
+    _each(fleet, hosts, lambda h: progress.step(h.name, "stage the new cookie (SFTP)", lambda: stage(h)))
+    # All nodes switch their peers' cookie at about the same moment: a link that drops and
+    # reconnects in between would meet two different cookies.
+    _each(fleet, hosts, lambda h: progress.step(h.name, "use it towards every peer", lambda: _expect(
+        cookie_phase(h, "peers"), new, names - {inv.node(h.name).name})))
+    _each(fleet, hosts, lambda h: progress.step(h.name, "make it the node's own and the cookie file's",
+                                                lambda: cookie_phase(h, "self")))
+    # a fresh ejabberdctl (new file) answering proves the node and its file agree
+    _each(fleet, hosts, lambda h: progress.step(h.name, "check: the node uses only the new cookie",
+                                                lambda: _expect(cookie_phase(h, "check"), new,
+                                                                names - {inv.node(h.name).name}, own=True)))
+    final = factmod.gather(fleet, probe_network=False)
+    health = assess(inv, final)
+    if not health.healthy:
+        raise EasyClusterError("the cookie was rotated but the cluster is not healthy:\n  "
+                               + "\n  ".join(health.problems))
+
+
+def cookie_phase(h: Host, phase: str) -> dict:
+    """The plugin's easy_cluster_cookie PHASE; the cookie itself is read from STAGING."""
+    r = h.run(f"cd / && ejabberdctl easy_cluster_cookie {phase}", check=False, timeout=60,
+              what=f"easy_cluster_cookie {phase}")
+    answer = _last_json(r.stdout)
+    if r.ok and answer.get("ok"):
+        return answer
+    raise RemoteError(h.name, f"easy_cluster_cookie {phase} failed",
+                      str(answer.get("reason") or (r.stdout + r.stderr).strip()[-300:] or f"exit {r.rc}"))
+
+
+def _expect(answer: dict, new: Secret, peers: set[str], own: bool = False) -> dict:
+    want = new.sha256()
+    seen = answer.get("peers", {})
+    wrong = sorted(p for p in peers if seen.get(p) != want)
+    if wrong:
+        raise RemoteError(answer.get("node", "?"), "peer cookies not switched", ", ".join(wrong))
+    if own and answer.get("cookie_sha256") != want:
+        raise RemoteError(answer.get("node", "?"), "the node's own cookie is not the new one")
+    return answer
+
+
+def _each(fleet: Fleet, hosts: list[str], func) -> None:
+    results = fleet.parallel(func, hosts)
+    for h in hosts:
+        if isinstance(results[h], Exception):
+            raise results[h]
+
+
+def _last_json(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}

@@ -1,0 +1,21 @@
+"""`fab rotate-cookie`: the cluster's secrets."""
+
+from __future__ import annotations
+
+from invoke import task
+
+from easycluster.cookie_rotation import rotate_cookie as run_rotation
+from easycluster.inventory import load_inventory
+
+from ._common import operator_errors, say
+
+INVENTORY_HELP = "inventory file (default: $EASYCLUSTER_INVENTORY, else inventory/lab.yml)"
+
+
+@task(help={"inventory": INVENTORY_HELP,
+            "new_cookie_file": "with cluster.cookie.env only: a file (mode 0600) holding the new cookie",
+            "lock_wait": "seconds to wait for another change to finish (default: refuse at once)"})
+@operator_errors
+def rotate_cookie(c, inventory=None, new_cookie_file=None, lock_wait=0):
+    """Give the running cluster a new Erlang cookie, without downtime; rerun to finish an interrupted one."""
+    run_rotation(load_inventory(inventory), new_cookie_file, out=say, lock_wait=float(lock_wait))
