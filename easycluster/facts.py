@@ -36,6 +36,7 @@ echo "plugin_sha256=$([ -f PLUGIN/ebin/easy_cluster.beam ] && [ -f PLUGIN/src/ea
 echo "mnesia_schema=$([ -f MNESIA/schema.DAT ] && echo yes || echo no)"
 echo "restart_pending=$([ -f STATE/restart-pending ] && echo yes || echo no)"
 [ -f STATE/joining ] && echo "joining=$(head -c 500 STATE/joining)"
+[ -f STATE/stop-order ] && echo "stop_order=$(head -c 2000 STATE/stop-order)"
 for d in STATE/departed/*; do [ -f "$d" ] && echo "departed:${d##*/}=$(head -c 200 "$d")"; done
 for h in RESOLVE; do echo "resolve:$h=$(getent ahostsv4 "$h" | awk '{print $1; exit}')"; done
 probe() {  # host port -> open | refused | timeout | unreachable
@@ -73,6 +74,7 @@ class HostFacts:
     mnesia_schema: bool = False
     restart_pending: bool = False       # an earlier run changed config and did not restart
     joining: dict | None = None         # a join marker: {"seed", "since"} of a join not yet verified
+    stop_order: dict | None = None      # {"order": [node names], "when"} of the last stop-cluster
     departed: dict[str, tuple[str, str]] = field(default_factory=dict)  # node -> (how, when) left on purpose
     resolves: dict[str, str | None] = field(default_factory=dict)
     reach: dict[tuple[str, int], str] = field(default_factory=dict)
@@ -122,6 +124,11 @@ def parse_facts(host: str, output: str) -> HostFacts:
                 f.joining = json.loads(value)
             except json.JSONDecodeError:
                 f.joining = {"seed": None}
+        elif key == "stop_order":
+            try:
+                f.stop_order = json.loads(value)
+            except json.JSONDecodeError:
+                f.stop_order = None
         elif key.startswith("resolve:"):
             f.resolves[key[8:]] = value or None
         elif key.startswith("reach:"):

@@ -22,10 +22,14 @@ class NodeHealth:
     sessions: int | None
     started_at: int | None
     ejabberd_version: str | None
+    otp_release: str | None
     plugin_version: str | None
+    registered_users: int | None = None
+    master_nodes: list[str] = field(default_factory=list)      # set by a heal; cleared when it ends
+    seen_running_by: list[str] = field(default_factory=list)   # running peers whose running_db_nodes hold it
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return dict(self.__dict__, seen_running_by=list(self.seen_running_by))
 
 
 @dataclass
@@ -66,7 +70,10 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
             running_db_nodes=sorted(st.get("running_db_nodes", [])) if st else [],
             missing_tables=sorted(st.get("missing_tables", [])) if st else [],
             sessions=st.get("sessions") if st else None, started_at=st.get("started_at") if st else None,
-            ejabberd_version=f.ejabberd_version, plugin_version=st.get("plugin_version") if st else None)
+            ejabberd_version=f.ejabberd_version, otp_release=st.get("otp_release") if st else None,
+            plugin_version=st.get("plugin_version") if st else None,
+            master_nodes=sorted(st.get("master_nodes", [])) if st else [],
+            registered_users=st.get("registered_users") if st else None)
         nodes.append(nh)
         if st:
             for table, holders in st.get("tables", {}).items():
@@ -84,11 +91,15 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
         extra = [n for n in nh.db_nodes if n not in names]
         if extra:
             problems.append(f"{nh.name}: its cluster has nodes outside the inventory: {', '.join(extra)}")
+        if nh.master_nodes:
+            problems.append(f"{nh.name}: loads its tables only from {', '.join(nh.master_nodes)} at its next start "
+                            "(master nodes left set: `fab heal` clears them)")
         if not nh.master:
             problems.append(f"{nh.name}: not a master (no local copy of {', '.join(nh.missing_tables) or 'some tables'})")
     running_names = {n.name for n in nodes if n.running}
     for nh in nodes:
         nh.member = any(nh.name in other.db_nodes for other in nodes if other.running)
+        nh.seen_running_by = sorted(o.name for o in nodes if o.running and nh.name in o.running_db_nodes)
     for table, holders in sorted(tables.items()):
         types = {t for node, t in holders.items() if node in running_names}
         if len(types) > 1:

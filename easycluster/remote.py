@@ -68,6 +68,11 @@ class Host:
         self._cut_off = False
         self.connections = 0
 
+    @property
+    def address(self) -> str:
+        """Where this host is reached (ssh_config's HostName, else the inventory's host)."""
+        return self._conn.host
+
     def _connection(self) -> Connection:
         if not self._opened:
             client = self._conn.client

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import time
+from typing import Callable
+
 from . import facts as factmod
+from .errors import EasyClusterError
 from .health import ClusterHealth, assess
 from .inventory import Inventory
 from .membership import departed, without_departed
@@ -12,9 +16,14 @@ from .remote import Fleet
 
 
 def cluster_health(inv: Inventory) -> ClusterHealth:
-    """Nodes removed or forgotten on purpose are listed as departed, not as failures."""
     with Fleet(inv) as fleet:
-        facts = factmod.gather(fleet, probe_network=False)
+        return observe(inv, fleet)
+
+
+def observe(inv: Inventory, fleet: Fleet) -> ClusterHealth:
+    """The cluster as its nodes report it now, read in parallel over the fleet's connections.
+    Nodes removed or forgotten on purpose are listed as departed, not as failures."""
+    facts = factmod.gather(fleet, probe_network=False)
     gone = departed(facts)
     effective = without_departed(inv, facts, lambda _line: None)
     health = assess(effective, facts)
@@ -22,13 +31,29 @@ def cluster_health(inv: Inventory) -> ClusterHealth:
     return health
 
 
+def wait_for(inv: Inventory, fleet: Fleet, ready: Callable[[ClusterHealth], bool], bound: float,
+             what: str, interval: float = 1.0) -> ClusterHealth:
+    """Watch the cluster until ready(health) holds; after `bound` seconds raise, naming what
+    is still wrong."""
+    deadline = time.monotonic() + bound
+    while True:
+        health = observe(inv, fleet)
+        if ready(health):
+            return health
+        if time.monotonic() > deadline:
+            raise EasyClusterError(f"not {what} within {bound:.0f}s:\n  " + "\n  ".join(health.problems or ["?"]))
+        time.sleep(interval)
+
 def format_table(health: ClusterHealth, tables: bool = False) -> str:
-    rows = [("node", "host", "running", "member", "master", "sees running", "sessions")]
+    rows = [("node", "host", "running", "member", "master", "sees running", "seen by", "sessions", "versions")]
+    running = sum(1 for n in health.nodes if n.running)
     for n in health.nodes:
         rows.append((n.name, n.host, "yes" if n.running else ("NO" if n.reachable else "UNREACHABLE"),
                      "yes" if n.member else "no", "yes" if n.master else "no",
                      str(len(n.running_db_nodes)) if n.running else "-",
-                     str(n.sessions) if n.sessions is not None else "-"))
+                     f"{len(n.seen_running_by)}/{running}",
+                     str(n.sessions) if n.sessions is not None else "-",
+                     f"{n.ejabberd_version or '-'} OTP {n.otp_release or '-'} plugin {n.plugin_version or '-'}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     verdict = "healthy" if health.healthy else ("PARTITIONED" if health.partitioned else "NOT healthy")

@@ -12,13 +12,15 @@
 -behaviour(gen_mod).
 
 -export([start/2, stop/1, reload/3, depends/2, mod_options/1, mod_opt_type/1, mod_doc/0]).
--export([status/0, join_as_master/1, forget/1]).
+-export([status/0, join_as_master/1, forget/1, set_master/1, restore/1]).
+%% Called over RPC from a hidden node while ejabberd itself still waits for its tables.
+-export([force_load/0]).
 -export([cookie/1]).
 
 -include("ejabberd_commands.hrl").
 -include("logger.hrl").
 
--define(PLUGIN_VERSION, <<"1.0.0">>).
+-define(PLUGIN_VERSION, <<"1.1.0">>).
 -define(DEFAULT_WAIT_SECONDS, 600).
 %% A restuple code other than `error` makes ejabberdctl print our JSON as it is (with
 %% `error` it prints an Erlang term), and exit with this status.
@@ -77,7 +79,17 @@ commands() ->
                         desc = "Remove stopped node Node from the cluster schema",
                         module = ?MODULE, function = forget,
                         args_desc = ["Name of the stopped node to forget"],
-                        args = [{node, string}], result = {res, restuple}}].
+                        args = [{node, string}], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_set_master, tags = [cluster],
+                        desc = "Load every table from these nodes at the next start (none: clear)",
+                        module = ?MODULE, function = set_master,
+                        args_desc = ["Comma-separated node names, or none"],
+                        args = [{nodes, string}], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_restore, tags = [cluster],
+                        desc = "Replace every disc table's contents, cluster-wide, with a backup's",
+                        module = ?MODULE, function = restore,
+                        args_desc = ["Path of a full Mnesia backup on this host"],
+                        args = [{path, string}], result = {res, restuple}}].
 
 %%%===================================================================
 %%% easy_cluster_status
@@ -413,6 +425,46 @@ wait_not_running(Node, Deadline) ->
             case erlang:monotonic_time(millisecond) < Deadline of
                 true -> timer:sleep(200), wait_not_running(Node, Deadline);
                 false -> {error, still_in_running_db_nodes}
+            end
+    end.
+
+%%%===================================================================
+%%% Runbooks: partition heal, start after outage, restore
+%%%===================================================================
+%% Master nodes are kept in the schema: after a restart this node loads its tables from them
+%% only, discarding what it wrote on its side of a partition. Cleared with "none".
+set_master(NodesStr) ->
+    Nodes = case NodesStr of
+                "none" -> [];
+                _ -> [list_to_atom(N) || N <- string:lexemes(NodesStr, ",")]
+            end,
+    case mnesia:set_master_nodes(Nodes) of
+        ok -> {ok, json(#{ok => true, master_nodes => Nodes})};
+        {error, Why} -> {?FAILED, json(#{ok => false, reason => fmt(Why)})}
+    end.
+
+%% After a full outage a node waits for the tables of the node that stopped last; when that node
+%% is lost for good, load this node's own copies instead (what only the lost node had is lost).
+force_load() ->
+    Tables = mnesia:system_info(local_tables) -- [schema],
+    Results = [{T, mnesia:force_load_table(T)} || T <- Tables],
+    Failed = [T || {T, R} <- Results, R =/= yes],
+    json(#{ok => Failed == [], tables => length(Tables), failed => Failed}).
+
+%% A cluster-wide restore on a live cluster: every disc table is cleared and refilled from the
+%% backup on all its replicas (one transaction per table); ram tables (sessions, routes) are
+%% skipped, they describe the present, not the past.
+restore(PathStr) ->
+    Disc = [T || T <- mnesia:system_info(tables), T =/= schema,
+                 lists:member(mnesia:table_info(T, storage_type), [disc_copies, disc_only_copies])],
+    case filelib:is_regular(PathStr) of
+        false -> {?FAILED, json(#{ok => false, reason => no_such_file})};
+        true ->
+            case mnesia:restore(PathStr, [{default_op, skip_tables}, {clear_tables, Disc}]) of
+                {atomic, Restored} ->
+                    {ok, json(#{ok => true, restored => Restored,
+                                registered_users => safe(fun registered_users/0)})};
+                {aborted, Why} -> {?FAILED, json(#{ok => false, reason => fmt(Why)})}
             end
     end.
 

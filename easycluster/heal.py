@@ -1,0 +1,78 @@
+"""`fab heal --winner NODE`: end a partition by keeping one side's data.
+
+After a network partition both sides of a Mnesia cluster go on accepting writes and never
+merge again by themselves (ejabberd #2593). The operator names the winner; every running
+node outside the winner's side is backed up (its writes can be looked at later), told to
+load its tables from the winner's side (master nodes), restarted one at a time, and then
+the master setting is cleared so that it does not outlive the heal.
+"""
+
+from __future__ import annotations
+
+from . import nodectl
+from .errors import EasyClusterError
+from .health import ClusterHealth
+from .inventory import Inventory
+from .lock import ClusterLock
+from .membership import backup
+from .progress import Progress
+from .remote import Fleet
+from .rolling import wait_back
+from .status import observe
+
+
+def sides(health: ClusterHealth) -> list[list[str]]:
+    """The groups of running nodes that see each other, largest first (pure)."""
+    groups: list[list[str]] = []
+    for n in health.nodes:
+        if not n.running:
+            continue
+        view = sorted(set(n.running_db_nodes) | {n.name})
+        if view not in groups:
+            groups.append(view)
+    return sorted(groups, key=lambda g: (-len(g), g))
+
+
+def heal(inv: Inventory, winner: str | None, progress: Progress) -> ClusterHealth:
+    with Fleet(inv) as fleet:
+        health = observe(inv, fleet)
+        groups = sides(health)
+        described = "; ".join("{" + ", ".join(g) + "}" for g in groups)
+        if not health.partitioned:
+            progress.say("cluster", f"not partitioned ({'healthy' if health.healthy else 'NOT healthy'}): "
+                                    "nothing to heal")
+            _clear_masters(inv, fleet, health, progress)
+            return health
+        if winner is None:
+            raise EasyClusterError(f"the cluster is partitioned: {described}\n  name the side whose data is kept: "
+                                   "`fab heal --winner NODE` (the other side's writes since the split are discarded)")
+        win = inv.node(winner)
+        winning = next((g for g in groups if win.name in g), None)
+        if winning is None:
+            raise EasyClusterError(f"{win.name} is not running: the winner must be a running node ({described})")
+        losers = [inv.node(name) for g in groups if g is not winning for name in g]
+        by_name = {n.name: n for n in health.nodes}
+        # a node that does not run, or a side of a single node seeing nobody, restarts into the winner's view
+        with ClusterLock(fleet, [n.host for n in inv.nodes if by_name.get(n.name) and by_name[n.name].running],
+                         f"heal --winner {win.host}"):
+            for node in losers:
+                h = fleet[node.host]
+                backup(inv, fleet, node.host, lambda host, msg: progress.say(host, msg + " (its side's data)"))
+                progress.step(node.host, f"load tables from {', '.join(winning)} at next start",
+                              lambda: nodectl.set_master(h, winning))
+                progress.step(node.host, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
+                progress.step(node.host, "master setting cleared", lambda: nodectl.set_master(h, []))
+            progress.step(win.host, "every node back in one cluster, every table loaded",
+                          lambda: wait_back(inv, fleet, win))
+            health = observe(inv, fleet)
+            _clear_masters(inv, fleet, health, progress)
+        return health
+
+
+def _clear_masters(inv: Inventory, fleet: Fleet, health: ClusterHealth, progress: Progress) -> None:
+    """A master setting left anywhere (by a heal that died, or by hand) would make that node
+    ignore its peers at its next start: clear it."""
+    for n in health.nodes:
+        if n.running and n.master_nodes:
+            progress.step(n.host, f"clear master nodes ({', '.join(n.master_nodes)})",
+                          lambda: nodectl.set_master(fleet[n.host], []))

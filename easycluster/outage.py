@@ -1,0 +1,154 @@
+"""`fab stop-cluster` and `fab start-cluster`: a whole cluster down and up again.
+
+Mnesia makes a node that stopped early wait, at start, for the tables of the node that
+stopped last (it may hold newer writes): started one by one in the wrong order, a cluster
+hangs (ejabberd #3843, #1184). So stop-cluster stops the nodes one at a time and records the
+order on every host, and start-cluster starts every stopped node at once and watches until
+all are back. When a node never comes back, it names it and says what to run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+
+from . import facts as factmod
+from . import nodectl
+from .errors import EasyClusterError
+from .health import ClusterHealth
+from .inventory import Inventory, Node
+from .lock import ClusterLock
+from .membership import without_departed
+from .progress import Progress
+from .remote import Fleet, q
+from .status import observe, wait_for
+
+STOP_ORDER = "/var/lib/easycluster/stop-order"   # JSON {"order": [node names], "when": ...}
+
+
+def stop_cluster(inv: Inventory, progress: Progress) -> list[str]:
+    """Stop every running node, one at a time, the first node of the inventory last; record
+    the order on every host. Returns the order."""
+    with Fleet(inv) as fleet:
+        facts = factmod.gather(fleet, probe_network=False)
+        effective = without_departed(inv, facts, lambda _line: None)
+        reachable = [n.host for n in effective.nodes if facts[n.host].reachable]
+        running = [n for n in reversed(effective.nodes) if facts[n.host].running or facts[n.host].beam_running]
+        if not running:
+            progress.say("cluster", "no node is running: nothing to stop")
+            return []
+        with ClusterLock(fleet, reachable, "stop-cluster"):
+            order = []
+            for node in running:
+                progress.step(node.host, f"stop {node.name}", lambda: nodectl.stop(fleet[node.host]))
+                order.append(node.name)
+            record = json.dumps({"order": order, "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+            fleet.parallel(lambda h: h.run(f"install -d -m 700 {STOP_ORDER.rsplit('/', 1)[0]} && "
+                                           f"printf '%s\\n' {q(record)} > {STOP_ORDER}", timeout=15), reachable)
+        progress.say("cluster", f"stopped in this order: {', '.join(order)}; {order[-1]} stopped last "
+                                "(recorded on every host; `fab start-cluster` brings them back)")
+        return order
+
+
+def start_cluster(inv: Inventory, progress: Progress, wait: float = 120,
+                  without: tuple[str, ...] = ()) -> ClusterHealth:
+    """Start every stopped node at once and wait until all run, each with every table.
+
+    `without`: hosts lost for good. The survivors then load their own copies of the tables
+    instead of waiting for the lost nodes (writes only those had are lost)."""
+    lost = [inv.node(h) for h in without]
+    with Fleet(inv) as fleet:
+        facts = factmod.gather(fleet, probe_network=False)
+        effective = without_departed(inv, facts, lambda _line: None)
+        for node in lost:
+            if facts[node.host].running or facts[node.host].beam_running:
+                raise EasyClusterError(f"{node.name} is running: it is not lost (`fab start-cluster` without "
+                                       f"--without {node.host})")
+        survivors = [n for n in effective.nodes if n not in lost]
+        dead = [n for n in survivors if not facts[n.host].reachable]
+        to_start = [n for n in survivors if facts[n.host].reachable and not facts[n.host].beam_running]
+        for node in survivors:
+            if node not in to_start and node not in dead:
+                progress.say(node.host, "already running" if facts[node.host].running
+                             else "starting (waiting for its tables)")
+        results = fleet.parallel(lambda h: progress.step(h.name, f"start {h.node.name}", lambda: nodectl.launch(h)),
+                                 [n.host for n in to_start])
+        failed = {h: r for h, r in results.items() if isinstance(r, Exception)}
+        if lost:
+            _force_load(inv, fleet, survivors, facts, progress)
+        watched = replace(effective, nodes=tuple(n for n in survivors if n not in dead and n.host not in failed))
+        try:
+            health = progress.phase("wait", lambda: wait_for(
+                watched, fleet, lambda h: all(n.running and n.master for n in h.nodes)
+                and not h.partitioned, wait, "all back"))
+        except EasyClusterError:
+            raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait)) from None
+        if dead or failed:
+            raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait))
+        health = observe(inv, fleet)
+        # the record served this start; a later outage must not be read in its light
+        fleet.parallel(lambda h: h.run(f"rm -f {STOP_ORDER}", check=False, timeout=15),
+                       [n.host for n in survivors if n not in dead])
+        if lost:
+            progress.say("cluster", f"{len(survivors)} nodes run without {', '.join(n.name for n in lost)}; "
+                                    "take the lost node(s) out of the schema: " +
+                                    "; ".join(f"`fab forget-node --host {n.host}`" for n in lost))
+        return health
+
+
+def _force_load(inv: Inventory, fleet: Fleet, survivors: list[Node], facts, progress: Progress) -> None:
+    """Load the tables on one survivor (the last of them to stop, if known); the others then
+    load from it. Loading on several from their own disks could leave them with different data."""
+    order = _stop_order(facts)
+    candidates = sorted((n for n in survivors if facts[n.host].reachable),
+                        key=lambda n: -order.index(n.name) if n.name in order else 1)
+    if not candidates:
+        raise EasyClusterError("no surviving node is reachable")
+    first = candidates[0]
+    answer = progress.step(first.host, "load its own copies of the tables (not waiting for the lost nodes)",
+                           lambda: _call_when_up(fleet[first.host], first))
+    progress.say(first.host, f"  {answer.get('tables')} tables loaded")
+
+
+def _call_when_up(host, node: Node) -> dict:
+    """The node was just launched: its VM needs a moment before it answers RPC."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return nodectl.node_call(host, node.name, "force_load")
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def _stop_order(facts) -> list[str]:
+    newest: dict = {}
+    for f in facts.values():
+        if f.stop_order and f.stop_order.get("when", "") > newest.get("when", ""):
+            newest = f.stop_order
+    return list(newest.get("order", []))
+
+
+def _stuck_advice(fleet: Fleet, survivors: list[Node], facts, wait: float) -> str:
+    """Which nodes are not back, which wait for them, and what the operator runs next."""
+    now = factmod.gather(fleet, [n.host for n in survivors], probe_network=False)
+    missing = [n for n in survivors if not now[n.host].running]
+    down = [n for n in missing if not now[n.host].beam_running]
+    order = _stop_order(facts)
+    lines = [f"the cluster did not come back within {wait:.0f}s:"]
+    for n in missing:
+        lines.append(f"  {n.name}: " + ("unreachable over SSH" if now[n.host].error else "not running" if n in down
+                                        else "its VM runs, but ejabberd waits for tables held by nodes not back"))
+    if order:
+        lines.append(f"  `fab stop-cluster` stopped {order[-1]} last: it holds the newest data")
+    if down:
+        lines.append(f"bring {', '.join(n.name for n in down)} back (boot the host), then `fab start-cluster` again;")
+        lines.append(f"if lost for good: `fab start-cluster --without {','.join(n.host for n in down)}` (the others "
+                     "load their own copies; writes only the lost nodes had are gone), then "
+                     + "; ".join(f"`fab forget-node --host {n.host}`" for n in down))
+    else:
+        lines.append("look at /var/log/ejabberd/error.log on the nodes above, then `fab start-cluster` again")
+    return "\n".join(lines)

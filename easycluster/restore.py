@@ -1,0 +1,54 @@
+"""`fab restore --backup PATH`: the whole cluster back to a backup taken by `fab backup`.
+
+The restore runs inside the cluster on the host holding the backup: every disc table is
+cleared and refilled from it on all its replicas at once, so every node ends with the same
+data; sessions and routes (ram tables) are left alone. A backup of the present state is
+taken first, so a restore can itself be undone.
+"""
+
+from __future__ import annotations
+
+from . import nodectl
+from .errors import EasyClusterError
+from .health import ClusterHealth
+from .inventory import Inventory
+from .lock import ClusterLock
+from .membership import backup
+from .progress import Progress
+from .remote import Fleet, q
+from .rolling import wait_back
+from .status import observe
+
+
+def find_backup(fleet: Fleet, hosts: list[str], path: str) -> str:
+    """The host whose disk holds `path`."""
+    found = fleet.parallel(lambda h: h.run(f"test -f {q(path)}", check=False, timeout=15).ok, hosts)
+    holders = [h for h in hosts if found[h] is True]
+    if not holders:
+        raise EasyClusterError(f"no running node has {path} (`fab backup` prints the path of each backup it takes)")
+    return holders[0]
+
+
+def restore(inv: Inventory, path: str, progress: Progress, confirm) -> ClusterHealth:
+    """`confirm(question) -> bool` is asked before anything changes."""
+    with Fleet(inv) as fleet:
+        health = observe(inv, fleet)
+        if not health.healthy:
+            raise EasyClusterError("refusing to restore into an unhealthy cluster (every node must take the "
+                                   "data):\n  " + "\n  ".join(health.problems))
+        running = [n.host for n in health.nodes if n.running]
+        host = find_backup(fleet, running, path)
+        if not confirm(f"replace every user, roster and other stored table on all {len(running)} nodes with "
+                       f"the contents of {path} (on {host})?"):
+            raise EasyClusterError("not confirmed: nothing was changed")
+        with ClusterLock(fleet, running, "restore"):
+            backup(inv, fleet, host, lambda h, msg: progress.say(h, msg + " (the state before the restore)"))
+            answer = progress.step(host, f"restore {path}", lambda: nodectl.restore(fleet[host], path))
+            progress.say(host, f"  {len(answer.get('restored', []))} tables restored; "
+                               f"{answer.get('registered_users')} registered users")
+            health = progress.step(host, "every node healthy", lambda: wait_back(inv, fleet, inv.node(host)))
+        users = {n.name: n.registered_users for n in health.nodes}
+        if len(set(users.values())) != 1 or answer.get("registered_users") not in users.values():
+            raise EasyClusterError(f"restore finished but the nodes disagree: registered users {users}")
+        progress.say("cluster", f"verified: every node reports {answer.get('registered_users')} registered users")
+        return health

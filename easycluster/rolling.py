@@ -1,0 +1,48 @@
+"""`fab rolling-restart`: every node restarted, one at a time, the cluster serving throughout.
+
+Each node is drained (its users are told and disconnected, to reconnect to another node),
+restarted, and must be back in every peer's running_db_nodes with every table loaded before
+the next one goes. The first node that does not come back stops the run: the others are
+left untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from . import nodectl
+from .errors import EasyClusterError
+from .health import ClusterHealth
+from .inventory import Inventory, Node
+from .lock import ClusterLock
+from .progress import Progress
+from .remote import Fleet
+from .status import observe, wait_for
+
+BACK_BOUND = 180   # seconds for a restarted node to be back with all tables
+
+
+def rolling_restart(inv: Inventory, progress: Progress, drain: int = 5) -> ClusterHealth:
+    with Fleet(inv) as fleet:
+        health = observe(inv, fleet)
+        if not health.healthy:
+            raise EasyClusterError("refusing a rolling restart of an unhealthy cluster (a restart could take "
+                                   "its last copy of something away):\n  " + "\n  ".join(health.problems))
+        effective = replace(inv, nodes=tuple(n for n in inv.nodes if n.name not in health.departed))
+        with ClusterLock(fleet, [n.host for n in effective.nodes], "rolling-restart"):
+            for node in effective.nodes:
+                progress.phase(f"restart {node.host}", lambda: _cycle(effective, fleet, node, drain, progress))
+        return observe(inv, fleet)
+
+
+def _cycle(inv: Inventory, fleet: Fleet, node: Node, drain: int, progress: Progress) -> None:
+    h = fleet[node.host]
+    progress.step(node.host, f"drain ({drain}s) and stop", lambda: nodectl.drain_and_stop(h, drain))
+    progress.step(node.host, "start", lambda: nodectl.start(h, inv.cluster.c2s_port))
+    progress.step(node.host, "back in every peer's running_db_nodes, every table loaded",
+                  lambda: wait_back(inv, fleet, node))
+
+
+def wait_back(inv: Inventory, fleet: Fleet, node: Node, bound: float = BACK_BOUND) -> ClusterHealth:
+    """Until every node runs, sees every other running, and is a master again."""
+    return wait_for(inv, fleet, lambda h: h.healthy, bound, f"{node.name} back in the cluster", interval=0.5)

@@ -1,0 +1,116 @@
+"""`fab smoke`: real XMPP clients log into every node and message across every pair of nodes.
+
+Throwaway users (one per node) are registered for the run and unregistered afterwards,
+whatever happens. A pass proves more than `fab status`: logins, routing between nodes and
+delivery work end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from . import xmpp
+from .errors import EasyClusterError
+from .inventory import Inventory, Node
+from .remote import Fleet, q
+from .status import observe
+
+DELIVERY_TIMEOUT = 10.0
+
+
+@dataclass
+class SmokeReport:
+    logins: dict[str, tuple[bool, float | None, str]] = field(default_factory=dict)   # node -> ok, seconds, why
+    messages: list[tuple[str, str, bool, float | None]] = field(default_factory=list)  # from, to, ok, seconds
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.logins) and all(ok for ok, _, _ in self.logins.values()) and \
+            all(ok for _, _, ok, _ in self.messages)
+
+
+def smoke(inv: Inventory, say) -> SmokeReport:
+    domain = inv.cluster.domains[0]
+    tag = secrets.token_hex(3)
+    password = secrets.token_urlsafe(16)
+    with Fleet(inv) as fleet:
+        health = observe(inv, fleet)
+        nodes = [inv.node(n.host) for n in health.nodes if n.running]
+        if not nodes:
+            raise EasyClusterError("no node is running")
+        for n in health.nodes:
+            if not n.running:
+                say(f"[{n.host}] not running: skipped")
+        users = {node.name: f"easycluster-smoke-{tag}-{i}" for i, node in enumerate(nodes, 1)}
+        admin = fleet[nodes[0].host]
+        admin.script("set -e\n" + "\n".join(f"ejabberdctl register {q(u)} {q(domain)} {q(password)} >/dev/null"
+                                            for u in users.values()), what="registering smoke-test users")
+        try:
+            targets = [(node, fleet[node.host].address, f"{users[node.name]}@{domain}") for node in nodes]
+            report = asyncio.run(_exchange(targets, password, inv.cluster.c2s_port, bool(inv.cluster.certfiles)))
+        finally:
+            admin.script("\n".join(f"ejabberdctl unregister {q(u)} {q(domain)} >/dev/null"
+                                   for u in users.values()), check=False, what="removing smoke-test users")
+    return report
+
+
+async def _exchange(targets: list[tuple[Node, str, str]], password: str, port: int, tls: bool) -> SmokeReport:
+    report = SmokeReport()
+    clients = {node.name: xmpp.Client(jid, password, tls=tls) for node, _, jid in targets}
+
+    async def login(node: Node, address: str) -> None:
+        t0 = time.monotonic()
+        try:
+            await xmpp.connect(clients[node.name], address, port)
+            report.logins[node.name] = (True, time.monotonic() - t0, "")
+        except (AssertionError, asyncio.TimeoutError, OSError) as exc:
+            report.logins[node.name] = (False, None, str(exc) or type(exc).__name__)
+
+    await asyncio.gather(*(login(node, address) for node, address, _ in targets))
+    try:
+        for sender, _, _ in targets:
+            for receiver, _, to_jid in targets:
+                if sender is receiver:
+                    continue
+                if not (report.logins[sender.name][0] and report.logins[receiver.name][0]):
+                    report.messages.append((sender.name, receiver.name, False, None))
+                    continue
+                body = f"smoke {sender.name} -> {receiver.name} {secrets.token_hex(4)}"
+                sent = time.monotonic()
+                clients[sender.name].send_message(mto=to_jid, mbody=body, mtype="chat")
+                latency = await _delivered(clients[receiver.name], body)
+                report.messages.append((sender.name, receiver.name, latency is not None,
+                                        latency - sent if latency is not None else None))
+    finally:
+        for client in clients.values():
+            client.disconnect()
+    return report
+
+
+async def _delivered(client: xmpp.Client, body: str) -> float | None:
+    deadline = time.monotonic() + DELIVERY_TIMEOUT
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            _frm, text, at = await asyncio.wait_for(client.inbox.get(), left)
+        except asyncio.TimeoutError:
+            return None
+        if text == body:
+            return at
+    return None
+
+
+def format_report(report: SmokeReport) -> str:
+    lines = ["login:"]
+    for name, (ok, secs, why) in report.logins.items():
+        lines.append(f"  {name:<28} {'ok' if ok else 'FAILED'}" + (f"  {secs * 1000:6.0f} ms" if ok else f"  {why}"))
+    lines.append("messages (from -> to):")
+    for frm, to, ok, secs in report.messages:
+        lines.append(f"  {frm} -> {to}".ljust(60) + (f"delivered {secs * 1000:6.1f} ms" if ok else "NOT delivered"))
+    total = len(report.messages)
+    delivered = sum(1 for m in report.messages if m[2])
+    lines.append(f"smoke: {'PASS' if report.passed else 'FAIL'} ({len(report.logins)} nodes, "
+                 f"{delivered}/{total} messages delivered)")
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""Real XMPP clients (slixmpp): register, log in, send, receive; for `fab smoke` and the tests.
+
+Each helper runs its own event loop with a hard timeout, so a broken cluster
+fails quickly instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout
+
+logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
+TIMEOUT = 20
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid: str, password: str, register: bool = False, tls: bool = False):
+        super().__init__(jid, password)
+        # STARTTLS where the cluster has certificates (cluster.certfiles); the lab has none: plain c2s...
+        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, tls, not tls
+        if not tls:
+            # ...and slixmpp refuses to authenticate over plaintext unless told to.
+            mechanisms = self.plugin["feature_mechanisms"]
+            mechanisms.unencrypted_scram = mechanisms.unencrypted_plain = True
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.ready: asyncio.Future = asyncio.get_event_loop().create_future()
+        self.registration: asyncio.Future = asyncio.get_event_loop().create_future()
+        self.registering = register
+        self.add_event_handler("session_start", self._session_start)
+        self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
+        self.add_event_handler("failed_all_auth", lambda _e: self._fail("no usable authentication"))
+        self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed: {e}"))
+        self.add_event_handler("message", self._message)
+        if register:
+            self.register_plugin("xep_0077")
+            self.plugin["xep_0077"].force_registration = True
+            self.add_event_handler("register", self._register)
+
+    def _fail(self, why: str) -> None:
+        # only the future the caller awaits: an unawaited failed future makes asyncio complain
+        fut = self.registration if self.registering else self.ready
+        if not fut.done():
+            fut.set_exception(AssertionError(why))
+
+    async def _session_start(self, _event) -> None:
+        self.send_presence()
+        if not self.ready.done():
+            self.ready.set_result(True)
+
+    async def _register(self, _form) -> None:
+        iq = self.Iq()
+        iq["type"] = "set"
+        iq["register"]["username"] = self.boundjid.user
+        iq["register"]["password"] = self.password
+        try:
+            await iq.send()
+            self.registration.set_result(True)
+        except (IqError, IqTimeout) as exc:
+            self._fail(f"registration refused: {exc}")
+
+    def _message(self, msg) -> None:
+        if msg["type"] in ("chat", "normal") and msg["body"]:
+            self.inbox.put_nowait((str(msg["from"].bare), msg["body"], time.monotonic()))
+
+
+async def connect(client: Client, address: str, port: int) -> None:
+    client.connect(address, port)
+    await asyncio.wait_for(client.ready, TIMEOUT)
+
+
+def register(address: str, jid: str, password: str, port: int = 5222) -> None:
+    """In-band registration (XEP-0077) through the node at `address`."""
+    async def run():
+        client = Client(jid, password, register=True)
+        try:
+            client.connect(address, port)
+            await asyncio.wait_for(client.registration, TIMEOUT)
+        finally:
+            client.disconnect()
+    asyncio.run(run())
+
+
+def can_login(address: str, jid: str, password: str, port: int = 5222) -> bool:
+    async def run():
+        client = Client(jid, password)
+        try:
+            await connect(client, address, port)
+            return True
+        except AssertionError:
+            return False
+        finally:
+            client.disconnect()
+    return asyncio.run(run())
+
+
+def send_and_receive(sender: tuple[str, str, str], receiver: tuple[str, str, str], body: str,
+                     port: int = 5222) -> float:
+    """Log `receiver` (address, jid, password) in, then `sender`; send `body`;
+    return the delivery latency in seconds (AssertionError if it never arrives)."""
+    async def run():
+        rx = Client(receiver[1], receiver[2])
+        tx = Client(sender[1], sender[2])
+        try:
+            await connect(rx, receiver[0], port)
+            await connect(tx, sender[0], port)
+            sent = time.monotonic()
+            tx.send_message(mto=receiver[1], mbody=body, mtype="chat")
+            while True:
+                frm, text, at = await asyncio.wait_for(rx.inbox.get(), TIMEOUT)
+                if frm == sender[1].split("/")[0] and text == body:
+                    return at - sent
+        finally:
+            tx.disconnect()
+            rx.disconnect()
+    return asyncio.run(run())

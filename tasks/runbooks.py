@@ -1,0 +1,82 @@
+"""The operators' runbooks as tasks: smoke, stop-cluster, start-cluster, rolling-restart, heal,
+restore. Each is documented in docs/runbooks/."""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import task
+from invoke.exceptions import Exit
+
+from easycluster import heal as heal_core
+from easycluster import outage, rolling
+from easycluster import restore as restore_core
+from easycluster import smoke as smoke_core
+from easycluster.inventory import load_inventory
+from easycluster.progress import Progress
+from easycluster.status import format_table
+
+from ._common import operator_errors, say
+
+INVENTORY_HELP = "inventory file (default: $EASYCLUSTER_INVENTORY, else inventory/lab.yml)"
+
+
+def _done(health) -> None:
+    say(format_table(health))
+    if not health.healthy:
+        raise Exit(code=1)
+
+
+@task(help={"inventory": INVENTORY_HELP})
+@operator_errors
+def smoke(c, inventory=None):
+    """Log a real XMPP client into every node and message across every pair; exit 1 on any failure."""
+    report = smoke_core.smoke(load_inventory(inventory), say)
+    say(smoke_core.format_report(report))
+    if not report.passed:
+        raise Exit(code=1)
+
+
+@task(help={"inventory": INVENTORY_HELP})
+@operator_errors
+def stop_cluster(c, inventory=None):
+    """Stop every node, one at a time, and record the order (for `fab start-cluster`)."""
+    outage.stop_cluster(load_inventory(inventory), Progress(say))
+
+
+@task(help={"inventory": INVENTORY_HELP, "wait": "seconds to wait for every node (default 120)",
+            "without": "comma-separated hosts lost for good: the others load their own copies of the tables"})
+@operator_errors
+def start_cluster(c, inventory=None, wait=120, without=""):
+    """Start every stopped node at once (after an outage) and wait until all are back."""
+    lost = tuple(h for h in without.split(",") if h)
+    _done(outage.start_cluster(load_inventory(inventory), Progress(say), float(wait), lost))
+
+
+@task(help={"inventory": INVENTORY_HELP, "drain": "seconds users get to move before a node stops (default 5)"})
+@operator_errors
+def rolling_restart(c, inventory=None, drain=5):
+    """Restart every node, one at a time; each must be back with every table before the next."""
+    _done(rolling.rolling_restart(load_inventory(inventory), Progress(say), int(drain)))
+
+
+@task(help={"inventory": INVENTORY_HELP, "winner": "a node of the side whose data is kept (host or node name)"})
+@operator_errors
+def heal(c, winner=None, inventory=None):
+    """After a partition: keep the winner's side, restart the other side from it, verify."""
+    _done(heal_core.heal(load_inventory(inventory), winner, Progress(say)))
+
+
+@task(help={"backup": "path of a backup taken by `fab backup` (on a node)", "inventory": INVENTORY_HELP,
+            "yes": "do not ask for confirmation"})
+@operator_errors
+def restore(c, backup, inventory=None, yes=False):
+    """Replace the whole cluster's stored data with a backup's (asks first); verify every node."""
+    def confirm(question: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            say(f"{question}\nnot confirmed: no terminal to ask on (add --yes)")
+            return False
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    _done(restore_core.restore(load_inventory(inventory), backup, Progress(say), confirm))
