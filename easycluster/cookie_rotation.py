@@ -35,7 +35,7 @@ from .membership import without_departed
 from .progress import Out, Progress
 from .remote import Fleet, Host, RemoteError
 from .render import COOKIE_PATH
-from .secrets import Secret, create_cookie_file, load_cookie, read_cookie_file
+from .secrets import Secret, generate_cookie, load_cookie, read_cookie_file
 
 STAGING = COOKIE_PATH + ".rotate"   # the plugin reads it from the ejabberd user's home
 
@@ -50,16 +50,17 @@ def pending_path(cookie_file: Path) -> Path:
     return cookie_file.with_name(cookie_file.name + ".new")
 
 
-def new_cookie(inv: Inventory, new_cookie_file: str | None, say: Out) -> tuple[Secret, Path | None]:
-    """The cookie to rotate to, and the local file to move over the secrets file at the end
-    (None when the cookie comes from an environment variable: the operator updates that)."""
+def new_cookie(inv: Inventory, new_cookie_file: str | None, say: Out) -> tuple[Secret, Path | None, bool]:
+    """The cookie to rotate to; the local file to move over the secrets file at the end (None
+    when the cookie comes from an environment variable: the operator updates that); and
+    whether that file is still to be written (a new cookie, not one a rotation left pending)."""
     c = inv.cluster
     if c.cookie_env:
         if not new_cookie_file:
             raise EasyClusterError(
                 f"the cookie comes from ${c.cookie_env}: give the new one in a file only you can read "
                 "(--new-cookie-file PATH, mode 0600), never on the command line")
-        return read_cookie_file(Path(new_cookie_file)), None
+        return read_cookie_file(Path(new_cookie_file)), None, False
     if new_cookie_file:
         raise EasyClusterError(f"the cookie is kept in {c.cookie_file}: rotate-cookie generates the new one "
                                "itself (--new-cookie-file is for cluster.cookie.env)")
@@ -67,15 +68,21 @@ def new_cookie(inv: Inventory, new_cookie_file: str | None, say: Out) -> tuple[S
     pending = pending_path(c.cookie_file)
     if pending.exists():
         say(f"resuming the rotation started earlier: the new cookie is in {pending}")
-        return read_cookie_file(pending), pending
-    return create_cookie_file(pending), pending
+        return read_cookie_file(pending), pending, False
+    return generate_cookie(), pending, True
+
+
+def _write_pending(path: Path, cookie: Secret) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(cookie.reveal() + "\n")
 
 
 def rotate_cookie(inv: Inventory, new_cookie_file: str | None = None, out: Out = print,
                   lock_wait: float = 0) -> RotationResult:
     progress = Progress(out)
     old = load_cookie(inv.cluster)
-    new, pending = new_cookie(inv, new_cookie_file, out)
+    new, pending, unwritten = new_cookie(inv, new_cookie_file, out)
     if new == old:
         raise EasyClusterError("the new cookie is the cluster's current one")
     with Fleet(inv) as fleet:
@@ -96,11 +103,14 @@ def rotate_cookie(inv: Inventory, new_cookie_file: str | None = None, out: Out =
                                        "left out would keep the old cookie and be shut out); nothing was "
                                        "changed:\n  " + "\n  ".join(health.problems))
             with ClusterLock(fleet, hosts, "rotate-cookie", lock_wait):
+                if unwritten:   # kept until the end, so an interrupted rotation resumes with it
+                    _write_pending(pending, new)
                 progress.phase("rotate", lambda: _rotate(effective, fleet, new, progress))
         else:
             out("every node already uses the new cookie")
     if pending is not None:
-        os.replace(pending, inv.cluster.cookie_file)   # atomic: the old cookie is gone only now
+        if pending.exists():
+            os.replace(pending, inv.cluster.cookie_file)   # atomic: the old cookie is gone only now
         out(f"{inv.cluster.cookie_file}: now holds the new cookie")
     else:
         out(f"now set ${inv.cluster.cookie_env} to the new cookie (from {new_cookie_file}) wherever it is "
