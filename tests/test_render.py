@@ -46,6 +46,11 @@ def test_certfiles_turn_on_required_starttls():
     assert "certfiles" not in plain and "starttls_required" not in plain["listen"][0]
 
 
+def test_net_ticktime_reaches_ejabberd_yml_which_ejabberd_applies_over_the_vm_flag():
+    conf = yaml.safe_load(files(inv())[EJABBERD_YML].content)
+    assert conf["net_ticktime"] == 60
+
+
 def test_without_admins_the_acl_is_an_empty_list():
     conf = yaml.safe_load(files(inv(admins=[]))[EJABBERD_YML].content)
     assert conf["acl"]["admin"]["user"] == []
