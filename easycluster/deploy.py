@@ -23,6 +23,7 @@ from .lock import ClusterLock
 from .progress import Out, Progress, StepFailed
 from .remote import Fleet, Host
 from .secrets import COOKIE_ALPHABET, Secret, load_cookie
+from .tls import materials as tls_materials
 
 @dataclass
 class DeployResult:
@@ -43,11 +44,12 @@ def _each(fleet: Fleet, hosts: list[str], func: Callable[[Host], object]) -> Non
 def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float = 0) -> DeployResult:
     progress = Progress(out)
     cookie = _cookie_for(inv, dry)
+    tls = tls_materials(inv, create=not dry)
     with Fleet(inv) as fleet:
         facts = progress.phase("facts", lambda: factmod.gather(fleet))
         effective = membership.without_departed(inv, facts, out)
         fleet = fleet.subset(effective)
-        plan = make_plan(effective, facts, cookie)
+        plan = make_plan(effective, facts, cookie, tls)
         if plan.problems:
             raise PreflightFailed(plan.problems)
         if dry:
@@ -64,7 +66,7 @@ def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float
         with ClusterLock(fleet, list(fleet.hosts), "deploy", lock_wait):
             if _recover_joins(effective, fleet, facts, progress):
                 facts = factmod.gather(fleet)
-                plan = make_plan(effective, facts, cookie)
+                plan = make_plan(effective, facts, cookie, tls)
                 if plan.problems:
                     raise PreflightFailed(plan.problems)
             out(format_plan(plan, effective))
@@ -78,6 +80,7 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
     node = inv.node(host)
     progress = Progress(out)
     cookie = load_cookie(inv.cluster, create=False)
+    tls = tls_materials(inv, create=True)
     with Fleet(inv) as fleet:
         facts = progress.phase("facts", lambda: factmod.gather(fleet))
         f = facts[node.host]
@@ -103,7 +106,7 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
                     nodectl.forget(fleet[seed.host], node.name)
             if f.joining or departed:   # the node changed under us: look again
                 facts = progress.phase("facts", lambda: factmod.gather(fleet))
-            plan = make_plan(sub, facts, cookie)
+            plan = make_plan(sub, facts, cookie, tls)
             if plan.problems:
                 raise PreflightFailed(plan.problems)
             drift = sorted({s.host for s in plan.steps if s.host != node.host and s.kind != JOIN})

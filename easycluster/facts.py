@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from .inventory import Inventory
 from .remote import Fleet, Host, q
 from .render import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, PLUGIN_DIR
+from .tls import HOST_CA, HOST_CERT, HOST_KEY, HOST_OPTFILE
 
-READABLE_FILES = (EJABBERD_YML, EJABBERD_DEFAULT)
+READABLE_FILES = (EJABBERD_YML, EJABBERD_DEFAULT, HOST_CA, HOST_CERT, HOST_OPTFILE)
+SECRET_FILES = (HOST_KEY,)   # only their hash is read, like the cookie's
 MNESIA_DIR = "/var/lib/ejabberd"
 STATE_DIR = "/var/lib/easycluster"
 
@@ -32,6 +34,7 @@ for f in FILES; do
   if [ -f "$f" ]; then echo "file:$f=$(base64 -w0 < "$f")"; else echo "file:$f=-"; fi
 done
 echo "cookie_sha256=$([ -f COOKIE ] && sha256sum < COOKIE | cut -c1-64)"
+for f in SECRETS; do echo "secret:$f=$([ -f "$f" ] && sha256sum < "$f" | cut -c1-64)"; done
 echo "plugin_sha256=$([ -f PLUGIN/ebin/easy_cluster.beam ] && [ -f PLUGIN/src/easy_cluster.erl ] && sha256sum < PLUGIN/src/easy_cluster.erl | cut -c1-64)"
 echo "mnesia_schema=$([ -f MNESIA/schema.DAT ] && echo yes || echo no)"
 echo "restart_pending=$([ -f STATE/restart-pending ] && echo yes || echo no)"
@@ -70,6 +73,7 @@ class HostFacts:
     systemd: bool = False
     files: dict[str, str | None] = field(default_factory=dict)   # path -> content (None: missing)
     cookie_sha256: str | None = None
+    secret_sha256: dict[str, str | None] = field(default_factory=dict)   # other secret files: path -> hash
     plugin_sha256: str | None = None
     mnesia_schema: bool = False
     restart_pending: bool = False       # an earlier run changed config and did not restart
@@ -101,7 +105,8 @@ def probe_script(inventory: Inventory, host: str, probe_network: bool = True) ->
     peers = [h for h in node_hosts if h != own] if probe_network else []
     c = inventory.cluster
     ports = [4369] + list(range(c.port_min, c.port_max + 1))
-    return (_PROBE.replace("FILES", " ".join(READABLE_FILES)).replace("COOKIE", COOKIE_PATH)
+    return (_PROBE.replace("FILES", " ".join(READABLE_FILES)).replace("SECRETS", " ".join(SECRET_FILES))
+            .replace("COOKIE", COOKIE_PATH)
             .replace("PLUGIN", PLUGIN_DIR).replace("MNESIA", MNESIA_DIR).replace("STATE", STATE_DIR)
             .replace("RESOLVE", " ".join(q(h) for h in node_hosts) or "''")
             .replace("PEERS", " ".join(q(h) for h in peers)).replace("PORTS", " ".join(map(str, ports))))
@@ -116,6 +121,8 @@ def parse_facts(host: str, output: str) -> HostFacts:
             continue
         if key.startswith("file:"):
             f.files[key[5:]] = None if value == "-" else base64.b64decode(value).decode(errors="replace")
+        elif key.startswith("secret:"):
+            f.secret_sha256[key[7:]] = value or None
         elif key.startswith("departed:"):
             how, _, when = value.partition(" ")
             f.departed[key[9:]] = (how, when)

@@ -71,6 +71,8 @@ class Cluster:
     net_ticktime: int                 # seconds until a silent peer counts as down (partition detection)
     cookie_file: Path | None
     cookie_env: str | None
+    dist_tls: bool = False            # TLS for the Erlang distribution (cluster CA, a cert per node)
+    dist_tls_dir: Path | None = None  # the local secrets directory holding the CA and the nodes' keys
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ _SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
     },
     "cluster.backups": {"keep": (int, False)},
     "cluster.listen": {"c2s": (int, False), "s2s": (int, False), "http": (int, False)},
-    "cluster.distribution": {"port_min": (int, False), "port_max": (int, False), "net_ticktime": (int, False)},
+    "cluster.distribution": {"port_min": (int, False), "port_max": (int, False), "net_ticktime": (int, False),
+                             "tls": (bool, False), "tls_dir": (str, False)},
     "cluster.cookie": {"file": (str, False), "env": (str, False)},
     "ssh": {"config": (str, False), "user": (str, False)},
     "node": {"host": (str, True), "name": (str, False), "dist_interface": (str, False)},
@@ -261,6 +264,15 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
         chk.fail("cluster.cookie", "set exactly one of `file` (a local secrets file) or `env` (a variable name)")
     if "env" in cookie and not ENV_NAME.match(cookie["env"]):
         chk.fail("cluster.cookie.env", f"{cookie['env']!r} is not an environment variable name")
+    tls_dir = None
+    if dist.get("tls"):
+        if "tls_dir" in dist:
+            tls_dir = _relative(path, dist["tls_dir"])
+        elif "file" in cookie:   # next to the cookie, in the same secrets directory
+            tls_dir = _relative(path, cookie["file"]).parent / f"{name}-dist-tls"
+        elif "env" in cookie:
+            chk.fail("cluster.distribution.tls_dir", "required with cookie.env: the local directory "
+                                                     "(kept like a secret) for the CA and the nodes' keys")
     if chk.problems:
         return None
     return Cluster(
@@ -269,7 +281,7 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
         in_band_registration=c.get("in_band_registration", False), registration_timeout=reg_timeout,
         backups_keep=keep, certfiles=tuple(certfiles), port_min=pmin, port_max=pmax,
         net_ticktime=ticktime, cookie_file=_relative(path, cookie["file"]) if "file" in cookie else None,
-        cookie_env=cookie.get("env"))
+        cookie_env=cookie.get("env"), dist_tls=bool(dist.get("tls")), dist_tls_dir=tls_dir)
 
 
 def _nodes(chk: _Checker, raw: Any) -> list[Node]:

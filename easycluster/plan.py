@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 from .facts import HostFacts
 from .inventory import Inventory, Node
-from .render import ManagedFile, managed_files, plugin_sha256
+from .render import COOKIE_PATH, EJABBERD_DEFAULT, ManagedFile, managed_files, plugin_sha256
 from .secrets import Secret
+from .tls import NodeTLS
 
 # Step kinds, in the order apply runs their phases.
 INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN = (
@@ -111,6 +112,11 @@ def preflight(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> li
         if f.running and f.cookie_sha256 and f.cookie_sha256 != cookie.sha256():
             problems.append(Problem(node.host, "cookie", "the running node has another cookie",
                                     "change a live cluster's cookie with `fab rotate-cookie`, not deploy"))
+        if f.running and _runs_dist_tls(f) != inv.cluster.dist_tls:
+            problems.append(Problem(node.host, "distribution", "the running node's distribution is "
+                                    f"{'TLS' if _runs_dist_tls(f) else 'plain TCP'}, the inventory wants "
+                                    f"{'TLS' if inv.cluster.dist_tls else 'plain TCP'}",
+                                    "the two cannot talk, so no rolling change: `fab stop-cluster`, then `fab deploy`"))
         configured = _configured_node_name(f)
         if not f.beam_running and f.mnesia_schema and configured and configured != node.name:
             problems.append(Problem(node.host, "node name", f"Mnesia data of {configured} is on this host",
@@ -148,6 +154,10 @@ def preflight(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> li
 
 def _ports(ports: list[int]) -> str:
     return ", ".join(map(str, ports)) if len(ports) < 4 else f"{ports[0]}..{ports[-1]} ({len(ports)} ports)"
+
+
+def _runs_dist_tls(f: HostFacts) -> bool:
+    return "-proto_dist inet_tls" in (f.files.get(EJABBERD_DEFAULT) or "")
 
 
 def _configured_node_name(f: HostFacts) -> str | None:
@@ -205,7 +215,8 @@ def plan_joins(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[list[Step],
 
 # --------------------------------------------------------------------------- plan
 
-def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> Plan:
+def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
+              tls: dict[str, NodeTLS] | None = None) -> Plan:
     problems = preflight(inv, facts, cookie)
     seed, _ = choose_seed(inv, facts)
     if problems:
@@ -217,7 +228,7 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> Pl
         if not f.installed:
             steps.append(Step(INSTALL, node.host, f"install ejabberd {inv.cluster.ejabberd_version}"))
         restart = reload = False
-        for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie):
+        for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie, (tls or {}).get(node.name)):
             diff = _file_change(mf, f)
             if diff is None:
                 continue
@@ -246,9 +257,10 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> Pl
 def _file_change(mf: ManagedFile, f: HostFacts) -> str | None:
     """None if the host already has this content; else a unified diff (secrets: a note)."""
     if mf.secret:
-        if f.cookie_sha256 == mf.sha256():
+        current = f.cookie_sha256 if mf.path == COOKIE_PATH else f.secret_sha256.get(mf.path)
+        if current == mf.sha256():
             return None
-        return f"{mf.path}: {'replaced' if f.cookie_sha256 else 'created'} (content redacted)\n"
+        return f"{mf.path}: {'replaced' if current else 'created'} (content redacted)\n"
     current = f.files.get(mf.path)
     new = mf.data().decode()
     if current == new:

@@ -10,6 +10,7 @@ import jinja2
 from . import REPO_ROOT
 from .inventory import Inventory, Node
 from .secrets import Secret
+from .tls import HOST_CA, HOST_CERT, HOST_KEY, HOST_OPTFILE, NodeTLS
 
 TEMPLATES = REPO_ROOT / "templates"
 PLUGIN_SOURCE = REPO_ROOT / "plugin" / "easy_cluster.erl"
@@ -56,17 +57,35 @@ def render(template: str, **context) -> str:
         raise EasyClusterError(f"templates/{template}: {exc.message} (the inventory lacks it)") from None
 
 
-def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie: Secret) -> list[ManagedFile]:
-    """Everything deploy writes on `node`'s host, in the order it writes it."""
+def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie: Secret,
+                  tls: NodeTLS | None = None) -> list[ManagedFile]:
+    """Everything deploy writes on `node`'s host, in the order it writes it; `tls`: the
+    node's distribution certificate, with cluster.distribution.tls."""
     context = dict(cluster=inventory.cluster, node=node, nodes=inventory.nodes,
-                   dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN)
-    return [
+                   dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN, dist_tls_optfile=HOST_OPTFILE)
+    return _tls_files(inventory, node, tls) + [
         ManagedFile(EJABBERD_DEFAULT, render("ejabberd.default.j2", **context), 0o644, "root", "root",
                     restart=True),
         ManagedFile(EJABBERD_YML, render("ejabberd.yml.j2", **context), 0o600, "ejabberd", "ejabberd",
                     restart=False),
         # no trailing newline: the file's sha256 is the cookie's, comparable without reading it
         ManagedFile(COOKIE_PATH, cookie, 0o400, "ejabberd", "ejabberd", restart=True),
+    ]
+
+
+def _tls_files(inventory: Inventory, node: Node, tls: NodeTLS | None) -> list[ManagedFile]:
+    """Written before the node file that points at them (a restart then finds them all)."""
+    if not inventory.cluster.dist_tls:
+        return []
+    if tls is None:
+        from .errors import EasyClusterError
+        raise EasyClusterError(f"{node.name}: no distribution certificate (cluster.distribution.tls)")
+    optfile = render("ssl_dist.conf.j2", ca=HOST_CA, cert=HOST_CERT, key=HOST_KEY)
+    return [
+        ManagedFile(HOST_CA, tls.ca_pem, 0o644, "root", "root", restart=True),
+        ManagedFile(HOST_CERT, tls.cert_pem, 0o644, "root", "root", restart=True),
+        ManagedFile(HOST_KEY, tls.key_pem, 0o400, "ejabberd", "ejabberd", restart=True),
+        ManagedFile(HOST_OPTFILE, optfile, 0o644, "root", "root", restart=True),
     ]
 
 
