@@ -41,9 +41,6 @@ def smoke(inv: Inventory, say) -> SmokeReport:
         nodes = [inv.node(n.host) for n in health.nodes if n.running]
         if not nodes:
             raise EasyClusterError("no node is running")
-        for n in health.nodes:
-            if not n.running:
-                say(f"[{n.host}] not running: skipped")
         users = {node.name: f"easycluster-smoke-{tag}-{i}" for i, node in enumerate(nodes, 1)}
         admin = fleet[nodes[0].host]
         admin.script("set -e\n" + "\n".join(f"ejabberdctl register {q(u)} {q(domain)} {q(password)} >/dev/null"
@@ -51,6 +48,9 @@ def smoke(inv: Inventory, say) -> SmokeReport:
         try:
             targets = [(node, fleet[node.host].address, f"{users[node.name]}@{domain}") for node in nodes]
             report = asyncio.run(_exchange(targets, password, inv.cluster.c2s_port, bool(inv.cluster.certfiles)))
+            for n in health.nodes:   # a node that is down fails the smoke test: nobody can log in there
+                if not n.running:
+                    report.logins[n.name] = (False, None, "not running" if n.reachable else "unreachable")
         finally:
             admin.script("\n".join(f"ejabberdctl unregister {q(u)} {q(domain)} >/dev/null"
                                    for u in users.values()), check=False, what="removing smoke-test users")

@@ -41,7 +41,7 @@ def ssh(lab: Lab, host: str, command: str, check: bool = True, timeout: float = 
 
 
 # Modules that share the session lab run in this order (each builds on the last).
-MODULE_ORDER = ["test_lab", "test_deploy", "test_membership"]
+MODULE_ORDER = ["test_lab", "test_deploy", "test_membership", "test_failover"]
 
 
 def pytest_collection_modifyitems(items):

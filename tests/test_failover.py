@@ -1,0 +1,249 @@
+"""Failover and the runbooks, on the lab with users, roster data and real XMPP clients: any node
+killed, a host powered off, a full outage, a partition, a rolling restart, a restore. Runs after
+test_membership on the same lab (whatever hosts the lab's inventory holds by then).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import yaml
+
+import xmpp
+from conftest import FAB, REPO, fab, ssh
+from traffic import Traffic
+
+PASSWORD = "failover-pw"
+USERS = [f"fo{i}" for i in range(6)]
+
+
+def domain(lab) -> str:
+    return f"{lab.name}.test"
+
+
+def jid(lab, user: str) -> str:
+    return f"{user}@{domain(lab)}"
+
+
+def status() -> tuple[int, dict]:
+    proc = fab("status", "--json", "--tables", check=False)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def wait_status(ready, bound: float = 120, what: str = "ready") -> dict:
+    deadline = time.monotonic() + bound
+    while True:
+        rc, st = status()
+        if ready(rc, st):
+            return st
+        assert time.monotonic() < deadline, f"not {what} within {bound}s: {st['problems']}"
+        time.sleep(1)
+
+
+def wait_healthy(bound: float = 120) -> dict:
+    return wait_status(lambda rc, st: rc == 0 and st["healthy"], bound, "healthy")
+
+
+def users_on(lab, host: str) -> set[str]:
+    return set(ssh(lab, host, f"ejabberdctl registered_users {domain(lab)}").stdout.split())
+
+
+def assert_no_user_lost(lab, hosts: list[str], expected: set[str]) -> None:
+    for h in hosts:
+        assert users_on(lab, h) == expected, f"users on {h} differ"
+
+
+def start_node(lab, host: str) -> None:
+    """As an operator would, with the host's own init script; no toolkit command."""
+    ssh(lab, host, "/etc/init.d/ejabberd start >/dev/null 2>&1 || true")
+
+
+@pytest.fixture(scope="module")
+def cluster(lab):
+    """The lab's cluster, healthy, with users and roster items; returns (hosts, every user)."""
+    fab("deploy", timeout=600)
+    hosts = [n["host"] for n in yaml.safe_load(lab.inventory.read_text())["nodes"]]
+    d = domain(lab)
+    script = "; ".join(f"ejabberdctl register {u} {d} {PASSWORD} >/dev/null" for u in USERS)
+    script += "; " + "; ".join(f"ejabberdctl add_rosteritem {USERS[0]} {d} {u} {d} {u} friends both"
+                               for u in USERS[1:])
+    ssh(lab, hosts[0], script)
+    time.sleep(3)   # a write followed at once by a kill can be lost (disc log dump)
+    wait_healthy()
+    return hosts, users_on(lab, hosts[0])
+
+
+def can_talk(lab, via_a: str, via_b: str) -> None:
+    """A user logged in through node a messages a user logged in through node b."""
+    assert xmpp.can_login(lab.ip(via_a), jid(lab, USERS[1]), PASSWORD), f"no login via {via_a}"
+    latency = xmpp.send_and_receive((lab.ip(via_a), jid(lab, USERS[1]), PASSWORD),
+                                    (lab.ip(via_b), jid(lab, USERS[2]), PASSWORD), f"via {via_a} to {via_b}")
+    assert latency < 5
+
+
+def test_status_json_reports_each_node_and_the_replica_matrix(cluster):
+    hosts, _ = cluster
+    st = wait_healthy()
+    assert st["partitioned"] is False and st["problems"] == []
+    names = sorted(f"ejabberd@{h}" for h in hosts)
+    for n in st["nodes"]:
+        assert n["reachable"] and n["running"] and n["member"] and n["master"]
+        assert sorted(n["seen_running_by"]) == names and sorted(n["running_db_nodes"]) == names
+        assert n["ejabberd_version"] == "23.01-1" and n["otp_release"] == "25" and n["plugin_version"]
+        assert n["sessions"] == 0
+    assert set(st["tables"]["passwd"]) == set(names)
+    assert set(st["tables"]["passwd"].values()) == {"disc_only_copies"}
+    text = fab("status", "--tables").stdout
+    assert "cluster: healthy" in text and "passwd" in text and "23.01-1 OTP 25 plugin" in text
+
+
+def test_smoke_logs_in_everywhere_and_cleans_up(cluster, lab):
+    hosts, everyone = cluster
+    out = fab("smoke").stdout
+    n = len(hosts)
+    assert f"smoke: PASS ({n} nodes, {n * (n - 1)}/{n * (n - 1)} messages delivered)" in out, out
+    assert out.count("delivered ") == n * (n - 1)
+    assert users_on(lab, hosts[0]) == everyone, "smoke left users behind"
+
+
+def test_any_node_killed_the_others_serve_and_it_rejoins_when_started(cluster, lab):
+    hosts, everyone = cluster
+    for victim in hosts:
+        others = [h for h in hosts if h != victim]
+        ssh(lab, victim, "pkill -9 -u ejabberd -f beam")
+        st = wait_status(lambda rc, st: rc == 1 and not next(
+            n for n in st["nodes"] if n["host"] == victim)["running"], 30, f"{victim} reported down")
+        assert f"ejabberd@{victim}: not running" in st["problems"]
+        for n in st["nodes"]:
+            if n["host"] != victim:
+                assert f"ejabberd@{victim}" not in n["running_db_nodes"]
+        can_talk(lab, others[0], others[-1])
+        assert "smoke: FAIL" in fab("smoke", check=False).stdout   # a node down fails the smoke test
+        start_node(lab, victim)
+        wait_healthy()
+        assert_no_user_lost(lab, hosts, everyone)
+
+
+def test_a_powered_off_host_boots_back_into_the_cluster(cluster, lab):
+    hosts, everyone = cluster
+    victim = hosts[1]
+    fab("lab.poweroff", "--host", victim)
+    st = wait_status(lambda rc, st: rc == 1, 30, "unhealthy")
+    assert f"{victim}: unreachable over SSH" in st["problems"]
+    can_talk(lab, hosts[0], hosts[-1])
+    fab("lab.boot", "--host", victim)   # its init starts ejabberd, as a rebooted server would
+    wait_healthy()
+    assert_no_user_lost(lab, hosts, everyone)
+
+
+def test_a_full_outage_then_start_cluster(cluster, lab):
+    hosts, everyone = cluster
+    for h in reversed(hosts):           # power goes, host after host
+        fab("lab.poweroff", "--host", h)
+    for h in hosts:                     # ...and comes back in another order
+        fab("lab.boot", "--host", h)
+    out = fab("start-cluster", "--wait", "120").stdout
+    assert "cluster: healthy" in out, out
+    assert_no_user_lost(lab, hosts, everyone)
+
+
+def test_stop_cluster_then_a_host_never_comes_back(cluster, lab):
+    hosts, everyone = cluster
+    out = fab("stop-cluster").stdout
+    last = f"ejabberd@{hosts[0]}"
+    assert f"{last} stopped last" in out, out
+    fab("lab.poweroff", "--host", hosts[0])       # the one holding the newest data is lost
+    stuck = fab("start-cluster", "--wait", "15", check=False)
+    assert stuck.returncode == 1
+    assert f"{last}: unreachable over SSH" in stuck.stderr, stuck.stderr
+    assert "waits for tables" in stuck.stderr and f"stopped {last} last" in stuck.stderr
+    assert f"`fab start-cluster --without {hosts[0]}`" in stuck.stderr, stuck.stderr
+    out = fab("start-cluster", "--without", hosts[0], check=False).stdout
+    assert f"nodes run without {last}" in out and f"`fab forget-node --host {hosts[0]}`" in out, out
+    for h in hosts[1:]:
+        assert users_on(lab, h) == everyone
+    can_talk(lab, hosts[1], hosts[-1])
+    fab("lab.boot", "--host", hosts[0])           # it came back after all: it rejoins by itself
+    wait_healthy()
+    assert_no_user_lost(lab, hosts, everyone)
+
+
+def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab):
+    hosts, everyone = cluster
+    winner, loser = hosts[0], hosts[-1]
+    d = domain(lab)
+
+    def sees(host: str, inside: bool = False) -> str:
+        cmd = "ejabberdctl mnesia running_db_nodes"
+        return lab.exec(host, cmd).stdout if inside else ssh(lab, host, cmd).stdout
+
+    fab("lab.partition", "--host", loser)
+    try:
+        for host, other, inside in ((winner, loser, False), (loser, winner, True)):
+            deadline = time.monotonic() + 60   # net_ticktime 15 in the lab
+            while f"ejabberd@{other}" in sees(host, inside):
+                assert time.monotonic() < deadline, f"{host} never noticed the partition"
+                time.sleep(1)
+        ssh(lab, winner, f"ejabberdctl register winnerside {d} pw")
+        lab.exec(loser, f"ejabberdctl register loserside {d} pw")
+    finally:
+        fab("lab.heal-link", "--host", loser)
+    st = wait_status(lambda rc, st: st["partitioned"], 30, "partitioned")
+    assert "PARTITIONED" in fab("status", check=False).stdout
+    refused = fab("heal", check=False)
+    assert refused.returncode == 1 and "name the side whose data is kept" in refused.stderr
+    out = fab("heal", "--winner", winner).stdout
+    assert f"[{loser}] master setting cleared: ok" in out and "cluster: healthy" in out, out
+    backup = out.split(f"[{loser}] Mnesia backup: ")[1].split()[0]
+    st = wait_healthy()
+    assert all(not n["master_nodes"] for n in st["nodes"])
+    assert_no_user_lost(lab, hosts, everyone | {"winnerside"})   # the loser's write is gone...
+    assert ssh(lab, loser, f"grep -c loserside {backup}").stdout.strip() != "0"   # ...kept in its backup
+    ssh(lab, winner, f"ejabberdctl unregister winnerside {d}")
+    assert "nothing to heal" in fab("heal", "--winner", winner).stdout   # idempotent
+
+
+def test_rolling_restart_keeps_every_message_sent_to_a_node_that_is_up(cluster, lab):
+    hosts, everyone = cluster
+    before = {n["host"]: n for n in status()[1]["nodes"]}
+    endpoints = [(lab.ip(h), jid(lab, USERS[i % len(USERS)])) for i, h in enumerate(hosts)]
+    with Traffic(endpoints, PASSWORD) as traffic:
+        time.sleep(2)
+        out = fab("rolling-restart", "--drain", "1", timeout=600).stdout
+        time.sleep(2)
+        traffic.settle()
+    assert "cluster: healthy" in out, out
+    checked, lost = traffic.accounting()
+    assert len(checked) > 20 * len(hosts), f"too little traffic to judge: {len(checked)} messages"
+    assert not lost, f"{len(lost)} of {len(checked)} messages lost, e.g. {lost[:3]}"
+    for e in traffic.endpoints:   # each client was cut off once: when its own node restarted
+        assert len(e.sessions) == 2, f"{e.jid} had {len(e.sessions)} sessions"
+    st = wait_healthy()
+    for n in st["nodes"]:
+        assert n["started_at"] != before[n["host"]]["started_at"], f"{n['host']} was not restarted"
+    assert_no_user_lost(lab, hosts, everyone)
+
+
+def test_restore_asks_first_then_brings_every_node_back_to_the_backup(cluster, lab):
+    hosts, everyone = cluster
+    d = domain(lab)
+    path = fab("backup").stdout.split("Mnesia backup: ")[1].split()[0]
+    ssh(lab, hosts[-1], f"ejabberdctl register latecomer {d} pw; ejabberdctl unregister {USERS[5]} {d}")
+    changed = (everyone - {USERS[5]}) | {"latecomer"}
+    refused = subprocess.run([str(FAB), "restore", "--backup", path], cwd=REPO, input="y\n", text=True,
+                             capture_output=True, env=_env(lab), timeout=120)
+    assert refused.returncode == 1 and "not confirmed" in refused.stdout + refused.stderr
+    assert_no_user_lost(lab, hosts, changed)          # nothing was changed
+    out = fab("restore", "--backup", path, "--yes").stdout
+    assert f"verified: every node reports {len(everyone)} registered users" in out, out
+    assert_no_user_lost(lab, hosts, everyone)
+    roster = ssh(lab, hosts[1], f"ejabberdctl get_roster {USERS[0]} {d}").stdout
+    assert all(f"{u}@{d}" in roster for u in USERS[1:]), roster
+
+
+def _env(lab) -> dict:
+    return {**os.environ, "EASYCLUSTER_LAB": lab.name, "EASYCLUSTER_INVENTORY": str(lab.inventory)}
