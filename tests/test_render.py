@@ -46,9 +46,10 @@ def test_certfiles_turn_on_required_starttls():
     assert "certfiles" not in plain and "starttls_required" not in plain["listen"][0]
 
 
-def test_net_ticktime_reaches_ejabberd_yml_which_ejabberd_applies_over_the_vm_flag():
+def test_net_ticktime_is_set_in_ejabberd_yml_only():
     conf = yaml.safe_load(files(inv())[EJABBERD_YML].content)
     assert conf["net_ticktime"] == 60
+    assert "-kernel net_ticktime" not in files(inv())[EJABBERD_DEFAULT].content
 
 
 def test_without_admins_the_acl_is_an_empty_list():
@@ -65,8 +66,7 @@ def test_default_file_names_the_node_interface_window_and_plugin_path(host, expe
     lines = text.splitlines()
     for line in expected:
         assert line in lines
-    assert ('ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel net_ticktime 60 '
-            '-pa /usr/local/lib/easy_cluster/ebin"') in lines
+    assert 'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -pa /usr/local/lib/easy_cluster/ebin"' in lines
 
 
 def test_cookie_file_is_the_secret_0400_owned_by_ejabberd_and_redacted():
