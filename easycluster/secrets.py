@@ -57,7 +57,7 @@ class Secret:
 def check_cookie(value: str, where: str) -> None:
     if len(value) < MIN_COOKIE_LENGTH:
         raise EasyClusterError(f"{where}: the cookie is shorter than {MIN_COOKIE_LENGTH} characters")
-    if not COOKIE_CHARS.match(value):
+    if not COOKIE_CHARS.fullmatch(value):   # (match's $ would let a trailing newline in)
         raise EasyClusterError(f"{where}: the cookie has characters Erlang rejects "
                                "(use letters, digits, '_', '@', '.', '-')")
 
