@@ -21,23 +21,31 @@ from .rolling import wait_back
 from .status import observe
 
 
-def sides(health: ClusterHealth) -> list[list[str]]:
-    """The groups of running nodes that see each other, largest first (pure)."""
+def sides(health: ClusterHealth, winner: str | None = None) -> list[list[str]]:
+    """The sides of a partition, largest first (pure): the groups of running nodes that see each
+    other; once the link is back and they all do, the winner's side is every node it has no
+    partition with."""
     groups: list[list[str]] = []
-    for n in health.nodes:
-        if not n.running:
-            continue
+    running = [n for n in health.nodes if n.running]
+    for n in running:
         view = sorted(set(n.running_db_nodes) | {n.name})
         if view not in groups:
             groups.append(view)
+    if len(groups) == 1 and winner:
+        split = next((set(n.partitioned_with) for n in running if n.name == winner), set())
+        if split:
+            groups = [sorted(n.name for n in running if n.name not in split),
+                      sorted(n.name for n in running if n.name in split)]
     return sorted(groups, key=lambda g: (-len(g), g))
 
 
 def heal(inv: Inventory, winner: str | None, progress: Progress) -> ClusterHealth:
     with Fleet(inv) as fleet:
         health = observe(inv, fleet)
-        groups = sides(health)
-        described = "; ".join("{" + ", ".join(g) + "}" for g in groups)
+        win = inv.node(winner) if winner else None
+        groups = sides(health, win.name if win else None)
+        described = "; ".join("{" + ", ".join(g) + "}" for g in groups) if len(groups) > 1 else "; ".join(
+            f"{n.name} saw a partition with {', '.join(n.partitioned_with)}" for n in health.nodes if n.partitioned_with)
         if not health.partitioned:
             progress.say("cluster", f"not partitioned ({'healthy' if health.healthy else 'NOT healthy'}): "
                                     "nothing to heal")
@@ -46,13 +54,11 @@ def heal(inv: Inventory, winner: str | None, progress: Progress) -> ClusterHealt
         if winner is None:
             raise EasyClusterError(f"the cluster is partitioned: {described}\n  name the side whose data is kept: "
                                    "`fab heal --winner NODE` (the other side's writes since the split are discarded)")
-        win = inv.node(winner)
         winning = next((g for g in groups if win.name in g), None)
         if winning is None:
             raise EasyClusterError(f"{win.name} is not running: the winner must be a running node ({described})")
         losers = [inv.node(name) for g in groups if g is not winning for name in g]
         by_name = {n.name: n for n in health.nodes}
-        # a node that does not run, or a side of a single node seeing nobody, restarts into the winner's view
         with ClusterLock(fleet, [n.host for n in inv.nodes if by_name.get(n.name) and by_name[n.name].running],
                          f"heal --winner {win.host}"):
             for node in losers:
@@ -62,6 +68,12 @@ def heal(inv: Inventory, winner: str | None, progress: Progress) -> ClusterHealt
                               lambda: nodectl.set_master(h, winning))
                 progress.step(node.host, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
                 progress.step(node.host, "master setting cleared", lambda: nodectl.set_master(h, []))
+            # every node forgets the partition (a restart can itself be reported as one)
+            cleared = fleet.parallel(lambda h: progress.step(h.name, "partition record cleared",
+                                                             lambda: nodectl.partition_clear(h)),
+                                     [inv.node(name).host for name in winning] + [n.host for n in losers])
+            for failure in (r for r in cleared.values() if isinstance(r, Exception)):
+                raise failure
             progress.step(win.host, "every node back in one cluster, every table loaded",
                           lambda: wait_back(inv, fleet, win))
             health = observe(inv, fleet)

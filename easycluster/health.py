@@ -26,6 +26,7 @@ class NodeHealth:
     plugin_version: str | None
     registered_users: int | None = None
     master_nodes: list[str] = field(default_factory=list)      # set by a heal; cleared when it ends
+    partitioned_with: list[str] = field(default_factory=list)  # Mnesia reported a partition with these
     seen_running_by: list[str] = field(default_factory=list)   # running peers whose running_db_nodes hold it
 
     def as_dict(self) -> dict:
@@ -45,8 +46,10 @@ class ClusterHealth:
 
     @property
     def partitioned(self) -> bool:
+        """Running nodes disagree on who runs, or Mnesia reported a partition since (the link may
+        be back and every node see every other, with data that diverged meanwhile)."""
         views = {tuple(sorted(n.running_db_nodes)) for n in self.nodes if n.running}
-        return len(views) > 1
+        return len(views) > 1 or any(n.partitioned_with for n in self.nodes if n.running)
 
     def as_dict(self) -> dict:
         return {"healthy": self.healthy, "partitioned": self.partitioned, "problems": self.problems,
@@ -73,6 +76,7 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
             ejabberd_version=f.ejabberd_version, otp_release=st.get("otp_release") if st else None,
             plugin_version=st.get("plugin_version") if st else None,
             master_nodes=sorted(st.get("master_nodes", [])) if st else [],
+            partitioned_with=sorted(st.get("partitioned_with", [])) if st else [],
             registered_users=st.get("registered_users") if st else None)
         nodes.append(nh)
         if st:
@@ -91,6 +95,9 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
         extra = [n for n in nh.db_nodes if n not in names]
         if extra:
             problems.append(f"{nh.name}: its cluster has nodes outside the inventory: {', '.join(extra)}")
+        if nh.partitioned_with:
+            problems.append(f"{nh.name}: Mnesia reported a partition with {', '.join(nh.partitioned_with)}: "
+                            "their data may differ (`fab heal --winner NODE` keeps one side's)")
         if nh.master_nodes:
             problems.append(f"{nh.name}: loads its tables only from {', '.join(nh.master_nodes)} at its next start "
                             "(master nodes left set: `fab heal` clears them)")

@@ -347,6 +347,11 @@ def set_master(host: Host, nodes: list[str]) -> None:
         raise RemoteError(host.name, "could not set master nodes", r.stdout.strip()[-300:] or f"exit {r.rc}")
 
 
+def partition_clear(host: Host) -> None:
+    """Forget the partitions Mnesia reported on this node (once healed)."""
+    host.run("ejabberdctl easy_cluster_partition_clear", what="clearing the partition record")
+
+
 def restore(host: Host, path: str) -> dict:
     """Refill every disc table, on every replica, from the backup at `path` on this host."""
     r = host.run(f"cd / && ejabberdctl --no-timeout easy_cluster_restore {q(path)}", check=False, timeout=3600,

@@ -15,12 +15,13 @@
 -export([status/0, join_as_master/1, forget/1, set_master/1, restore/1]).
 %% Called over RPC from a hidden node while ejabberd itself still waits for its tables.
 -export([force_load/0]).
+-export([partition_clear/0]).
 -export([cookie/1]).
 
 -include("ejabberd_commands.hrl").
 -include("logger.hrl").
 
--define(PLUGIN_VERSION, <<"1.1.0">>).
+-define(PLUGIN_VERSION, <<"1.2.0">>).
 -define(DEFAULT_WAIT_SECONDS, 600).
 %% A restuple code other than `error` makes ejabberdctl print our JSON as it is (with
 %% `error` it prints an Erlang term), and exit with this status.
@@ -31,11 +32,15 @@
 %% PAUSE_MAX_MS) before copying tables, so a test can kill or cut off a node mid-join.
 -define(PAUSE_FILE, "/run/ejabberd/easy_cluster_join.pause").
 -define(PAUSE_MAX_MS, 60000).
+%% Remembers the partitions Mnesia reported since this node started: once the link is back the
+%% nodes see each other running again, but their data may have diverged until a heal.
+-define(WATCHER, easy_cluster_partitions).
 
 %%%===================================================================
 %%% gen_mod
 %%%===================================================================
 start(_Host, _Opts) ->
+    ensure_partition_watcher(),
     ejabberd_commands:register_commands(?MODULE, commands() ++ cookie_commands()).
 
 stop(Host) ->
@@ -80,6 +85,10 @@ commands() ->
                         module = ?MODULE, function = forget,
                         args_desc = ["Name of the stopped node to forget"],
                         args = [{node, string}], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_partition_clear, tags = [cluster],
+                        desc = "Forget the partitions Mnesia reported (after a heal)",
+                        module = ?MODULE, function = partition_clear,
+                        args = [], result = {res, restuple}},
      #ejabberd_commands{name = easy_cluster_set_master, tags = [cluster],
                         desc = "Load every table from these nodes at the next start (none: clear)",
                         module = ?MODULE, function = set_master,
@@ -112,6 +121,7 @@ status() ->
                 master => is_master(),
                 missing_tables => Missing,
                 tables => Replicas,
+                partitioned_with => partitioned_with(),
                 master_nodes => lists:usort(
                                   lists:append([mnesia:table_info(T, master_nodes)
                                                 || T <- Tables])),
@@ -431,6 +441,45 @@ wait_not_running(Node, Deadline) ->
 %%%===================================================================
 %%% Runbooks: partition heal, start after outage, restore
 %%%===================================================================
+ensure_partition_watcher() ->
+    case whereis(?WATCHER) of
+        undefined -> spawn(fun partition_watcher/0), ok;
+        Pid -> Pid ! subscribe, ok    % mnesia may have restarted (a join): subscribe again
+    end.
+
+partition_watcher() ->
+    try register(?WATCHER, self()) of
+        true ->
+            ?WATCHER = ets:new(?WATCHER, [named_table, protected, set]),
+            _ = mnesia:subscribe(system),
+            partition_watcher_loop()
+    catch error:badarg -> ok    % another one was started first
+    end.
+
+partition_watcher_loop() ->
+    receive
+        {mnesia_system_event, {inconsistent_database, Context, Node}} ->
+            ?WARNING_MSG("easy_cluster: Mnesia reports ~p with ~p: data may differ until "
+                         "`fab heal --winner NODE`", [Context, Node]),
+            ets:insert(?WATCHER, {Node, Context, erlang:system_time(second)});
+        subscribe -> _ = mnesia:subscribe(system);
+        clear -> ets:delete_all_objects(?WATCHER);
+        _ -> ok
+    end,
+    partition_watcher_loop().
+
+partitioned_with() ->
+    try lists:usort([N || {N, _Context, _At} <- ets:tab2list(?WATCHER)])
+    catch error:badarg -> []
+    end.
+
+partition_clear() ->
+    case whereis(?WATCHER) of
+        undefined -> ok;
+        Pid -> Pid ! clear
+    end,
+    {ok, json(#{ok => true})}.
+
 %% Master nodes are kept in the schema: after a restart this node loads its tables from them
 %% only, discarding what it wrote on its side of a partition. Cleared with "none".
 set_master(NodesStr) ->
