@@ -227,6 +227,15 @@ def test_deploy_plan_status_and_a_failed_join_leak_no_cookie(run):
                           input=cookie + "\n", capture_output=True, text=True)
     assert grep.stdout.strip() == HOST_COOKIE
 
+    # the distribution listens on the cluster address only, inside the port window
+    for h in CLUSTER:
+        listening = [line.split()[3] for line in ssh(run.lab, h, "ss -Hltnp").stdout.splitlines()
+                     if '"beam.smp"' in line]
+        dist = [a for a in listening if 4370 <= int(a.rsplit(":", 1)[1]) <= 4379]
+        assert len(dist) == 1 and dist[0].rsplit(":", 1)[0] == run.lab.ip(h), listening
+        others = {int(a.rsplit(":", 1)[1]) for a in listening} - {int(d.rsplit(":", 1)[1]) for d in dist}
+        assert others <= {5222, 5269, 5280}, listening
+
     assert not leaks_in_outputs(run), leaks_in_outputs(run)
     assert not leaks_in_local_files(run)
     assert not leaks_on_hosts(run)
