@@ -118,9 +118,9 @@ def recover_interrupted_join(inv: Inventory, fleet: Fleet, node: Node, f: HostFa
 
 # --------------------------------------------------------------------------- backups
 
-def backup(inv: Inventory, fleet: Fleet, host: str, say) -> str:
+def backup(inv: Inventory, fleet: Fleet, host: str, say, spare: str | None = None) -> str:
     node = inv.node(host)
-    path, size = nodectl.backup(fleet[host], f"{inv.cluster.name}-{node.name}", inv.cluster.backups_keep)
+    path, size = nodectl.backup(fleet[host], f"{inv.cluster.name}-{node.name}", inv.cluster.backups_keep, spare)
     say(host, f"Mnesia backup: {path} ({size / 1e6:.1f} MB; newest {inv.cluster.backups_keep} kept)")
     return path
 

@@ -279,9 +279,10 @@ ec_stop"""), what="draining and stopping", timeout=seconds + STOP_BOUND + 60)
 MNESIA_BACKUP_DIR = "/var/backups/easycluster-mnesia"   # written by the ejabberd VM itself
 
 
-def backup(host: Host, label: str, keep: int) -> tuple[str, int]:
+def backup(host: Host, label: str, keep: int, spare: str | None = None) -> tuple[str, int]:
     """A full Mnesia backup (schema and every table) taken on this running node; the
-    newest `keep` are kept. Returns (path, bytes)."""
+    newest `keep` are kept, and `spare` (a backup about to be restored) whatever its age.
+    Returns (path, bytes)."""
     now = datetime.now(timezone.utc)
     stamp = now.strftime("%Y%m%dT%H%M%S") + f".{now.microsecond // 1000:03d}Z"
     path = f"{MNESIA_BACKUP_DIR}/{label}.{stamp}.backup"
@@ -290,7 +291,7 @@ set -e
 install -d -o ejabberd -g ejabberd -m 700 {MNESIA_BACKUP_DIR}
 cd /
 ejabberdctl --no-timeout backup {q(path)} >/dev/null
-ls -1t {MNESIA_BACKUP_DIR}/*.backup | tail -n +{keep + 1} | xargs -r rm -f
+ls -1t {MNESIA_BACKUP_DIR}/*.backup | grep -vxF {q(spare or "-")} | tail -n +{keep + 1} | xargs -r rm -f
 stat -c %s {q(path)}""", what="taking a Mnesia backup", timeout=3600)
     return path, int(r.stdout.strip().splitlines()[-1])
 

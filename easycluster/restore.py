@@ -42,7 +42,8 @@ def restore(inv: Inventory, path: str, progress: Progress, confirm) -> ClusterHe
                        f"the contents of {path} (on {host})?"):
             raise EasyClusterError("not confirmed: nothing was changed")
         with ClusterLock(fleet, running, "restore"):
-            backup(inv, fleet, host, lambda h, msg: progress.say(h, msg + " (the state before the restore)"))
+            backup(inv, fleet, host, lambda h, msg: progress.say(h, msg + " (the state before the restore)"),
+                   spare=path)   # the rotation must not take the very backup being restored
             answer = progress.step(host, f"restore {path}", lambda: nodectl.restore(fleet[host], path))
             progress.say(host, f"  {len(answer.get('restored', []))} tables restored; "
                                f"{answer.get('registered_users')} registered users")
