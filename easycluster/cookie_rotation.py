@@ -121,6 +121,15 @@ def rotate_cookie(inv: Inventory, new_cookie_file: str | None = None, out: Out =
 
 
 def _rotate(inv: Inventory, fleet: Fleet, new: Secret, progress: Progress) -> None:
+    try:
+        _switch(inv, fleet, new, progress)
+    except BaseException:
+        # a staged copy left behind is one more copy of the secret (a rerun stages it again)
+        fleet.parallel(lambda h: h.run(f"rm -f {STAGING}", check=False, timeout=15))
+        raise
+
+
+def _switch(inv: Inventory, fleet: Fleet, new: Secret, progress: Progress) -> None:
     hosts = list(fleet.hosts)
     names = {n.name for n in inv.nodes}
 

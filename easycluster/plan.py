@@ -111,7 +111,8 @@ def preflight(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> li
                                     "renaming a node holding data is a runbook of its own; fix the inventory"))
         if f.running and f.cookie_sha256 and f.cookie_sha256 != cookie.sha256():
             problems.append(Problem(node.host, "cookie", "the running node has another cookie",
-                                    "change a live cluster's cookie with `fab rotate-cookie`, not deploy"))
+                                    "change a live cluster's cookie with `fab rotate-cookie`, not deploy (rerun it if "
+                                    "one was interrupted: it resumes)"))
         if f.running and _runs_dist_tls(f) != inv.cluster.dist_tls:
             problems.append(Problem(node.host, "distribution", "the running node's distribution is "
                                     f"{'TLS' if _runs_dist_tls(f) else 'plain TCP'}, the inventory wants "

@@ -142,10 +142,16 @@ class Host:
 
     def put_bytes(self, data: bytes, remote_path: str) -> None:
         """Write `data` to `remote_path` over SFTP (mode 0600 from creation on)."""
-        sftp = self._connection().sftp()
-        with sftp.open(remote_path, "wb") as fh:
-            fh.chmod(0o600)
-            fh.write(data)
+        try:
+            sftp = self._connection().sftp()
+            with sftp.open(remote_path, "wb") as fh:
+                fh.chmod(0o600)
+                fh.write(data)
+        except RemoteError:
+            raise
+        except Exception as exc:   # paramiko/socket errors: a host problem, not a traceback
+            raise RemoteError(self.name, f"uploading {remote_path} failed",
+                              f"{type(exc).__name__}: {exc}") from None
 
     def close(self) -> None:
         if self._opened and not self._cut_off:

@@ -325,6 +325,23 @@ def test_rotate_cookie_under_live_clients_and_the_old_cookie_is_shut_out(run):
     assert probe(run, new) == "pong"
 
 
+def test_a_rotation_that_fails_leaves_no_staged_copy_and_a_rerun_finishes_it(run):
+    before = run.cookie()
+    staging = HOST_COOKIE + ".rotate"
+    ssh(run.lab, "lab2", f"mkdir {staging}")        # the upload to lab2 fails
+    failed = run.fab("rotate-cookie", check=False)
+    assert failed.returncode == 1 and "[lab2] stage the new cookie (SFTP) failed" in failed.stderr, failed
+    assert ssh(run.lab, "lab1", f"test -e {staging}", check=False).returncode == 1, "staged copy left on lab1"
+    for h in CLUSTER:
+        assert host_cookie_matches(run, h, before)
+    assert json.loads(run.fab("status", "--json").stdout)["healthy"]
+    pending = Path(f"{run.lab.cookie_file}.new")
+    run.cookies.add(pending.read_text().strip())
+    ssh(run.lab, "lab2", f"rmdir {staging}")
+    again = run.fab("rotate-cookie")
+    assert "resuming the rotation started earlier" in again.stdout and not pending.exists()
+
+
 def test_an_interrupted_rotation_is_finished_by_running_it_again(run):
     before = run.cookie()
     proc = subprocess.Popen([str(FAB), "rotate-cookie", "--inventory", str(run.inventory)], cwd=REPO,
