@@ -70,6 +70,7 @@ async def _exchange(targets: list[tuple[Node, str, str]], password: str, port: i
             report.logins[node.name] = (False, None, str(exc) or type(exc).__name__)
 
     await asyncio.gather(*(login(node, address) for node, address, _ in targets))
+    report.logins = {node.name: report.logins[node.name] for node, _, _ in targets}   # inventory order
     try:
         for sender, _, _ in targets:
             for receiver, _, to_jid in targets:
