@@ -130,3 +130,13 @@ def test_only_a_certificate_of_the_cluster_ca_and_the_cookie_get_in(tlslab):
     # the probe works: with both, it is in
     assert probe(tlslab, cookie, "cluster") == "pong"
     assert "cluster: healthy" in run(tlslab, "status", inventory="two").stdout
+
+
+def test_switching_tls_off_takes_a_full_stop_then_deploy(tlslab):
+    # (the refusal of a rolling switch is checked in the first test)
+    fab("stop-cluster", "--inventory", str(tlslab.tls_inventories["two"]), lab=LAB, timeout=300)
+    out = run(tlslab, "deploy", inventory="plain").stdout
+    assert "cluster: 2 members, 2 masters (healthy)" in out, out
+    assert "-proto_dist" not in ssh(tlslab, "lab1", "ps -eww -o args | grep '[b]eam.smp'").stdout
+    # the same plain-TCP probe that got pang over TLS now gets in
+    assert probe(tlslab, tlslab.cookie_file.read_text().strip(), "tcp") == "pong"
