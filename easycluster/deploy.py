@@ -179,8 +179,9 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
             inv, h, facts[host].cluster_status, replaced.get(host, []), progress))
 
     joins = plan.by_kind(JOIN)
-    if starts or plan.hosts_with(RESTART):
-        # membership of nodes that were down is known only now that they run
+    if plan.hosts_with(RESTART) or any(facts[h].mnesia_schema for h in starts):
+        # membership of nodes that were down is known only now that they run (a node that
+        # started with no Mnesia data of its own is standalone: the plan's joins stand)
         fresh = factmod.gather(fleet, probe_network=False)
         joins, problems = plan_joins(inv, fresh)
         if problems:

@@ -178,9 +178,10 @@ class JoinFailed(RemoteError):
         return self.answer.get("failed_step") in ("ping", "versions", "seed_running")
 
 
-def join_as_master(host: Host, seed: str, on_progress=lambda line: None, interval: float = 0.3) -> dict:
+def join_as_master(host: Host, seed: str, on_progress=lambda line: None, interval: float = 0.1) -> dict:
     """Join through the plugin, running on the host in the background (so a cut SSH
-    link cannot leave the toolkit waiting forever), polled over the open connection.
+    link cannot leave the toolkit waiting forever), polled over the open connection
+    (a poll only reads two small files: cheap enough to ask often).
     A marker stays on the host until the toolkit has verified or rolled back the join."""
     started = host.script(f"""
 install -d -m 700 {STATE_DIR}
