@@ -20,7 +20,6 @@ uses the same one; hosts that already switched accept the same steps again.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from .lock import ClusterLock
 from .membership import without_departed
 from .progress import Out, Progress
 from .remote import Fleet, Host, RemoteError
+from .nodectl import last_json
 from .render import COOKIE_PATH
 from .secrets import Secret, generate_cookie, load_cookie, read_cookie_file
 
@@ -137,15 +137,15 @@ def _switch(inv: Inventory, fleet: Fleet, new: Secret, progress: Progress) -> No
         h.put_bytes(new.reveal().encode(), STAGING)
         h.run(f"chown ejabberd:ejabberd {STAGING} && chmod 400 {STAGING}", what="staging the new cookie")
 
-    _each(fleet, hosts, lambda h: progress.step(h.name, "stage the new cookie (SFTP)", lambda: stage(h)))
+    fleet.each(hosts, lambda h: progress.step(h.name, "stage the new cookie (SFTP)", lambda: stage(h)))
     # All nodes switch their peers' cookie at about the same moment: a link that drops and
     # reconnects in between would meet two different cookies.
-    _each(fleet, hosts, lambda h: progress.step(h.name, "use it towards every peer", lambda: _expect(
+    fleet.each(hosts, lambda h: progress.step(h.name, "use it towards every peer", lambda: _expect(
         cookie_phase(h, "peers"), new, names - {inv.node(h.name).name})))
-    _each(fleet, hosts, lambda h: progress.step(h.name, "make it the node's own and the cookie file's",
+    fleet.each(hosts, lambda h: progress.step(h.name, "make it the node's own and the cookie file's",
                                                 lambda: cookie_phase(h, "self")))
     # a fresh ejabberdctl (new file) answering proves the node and its file agree
-    _each(fleet, hosts, lambda h: progress.step(h.name, "check: the node uses only the new cookie",
+    fleet.each(hosts, lambda h: progress.step(h.name, "check: the node uses only the new cookie",
                                                 lambda: _expect(cookie_phase(h, "check"), new,
                                                                 names - {inv.node(h.name).name}, own=True)))
     final = factmod.gather(fleet, probe_network=False)
@@ -159,7 +159,7 @@ def cookie_phase(h: Host, phase: str) -> dict:
     """The plugin's easy_cluster_cookie PHASE; the cookie itself is read from STAGING."""
     r = h.run(f"cd / && ejabberdctl easy_cluster_cookie {phase}", check=False, timeout=60,
               what=f"easy_cluster_cookie {phase}")
-    answer = _last_json(r.stdout)
+    answer = last_json(r.stdout)
     if r.ok and answer.get("ok"):
         return answer
     raise RemoteError(h.name, f"easy_cluster_cookie {phase} failed",
@@ -177,19 +177,3 @@ def _expect(answer: dict, new: Secret, peers: set[str], own: bool = False) -> di
     return answer
 
 
-def _each(fleet: Fleet, hosts: list[str], func) -> None:
-    results = fleet.parallel(func, hosts)
-    for h in hosts:
-        if isinstance(results[h], Exception):
-            raise results[h]
-
-
-def _last_json(text: str) -> dict:
-    for line in reversed(text.strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets as _random
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from . import facts as factmod
 from . import membership, nodectl
@@ -31,14 +30,6 @@ class DeployResult:
     health: ClusterHealth | None = None
     phases: list[tuple[str, float]] = field(default_factory=list)
     connections: dict[str, int] = field(default_factory=dict)
-
-
-def _each(fleet: Fleet, hosts: list[str], func: Callable[[Host], object]) -> None:
-    """Run func on these hosts at once; after all finish, raise the first failure."""
-    results = fleet.parallel(func, hosts)
-    for h in hosts:
-        if isinstance(results[h], Exception):
-            raise results[h]
 
 
 def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float = 0) -> DeployResult:
@@ -148,7 +139,7 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
     version = inv.cluster.ejabberd_version
     installs = plan.hosts_with(INSTALL)
     if installs:
-        progress.phase("install", lambda: _each(fleet, installs, lambda h: progress.step(
+        progress.phase("install", lambda: fleet.each(installs, lambda h: progress.step(
             h.name, f"install ejabberd {version}", lambda: nodectl.install(h, version))))
 
     configure = sorted(set(plan.hosts_with(WRITE) + plan.hosts_with(PLUGIN)), key=_order(inv))
@@ -161,16 +152,16 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
             replaced[h.name] = progress.step(h.name, f"write {what}", lambda: nodectl.configure(h, files, plugin))
             for _path, backup in replaced[h.name]:
                 progress.say(h.name, f"  previous version kept in {backup}")
-        progress.phase("configure", lambda: _each(fleet, configure, configure_one))
+        progress.phase("configure", lambda: fleet.each(configure, configure_one))
 
     reloads = plan.hosts_with(RELOAD)
     if reloads:
-        progress.phase("reload", lambda: _each(fleet, reloads, lambda h: progress.step(
+        progress.phase("reload", lambda: fleet.each(reloads, lambda h: progress.step(
             h.name, "reload ejabberd.yml", lambda: nodectl.reload_config(h))))
 
     starts = plan.hosts_with(START)
     if starts:
-        progress.phase("start", lambda: _each(fleet, starts, lambda h: progress.step(
+        progress.phase("start", lambda: fleet.each(starts, lambda h: progress.step(
             h.name, "start", lambda: nodectl.start(h, inv.cluster.c2s_port))))
 
     for host in plan.hosts_with(RESTART):   # one at a time: the cluster stays up

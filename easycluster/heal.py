@@ -69,11 +69,8 @@ def heal(inv: Inventory, winner: str | None, progress: Progress) -> ClusterHealt
                 progress.step(node.host, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
                 progress.step(node.host, "master setting cleared", lambda: nodectl.set_master(h, []))
             # every node forgets the partition (a restart can itself be reported as one)
-            cleared = fleet.parallel(lambda h: progress.step(h.name, "partition record cleared",
-                                                             lambda: nodectl.partition_clear(h)),
-                                     [inv.node(name).host for name in winning] + [n.host for n in losers])
-            for failure in (r for r in cleared.values() if isinstance(r, Exception)):
-                raise failure
+            fleet.each([inv.node(name).host for name in winning] + [n.host for n in losers],
+                       lambda h: progress.step(h.name, "partition record cleared", lambda: nodectl.partition_clear(h)))
             progress.step(win.host, "every node back in one cluster, every table loaded",
                           lambda: wait_back(inv, fleet, win))
             health = observe(inv, fleet)

@@ -211,7 +211,7 @@ echo $!""", what=f"starting join_as_master {seed}")
             break
         if time.monotonic() > deadline:
             raise JoinFailed(host.name, f"the join did not finish within {JOIN_BOUND}s")
-    answer = _last_json(out)
+    answer = last_json(out)
     if answer.get("ok"):
         return answer
     if answer:
@@ -221,7 +221,8 @@ echo $!""", what=f"starting join_as_master {seed}")
     raise JoinFailed(host.name, detail, answer)
 
 
-def _last_json(text: str) -> dict:
+def last_json(text: str) -> dict:
+    """The last line of `text` that is a JSON object (ejabberdctl may print more before it)."""
     for line in reversed(text.strip().splitlines()):
         try:
             value = json.loads(line)
@@ -244,7 +245,7 @@ def forget(host: Host, node_name: str) -> dict:
     """On a running member: remove a stopped node from the schema (plugin)."""
     r = host.run(f"ejabberdctl --no-timeout easy_cluster_forget {q(node_name)}", check=False,
                  timeout=180, what=f"forgetting {node_name}")
-    answer = _last_json(r.stdout)
+    answer = last_json(r.stdout)
     if r.ok and answer.get("ok"):
         return answer
     raise RemoteError(host.name, f"could not remove {node_name} from the schema",
@@ -334,7 +335,7 @@ def node_call(host: Host, node_name: str, function: str, timeout: float = 120) -
     inner = f". /etc/default/ejabberd; exec erl {flag} easycluster$$ -hidden -noinput $ERL_OPTIONS -eval {q(expr)}"
     r = host.run(f"cd / && su ejabberd -s /bin/sh -c {q(inner)}", check=False, timeout=timeout + 30,
                  what=f"calling easy_cluster:{function} on {node_name}")
-    answer = _last_json(r.stdout)
+    answer = last_json(r.stdout)
     if not answer.get("ok"):
         raise RemoteError(host.name, f"easy_cluster:{function} failed",
                           str(answer.get("reason") or answer.get("failed") or r.stdout.strip()[-300:] or f"exit {r.rc}"))
@@ -345,7 +346,7 @@ def set_master(host: Host, nodes: list[str]) -> None:
     """Make this node load its tables from `nodes` at its next start ([] clears it)."""
     arg = ",".join(nodes) if nodes else "none"
     r = host.run(f"ejabberdctl easy_cluster_set_master {q(arg)}", check=False, what="setting master nodes")
-    if not (r.ok and _last_json(r.stdout).get("ok")):
+    if not (r.ok and last_json(r.stdout).get("ok")):
         raise RemoteError(host.name, "could not set master nodes", r.stdout.strip()[-300:] or f"exit {r.rc}")
 
 
@@ -358,7 +359,7 @@ def restore(host: Host, path: str) -> dict:
     """Refill every disc table, on every replica, from the backup at `path` on this host."""
     r = host.run(f"cd / && ejabberdctl --no-timeout easy_cluster_restore {q(path)}", check=False, timeout=3600,
                  what=f"restoring {path}")
-    answer = _last_json(r.stdout)
+    answer = last_json(r.stdout)
     if not (r.ok and answer.get("ok")):
         raise RemoteError(host.name, f"restore of {path} failed",
                           str(answer.get("reason") or r.stdout.strip()[-300:] or f"exit {r.rc}"))

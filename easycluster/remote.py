@@ -190,6 +190,13 @@ class Fleet:
             out[h] = exc if exc is not None else f.result()
         return out
 
+    def each(self, hosts: list[str], func: Callable[[Host], object]) -> None:
+        """Run func on these hosts at once; after all finish, raise the first failure."""
+        results = self.parallel(func, hosts)
+        for h in hosts:
+            if isinstance(results[h], Exception):
+                raise results[h]
+
     def connections_opened(self) -> dict[str, int]:
         return {h: host.connections for h, host in self.hosts.items()}
 
