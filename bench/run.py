@@ -1,0 +1,311 @@
+"""`make bench`: easycluster against the bare manual runbook, on a lab of its own.
+
+Every trial starts from the same state: hosts with the ejabberd package installed and
+nothing else (the state right after `apt-get install`, saved once and put back before each
+trial). Measured, each REPS times, medians reported:
+  1. baseline: the manual runbook for 3 nodes over plain ssh, one host after another
+     (write config and cookie, start, wait until started; then `ejabberdctl join_cluster`);
+  2. `fab deploy` of the same 3 nodes;  3. `fab deploy` of 5 nodes;  4. a no-op `fab deploy`;
+  5. `fab add-master` of a 4th node into a cluster holding USERS users and USERS roster
+     items, against the manual way (config, start, `ejabberdctl join_cluster`) into the same;
+  6. SSH connections per host in one `fab deploy`, counted in each host's sshd log.
+Results: printed, and written into docs/performance.md between its BENCH markers.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from easycluster.inventory import load_inventory  # noqa: E402
+from easycluster.lab import Lab  # noqa: E402
+from easycluster.nodectl import install  # noqa: E402
+from easycluster.remote import Fleet  # noqa: E402
+from easycluster.render import managed_files  # noqa: E402
+from easycluster.secrets import load_cookie  # noqa: E402
+
+LAB = os.environ.get("BENCH_LAB", "bench")
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+USERS = int(os.environ.get("BENCH_USERS", "100000"))
+FAB = Path(sys.executable).parent / "fab"
+DOC = REPO / "docs" / "performance.md"
+PRISTINE = "/root/easycluster-bench-pristine.tgz"
+HOSTS = [f"lab{i}" for i in range(1, 6)]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.lab = Lab(LAB)
+        self.tmp = Path(tempfile.mkdtemp(prefix="easycluster-bench-"))
+        self.results: dict[str, list[float]] = {}
+        self.notes: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- lab and state
+    def inventory(self, hosts: list[str]) -> Path:
+        data = yaml.safe_load(self.lab.inventory.read_text())
+        data["nodes"] = [{"host": h} for h in hosts]
+        path = self.tmp / f"inv-{len(hosts)}-{hosts[-1]}.yml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    def ssh(self, host: str, command: str, check: bool = True, stdin: str | None = None) -> str:
+        """A new ssh connection per call, as an operator typing commands makes."""
+        proc = subprocess.run(["ssh", "-F", str(self.lab.ssh_config), host, command], input=stdin,
+                              capture_output=True, text=True, timeout=3600)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"ssh {host} {command[:80]!r}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+        return proc.stdout
+
+    def parallel(self, func, hosts: list[str]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            list(pool.map(func, hosts))
+
+    def setup(self) -> None:
+        log(f"lab {LAB!r}: {len(HOSTS)} hosts, ejabberd installed, state saved")
+        self.lab.up(len(HOSTS), fresh=True)
+        inv = load_inventory(self.inventory(HOSTS))
+        load_cookie(inv.cluster, create=True)
+        with Fleet(inv) as fleet:
+            results = fleet.parallel(lambda h: install(h, inv.cluster.ejabberd_version))
+        for h, r in results.items():
+            if isinstance(r, Exception):
+                raise r
+        self.parallel(lambda h: self.ssh(h, f"tar czf {PRISTINE} /etc/ejabberd /etc/default/ejabberd "
+                                            "/var/lib/ejabberd 2>/dev/null"), HOSTS)
+
+    def reset(self, hosts: list[str]) -> None:
+        """Back to 'package installed, never configured or started'."""
+        script = (f"pkill -9 -u ejabberd 2>/dev/null; sleep 0.3; rm -rf /var/lib/ejabberd /var/lib/easycluster "
+                  "/usr/local/lib/easy_cluster /var/backups/easycluster /var/backups/easycluster-mnesia "
+                  "/run/ejabberd /var/log/ejabberd/* /root/.easycluster-*; "
+                  f"tar xzf {PRISTINE} -C /")
+        self.parallel(lambda h: self.ssh(h, script), hosts)
+
+    # ---------------------------------------------------------------- the manual runbook
+    def manual_files(self, hosts: list[str]) -> dict[str, Path]:
+        """The files an operator would write: the toolkit's own, minus its plugin (bare ejabberd)."""
+        inv = load_inventory(self.inventory(hosts))
+        cookie = load_cookie(inv.cluster)
+        out = {}
+        for node in inv.nodes:
+            d = self.tmp / f"manual-{node.host}"
+            d.mkdir(exist_ok=True)
+            for mf in managed_files(inv, node, self.lab.ip(node.host), cookie):
+                data = mf.data().decode()
+                if mf.path.endswith("ejabberd.yml"):
+                    data = re.sub(r"\n  # easycluster's own module.*\n  easy_cluster: \{\}\n", "\n", data)
+                (d / mf.path.rsplit("/", 1)[-1]).write_text(data)
+                os.chmod(d / mf.path.rsplit("/", 1)[-1], 0o600)
+            out[node.host] = d
+        return out
+
+    def manual_node(self, host: str, staged: Path) -> None:
+        subprocess.run(["scp", "-q", "-F", str(self.lab.ssh_config), str(staged / "ejabberd"),
+                        str(staged / "ejabberd.yml"), str(staged / ".erlang.cookie"), f"{host}:/root/"],
+                       check=True, timeout=60)
+        self.ssh(host, "install -m 644 /root/ejabberd /etc/default/ejabberd && "
+                       "install -m 600 -o ejabberd -g ejabberd /root/ejabberd.yml /etc/ejabberd/ejabberd.yml && "
+                       "install -m 400 -o ejabberd -g ejabberd /root/.erlang.cookie /var/lib/ejabberd/.erlang.cookie && "
+                       "rm /root/ejabberd /root/ejabberd.yml /root/.erlang.cookie && "
+                       "install -d -o ejabberd -g ejabberd /run/ejabberd && cd / && "
+                       "su ejabberd -s /bin/sh -c 'ejabberdctl start' && "
+                       "until ejabberdctl status >/dev/null 2>&1; do sleep 0.5; done")
+
+    def manual_join(self, host: str, seed: str = "lab1") -> None:
+        self.ssh(host, f"ejabberdctl --no-timeout join_cluster ejabberd@{seed}")
+
+    def manual_deploy(self, hosts: list[str]) -> float:
+        staged = self.manual_files(hosts)
+        t0 = time.monotonic()
+        for h in hosts:
+            self.manual_node(h, staged[h])
+        for h in hosts[1:]:
+            self.manual_join(h)
+        took = time.monotonic() - t0
+        running = self.ssh(hosts[0], "ejabberdctl mnesia running_db_nodes")
+        assert all(f"ejabberd@{h}" in running for h in hosts), running
+        return took
+
+    # ---------------------------------------------------------------- the toolkit
+    def fab(self, *args: str) -> tuple[float, str]:
+        env = {**os.environ, "EASYCLUSTER_LAB": LAB}
+        t0 = time.monotonic()
+        proc = subprocess.run([str(FAB), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+        took = time.monotonic() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"fab {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+        return took, proc.stdout
+
+    def record(self, key: str, seconds: float) -> None:
+        self.results.setdefault(key, []).append(seconds)
+        log(f"{key}: {seconds:.2f}s")
+
+    def phases(self, key: str, output: str) -> None:
+        line = next((ln for ln in output.splitlines() if ln.startswith("time: ")), "")
+        self.notes[key] = line[len("time: "):]
+
+    def accepted(self, hosts: list[str]) -> dict[str, int]:
+        return {h: (self.lab.host_dir(h) / "console.log").read_text(errors="replace").count("Accepted publickey")
+                for h in hosts}
+
+    # ---------------------------------------------------------------- the data set
+    def load_data(self, host: str, domain: str) -> None:
+        """USERS users and USERS roster items (user i has user i+1), written straight into
+        Mnesia from inside the node (registering them one by one would take hours). Passwords
+        are stored SCRAM'ed as ejabberd.yml wants them (one salt for all, computed once): plain
+        ones would make the next node start transform the whole table (~14 ms a user)."""
+        expr = (f"D = <<\"{domain}\">>, N = {USERS}, "
+                "U = fun(I) -> <<\"bench\", (integer_to_binary(I))/binary>> end, "
+                "F = fun() -> P = ejabberd_auth:password_to_scram(D, <<\"pw\">>), lists:foreach(fun(I) -> "
+                "mnesia:dirty_write({passwd, {U(I), D}, P}), "
+                "C = {U(I rem N + 1), D, <<>>}, "
+                "mnesia:dirty_write({roster, {U(I), D, C}, {U(I), D}, C, <<>>, both, none, [<<\"bench\">>], <<>>, []}) "
+                "end, lists:seq(1, N)) end, "
+                f"io:format(\"~p~n\", [rpc:call('ejabberd@{host}', erlang, apply, [F, []], infinity)]), halt().")
+        inner = f". /etc/default/ejabberd; exec erl -sname benchload$$ -hidden -noinput $ERL_OPTIONS -eval {shlex.quote(expr)}"
+        out = self.ssh(host, f"cd / && su ejabberd -s /bin/sh -c {shlex.quote(inner)}")
+        assert out.strip() == "ok", out
+        # the writes went to every replica; give the disc_only tables' logs a moment to settle
+        count = self.ssh(host, f"ejabberdctl registered_users {domain} | wc -l").strip()
+        log(f"loaded {count} users and {USERS} roster items")
+
+    def forget(self, seed: str, host: str) -> None:
+        self.ssh(host, "pkill -9 -u ejabberd 2>/dev/null; true")
+        self.ssh(seed, f"ejabberdctl --no-timeout easy_cluster_forget ejabberd@{host}")
+        self.reset([host])
+
+    # ---------------------------------------------------------------- the run
+    def run(self) -> None:
+        self.setup()
+        three, five = HOSTS[:3], HOSTS
+        inv3, inv5 = self.inventory(three), self.inventory(five)
+        for i in range(REPS):
+            log(f"round {i + 1}/{REPS}")
+            self.reset(HOSTS)   # every host: a node left running would reach for the new cluster
+            self.record("baseline 3 nodes", self.manual_deploy(three))
+            self.reset(HOSTS)
+            before = self.accepted(three)
+            took, out = self.fab("deploy", "--inventory", str(inv3))
+            self.record("deploy 3 nodes", took)
+            self.phases("deploy 3 nodes", out)
+            after = self.accepted(three)
+            self.notes["ssh connections per host"] = ", ".join(f"{h}: {after[h] - before[h]}" for h in three)
+            self.record("ssh connections (max per host)", max(after[h] - before[h] for h in three))
+            took, out = self.fab("deploy", "--inventory", str(inv3))
+            assert "no changes" in out, out
+            self.record("no-op deploy 3 nodes", took)
+            self.reset(HOSTS)
+            took, out = self.fab("deploy", "--inventory", str(inv5))
+            self.record("deploy 5 nodes", took)
+            self.phases("deploy 5 nodes", out)
+        self.big_join()
+
+    def big_join(self) -> None:
+        three, fourth = HOSTS[:3], HOSTS[3]
+        inv3, inv4 = self.inventory(three), self.inventory(three + [fourth])
+        domain = load_inventory(inv3).cluster.domains[0]
+        self.reset(HOSTS)
+        self.fab("deploy", "--inventory", str(inv3))
+        log(f"loading {USERS} users and {USERS} roster items")
+        self.load_data("lab1", domain)
+        staged = self.manual_files(three + [fourth])
+        for i in range(REPS):
+            log(f"join round {i + 1}/{REPS}")
+            took, out = self.fab("add-master", "--host", fourth, "--inventory", str(inv4))
+            self.record(f"add-master, {USERS} users", took)
+            self.phases(f"add-master, {USERS} users", out)
+            self.notes["add-master tables"] = "; ".join(
+                ln.split("] ", 1)[1].strip() for ln in out.splitlines() if "  copied " in ln)
+            self.notes["add-master join steps (in the plugin)"] = next(
+                (ln.split("] ", 1)[1].strip() for ln in out.splitlines() if "ping " in ln and "ms, " in ln), "")
+            self.forget("lab1", fourth)
+            t0 = time.monotonic()
+            self.manual_node(fourth, staged[fourth])
+            t1 = time.monotonic()
+            self.manual_join(fourth)
+            t2 = time.monotonic()
+            self.record(f"manual join_cluster, {USERS} users", t2 - t0)
+            self.record(f"  of which join_cluster alone, {USERS} users", t2 - t1)
+            assert self.ssh(fourth, f"ejabberdctl registered_users {domain} | wc -l").strip() == str(USERS)
+            self.forget("lab1", fourth)
+
+    # ---------------------------------------------------------------- report
+    def report(self) -> str:
+        med = {k: statistics.median(v) for k, v in self.results.items()}
+        base, d3, d5 = med["baseline 3 nodes"], med["deploy 3 nodes"], med["deploy 5 nodes"]
+        noop = med["no-op deploy 3 nodes"]
+        am, mj = med[f"add-master, {USERS} users"], med[f"manual join_cluster, {USERS} users"]
+        conns = med["ssh connections (max per host)"]
+        rows = [(k, " ".join(f"{x:.2f}" for x in v), f"{med[k]:.2f}") for k, v in self.results.items()]
+        targets = [
+            ("3-node deploy / bare sequential runbook", f"{d3 / base:.2f}", "<= 0.8", d3 / base <= 0.8),
+            ("no-op deploy, 3 nodes (s)", f"{noop:.2f}", "<= 3", noop <= 3),
+            ("5-node deploy / 3-node deploy", f"{d5 / d3:.2f}", "<= 1.6", d5 / d3 <= 1.6),
+            (f"add-master / manual join_cluster ({USERS} users)", f"{am / mj:.2f}", "<= 1.1", am / mj <= 1.1),
+            ("SSH connections per host per run", f"{conns:.0f}", "== 1", conns == 1),
+        ]
+        records = 2 * USERS
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), platform.processor())
+        out = [f"Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `make bench` on "
+               f"{os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+               f"{platform.system()} {platform.release()}; lab hosts are network namespaces on that machine; "
+               f"{REPS} repetitions, medians.", "",
+               "| target | measured | wanted | |", "|---|---|---|---|"]
+        out += [f"| {name} | {value} | {want} | {'met' if ok else 'MISSED'} |" for name, value, want, ok in targets]
+        out += ["", f"Data volume of the join: {records} records ({USERS} users + {USERS} roster items): "
+                f"{records / am:,.0f} records/s through `fab add-master` (whole command), "
+                f"{records / med[f'  of which join_cluster alone, {USERS} users']:,.0f} records/s through "
+                "`ejabberdctl join_cluster` alone.", "",
+                "| measurement | runs (s) | median (s) |", "|---|---|---|"]
+        out += [f"| {k.strip()} | {runs} | {m} |" for k, runs, m in rows]
+        out += ["", "Where the time goes (the toolkit's own phase timings, last run):", ""]
+        out += [f"- {k}: {v}" for k, v in self.notes.items()]
+        return "\n".join(out)
+
+    def write(self, text: str) -> None:
+        doc = DOC.read_text() if DOC.exists() else "# Performance\n\n<!-- BENCH START -->\n<!-- BENCH END -->\n"
+        start, end = "<!-- BENCH START -->", "<!-- BENCH END -->"
+        head, _, rest = doc.partition(start)
+        _, _, tail = rest.partition(end)
+        DOC.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+        log(f"written to {DOC}")
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("make bench needs root (it runs a lab)", file=sys.stderr)
+        return 1
+    bench = Bench()
+    try:
+        bench.run()
+        text = bench.report()
+        print(text)
+        bench.write(text)
+    finally:
+        if not os.environ.get("BENCH_KEEP_LAB"):
+            bench.lab.down(purge=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
