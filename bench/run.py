@@ -113,6 +113,9 @@ class Bench:
                 data = mf.data().decode()
                 if mf.path.endswith("ejabberd.yml"):
                     data = re.sub(r"\n  # easycluster's own module.*\n  easy_cluster: \{\}\n", "\n", data)
+                if mf.path == "/etc/default/ejabberd":   # the interface the documented way
+                    data = re.sub(r" -kernel inet_dist_use_interface \{(\d+),(\d+),(\d+),(\d+)\}", "", data)
+                    data += f"INET_DIST_INTERFACE={self.lab.ip(node.host)}\n"
                 (d / mf.path.rsplit("/", 1)[-1]).write_text(data)
                 os.chmod(d / mf.path.rsplit("/", 1)[-1], 0o600)
             out[node.host] = d

@@ -271,10 +271,12 @@ fi"""), what="stopping and wiping the node", timeout=STOP_BOUND + 120)
 
 
 def drain_and_stop(host: Host, seconds: int) -> None:
-    """Tell connected users, close listeners, stop (ejabberd's stop_kindly), wait for the VM."""
-    message = "This server is leaving the cluster; please reconnect."
+    """Close the listeners and every client session (the plugin; clients reconnect to other
+    nodes, messages queued for them are routed on, not lost), then stop and wait for the VM.
+    ejabberd's own stop_kindly keeps the sessions until the stop itself, which drops what is
+    in flight to them."""
     host.script(_script(f"""
-ejabberdctl stop_kindly {int(seconds)} {q(message)} >/dev/null 2>&1 || true
+ejabberdctl easy_cluster_drain {int(seconds)} >/dev/null 2>&1 || true
 ec_stop"""), what="draining and stopping", timeout=seconds + STOP_BOUND + 60)
 
 

@@ -12,7 +12,7 @@
 -behaviour(gen_mod).
 
 -export([start/2, stop/1, reload/3, depends/2, mod_options/1, mod_opt_type/1, mod_doc/0]).
--export([status/0, join_as_master/1, forget/1, set_master/1, restore/1]).
+-export([status/0, join_as_master/1, forget/1, set_master/1, restore/1, drain/1]).
 %% Called over RPC from a hidden node while ejabberd itself still waits for its tables.
 -export([force_load/0]).
 -export([partition_clear/0]).
@@ -21,7 +21,7 @@
 -include("ejabberd_commands.hrl").
 -include("logger.hrl").
 
--define(PLUGIN_VERSION, <<"1.2.0">>).
+-define(PLUGIN_VERSION, <<"1.3.0">>).
 -define(DEFAULT_WAIT_SECONDS, 600).
 %% A restuple code other than `error` makes ejabberdctl print our JSON as it is (with
 %% `error` it prints an Erlang term), and exit with this status.
@@ -85,6 +85,11 @@ commands() ->
                         module = ?MODULE, function = forget,
                         args_desc = ["Name of the stopped node to forget"],
                         args = [{node, string}], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_drain, tags = [cluster],
+                        desc = "Close the listeners and every client session here, before a stop",
+                        module = ?MODULE, function = drain,
+                        args_desc = ["Seconds to wait at most for the sessions to end"],
+                        args = [{seconds, integer}], result = {res, restuple}},
      #ejabberd_commands{name = easy_cluster_partition_clear, tags = [cluster],
                         desc = "Forget the partitions Mnesia reported (after a heal)",
                         module = ?MODULE, function = partition_clear,
@@ -441,6 +446,27 @@ wait_not_running(Node, Deadline) ->
 %%%===================================================================
 %%% Runbooks: partition heal, start after outage, restore
 %%%===================================================================
+%% Before a node stops: no new client connections here, then every local session closed the
+%% orderly way (a closing session hands the messages queued for it back to the router, so they
+%% reach the user's other session or offline storage instead of dying with the node), and wait
+%% until none is left. Clients reconnect to the other nodes meanwhile.
+drain(Seconds) ->
+    ok = ejabberd_listener:stop_listeners(),
+    Pids = [Pid || {_, Pid} <- [element(2, S) || S <- ejabberd_sm:dirty_get_my_sessions_list()]],
+    lists:foreach(fun(Pid) -> ejabberd_c2s:close(Pid) end, Pids),
+    Left = wait_sessions_gone(erlang:monotonic_time(millisecond) + Seconds * 1000),
+    {ok, json(#{ok => true, closed => length(Pids), left => Left})}.
+
+wait_sessions_gone(Deadline) ->
+    case length(ejabberd_sm:dirty_get_my_sessions_list()) of
+        0 -> 0;
+        N ->
+            case erlang:monotonic_time(millisecond) < Deadline of
+                true -> timer:sleep(100), wait_sessions_gone(Deadline);
+                false -> N
+            end
+    end.
+
 ensure_partition_watcher() ->
     case whereis(?WATCHER) of
         undefined -> spawn(fun partition_watcher/0), ok;
