@@ -15,13 +15,13 @@
 -export([status/0, join_as_master/1, forget/1, set_master/1, restore/1, drain/1]).
 %% Called over RPC from a hidden node while ejabberd itself still waits for its tables.
 -export([force_load/0]).
--export([partition_clear/0]).
+-export([partition_clear/0, partition_forget/1]).
 -export([cookie/1]).
 
 -include("ejabberd_commands.hrl").
 -include("logger.hrl").
 
--define(PLUGIN_VERSION, <<"1.3.0">>).
+-define(PLUGIN_VERSION, <<"1.3.1">>).
 -define(DEFAULT_WAIT_SECONDS, 600).
 %% A restuple code other than `error` makes ejabberdctl print our JSON as it is (with
 %% `error` it prints an Erlang term), and exit with this status.
@@ -200,6 +200,7 @@ join_as_master(SeedStr) ->
 
 run_steps(Seed, [], Done, _Undo) ->
     ?INFO_MSG("easy_cluster: joined ~p as a master", [Seed]),
+    forget_partitions_everywhere(node()),
     {ok, json(#{ok => true, seed => Seed, steps => lists:reverse(Done)})};
 run_steps(Seed, [{Name, Fun, UndoAction} | Rest], Done, Undo) ->
     T0 = erlang:monotonic_time(millisecond),
@@ -418,7 +419,7 @@ forget(NodeStr) ->
                     pang ->
                         case wait_not_running(Node, erlang:monotonic_time(millisecond) + 30000) of
                             ok -> case atomic(mnesia:del_table_copy(schema, Node)) of
-                                      ok -> {ok, forgotten};
+                                      ok -> forget_partitions_everywhere(Node), {ok, forgotten};
                                       Err -> Err
                                   end;
                             Err -> Err
@@ -490,14 +491,29 @@ partition_watcher_loop() ->
             ets:insert(?WATCHER, {Node, Context, erlang:system_time(second)});
         subscribe -> _ = mnesia:subscribe(system);
         clear -> ets:delete_all_objects(?WATCHER);
+        {forget, Node} -> ets:delete(?WATCHER, Node);
         _ -> ok
     end,
     partition_watcher_loop().
 
+%% Only members count: a node since forgotten or removed is no partition of this cluster.
 partitioned_with() ->
-    try lists:usort([N || {N, _Context, _At} <- ets:tab2list(?WATCHER)])
+    Members = mnesia:system_info(db_nodes),
+    try lists:usort([N || {N, _Context, _At} <- ets:tab2list(?WATCHER), lists:member(N, Members)])
     catch error:badarg -> []
     end.
+
+%% A node that joins afresh (wiped, then join_as_master) or is forgotten starts a new history:
+%% what Mnesia reported about its old incarnation no longer applies. Called on every member.
+partition_forget(Node) ->
+    case whereis(?WATCHER) of
+        undefined -> ok;
+        Pid -> Pid ! {forget, Node}, ok
+    end.
+
+forget_partitions_everywhere(Node) ->
+    _ = rpc:multicall(mnesia:system_info(running_db_nodes), ?MODULE, partition_forget, [Node], 5000),
+    ok.
 
 partition_clear() ->
     case whereis(?WATCHER) of
