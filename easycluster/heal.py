@@ -71,10 +71,9 @@ def heal(inv: Inventory, winner: str | None, progress: Progress) -> ClusterHealt
             # every node forgets the partition (a restart can itself be reported as one)
             fleet.each([inv.node(name).host for name in winning] + [n.host for n in losers],
                        lambda h: progress.step(h.name, "partition record cleared", lambda: nodectl.partition_clear(h)))
-            progress.step(win.host, "every node back in one cluster, every table loaded",
-                          lambda: wait_back(inv, fleet, win))
-            health = observe(inv, fleet)
-            _clear_masters(inv, fleet, health, progress)
+            # healthy includes: no master setting left anywhere
+            health = progress.step(win.host, "every node back in one cluster, every table loaded",
+                                   lambda: wait_back(inv, fleet, win))
         return health
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 
 from . import facts as factmod
@@ -23,7 +22,7 @@ from .lock import ClusterLock
 from .membership import without_departed
 from .progress import Progress
 from .remote import Fleet, q
-from .status import observe, wait_for
+from .status import wait_for
 
 STOP_ORDER = "/var/lib/easycluster/stop-order"   # JSON {"order": [node names], "when": ...}
 
@@ -78,16 +77,15 @@ def start_cluster(inv: Inventory, progress: Progress, wait: float = 120,
         failed = {h: r for h, r in results.items() if isinstance(r, Exception)}
         if lost:
             _force_load(inv, fleet, survivors, facts, progress)
-        watched = replace(effective, nodes=tuple(n for n in survivors if n not in dead and n.host not in failed))
-        try:
+        watched = {n.name for n in survivors if n not in dead and n.host not in failed}
+        try:   # the whole inventory is observed: the health returned shows the lost nodes too
             health = progress.phase("wait", lambda: wait_for(
-                watched, fleet, lambda h: all(n.running and n.master for n in h.nodes)
+                inv, fleet, lambda h: all(n.running and n.master for n in h.nodes if n.name in watched)
                 and not h.partitioned, wait, "all back"))
         except EasyClusterError:
             raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait)) from None
         if dead or failed:
             raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait))
-        health = observe(inv, fleet)
         # the record served this start; a later outage must not be read in its light
         fleet.parallel(lambda h: h.run(f"rm -f {STOP_ORDER}", check=False, timeout=15),
                        [n.host for n in survivors if n not in dead])

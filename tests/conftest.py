@@ -3,6 +3,7 @@ brought up fresh once and torn down at the end; pure-logic tests need nothing.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -77,3 +78,19 @@ def scratch_lab(request):
     the_lab.down(purge=True)
     yield the_lab
     the_lab.down(purge=True)
+
+
+@contextlib.contextmanager
+def own_lab(name: str, hosts: int):
+    """A fresh lab of a test module's own (not the session's), gone afterwards unless
+    EASYCLUSTER_KEEP_LAB is set."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    the_lab = Lab(name)
+    the_lab.down(purge=True)
+    the_lab.up(hosts, fresh=True)
+    try:
+        yield the_lab
+    finally:
+        if not os.environ.get("EASYCLUSTER_KEEP_LAB"):
+            the_lab.down(purge=True)

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from easycluster import xmpp
-from conftest import FAB, REPO, fab, ssh
+from conftest import FAB, REPO, fab, own_lab, ssh
 from easycluster.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -90,26 +90,20 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    lab = Lab(LAB)
-    lab.down(purge=True)
-    lab.up(len(HOSTS), fresh=True)
-    tmp = tmp_path_factory.mktemp("sec")
-    data = yaml.safe_load(lab.inventory.read_text())
-    data["nodes"] = [n for n in data["nodes"] if n["host"] in CLUSTER]
-    inventory = tmp / "cluster.yml"
-    inventory.write_text(yaml.safe_dump(data))
-    ps = PsCapture(lab, HOSTS, tmp)
-    state = Run(lab, inventory)
-    state.ps = ps
-    state.tmp = tmp
-    try:
-        yield state
-    finally:
-        ps.stop()
-        if not os.environ.get("EASYCLUSTER_KEEP_LAB"):
-            lab.down(purge=True)
+    with own_lab(LAB, len(HOSTS)) as lab:
+        tmp = tmp_path_factory.mktemp("sec")
+        data = yaml.safe_load(lab.inventory.read_text())
+        data["nodes"] = [n for n in data["nodes"] if n["host"] in CLUSTER]
+        inventory = tmp / "cluster.yml"
+        inventory.write_text(yaml.safe_dump(data))
+        ps = PsCapture(lab, HOSTS, tmp)
+        state = Run(lab, inventory)
+        state.ps = ps
+        state.tmp = tmp
+        try:
+            yield state
+        finally:
+            ps.stop()
 
 
 def domain() -> str:

@@ -5,7 +5,6 @@ the right cookie gets in.
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import uuid
@@ -15,10 +14,9 @@ import pytest
 import yaml
 from cryptography import x509
 
-from conftest import fab, ssh
+from conftest import fab, own_lab, ssh
 from easycluster import tls
 from easycluster.inventory import Node
-from easycluster.lab import Lab
 from easycluster.secrets import generate_cookie
 
 pytestmark = pytest.mark.lab
@@ -28,12 +26,12 @@ LAB = "tls"
 
 @pytest.fixture(scope="module")
 def tlslab(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    lab = Lab(LAB)
-    lab.down(purge=True)
-    lab.up(3, fresh=True)
-    tmp = tmp_path_factory.mktemp("tls")
+    with own_lab(LAB, 3) as lab:
+        yield _tls_inventories(lab, tmp_path_factory.mktemp("tls"))
+
+
+def _tls_inventories(lab, tmp):
+    """TLS on; the inventories "one" (lab1) and "two" (lab1, lab2)."""
     data = yaml.safe_load(lab.inventory.read_text())
     data["cluster"]["distribution"]["tls"] = True
     inventories = {}
@@ -43,11 +41,7 @@ def tlslab(tmp_path_factory):
         inventories[name].write_text(yaml.safe_dump(data))
     lab.tls_inventories = inventories
     lab.tls_dir = lab.cookie_file.parent / f"{LAB}-dist-tls"
-    try:
-        yield lab
-    finally:
-        if not os.environ.get("EASYCLUSTER_KEEP_LAB"):
-            lab.down(purge=True)
+    return lab
 
 
 def run(lab, *args, inventory: str, check: bool = True):
