@@ -17,10 +17,10 @@ from .errors import EasyClusterError
 from .health import ClusterHealth, assess
 from .inventory import Inventory
 from .plan import (INSTALL, JOIN, PLUGIN, RELOAD, RESTART, START, WRITE, Plan, PreflightFailed,
-                   choose_seed, format_plan, make_plan, plan_joins)
+                   Step, choose_seed, format_plan, make_plan, mark_boot_joins, plan_joins)
 from .lock import ClusterLock
 from .progress import Out, Progress, StepFailed
-from .remote import Fleet, Host
+from .remote import Fleet, Host, RemoteError
 from .secrets import COOKIE_ALPHABET, Secret, load_cookie
 from .tls import materials as tls_materials
 
@@ -104,7 +104,7 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
             if drift:
                 out(f"note: {', '.join(drift)} differ from the inventory; add-master leaves them as they "
                     "are (`fab deploy --dry` shows how)")
-            plan = Plan([s for s in plan.steps if s.host == node.host], plan.seed)
+            plan = Plan(mark_boot_joins(sub, [s for s in plan.steps if s.host == node.host], facts), plan.seed)
             if plan.steps:
                 out(format_plan(plan, sub))
                 health = progress.phase("apply", lambda: _apply(sub, fleet, plan, facts, progress))
@@ -144,21 +144,43 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
 
     configure = sorted(set(plan.hosts_with(WRITE) + plan.hosts_with(PLUGIN)), key=_order(inv))
     replaced: dict[str, list[tuple[str, str]]] = {}
+
+    def configure_one(h: Host) -> None:
+        files = [s.file for s in plan.steps if s.kind == WRITE and s.host == h.name]
+        plugin = h.name in plan.hosts_with(PLUGIN)
+        what = ", ".join([f.path.rsplit("/", 1)[-1] for f in files] + (["plugin"] if plugin else []))
+        replaced[h.name] = progress.step(h.name, f"write {what}", lambda: nodectl.configure(h, files, plugin))
+        for _path, backup in replaced[h.name]:
+            progress.say(h.name, f"  previous version kept in {backup}")
+
+    def reload_one(h: Host) -> None:
+        progress.step(h.name, "reload ejabberd.yml", lambda: nodectl.reload_config(h))
+
+    boot_joins = [s for s in plan.by_kind(JOIN) if s.at_boot]
+    if boot_joins:
+        _configure_start_and_join_at_boot(inv, fleet, plan, facts, boot_joins, configure_one, reload_one, progress)
+    else:
+        _configure_start_and_join(inv, fleet, plan, facts, configure, replaced, configure_one, reload_one, progress)
+
+    final = progress.phase("verify", lambda: factmod.gather(fleet, probe_network=False))
+    statuses = {host: f.cluster_status for host, f in final.items()}
+    for step in boot_joins:
+        membership.check_joined(inv, fleet, inv.node(step.host), step.seed, statuses)
+        progress.say(step.host, "verified: in every member's running_db_nodes, a local copy of every table")
+    health = assess(inv, final)
+    if not health.healthy:
+        raise EasyClusterError("deploy finished but the cluster is not healthy:\n  " + "\n  ".join(health.problems))
+    return health
+
+
+def _configure_start_and_join(inv: Inventory, fleet: Fleet, plan: Plan, facts, configure: list[str],
+                              replaced: dict, configure_one, reload_one, progress: Progress) -> None:
+    """Phase by phase: configure, reload, start, restarts one at a time, then (after a backup)
+    joins of running nodes one at a time."""
     if configure:
-        def configure_one(h: Host) -> None:
-            files = [s.file for s in plan.steps if s.kind == WRITE and s.host == h.name]
-            plugin = h.name in plan.hosts_with(PLUGIN)
-            what = ", ".join([f.path.rsplit("/", 1)[-1] for f in files] + (["plugin"] if plugin else []))
-            replaced[h.name] = progress.step(h.name, f"write {what}", lambda: nodectl.configure(h, files, plugin))
-            for _path, backup in replaced[h.name]:
-                progress.say(h.name, f"  previous version kept in {backup}")
         progress.phase("configure", lambda: fleet.each(configure, configure_one))
-
-    reloads = plan.hosts_with(RELOAD)
-    if reloads:
-        progress.phase("reload", lambda: fleet.each(reloads, lambda h: progress.step(
-            h.name, "reload ejabberd.yml", lambda: nodectl.reload_config(h))))
-
+    if plan.hosts_with(RELOAD):
+        progress.phase("reload", lambda: fleet.each(plan.hosts_with(RELOAD), reload_one))
     starts = plan.hosts_with(START)
     if starts:
         progress.phase("start", lambda: fleet.each(starts, lambda h: progress.step(
@@ -187,11 +209,63 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
             lambda: membership.join(inv, fleet, node, step.seed, progress.say)))
         progress.say(step.host, "verified: in every member's running_db_nodes, a local copy of every table")
 
-    final = progress.phase("verify", lambda: factmod.gather(fleet, probe_network=False))
-    health = assess(inv, final)
-    if not health.healthy:
-        raise EasyClusterError("deploy finished but the cluster is not healthy:\n  " + "\n  ".join(health.problems))
-    return health
+
+def _configure_start_and_join_at_boot(inv: Inventory, fleet: Fleet, plan: Plan, facts, joins: list[Step],
+                                      configure_one, reload_one, progress: Progress) -> None:
+    """New nodes join during their first start (plan.mark_boot_joins). Every host at once:
+    its files, then the seed's start (a new cluster) or its backup (a running one: before its
+    membership changes), and each joining node's VM boots and waits. Then each joins in turn,
+    strictly one at a time in inventory order; its ejabberd starts on the copied tables while
+    the next one joins."""
+    c2s = inv.cluster.c2s_port
+    seed = inv.node(joins[0].seed)
+    joining = [s.host for s in joins]
+    backup_on = seed.host if facts[seed.host].running else None
+
+    def prepare(h: Host) -> None:
+        if h.name in plan.hosts_with(WRITE) or h.name in plan.hosts_with(PLUGIN):
+            configure_one(h)
+        if h.name in plan.hosts_with(RELOAD):
+            reload_one(h)
+        if h.name == backup_on:
+            membership.backup(inv, fleet, h.name, progress.say)
+        elif h.name in joining:
+            progress.step(h.name, f"start, to join {seed.name} at boot", lambda: nodectl.launch_joining(h, seed.name))
+        elif h.name in plan.hosts_with(START):
+            progress.step(h.name, "start", lambda: nodectl.start(h, c2s))
+
+    hosts = sorted({s.host for s in plan.steps if s.kind != JOIN} | ({backup_on} if backup_on else set()),
+                   key=_order(inv))
+    waiting_from = 0    # joining[waiting_from:] wait for their turn
+    try:
+        progress.phase("configure and start", lambda: fleet.each(hosts, prepare))
+        if not backup_on:
+            progress.say(seed.host, "no Mnesia backup: the cluster is new (made by this run), nothing to lose")
+        for step in joins:
+            node = inv.node(step.host)
+            waiting_from += 1
+            progress.phase(f"join {step.host}", lambda: progress.step(
+                step.host, f"join {seed.name} as master, at boot",
+                lambda: membership.join_at_boot(inv, fleet, node, seed.name, progress.say)))
+    except Exception:
+        # nodes still waiting for their turn hold nothing yet: stop them, leave no marker
+        for host in joining[waiting_from:]:
+            try:
+                nodectl.abort_boot_join(fleet[host])
+                progress.say(host, "stopped: it was waiting for its turn to join (nothing had changed)")
+            except RemoteError as exc:   # the original failure is what the operator needs first
+                progress.say(host, f"could not stop it ({exc.detail}); the next deploy rolls it back")
+        raise
+    progress.phase("started", lambda: fleet.each(joining, lambda h: progress.step(
+        h.name, "ejabberd started", lambda: _started_or_rolled_back(inv, fleet, h, seed.name, c2s))))
+
+
+def _started_or_rolled_back(inv: Inventory, fleet: Fleet, h: Host, seed: str, c2s: int) -> None:
+    try:
+        nodectl.wait_started(h, c2s)
+    except RemoteError as exc:
+        note = membership.roll_back_join(inv, fleet, inv.node(h.name), seed, reachable=True)
+        raise RemoteError(h.name, "ejabberd did not start after its join", f"{exc.detail}\n  rolled back: {note}")
 
 
 def _order(inv: Inventory):

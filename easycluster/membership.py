@@ -33,8 +33,21 @@ class MembershipError(EasyClusterError):
 def join(inv: Inventory, fleet: Fleet, node: Node, seed: str, say) -> dict:
     """Join `node` to running member `seed` as a master, verify; on any failure roll back
     and raise MembershipError saying what happened and what state things are in."""
-    h = fleet[node.host]
+    answer = _joining(inv, fleet, node, seed, say, lambda progress: nodectl.join_as_master(
+        fleet[node.host], seed, progress))
+    check_joined(inv, fleet, node, seed)
+    return answer
 
+
+def join_at_boot(inv: Inventory, fleet: Fleet, node: Node, seed: str, say) -> dict:
+    """Give a node launched with nodectl.launch_joining its turn: it joins `seed` as a master
+    before its ejabberd starts. Verified later, once it runs (check_joined); rolled back on failure."""
+    return _joining(inv, fleet, node, seed, say, lambda progress: nodectl.boot_join(fleet[node.host], progress))
+
+
+def _joining(inv: Inventory, fleet: Fleet, node: Node, seed: str, say, run) -> dict:
+    """Run a join (`run(progress)`), reporting per-table progress and the plugin's step timings;
+    on failure roll back whatever it changed and raise MembershipError saying so."""
     def table_progress(line: str) -> None:
         parts = line.split()
         if parts[:1] == ["table"] and len(parts) == 5 and (int(parts[4]) >= 1000 or int(parts[3]) >= 1000):
@@ -43,10 +56,10 @@ def join(inv: Inventory, fleet: Fleet, node: Node, seed: str, say) -> dict:
             say(node.host, "  join paused before copying tables (fault injection file present)")
 
     try:
-        answer = nodectl.join_as_master(h, seed, table_progress)
+        answer = run(table_progress)
     except nodectl.JoinFailed as failed:
         if failed.changed_nothing:
-            nodectl.clear_joining(h)
+            nodectl.clear_joining(fleet[node.host])
             raise MembershipError(f"[{node.host}] join of {node.name} to {seed} refused: {failed.detail} "
                                   "(nothing was changed)") from None
         note = roll_back_join(inv, fleet, node, seed, reachable=not failed.lost)
@@ -55,18 +68,24 @@ def join(inv: Inventory, fleet: Fleet, node: Node, seed: str, say) -> dict:
     steps = answer.get("steps", [])
     if steps:
         say(node.host, "  " + ", ".join(f"{s.get('step')} {s.get('ms', 0)}ms" for s in steps))
-    problem = verify_joined(inv, fleet, node, seed)
+    return answer
+
+
+def check_joined(inv: Inventory, fleet: Fleet, node: Node, seed: str, statuses: dict | None = None) -> None:
+    """Verify a join (from `statuses` if the caller has just read every node's); roll it back
+    and raise if it does not hold, else take its marker away."""
+    problem = verify_joined(inv, fleet, node, seed, statuses)
     if problem:
         note = roll_back_join(inv, fleet, node, seed, reachable=True)
         raise MembershipError(f"[{node.host}] join of {node.name} could not be verified: {problem}\n"
                               f"  rolled back: {note}")
-    nodectl.clear_joining(h)
-    return answer
+    nodectl.clear_joining(fleet[node.host])
 
 
-def verify_joined(inv: Inventory, fleet: Fleet, node: Node, seed: str) -> str | None:
+def verify_joined(inv: Inventory, fleet: Fleet, node: Node, seed: str, statuses: dict | None = None) -> str | None:
     """None if every running member sees the node running and it holds every table."""
-    statuses = fleet.parallel(nodectl.status, [n.host for n in inv.nodes])
+    if statuses is None:
+        statuses = fleet.parallel(nodectl.status, [n.host for n in inv.nodes])
     for host, st in statuses.items():
         if isinstance(st, dict) and seed in st.get("db_nodes", []) and node.name not in st.get("running_db_nodes", []):
             return f"{host} does not see {node.name} running"

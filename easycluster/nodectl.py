@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 
 from .remote import Host, RemoteError, q
-from .render import PLUGIN_BEAM, PLUGIN_DIR, ManagedFile, plugin_source
+from .render import JOIN_SEED_FILE, PLUGIN_BEAM, PLUGIN_DIR, ManagedFile, plugin_source
 
 START_BOUND = 90      # seconds for a node to report started
 STOP_BOUND = 60
@@ -160,6 +160,7 @@ def status(host: Host) -> dict | None:
 JOIN_OUT = f"{STATE_DIR}/join.out"
 JOINING = f"{STATE_DIR}/joining"                  # a join started and not yet verified
 JOIN_PROGRESS = "/run/ejabberd/easy_cluster_join.log"   # written by the plugin
+JOIN_GO = "/run/ejabberd/easy_cluster_join.go"        # a boot join's turn (plugin boot_join)
 JOIN_BOUND = 3600
 POLL_TIMEOUT = 15     # a poll that takes longer means the host is cut off
 
@@ -174,8 +175,8 @@ class JoinFailed(RemoteError):
 
     @property
     def changed_nothing(self) -> bool:
-        # the plugin stops ejabberd only after ping, version and seed checks pass
-        return self.answer.get("failed_step") in ("ping", "versions", "seed_running")
+        # the plugin stops ejabberd (or, at boot, touches Mnesia) only after these checks pass
+        return self.answer.get("failed_step") in ("wait_for_turn", "ping", "versions", "seed_running")
 
 
 def join_as_master(host: Host, seed: str, on_progress=lambda line: None, interval: float = 0.1) -> dict:
@@ -191,13 +192,59 @@ cd /
 setsid nohup ejabberdctl --no-timeout join_as_master {q(seed)} > {JOIN_OUT} 2>&1 < /dev/null &
 echo $!""", what=f"starting join_as_master {seed}")
     pid = started.stdout.strip().splitlines()[-1]
+    _, out = _follow_join(host, f"cat {JOIN_OUT}", f"kill -0 {pid} 2>/dev/null && echo alive || echo done",
+                          on_progress, interval)
+    answer = last_json(out)
+    if answer.get("ok"):
+        return answer
+    if answer:
+        detail = f"step {answer.get('failed_step')!r} failed: {answer.get('reason')}"
+    else:   # ejabberdctl lost its node: killed, or crashed
+        detail = "the node stopped answering during the join: " + (out.strip()[-300:] or "no output")
+    raise JoinFailed(host.name, detail, answer)
+
+
+def launch_joining(host: Host, seed: str) -> None:
+    """The first start of a node that joins `seed` while it boots (the plugin's boot_join): the
+    VM boots, loads ejabberd's code and waits for its turn (boot_join below). Returns at once.
+    The join marker is written first, as for join_as_master."""
+    host.script(_script(f"""
+install -d -m 700 {STATE_DIR}
+printf '%s\n' {q(json.dumps({"seed": seed, "since": _now(), "at_boot": True}))} > {JOINING}
+install -d -o ejabberd -g ejabberd -m 755 /run/ejabberd
+rm -f {JOIN_GO} {JOIN_PROGRESS}
+printf '%s\n' {q(seed)} > {JOIN_SEED_FILE}.new && chmod 644 {JOIN_SEED_FILE}.new && mv {JOIN_SEED_FILE}.new {JOIN_SEED_FILE}
+if [ -d /run/systemd/system ]; then systemctl start --no-block ejabberd; else
+  su ejabberd -s /bin/sh -c 'ejabberdctl start'
+fi"""), what=f"starting to join {seed} at boot", timeout=60)
+
+
+def boot_join(host: Host, on_progress=lambda line: None, interval: float = 0.05) -> dict:
+    """Give a node launched by launch_joining its turn and follow its join to the end (Mnesia
+    joined, every table copied; ejabberd then starts by itself: see wait_started)."""
+    host.run(f"touch {JOIN_GO}", what="giving the join its turn")
+    progress, _ = _follow_join(
+        host, "true", f"grep -q '^result ' {JOIN_PROGRESS} && echo done || "
+        "{ pgrep -u ejabberd -f beam >/dev/null && echo alive || echo done; }", on_progress, interval)
+    results = [line[len("result "):] for line in progress.splitlines() if line.startswith("result ")]
+    answer = last_json(results[-1]) if results else {}
+    if answer.get("ok"):
+        return answer
+    if answer:
+        raise JoinFailed(host.name, f"step {answer.get('failed_step')!r} failed: {answer.get('reason')}", answer)
+    tail = host.run("tail -n 15 /var/log/ejabberd/error.log 2>/dev/null", check=False).stdout.strip()
+    raise JoinFailed(host.name, "the node died during its join" + (f":\n{tail}" if tail else ""))
+
+
+def _follow_join(host: Host, output_cmd: str, state_cmd: str, on_progress, interval: float) -> tuple[str, str]:
+    """Poll a join running on the host (cheap: small files over the open connection) until
+    state_cmd says done, passing each new progress line on; returns (progress, output)."""
     seen = 0
     deadline = time.monotonic() + JOIN_BOUND
     while True:
         time.sleep(interval)
         try:
-            r = host.run(f"cat {JOIN_PROGRESS} 2>/dev/null; echo '@@'; cat {JOIN_OUT}; echo '@@'; "
-                         f"kill -0 {pid} 2>/dev/null && echo alive || echo done",
+            r = host.run(f"cat {JOIN_PROGRESS} 2>/dev/null; echo '@@'; {output_cmd}; echo '@@'; {state_cmd}",
                          check=False, timeout=POLL_TIMEOUT, what="polling the join")
         except RemoteError as exc:
             raise JoinFailed(host.name, f"lost contact with the host during the join ({exc.detail})",
@@ -208,17 +255,24 @@ echo $!""", what=f"starting join_as_master {seed}")
             on_progress(line)
         seen = len(lines)
         if state.strip() == "done":
-            break
+            return progress, out
         if time.monotonic() > deadline:
             raise JoinFailed(host.name, f"the join did not finish within {JOIN_BOUND}s")
-    answer = last_json(out)
-    if answer.get("ok"):
-        return answer
-    if answer:
-        detail = f"step {answer.get('failed_step')!r} failed: {answer.get('reason')}"
-    else:   # ejabberdctl lost its node: killed, or crashed
-        detail = "the node stopped answering during the join: " + (out.strip()[-300:] or "no output")
-    raise JoinFailed(host.name, detail, answer)
+
+
+def wait_started(host: Host, c2s_port: int) -> None:
+    """Wait for a node already launched to report started (failure: the tail of error.log)."""
+    host.script(_script("ec_wait_started", c2s_port), what="waiting for ejabberd to start",
+                timeout=START_BOUND + 30)
+
+
+def abort_boot_join(host: Host) -> None:
+    """A node waiting for its join's turn holds nothing yet (no schema, Mnesia not started):
+    kill its VM and take back the first-start files."""
+    host.script(_script(f"""
+pkill -9 -u ejabberd -f beam || true
+for i in $(seq 50); do pgrep -u ejabberd -f beam >/dev/null || break; sleep 0.1; done
+rm -f {JOINING} {JOIN_OUT} {JOIN_SEED_FILE} {JOIN_GO}"""), what="stopping a node waiting to join", timeout=60)
 
 
 def last_json(text: str) -> dict:
@@ -238,7 +292,8 @@ def _now() -> str:
 
 
 def clear_joining(host: Host) -> None:
-    host.run(f"rm -f {JOINING} {JOIN_OUT}", what="clearing the join marker")
+    """The join is verified (or was refused, changing nothing): its marker and files go."""
+    host.run(f"rm -f {JOINING} {JOIN_OUT} {JOIN_SEED_FILE} {JOIN_GO}", what="clearing the join marker")
 
 
 def forget(host: Host, node_name: str) -> dict:
@@ -256,8 +311,12 @@ def stop_and_wipe(host: Host) -> str | None:
     """Stop the node (killing it if it will not stop) and empty its Mnesia directory, keeping
     the cookie; what was there is kept in a tarball first (path returned, None if empty)."""
     r = host.script(_script(f"""
-ec_stop || {{ pkill -9 -u ejabberd -f beam || true; sleep 0.5; }}
-rm -f {JOINING} {JOIN_OUT} {RESTART_PENDING}
+if [ -f {JOIN_SEED_FILE} ]; then   # in a boot join, ejabberd is not there to stop itself
+  pkill -9 -u ejabberd -f beam || true; sleep 0.5
+else
+  ec_stop || {{ pkill -9 -u ejabberd -f beam || true; sleep 0.5; }}
+fi
+rm -f {JOINING} {JOIN_OUT} {RESTART_PENDING} {JOIN_SEED_FILE} {JOIN_GO}
 cd /var/lib/ejabberd
 if [ -n "$(find . -mindepth 1 -maxdepth 1 ! -name .erlang.cookie | head -n1)" ]; then
   install -d -m 700 {BACKUP_DIR}

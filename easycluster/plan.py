@@ -6,7 +6,7 @@ Nothing here talks to a host, so every rule is tested table-driven without a lab
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .facts import HostFacts
 from .inventory import Inventory, Node
@@ -35,6 +35,7 @@ class Step:
     diff: str = ""
     file: ManagedFile | None = None
     seed: str | None = None          # join: the running member to join
+    at_boot: bool = False            # join: during the node's first start (plugin boot_join)
 
 
 @dataclass
@@ -252,7 +253,25 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
         return Plan([], seed, join_problems)
     order = {k: i for i, k in enumerate((INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN))}
     steps.sort(key=lambda s: order[s.kind])  # stable: inventory order within a phase
-    return Plan(steps + joins, seed)
+    return Plan(mark_boot_joins(inv, steps + joins, facts), seed)
+
+
+def mark_boot_joins(inv: Inventory, steps: list[Step], facts: dict[str, HostFacts]) -> list[Step]:
+    """Joins done while the joining node starts for the first time (one boot) rather than by
+    a standalone start and a join that restarts it: when every joining node is new (no Mnesia
+    data, no VM) and starts in this run, the seed runs already or is new too, no started node
+    brings data of its own (membership would be known only once it runs) and nothing restarts."""
+    joins = [s for s in steps if s.kind == JOIN]
+    starts = {s.host for s in steps if s.kind == START}
+    if not joins or any(s.kind == RESTART for s in steps) or any(facts[h].mnesia_schema for h in starts):
+        return steps
+    seed = inv.node(joins[0].seed)
+    if not (facts[seed.host].running or seed.host in starts):
+        return steps
+    if any(s.host not in starts or facts[s.host].beam_running for s in joins):
+        return steps
+    return [replace(s, at_boot=True, summary=f"{s.summary}, during its first start")
+            if s.kind == JOIN and not s.at_boot else s for s in steps]
 
 
 def _file_change(mf: ManagedFile, f: HostFacts) -> str | None:

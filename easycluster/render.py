@@ -20,6 +20,9 @@ PLUGIN_BEAM = f"{PLUGIN_EBIN}/easy_cluster.beam"
 EJABBERD_YML = "/etc/ejabberd/ejabberd.yml"
 EJABBERD_DEFAULT = "/etc/default/ejabberd"
 COOKIE_PATH = "/var/lib/ejabberd/.erlang.cookie"
+# Present only for a node's first start when it joins at boot: the name of the node to join
+# (read by /etc/default/ejabberd; the plugin's boot_join does the join).
+JOIN_SEED_FILE = "/etc/ejabberd/easycluster-join-seed"
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
     """Everything deploy writes on `node`'s host, in the order it writes it; `tls`: the
     node's distribution certificate, with cluster.distribution.tls."""
     context = dict(cluster=inventory.cluster, node=node, nodes=inventory.nodes,
-                   dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN, dist_tls_optfile=HOST_OPTFILE)
+                   dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN, dist_tls_optfile=HOST_OPTFILE,
+                   join_seed_file=JOIN_SEED_FILE)
     return _tls_files(inventory, node, tls) + [
         ManagedFile(EJABBERD_DEFAULT, render("ejabberd.default.j2", **context), 0o644, "root", "root",
                     restart=True),

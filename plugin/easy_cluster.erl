@@ -8,6 +8,10 @@
 %%% join_as_master follows what ejabberd's own join_cluster does (23.01), but checks the result
 %%% of every step, copies every table (also for the 3rd, 4th... master), waits for the tables
 %%% with a bound, and rolls back what it did when a step fails.
+%%%
+%%% boot_join does the same join during a node's very first start, before ejabberd starts
+%%% (`-s easy_cluster boot_join` ahead of `-s ejabberd`): one boot instead of a standalone boot
+%%% that builds a schema, a join that deletes it, and a restart of ejabberd.
 -module(easy_cluster).
 -behaviour(gen_mod).
 
@@ -17,11 +21,13 @@
 -export([force_load/0]).
 -export([partition_clear/0, partition_forget/1]).
 -export([cookie/1]).
+%% Run by init (-s) during a node's first start, before ejabberd.
+-export([boot_join/0]).
 
 -include("ejabberd_commands.hrl").
 -include("logger.hrl").
 
--define(PLUGIN_VERSION, <<"1.3.1">>).
+-define(PLUGIN_VERSION, <<"1.4.0">>).
 -define(DEFAULT_WAIT_SECONDS, 600).
 %% A restuple code other than `error` makes ejabberdctl print our JSON as it is (with
 %% `error` it prints an Erlang term), and exit with this status.
@@ -32,6 +38,10 @@
 %% PAUSE_MAX_MS) before copying tables, so a test can kill or cut off a node mid-join.
 -define(PAUSE_FILE, "/run/ejabberd/easy_cluster_join.pause").
 -define(PAUSE_MAX_MS, 60000).
+%% boot_join waits for this file (the toolkit's "your turn": joins run one at a time) at most
+%% GO_MAX_MS, then gives up and halts the VM; nothing has changed by then.
+-define(GO_FILE, "/run/ejabberd/easy_cluster_join.go").
+-define(GO_MAX_MS, 600000).
 %% Remembers the partitions Mnesia reported since this node started: once the link is back the
 %% nodes see each other running again, but their data may have diverged until a heal.
 -define(WATCHER, easy_cluster_partitions).
@@ -179,16 +189,9 @@ join_as_master(SeedStr) ->
              {seed_running, fun() -> seed_running(Seed) end, none},
              {stop_ejabberd, fun() -> app_stop(ejabberd) end, restart_ejabberd},
              {stop_mnesia, fun() -> app_stop(mnesia) end, none},
-             {forget_stale_entry, fun() -> forget_stale_entry(Seed) end, none},
-             {delete_schema, fun() -> mnesia:delete_schema([node()]) end, leave_seed_schema},
-             {start_mnesia, fun() -> app_start(mnesia) end, none},
-             {extra_db_nodes, fun() -> extra_db_nodes(Seed) end, none},
-             {schema_disc_copies, fun() -> schema_disc_copies() end, none},
-             {pause_point, fun() -> pause_point() end, none},
-             {copy_tables, fun() -> copy_tables(Seed) end, none},
-             {wait_for_tables, fun() -> wait_for_tables(Wait) end, none},
-             {stop_mnesia, fun() -> app_stop(mnesia) end, none},
-             {start_ejabberd, fun() -> app_start(ejabberd) end, none},
+             {forget_stale_entry, fun() -> forget_stale_entry(Seed) end, none}]
+            ++ join_steps(Seed, Wait) ++
+            [{start_ejabberd, fun() -> app_start(ejabberd) end, none},
              {verify, fun() -> verify(Seed) end, none}],
     case already_member(Seed) of
         true ->
@@ -196,6 +199,69 @@ join_as_master(SeedStr) ->
         false ->
             _ = file:write_file(?PROGRESS_FILE, <<>>),
             run_steps(Seed, Steps, [], [])
+    end.
+
+%% The steps of a join that both join_as_master (ejabberd running: stop it first) and
+%% boot_join (ejabberd not started yet) run once the local schema is about to go.
+join_steps(Seed, Wait) ->
+    [{delete_schema, fun() -> mnesia:delete_schema([node()]) end, leave_seed_schema},
+     {start_mnesia, fun() -> app_start(mnesia) end, none},
+     {extra_db_nodes, fun() -> extra_db_nodes(Seed) end, none},
+     {schema_disc_copies, fun() -> schema_disc_copies() end, none},
+     {pause_point, fun() -> pause_point() end, none},
+     {copy_tables, fun() -> copy_tables(Seed) end, none},
+     {wait_for_tables, fun() -> wait_for_tables(Wait) end, none},
+     %% ejabberd starts Mnesia itself, as a permanent application
+     {stop_mnesia, fun() -> app_stop(mnesia) end, none}].
+
+%% `-s easy_cluster boot_join` with `-easy_cluster_join_seed NODE` (the toolkit writes both for
+%% a node's first start only; see templates/ejabberd.default.j2). The VM boots, loads ejabberd's
+%% code while it waits for GO_FILE, joins, and returns to init, which starts ejabberd on the
+%% copied tables. A node that already has a schema of its own is never touched: it starts as
+%% it is. A failed join is rolled back (out of the seed's schema, nothing on disc) and the VM
+%% halts, so the node never comes up standalone. Progress and the result go to PROGRESS_FILE.
+boot_join() ->
+    case init:get_argument(easy_cluster_join_seed) of
+        {ok, [[SeedStr]]} ->
+            Schema = filename:join(mnesia:system_info(directory), "schema.DAT"),
+            case filelib:is_file(Schema) of
+                true -> ?WARNING_MSG("easy_cluster: ~s exists: not joining at boot", [Schema]);
+                false -> boot_join(list_to_atom(SeedStr))
+            end;
+        _ -> ok
+    end.
+
+boot_join(Seed) ->
+    _ = file:write_file(?PROGRESS_FILE, <<>>),
+    progress("waiting", []),
+    _ = application:load(ejabberd),
+    {ok, Modules} = application:get_key(ejabberd, modules),
+    _ = code:ensure_modules_loaded(Modules),   % off the joins' critical path
+    T0 = erlang:monotonic_time(millisecond),
+    ok = wait_for_file(?GO_FILE, T0 + ?GO_MAX_MS),
+    Steps = [{wait_for_turn, fun() -> wait_for_turn(T0) end, none},
+             {ping, fun() -> ping(Seed) end, none},
+             {versions, fun() -> same_versions(Seed) end, none},
+             {seed_running, fun() -> seed_running(Seed) end, none},
+             {forget_stale_entry, fun() -> forget_stale_entry(Seed) end, none}
+             | join_steps(Seed, ?DEFAULT_WAIT_SECONDS)],
+    {Result, Json} = run_steps(Seed, Steps, [], []),
+    progress("result ~s", [Json]),
+    case Result of
+        ok -> ok;
+        _ -> timer:sleep(100), erlang:halt(1)    % the log lines reach the disc first
+    end.
+
+wait_for_turn(T0) ->
+    case filelib:is_file(?GO_FILE) of
+        true -> {ok, #{waited_ms => erlang:monotonic_time(millisecond) - T0}};
+        false -> {error, {no_turn_within_ms, ?GO_MAX_MS}}
+    end.
+
+wait_for_file(File, Deadline) ->
+    case filelib:is_file(File) orelse erlang:monotonic_time(millisecond) >= Deadline of
+        true -> ok;
+        false -> timer:sleep(20), wait_for_file(File, Deadline)
     end.
 
 run_steps(Seed, [], Done, _Undo) ->
@@ -512,7 +578,9 @@ partition_forget(Node) ->
     end.
 
 forget_partitions_everywhere(Node) ->
-    _ = rpc:multicall(mnesia:system_info(running_db_nodes), ?MODULE, partition_forget, [Node], 5000),
+    %% (a boot join ends with Mnesia stopped, for ejabberd to start it: ask the connected nodes)
+    Nodes = try mnesia:system_info(running_db_nodes) catch _:_ -> [node() | nodes()] end,
+    _ = rpc:multicall(Nodes, ?MODULE, partition_forget, [Node], 5000),
     ok.
 
 partition_clear() ->

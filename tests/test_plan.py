@@ -275,3 +275,58 @@ def test_fact_parsing_reads_what_the_probe_prints():
     assert f.reach == {("lab2", 4369): "refused", ("lab2", 4370): "timeout"}
     assert f.cluster_status["db_nodes"] == ["ejabberd@lab1"]
     assert parse_facts("lab1", "os_id=debian\n").error == "fact probe did not finish"
+
+
+def _two_running_and(lab3: str):
+    """lab1 and lab2 a running 2-node cluster; lab3 as named."""
+    inv = inventory()
+    facts = {h: converged(inv, h, db_nodes=NAMES[:2]) for h in ("lab1", "lab2")}
+    if lab3 == "new":
+        facts["lab3"] = fresh("lab3")
+    elif lab3 == "installed, never started":
+        facts["lab3"] = stopped(converged(inv, "lab3", db_nodes=NAMES[2:]))
+        facts["lab3"].mnesia_schema = False
+    elif lab3 == "running standalone":
+        facts["lab3"] = converged(inv, "lab3", db_nodes=NAMES[2:])
+    elif lab3 == "stopped with Mnesia files":
+        facts["lab3"] = stopped(converged(inv, "lab3", db_nodes=NAMES[2:]))
+    elif lab3 == "VM up, ejabberd not":
+        facts["lab3"] = stopped(converged(inv, "lab3", db_nodes=NAMES[2:]))
+        facts["lab3"].beam_running, facts["lab3"].mnesia_schema = True, False
+    return inv, facts
+
+
+def _scenario(name: str):
+    if name == "three new hosts":
+        inv = inventory()
+        return inv, {h: fresh(h) for h in HOSTS}
+    if name == "a running node's config changed too":
+        inv, facts = _two_running_and("new")
+        facts["lab1"].plugin_sha256 = "old"
+        return inv, facts
+    if name == "all stopped, with their data":
+        inv = inventory()
+        facts = {h: stopped(converged(inv, h)) for h in HOSTS}
+        facts["lab3"] = fresh("lab3")
+        return inv, facts
+    return _two_running_and(name.removeprefix("lab3 "))
+
+
+@pytest.mark.parametrize("scenario, at_boot", [
+    ("three new hosts", {"lab2": True, "lab3": True}),
+    ("lab3 new", {"lab3": True}),
+    ("lab3 installed, never started", {"lab3": True}),
+    # a node that runs or has data is joined the classic way: stop its ejabberd, join, start
+    ("lab3 running standalone", {"lab3": False}),
+    ("lab3 VM up, ejabberd not", {"lab3": False}),
+    ("lab3 stopped with Mnesia files", {"lab3": False}),   # membership is known once it runs
+    ("a running node's config changed too", {"lab3": False}),   # restarts come before joins
+    ("all stopped, with their data", {"lab2": False, "lab3": False}),
+])
+def test_new_nodes_join_during_their_first_start_only_when_nothing_else_is_in_the_way(scenario, at_boot):
+    inv, facts = _scenario(scenario)
+    plan = make_plan(inv, facts, COOKIE)
+    assert plan.problems == []
+    assert {s.host: s.at_boot for s in plan.by_kind("join")} == at_boot
+    for s in plan.by_kind("join"):
+        assert s.summary.endswith("during its first start") == s.at_boot

@@ -234,8 +234,9 @@ def test_deploy_plan_status_and_a_failed_join_leak_no_cookie(run):
     assert not leaks_in_local_files(run)
     assert not leaks_on_hosts(run)
     captured = run.ps.text()
-    # the capture saw the toolkit's remote commands (it would see a cookie on one)
-    assert "easy_cluster_status" in captured and "join_as_master" in captured, captured[-2000:]
+    # the capture saw the toolkit's remote commands and the joining node's VM (it would see a
+    # cookie on one)
+    assert "easy_cluster_status" in captured and "easy_cluster_join_seed" in captured, captured[-2000:]
     assert not [c for c in run.cookies if c in captured]
 
 
