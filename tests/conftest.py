@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -29,6 +30,26 @@ def fab(*args: str, lab: str = TEST_LAB, check: bool = True, env: dict | None = 
     if check and proc.returncode != 0:
         raise AssertionError(f"fab {' '.join(args)} exited {proc.returncode}\n"
                              f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+    return proc
+
+
+JOIN_PAUSE = "/run/ejabberd/easy_cluster_join.pause"      # the plugin's fault-injection point
+JOIN_PROGRESS = "/run/ejabberd/easy_cluster_join.log"
+
+
+def fab_paused_in_join(lab: Lab, host: str, *args: str, inventory: Path | None = None) -> subprocess.Popen:
+    """`fab ARGS` in the background, held just before HOST's join copies tables (the plugin
+    waits while JOIN_PAUSE exists); returns once it is held there. Remove the file to go on. Output: stdout and stderr as one."""
+    ssh(lab, host, f"install -d /run/ejabberd; rm -f {JOIN_PROGRESS}; touch {JOIN_PAUSE}")
+    proc = subprocess.Popen([str(FAB), *args], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
+                            env={**os.environ, "EASYCLUSTER_LAB": lab.name,
+                                 "EASYCLUSTER_INVENTORY": str(inventory or lab.inventory)})
+    deadline = time.monotonic() + 180
+    while ssh(lab, host, f"grep -qs paused {JOIN_PROGRESS}", check=False).returncode != 0:
+        assert proc.poll() is None, f"fab {' '.join(args)} ended before the pause:\n{proc.communicate()}"
+        assert time.monotonic() < deadline, "the join never reached the pause point"
+        time.sleep(0.3)
     return proc
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import xmpp
-from conftest import fab, ssh
+from conftest import JOIN_PAUSE, fab, fab_paused_in_join, ssh
 
 HOSTS = ["lab1", "lab2", "lab3"]
 NODES = [f"ejabberd@{h}" for h in HOSTS]
@@ -41,15 +41,39 @@ def started_at(lab) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def deployed(lab):
-    """The plan on fresh hosts (must change nothing), then the first real deploy."""
+    """The plan on fresh hosts (must change nothing); a first deploy whose first joining node
+    dies mid-join (what it left is recorded in `failed_deploy`); then the real deploy."""
     dry = fab("deploy", "--dry")
     for host in HOSTS:
         assert ssh(lab, host, "dpkg -s ejabberd", check=False).returncode != 0, "--dry installed ejabberd"
     assert not lab.cookie_file.exists(), "--dry created the cookie file"
+    proc = fab_paused_in_join(lab, "lab2", "deploy")
+    ssh(lab, "lab2", f"pkill -9 -u ejabberd -f beam; rm -f {JOIN_PAUSE}")
+    out, _ = proc.communicate(timeout=300)
+    FAILED_DEPLOY.update(returncode=proc.returncode, output=out, db_nodes=cluster_status(lab, "lab1")["db_nodes"],
+                         left={h: ssh(lab, h, "pgrep -u ejabberd -f beam >/dev/null && echo VM; ls -A /var/lib/ejabberd; "
+                                      "ls /var/lib/easycluster/joining /etc/ejabberd/easycluster-join-seed 2>/dev/null",
+                                      check=False).stdout for h in HOSTS[1:]})
     result = fab("deploy", timeout=900)
     yield dry.stdout, result.stdout
     # later modules start from the lab's own inventory again
     fab("deploy", timeout=600)
+
+
+FAILED_DEPLOY: dict = {}
+
+
+def test_a_first_deploy_whose_joining_node_dies_is_rolled_back_and_the_waiting_one_stopped(deployed):
+    out = FAILED_DEPLOY["output"]
+    assert FAILED_DEPLOY["returncode"] == 1, out
+    assert "no Mnesia backup: the cluster is new" in out, out
+    assert "join of ejabberd@lab2 to ejabberd@lab1 failed: the node died during its join" in out, out
+    assert "rolled back: ejabberd@lab2 stopped and its Mnesia directory emptied" in out, out
+    assert "[lab3] stopped: it was waiting for its turn to join (nothing had changed)" in out, out
+    assert FAILED_DEPLOY["db_nodes"] == ["ejabberd@lab1"]
+    for host, left in FAILED_DEPLOY["left"].items():
+        # no VM, only the cookie in the Mnesia dir, no join marker, no first-start file
+        assert left.split() == [".erlang.cookie"], (host, left)
 
 
 def test_plan_on_fresh_hosts_lists_installs_files_and_joins_in_order(deployed):

@@ -5,7 +5,6 @@ forget-node, failed-join rollback, the cluster lock. Runs after test_deploy on t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 
@@ -13,12 +12,11 @@ import pytest
 import yaml
 
 import xmpp
-from conftest import FAB, REPO, fab, ssh
+from conftest import JOIN_PAUSE, fab, fab_paused_in_join, ssh
 
 USERS = [f"user{i}" for i in range(8)]
 PASSWORD = "s3cret-pw"
-PAUSE = "/run/ejabberd/easy_cluster_join.pause"
-PROGRESS = "/run/ejabberd/easy_cluster_join.log"
+PAUSE = JOIN_PAUSE
 
 
 def domain(lab) -> str:
@@ -66,17 +64,7 @@ def cluster(lab):
 
 def start_paused_add_master(lab, host: str) -> subprocess.Popen:
     """`fab add-master` in the background, held (fault injection) just before the tables copy."""
-    ssh(lab, host, f"install -d -o ejabberd -g ejabberd /run/ejabberd; rm -f {PROGRESS}; touch {PAUSE}")
-    proc = subprocess.Popen([str(FAB), "add-master", "--host", host], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "EASYCLUSTER_LAB": lab.name,
-                                 "EASYCLUSTER_INVENTORY": str(lab.inventory)})
-    deadline = time.monotonic() + 120
-    while ssh(lab, host, f"grep -qs paused {PROGRESS}", check=False).returncode != 0:
-        assert proc.poll() is None, f"add-master ended before the pause:\n{proc.stdout.read()}"
-        assert time.monotonic() < deadline, "the join never reached the pause point"
-        time.sleep(0.3)
-    return proc
+    return fab_paused_in_join(lab, host, "add-master", "--host", host)
 
 
 def test_add_master_joins_a_fourth_master_with_all_data_and_restarts_no_one(cluster, lab):

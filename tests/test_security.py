@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from easycluster import xmpp
-from conftest import FAB, REPO, fab, own_lab, ssh
+from conftest import FAB, JOIN_PAUSE, REPO, fab, fab_paused_in_join, own_lab, ssh
 from easycluster.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -32,8 +32,6 @@ pytestmark = pytest.mark.lab
 LAB = "sec"
 HOSTS = ["lab1", "lab2", "lab3"]
 CLUSTER = ["lab1", "lab2"]
-PAUSE = "/run/ejabberd/easy_cluster_join.pause"
-PROGRESS = "/run/ejabberd/easy_cluster_join.log"
 HOST_COOKIE = "/var/lib/ejabberd/.erlang.cookie"
 # where the toolkit (or ejabberd) writes on hosts; besides these, the hosts' whole disks are
 # searched locally through the lab's overlay upper layers
@@ -112,20 +110,11 @@ def domain() -> str:
 
 def failing_add_master(run: Run, host: str) -> subprocess.CompletedProcess:
     """`fab add-master --host HOST` (full inventory) whose node is killed mid-join."""
-    lab = run.lab
-    ssh(lab, host, f"install -d /run/ejabberd; rm -f {PROGRESS}; touch {PAUSE}")
-    proc = subprocess.Popen([str(FAB), "add-master", "--host", host, "--inventory", str(lab.inventory)],
-                            cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "EASYCLUSTER_LAB": LAB})
-    deadline = time.monotonic() + 180
-    while ssh(lab, host, f"grep -qs paused {PROGRESS}", check=False).returncode != 0:
-        assert proc.poll() is None, f"add-master ended before the pause:\n{proc.communicate()}"
-        assert time.monotonic() < deadline, "the join never reached the pause point"
-        time.sleep(0.3)
-    ssh(lab, host, f"pkill -9 -u ejabberd -f beam; rm -f {PAUSE}")
-    out, err = proc.communicate(timeout=300)
-    run.outputs.append(f"$ fab add-master --host {host}\n{out}\n{err}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    proc = fab_paused_in_join(run.lab, host, "add-master", "--host", host, "--inventory", str(run.lab.inventory))
+    ssh(run.lab, host, f"pkill -9 -u ejabberd -f beam; rm -f {JOIN_PAUSE}")
+    out, _ = proc.communicate(timeout=300)
+    run.outputs.append(f"$ fab add-master --host {host}\n{out}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
 
 def leaks_in_outputs(run: Run) -> list[str]:
