@@ -261,8 +261,9 @@ def _follow_join(host: Host, output_cmd: str, state_cmd: str, on_progress, inter
 
 
 def wait_started(host: Host, c2s_port: int) -> None:
-    """Wait for a node already launched to report started (failure: the tail of error.log)."""
-    host.script(_script("ec_wait_started", c2s_port), what="waiting for ejabberd to start",
+    """Wait for a node already launched to report started (failure: the tail of error.log);
+    it runs the configuration it was launched with, so no restart is pending any more."""
+    host.script(_script(f"ec_wait_started && rm -f {RESTART_PENDING}", c2s_port), what="waiting for ejabberd to start",
                 timeout=START_BOUND + 30)
 
 
