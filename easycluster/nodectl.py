@@ -243,13 +243,14 @@ def _follow_join(host: Host, output_cmd: str, state_cmd: str, on_progress, inter
     deadline = time.monotonic() + JOIN_BOUND
     while True:
         time.sleep(interval)
+        # the state first: once it says done, the files read after it are complete
         try:
-            r = host.run(f"cat {JOIN_PROGRESS} 2>/dev/null; echo '@@'; {output_cmd}; echo '@@'; {state_cmd}",
+            r = host.run(f"{state_cmd}; echo '@@'; cat {JOIN_PROGRESS} 2>/dev/null; echo '@@'; {output_cmd}",
                          check=False, timeout=POLL_TIMEOUT, what="polling the join")
         except RemoteError as exc:
             raise JoinFailed(host.name, f"lost contact with the host during the join ({exc.detail})",
                              lost=True) from None
-        progress, out, state = (r.stdout.split("@@\n") + ["", ""])[:3]
+        state, progress, out = (r.stdout.split("@@\n", 2) + ["", ""])[:3]
         lines = progress.splitlines()
         for line in lines[seen:]:
             on_progress(line)
