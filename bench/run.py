@@ -8,7 +8,8 @@ trial). Measured, each REPS times, medians reported:
   2. `fab deploy` of the same 3 nodes;  3. `fab deploy` of 5 nodes;  4. a no-op `fab deploy`;
   5. `fab add-master` of a 4th node into a cluster holding USERS users and USERS roster
      items, against the manual way (config, start, `ejabberdctl join_cluster`) into the same;
-  6. SSH connections per host in one `fab deploy`, counted in each host's sshd log.
+  6. SSH connections per host in one `fab deploy`, counted in each host's sshd log;
+  7. a full Mnesia backup of that data: `ejabberdctl backup` against the toolkit's own.
 Results: printed, and written into docs/performance.md between its BENCH markers.
 """
 
@@ -237,6 +238,14 @@ class Bench:
             assert self.ssh(h, f"ejabberdctl registered_users {domain} | wc -l").strip() == str(USERS), h
         log(f"lab1..lab3 each hold {USERS} users")
         staged = self.manual_files(three + [fourth])
+        for i in range(REPS):
+            log(f"backup round {i + 1}/{REPS}")
+            for key, command in ((f"ejabberdctl backup, {USERS} users", "backup"),
+                                 (f"easycluster's backup (plugin), {USERS} users", "easy_cluster_backup")):
+                t0 = time.monotonic()
+                self.ssh("lab1", f"cd / && ejabberdctl --no-timeout {command} /var/lib/ejabberd/bench.backup && "
+                                 "rm /var/lib/ejabberd/bench.backup")
+                self.record(key, time.monotonic() - t0)
         for i in range(REPS):
             log(f"join round {i + 1}/{REPS}")
             took, out = self.fab("add-master", "--host", fourth, "--inventory", str(inv4))

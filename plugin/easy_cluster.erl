@@ -16,7 +16,7 @@
 -behaviour(gen_mod).
 
 -export([start/2, stop/1, reload/3, depends/2, mod_options/1, mod_opt_type/1, mod_doc/0]).
--export([status/0, join_as_master/1, forget/1, set_master/1, restore/1, drain/1]).
+-export([status/0, join_as_master/1, forget/1, set_master/1, backup/1, restore/1, drain/1]).
 %% Called over RPC from a hidden node while ejabberd itself still waits for its tables.
 -export([force_load/0]).
 -export([partition_clear/0, partition_forget/1]).
@@ -109,6 +109,14 @@ commands() ->
                         module = ?MODULE, function = set_master,
                         args_desc = ["Comma-separated node names, or none"],
                         args = [{nodes, string}], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_backup, tags = [cluster],
+                        desc = "A full Mnesia backup (what mnesia:backup writes), as of this call",
+                        longdesc = "Same file format and contents as `ejabberdctl backup`, for "
+                                   "`ejabberdctl restore` too, written much faster for "
+                                   "disc_only_copies tables. Run with ejabberdctl --no-timeout.",
+                        module = ?MODULE, function = backup,
+                        args_desc = ["Path of the backup file to write on this host"],
+                        args = [{path, string}], result = {res, restuple}},
      #ejabberd_commands{name = easy_cluster_restore, tags = [cluster],
                         desc = "Replace every disc table's contents, cluster-wide, with a backup's",
                         module = ?MODULE, function = restore,
@@ -613,6 +621,86 @@ force_load() ->
 %% A cluster-wide restore on a live cluster: every disc table is cleared and refilled from the
 %% backup on all its replicas (one transaction per table); ram tables (sessions, routes) are
 %% skipped, they describe the present, not the past.
+%% mnesia:backup/1 walks a checkpoint key by key: two dets calls per record of a
+%% disc_only_copies table (passwd, roster...), ~12 s for 200,000 records. This writes the same
+%% file the same way (through mnesia_backup, header, schema first, then each table as a "latest"
+%% pass and a "checkpoint" pass over the checkpoint's retainer), except that the latest pass of
+%% a disc_only_copies table held here reads the dets file in bulk, fixed for the traversal.
+%% Consistent as of the checkpoint's activation: a record changed since then is in the retainer,
+%% and the retainer pass, written after, puts back (or deletes) what it was at activation.
+backup(PathStr) ->
+    T0 = erlang:monotonic_time(millisecond),
+    Tabs = mnesia:system_info(tables),
+    case mnesia:activate_checkpoint([{max, Tabs}, {ram_overrides_dump, false}]) of
+        {ok, Name, _Nodes} ->
+            Tmp = PathStr ++ ".partial",
+            Result = try write_backup(Name, Tmp)
+                     catch Class:Why -> {error, {Class, Why}}
+                     after mnesia:deactivate_checkpoint(Name)
+                     end,
+            case Result of
+                {ok, Records} ->
+                    ok = file:rename(Tmp, PathStr),
+                    {ok, json(#{ok => true, path => list_to_binary(PathStr), records => Records,
+                                ms => erlang:monotonic_time(millisecond) - T0})};
+                {error, Reason} ->
+                    _ = file:delete(Tmp),
+                    {?FAILED, json(#{ok => false, reason => fmt(Reason)})}
+            end;
+        {error, Why} -> {?FAILED, json(#{ok => false, reason => fmt({activate_checkpoint, Why})})}
+    end.
+
+write_backup(Name, Path) ->
+    {ok, AllTabs, Cookie} = mnesia_checkpoint:tables_and_cookie(Name),
+    {ok, B0} = mnesia_backup:open_write(Path),
+    try
+        {ok, B1} = mnesia_backup:write(B0, [mnesia_log:backup_log_header()]),
+        SchemaFilter = fun(Recs) -> mnesia_bup:refresh_cookie(Recs, Cookie) end,
+        {B2, _} = backup_table(Name, schema, SchemaFilter, {B1, 0}),
+        {B3, N} = lists:foldl(fun(Tab, Acc) -> backup_table(Name, Tab, record_filter(Tab), Acc) end,
+                              {B2, 0}, AllTabs -- [schema]),
+        {ok, _} = mnesia_backup:commit_write(B3),
+        {ok, N}
+    catch Class:Why:Stack ->
+        _ = mnesia_backup:abort_write(B0),
+        erlang:raise(Class, Why, Stack)
+    end.
+
+record_filter(Tab) ->
+    case mnesia:table_info(Tab, record_name) of
+        Tab -> fun(Recs) -> Recs end;
+        _ -> fun(Recs) -> [setelement(1, R, Tab) || R <- Recs] end
+    end.
+
+backup_table(Name, Tab, Filter, Acc) ->
+    Write = fun(Recs, {B, N}) ->
+                    {ok, B2} = mnesia_backup:write(B, Filter(Recs)),
+                    {B2, N + length(Recs)}
+            end,
+    %% (ram_copies tables are not retained: their pass gives what mnesia:backup gives, nothing)
+    Latest = case {mnesia_checkpoint:really_retain(Name, Tab),
+                   Tab =/= schema andalso mnesia:table_info(Tab, storage_type) == disc_only_copies} of
+                 {false, _} -> Acc;
+                 {true, true} -> dets_chunks(Tab, Write, Acc);
+                 {true, false} -> checkpoint_pass(Name, Tab, Write, Acc, table, latest)
+             end,
+    checkpoint_pass(Name, Tab, Write, Latest, retainer, checkpoint).
+
+checkpoint_pass(Name, Tab, Write, Acc, Source, Age) ->
+    Fun = fun([], A) -> A; (Recs, A) -> Write(Recs, A) end,
+    {ok, Acc2} = mnesia_checkpoint:iterate(Name, Tab, Fun, Acc, Source, Age),
+    Acc2.
+
+dets_chunks(Tab, Write, Acc) ->
+    ok = dets:safe_fixtable(Tab, true),
+    try dets_chunks(dets:select(Tab, [{'_', [], ['$_']}], 1000), Write, Acc, Tab)
+    after dets:safe_fixtable(Tab, false)
+    end.
+
+dets_chunks('$end_of_table', _Write, Acc, _Tab) -> Acc;
+dets_chunks({error, Why}, _Write, _Acc, Tab) -> error({dets_select, Tab, Why});
+dets_chunks({Recs, Cont}, Write, Acc, Tab) -> dets_chunks(dets:select(Cont), Write, Write(Recs, Acc), Tab).
+
 restore(PathStr) ->
     Disc = [T || T <- mnesia:system_info(tables), T =/= schema,
                  lists:member(mnesia:table_info(T, storage_type), [disc_copies, disc_only_copies])],
