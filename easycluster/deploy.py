@@ -8,6 +8,7 @@ step and cause.
 from __future__ import annotations
 
 import secrets as _random
+import threading
 import time
 from dataclasses import dataclass, field, replace
 
@@ -144,12 +145,22 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
 
     configure = sorted(set(plan.hosts_with(WRITE) + plan.hosts_with(PLUGIN)), key=_order(inv))
     replaced: dict[str, list[tuple[str, str]]] = {}
+    plugin_once = _CompiledOnce(next((h for h in configure if h in plan.hosts_with(PLUGIN)), None))
 
     def configure_one(h: Host) -> None:
         files = [s.file for s in plan.steps if s.kind == WRITE and s.host == h.name]
         plugin = h.name in plan.hosts_with(PLUGIN)
         what = ", ".join([f.path.rsplit("/", 1)[-1] for f in files] + (["plugin"] if plugin else []))
-        replaced[h.name] = progress.step(h.name, f"write {what}", lambda: nodectl.configure(h, files, plugin))
+        shared = plugin_once.wait() if plugin and h.name != plugin_once.builder else None
+        build = None
+        try:
+            replaced[h.name], build = progress.step(h.name, f"write {what}",
+                                                    lambda: nodectl.configure(h, files, plugin, shared))
+        finally:
+            if h.name == plugin_once.builder:
+                plugin_once.publish(build)
+        if shared and not build:
+            progress.say(h.name, f"  plugin: the beam compiled on {plugin_once.builder} (same packages)")
         for _path, backup in replaced[h.name]:
             progress.say(h.name, f"  previous version kept in {backup}")
 
@@ -266,6 +277,25 @@ def _started_or_rolled_back(inv: Inventory, fleet: Fleet, h: Host, seed: str, c2
     except RemoteError as exc:
         note = membership.roll_back_join(inv, fleet, inv.node(h.name), seed, reachable=True)
         raise RemoteError(h.name, "ejabberd did not start after its join", f"{exc.detail}\n  rolled back: {note}")
+
+
+class _CompiledOnce:
+    """The plugin is compiled on the first host that needs it (`builder`); the others wait for
+    that beam and install it where their ejabberd and Erlang packages are the same (erlc costs
+    ~0.5 s of CPU a host). If the builder fails, each compiles its own."""
+
+    def __init__(self, builder: str | None):
+        self.builder = builder
+        self._done = threading.Event()
+        self._build: nodectl.PluginBuild | None = None
+
+    def publish(self, build: nodectl.PluginBuild | None) -> None:
+        self._build = build
+        self._done.set()
+
+    def wait(self) -> nodectl.PluginBuild | None:
+        self._done.wait(timeout=600)
+        return self._build
 
 
 def _order(inv: Inventory):
