@@ -68,8 +68,17 @@ class Client(slixmpp.ClientXMPP):
 
 
 async def connect(client: Client, address: str, port: int) -> None:
+    """Connect and wait for the session; on failure stop trying. slixmpp keeps retrying a
+    failed connection in the background: left alone, a client given up on logs in later as
+    a stray session that takes messages nobody reads (seen: "lost" messages in a rolling
+    restart, delivered to such a session)."""
     client.connect(address, port)
-    await asyncio.wait_for(client.ready, TIMEOUT)
+    try:
+        await asyncio.wait_for(client.ready, TIMEOUT)
+    except BaseException:
+        client.cancel_connection_attempt()
+        client.abort()
+        raise
 
 
 def register(address: str, jid: str, password: str, port: int = 5222) -> None:

@@ -236,6 +236,9 @@ def test_rolling_restart_keeps_every_message_sent_to_a_node_that_is_up(cluster, 
         out = fab("rolling-restart", "--drain", "1", timeout=600).stdout
         time.sleep(2)
         traffic.settle()
+        # one session per client: none left behind by a reconnection given up on
+        sessions = ssh(lab, hosts[0], "ejabberdctl connected_users").stdout.split()
+        assert len(sessions) == len(hosts), sessions
     assert "cluster: healthy" in out, out
     checked, lost = traffic.accounting()
     assert len(checked) > 20 * len(hosts), f"too little traffic to judge: {len(checked)} messages"
