@@ -198,8 +198,10 @@ join_as_master(SeedStr) ->
              {stop_ejabberd, fun() -> app_stop(ejabberd) end, restart_ejabberd},
              {stop_mnesia, fun() -> app_stop(mnesia) end, none},
              {forget_stale_entry, fun() -> forget_stale_entry(Seed) end, none}]
-            ++ join_steps(Seed, Wait) ++
-            [{start_ejabberd, fun() -> app_start(ejabberd) end, none},
+            ++ join_steps(Seed, Wait, fun() -> app_start(mnesia) end) ++
+            %% ejabberd starts Mnesia itself, as a permanent application
+            [{stop_mnesia, fun() -> app_stop(mnesia) end, none},
+             {start_ejabberd, fun() -> app_start(ejabberd) end, none},
              {verify, fun() -> verify(Seed) end, none}],
     case already_member(Seed) of
         true ->
@@ -211,16 +213,17 @@ join_as_master(SeedStr) ->
 
 %% The steps of a join that both join_as_master (ejabberd running: stop it first) and
 %% boot_join (ejabberd not started yet) run once the local schema is about to go.
-join_steps(Seed, Wait) ->
+%% Mnesia runs on as the permanent application ejabberd wants (if it dies, the node goes with
+%% it): a restart of Mnesia would load every table once more, from a peer (1.3 s at 100,000
+%% users). join_as_master keeps the stop and start it has always done.
+join_steps(Seed, Wait, StartMnesia) ->
     [{delete_schema, fun() -> mnesia:delete_schema([node()]) end, leave_seed_schema},
-     {start_mnesia, fun() -> app_start(mnesia) end, none},
+     {start_mnesia, StartMnesia, none},
      {extra_db_nodes, fun() -> extra_db_nodes(Seed) end, none},
      {schema_disc_copies, fun() -> schema_disc_copies() end, none},
      {pause_point, fun() -> pause_point() end, none},
      {copy_tables, fun() -> copy_tables(Seed) end, none},
-     {wait_for_tables, fun() -> wait_for_tables(Wait) end, none},
-     %% ejabberd starts Mnesia itself, as a permanent application
-     {stop_mnesia, fun() -> app_stop(mnesia) end, none}].
+     {wait_for_tables, fun() -> wait_for_tables(Wait) end, none}].
 
 %% `-s easy_cluster boot_join` with `-easy_cluster_join_seed NODE` (the toolkit writes both for
 %% a node's first start only; see templates/ejabberd.default.j2). The VM boots, loads ejabberd's
@@ -245,6 +248,7 @@ boot_join(Seed) ->
     _ = application:load(ejabberd),
     {ok, Modules} = application:get_key(ejabberd, modules),
     _ = code:ensure_modules_loaded(Modules),   % off the joins' critical path
+    build_translation_cache(),
     T0 = erlang:monotonic_time(millisecond),
     ok = wait_for_file(?GO_FILE, T0 + ?GO_MAX_MS),
     Steps = [{wait_for_turn, fun() -> wait_for_turn(T0) end, none},
@@ -252,12 +256,27 @@ boot_join(Seed) ->
              {versions, fun() -> same_versions(Seed) end, none},
              {seed_running, fun() -> seed_running(Seed) end, none},
              {forget_stale_entry, fun() -> forget_stale_entry(Seed) end, none}
-             | join_steps(Seed, ?DEFAULT_WAIT_SECONDS)],
+             | join_steps(Seed, ?DEFAULT_WAIT_SECONDS, fun() -> start_permanent(mnesia) end)],
     {Result, Json} = run_steps(Seed, Steps, [], []),
     progress("result ~s", [Json]),
     case Result of
         ok -> ok;
         _ -> timer:sleep(100), erlang:halt(1)    % the log lines reach the disc first
+    end.
+
+%% ejabberd's first start on a node builds a cache of every translation in the Mnesia directory
+%% (~1 s of CPU; later starts read it). Build it now, while the node waits for its turn, with
+%% the translate server's own init (it needs the xmpp application, which ejabberd would start
+%% anyway), in a process of its own: the table it makes goes with it, the file stays.
+%% Best effort: ejabberd builds the cache itself if there is none.
+build_translation_cache() ->
+    try
+        {ok, _} = application:ensure_all_started(xmpp),
+        {Pid, Ref} = spawn_monitor(fun() -> exit({built, translate:init([])}) end),
+        receive {'DOWN', Ref, process, Pid, _} -> ok
+        after 30000 -> exit(Pid, kill)
+        end
+    catch _:_ -> ok
     end.
 
 wait_for_turn(T0) ->
@@ -465,6 +484,13 @@ app_stop(App) ->
         {error, Why} -> {error, Why}
     end.
 
+start_permanent(App) ->
+    case application:start(App, permanent) of
+        ok -> ok;
+        {error, {already_started, App}} -> ok;
+        {error, Why} -> {error, Why}
+    end.
+
 app_start(App) ->
     case application:ensure_all_started(App) of
         {ok, _} -> ok;
@@ -586,7 +612,7 @@ partition_forget(Node) ->
     end.
 
 forget_partitions_everywhere(Node) ->
-    %% (a boot join ends with Mnesia stopped, for ejabberd to start it: ask the connected nodes)
+    %% (should Mnesia not run here: ask the connected nodes)
     Nodes = try mnesia:system_info(running_db_nodes) catch _:_ -> [node() | nodes()] end,
     _ = rpc:multicall(Nodes, ?MODULE, partition_forget, [Node], 5000),
     ok.
