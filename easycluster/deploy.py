@@ -173,7 +173,8 @@ def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) 
     else:
         _configure_start_and_join(inv, fleet, plan, facts, configure, replaced, configure_one, reload_one, progress)
 
-    final = progress.phase("verify", lambda: factmod.gather(fleet, probe_network=False))
+    ask = plan.seed.host if plan.seed.host in fleet.hosts else next(iter(fleet.hosts))
+    final = progress.phase("verify", lambda: factmod.gather_via(fleet, ask))
     statuses = {host: f.cluster_status for host, f in final.items()}
     for step in boot_joins:
         membership.check_joined(inv, fleet, inv.node(step.host), step.seed, statuses)

@@ -297,11 +297,12 @@ def wait_started(host: Host, c2s_port: int) -> None:
 
 def abort_boot_join(host: Host) -> None:
     """A node waiting for its join's turn holds nothing yet (no schema, Mnesia not started):
-    kill its VM and take back the first-start files."""
+    kill its VM and take back the first-start files, and the translation cache it built."""
     host.script(_script(f"""
 pkill -9 -u ejabberd -f beam || true
 for i in $(seq 50); do pgrep -u ejabberd -f beam >/dev/null || break; sleep 0.1; done
-rm -f {JOINING} {JOIN_OUT} {JOIN_SEED_FILE} {JOIN_GO}"""), what="stopping a node waiting to join", timeout=60)
+rm -f {JOINING} {JOIN_OUT} {JOIN_SEED_FILE} {JOIN_GO} /var/lib/ejabberd/translations.cache"""),
+                what="stopping a node waiting to join", timeout=60)
 
 
 def last_json(text: str) -> dict:

@@ -16,7 +16,7 @@
 -behaviour(gen_mod).
 
 -export([start/2, stop/1, reload/3, depends/2, mod_options/1, mod_opt_type/1, mod_doc/0]).
--export([status/0, join_as_master/1, forget/1, set_master/1, backup/1, restore/1, drain/1]).
+-export([status/0, statuses/0, status_map/0, join_as_master/1, forget/1, set_master/1, backup/1, restore/1, drain/1]).
 %% Called over RPC from a hidden node while ejabberd itself still waits for its tables.
 -export([force_load/0]).
 -export([partition_clear/0, partition_forget/1]).
@@ -82,6 +82,10 @@ commands() ->
                         desc = "This node's view of the cluster, as one line of JSON",
                         module = ?MODULE, function = status,
                         args = [], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_statuses, tags = [cluster],
+                        desc = "Every member's easy_cluster_status, asked from this node, as JSON",
+                        module = ?MODULE, function = statuses,
+                        args = [], result = {res, restuple}},
      #ejabberd_commands{name = join_as_master, tags = [cluster],
                         desc = "Join the cluster of running node Node; copy every table here",
                         longdesc = "Run with ejabberdctl --no-timeout: copying large tables "
@@ -127,29 +131,44 @@ commands() ->
 %%% easy_cluster_status
 %%%===================================================================
 status() ->
+    {ok, json(status_map())}.
+
+%% Every member's own status, asked from here in one go: the toolkit's checks after a change
+%% make one ejabberdctl call (a VM of its own, ~0.2 s of CPU) rather than one per host.
+%% A member that does not answer maps to the error.
+statuses() ->
+    Members = mnesia:system_info(db_nodes),
+    Results = erpc:multicall(Members, ?MODULE, status_map, [], 10000),
+    {ok, json(#{statuses => maps:from_list(
+                              [{N, case R of
+                                       {ok, M} when is_map(M) -> M;
+                                       Error -> #{error => fmt(Error)}
+                                   end} || {N, R} <- lists:zip(Members, Results)])})}.
+
+status_map() ->
     Tables = mnesia:system_info(tables),
     Missing = missing_tables(),
     SchemaType = mnesia:table_info(schema, storage_type),
     Replicas = maps:from_list(
                  [{T, maps:from_list([{N, Type} || {N, Type} <- where_to_commit(T)])}
                   || T <- Tables]),
-    {ok, json(#{node => node(),
-                plugin_version => ?PLUGIN_VERSION,
-                ejabberd_version => ejabberd_version(),
-                otp_release => list_to_binary(erlang:system_info(otp_release)),
-                started_at => started_at(),
-                db_nodes => mnesia:system_info(db_nodes),
-                running_db_nodes => mnesia:system_info(running_db_nodes),
-                schema => SchemaType,
-                master => is_master(),
-                missing_tables => Missing,
-                tables => Replicas,
-                partitioned_with => partitioned_with(),
-                master_nodes => lists:usort(
-                                  lists:append([mnesia:table_info(T, master_nodes)
-                                                || T <- Tables])),
-                sessions => safe(fun() -> length(ejabberd_sm:dirty_get_my_sessions_list()) end),
-                registered_users => safe(fun registered_users/0)})}.
+    #{node => node(),
+      plugin_version => ?PLUGIN_VERSION,
+      ejabberd_version => ejabberd_version(),
+      otp_release => list_to_binary(erlang:system_info(otp_release)),
+      started_at => started_at(),
+      db_nodes => mnesia:system_info(db_nodes),
+      running_db_nodes => mnesia:system_info(running_db_nodes),
+      schema => SchemaType,
+      master => is_master(),
+      missing_tables => Missing,
+      tables => Replicas,
+      partitioned_with => partitioned_with(),
+      master_nodes => lists:usort(
+                        lists:append([mnesia:table_info(T, master_nodes)
+                                      || T <- Tables])),
+      sessions => safe(fun() -> length(ejabberd_sm:dirty_get_my_sessions_list()) end),
+      registered_users => safe(fun registered_users/0)}.
 
 %% Tables of the cluster this node holds no copy of.
 missing_tables() ->

@@ -277,6 +277,19 @@ def test_fact_parsing_reads_what_the_probe_prints():
     assert parse_facts("lab1", "os_id=debian\n").error == "fact probe did not finish"
 
 
+@pytest.mark.parametrize("line, statuses", [
+    ('cluster_statuses={"statuses": {"ejabberd@lab1": {"node": "ejabberd@lab1"}, '
+     '"ejabberd@lab2": {"error": "noconnection"}}}',
+     {"ejabberd@lab1": {"node": "ejabberd@lab1"}, "ejabberd@lab2": {"error": "noconnection"}}),
+    ("cluster_statuses=not json", None),
+    ("cluster_statuses=[1, 2]", None),
+])
+def test_every_members_status_asked_from_one_node_is_parsed(line, statuses):
+    f = parse_facts("lab1", f"os_id=debian\n{line}\nbeam_running=yes\nend=1\n")
+    assert f.cluster_statuses == statuses
+    assert f.cluster_status is None and f.beam_running
+
+
 def _two_running_and(lab3: str):
     """lab1 and lab2 a running 2-node cluster; lab3 as named."""
     inv = inventory()
