@@ -38,7 +38,7 @@ def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float
     cookie = _cookie_for(inv, dry)
     tls = tls_materials(inv, create=not dry)
     with Fleet(inv) as fleet:
-        facts = progress.phase("facts", lambda: factmod.gather(fleet))
+        facts = progress.phase("facts", lambda: factmod.gather_via(fleet, probe_network=True))
         effective = membership.without_departed(inv, facts, out)
         fleet = fleet.subset(effective)
         plan = make_plan(effective, facts, cookie, tls)
@@ -74,7 +74,7 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
     cookie = load_cookie(inv.cluster, create=False)
     tls = tls_materials(inv, create=True)
     with Fleet(inv) as fleet:
-        facts = progress.phase("facts", lambda: factmod.gather(fleet))
+        facts = progress.phase("facts", lambda: factmod.gather_via(fleet, probe_network=True))
         f = facts[node.host]
         if f.error:
             raise EasyClusterError(f"{node.host}: {f.error}; nothing was changed")
@@ -97,7 +97,7 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
                 if node.name in db_nodes:
                     nodectl.forget(fleet[seed.host], node.name)
             if f.joining or departed:   # the node changed under us: look again
-                facts = progress.phase("facts", lambda: factmod.gather(fleet))
+                facts = progress.phase("facts", lambda: factmod.gather_via(fleet, probe_network=True))
             plan = make_plan(sub, facts, cookie, tls)
             if plan.problems:
                 raise PreflightFailed(plan.problems)

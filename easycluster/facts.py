@@ -186,14 +186,15 @@ def gather_one(host: Host, inventory: Inventory, probe_network: bool = True, ctl
     return parse_facts(host.name, result.stdout)
 
 
-def gather_via(fleet: Fleet, ask: str) -> dict[str, HostFacts]:
-    """Facts for the check after a change: every host's probe (no network probes), with every
-    member's status asked from `ask` in one ejabberdctl call rather than one per host (each
-    boots a VM: ~0.2 s of CPU). A host whose VM runs but whose status did not come that way
-    (not a member, not answering, or `ask` itself silent) is asked on its own, as gather does."""
+def gather_via(fleet: Fleet, ask: str | None = None, probe_network: bool = False) -> dict[str, HostFacts]:
+    """As gather, but with every member's status asked from one node (`ask`, by default the
+    first host) in one ejabberdctl call rather than one per host (each boots a VM: ~0.2 s of
+    CPU). A host whose VM runs but whose status did not come that way (not a member, not
+    answering, or `ask` itself not running) is asked on its own, as gather does."""
     hosts = list(fleet.hosts)
-    results = fleet.parallel(lambda h: gather_one(h, fleet.inventory, False, "cluster" if h.name == ask else "none"),
-                             hosts)
+    ask = ask or hosts[0]
+    results = fleet.parallel(lambda h: gather_one(h, fleet.inventory, probe_network,
+                                                  "cluster" if h.name == ask else "none"), hosts)
     facts = {h: (r if isinstance(r, HostFacts) else HostFacts(host=h, error=str(r))) for h, r in results.items()}
     statuses = (facts[ask].cluster_statuses or {}) if ask in facts else {}
     again = []
@@ -206,7 +207,7 @@ def gather_via(fleet: Fleet, ask: str) -> dict[str, HostFacts]:
         else:
             again.append(h)
     if again:
-        facts.update(gather(fleet, again, probe_network=False))
+        facts.update(gather(fleet, again, probe_network=probe_network))
     return facts
 
 

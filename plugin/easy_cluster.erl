@@ -138,7 +138,7 @@ status() ->
 %% A member that does not answer maps to the error.
 statuses() ->
     Members = mnesia:system_info(db_nodes),
-    Results = erpc:multicall(Members, ?MODULE, status_map, [], 10000),
+    Results = erpc:multicall(Members, ?MODULE, status_map, [], 5000),
     {ok, json(#{statuses => maps:from_list(
                               [{N, case R of
                                        {ok, M} when is_map(M) -> M;
