@@ -31,7 +31,7 @@ test: setup
 unit: setup
 	$(VENV)/bin/pytest -m "not lab"
 
-# The benchmark (docs/performance.md): a lab of its own, ~15 min. BENCH_REPS, BENCH_USERS to scale.
+# The benchmark (docs/performance.md): a lab of its own, ~4 min. BENCH_REPS, BENCH_USERS to scale.
 bench: setup
 	$(VENV)/bin/python bench/run.py
 
