@@ -81,27 +81,36 @@ class ClusterLock:
         self.release()
 
     def _try_all(self) -> None:
-        record = json.dumps(self.holder)
-        for name in self.hosts:
-            host = self.fleet[name]
-            r = host.script(f"""
+        """The first host decides between racing runs (exactly one gets it); the others are
+        then taken all at once. Any of them held: give back what was taken, name the holder."""
+        first, rest = self.hosts[:1], self.hosts[1:]
+        for group in (first, rest):
+            results = self.fleet.parallel(self._take, group)
+            self.taken += [self.fleet[h] for h in group if results[h] is None]
+            for h in group:
+                if results[h] is not None:
+                    self.release()
+                    if isinstance(results[h], Exception):
+                        raise results[h]
+                    raise LockHeld(h, results[h])
+
+    def _take(self, host: Host) -> dict | None:
+        """None if taken here, else the holder's record."""
+        r = host.script(f"""
 install -d -m 700 {LOCK_DIR.rsplit('/', 1)[0]}
-if mkdir {LOCK_DIR} 2>/dev/null; then printf '%s\\n' {q(record)} > {LOCK_DIR}/holder; echo acquired
+if mkdir {LOCK_DIR} 2>/dev/null; then printf '%s\\n' {q(json.dumps(self.holder))} > {LOCK_DIR}/holder; echo acquired
 else echo held; cat {LOCK_DIR}/holder 2>/dev/null; fi""", what="taking the cluster lock")
-            lines = r.stdout.strip().splitlines()
-            if lines and lines[0] == "acquired":
-                self.taken.append(host)
-                continue
-            self.release()
-            raise LockHeld(name, _parse(lines[1:]))
+        lines = r.stdout.strip().splitlines()
+        return None if lines and lines[0] == "acquired" else _parse(lines[1:])
 
     def release(self) -> None:
-        for host in reversed(self.taken):
+        def give_back(host: Host) -> None:
             try:
                 host.run(f"grep -qs {q(self.holder['token'])} {LOCK_DIR}/holder && rm -rf {LOCK_DIR}",
                          check=False, timeout=15)
             except RemoteError:
                 pass   # a host cut off keeps its lock; the next run reports it, break-lock clears it
+        self.fleet.parallel(give_back, [h.name for h in self.taken])
         self.taken = []
 
 
