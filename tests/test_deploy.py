@@ -67,6 +67,9 @@ def test_a_first_deploy_whose_joining_node_dies_is_rolled_back_and_the_waiting_o
     out = FAILED_DEPLOY["output"]
     assert FAILED_DEPLOY["returncode"] == 1, out
     assert "no Mnesia backup: the cluster is new" in out, out
+    # the plugin is compiled once, on lab1; lab2 and lab3 (same packages) install that beam
+    for host in ("lab2", "lab3"):
+        assert f"[{host}]   plugin: the beam compiled on lab1 (same packages)" in out, out
     assert "join of ejabberd@lab2 to ejabberd@lab1 failed: the node died during its join" in out, out
     assert "rolled back: ejabberd@lab2 stopped and its Mnesia directory emptied" in out, out
     assert "[lab3] stopped: it was waiting for its turn to join (nothing had changed)" in out, out
