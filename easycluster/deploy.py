@@ -17,8 +17,8 @@ from . import membership, nodectl
 from .errors import EasyClusterError
 from .health import ClusterHealth, assess
 from .inventory import Inventory
-from .plan import (INSTALL, JOIN, PLUGIN, RELOAD, RESTART, START, WRITE, Plan, PreflightFailed,
-                   Step, choose_seed, format_plan, make_plan, mark_boot_joins, plan_joins)
+from .plan import (INSTALL, JOIN, PLUGIN, RELOAD, RESET, RESTART, START, WRITE, Plan, PreflightFailed,
+                   Step, as_reset, choose_seed, format_plan, make_plan, mark_boot_joins, plan_joins)
 from .lock import ClusterLock
 from .progress import Out, Progress, StepFailed
 from .remote import Fleet, Host, RemoteError
@@ -62,6 +62,7 @@ def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float
                 if plan.problems:
                     raise PreflightFailed(plan.problems)
             out(format_plan(plan, effective))
+            facts = as_reset(facts, plan.hosts_with(RESET))
             health = progress.phase("apply", lambda: _apply(effective, fleet, plan, facts, progress))
         _summary(out, health, progress)
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
@@ -105,6 +106,7 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
             if drift:
                 out(f"note: {', '.join(drift)} differ from the inventory; add-master leaves them as they "
                     "are (`fab deploy --dry` shows how)")
+            facts = as_reset(facts, plan.hosts_with(RESET))
             plan = Plan(mark_boot_joins(sub, [s for s in plan.steps if s.host == node.host], facts), plan.seed)
             if plan.steps:
                 out(format_plan(plan, sub))
@@ -138,6 +140,10 @@ def _cookie_for(inv: Inventory, dry: bool) -> Secret:
 
 def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) -> ClusterHealth:
     version = inv.cluster.ejabberd_version
+    resets = plan.hosts_with(RESET)
+    if resets:
+        progress.phase("reset", lambda: fleet.each(resets, lambda h: membership.wipe(
+            fleet, inv.node(h.name), progress, "stop the package's node and move its Mnesia directory away")))
     installs = plan.hosts_with(INSTALL)
     if installs:
         progress.phase("install", lambda: fleet.each(installs, lambda h: progress.step(
@@ -217,7 +223,7 @@ def _configure_start_and_join(inv: Inventory, fleet: Fleet, plan: Plan, facts, c
     for step in joins:                      # strictly one at a time, in inventory order
         node = inv.node(step.host)
         progress.phase(f"join {step.host}", lambda: progress.step(
-            step.host, f"join_as_master {step.seed}",
+            step.host, f"join {step.seed} as master (stopped, then joined as it starts)",
             lambda: membership.join(inv, fleet, node, step.seed, progress.say)))
         progress.say(step.host, "verified: in every member's running_db_nodes, a local copy of every table")
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from .inventory import Inventory
 from .remote import Fleet, Host, q
-from .render import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, PLUGIN_DIR
+from .render import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, PLUGIN_DIR, UNIT_DROPIN
 from .tls import HOST_CA, HOST_CERT, HOST_KEY, HOST_OPTFILE
 
-READABLE_FILES = (EJABBERD_YML, EJABBERD_DEFAULT, HOST_CA, HOST_CERT, HOST_OPTFILE)
+READABLE_FILES = (UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, HOST_CA, HOST_CERT, HOST_OPTFILE)
 SECRET_FILES = (HOST_KEY,)   # only their hash is read, like the cookie's
 MNESIA_DIR = "/var/lib/ejabberd"
 STATE_DIR = "/var/lib/easycluster"
@@ -30,6 +30,16 @@ echo "addresses=$(hostname -I 2>/dev/null)"
 echo "ejabberd_version=$(dpkg-query -W -f='${Status} ${Version}' ejabberd 2>/dev/null | sed -n 's/^install ok installed //p')"
 echo "erlang_version=$(dpkg-query -W -f='${Status} ${Version}' erlang-base 2>/dev/null | sed -n 's/^install ok installed //p')"
 echo "systemd=$([ -d /run/systemd/system ] && echo yes || echo no)"
+if [ -d /run/systemd/system ]; then
+  unit=$(systemctl show ejabberd -p LoadState -p ActiveState -p SubState -p Result -p NRestarts -p UnitFileState 2>/dev/null | tr '\n' ' ')
+  echo "unit=$unit"
+  case "$unit" in
+    *LoadState=loaded*) case "$unit" in *ActiveState=active*SubState=running*) ;; *)
+      echo "journal=$(journalctl -u ejabberd -n 6 --no-pager -o short-iso 2>/dev/null | base64 -w0)" ;; esac ;;
+  esac
+fi
+beam_node=$(pgrep -o -u ejabberd -a -f beam 2>/dev/null | grep -o -- '-s\{0,1\}name [^ ]*' | head -n1 | cut -d' ' -f2)
+echo "beam_node=$beam_node"
 for f in FILES; do
   if [ -f "$f" ]; then echo "file:$f=$(base64 -w0 < "$f")"; else echo "file:$f=-"; fi
 done
@@ -79,6 +89,9 @@ class HostFacts:
     ejabberd_version: str | None = None   # installed package version
     erlang_version: str | None = None
     systemd: bool = False
+    unit: dict[str, str] = field(default_factory=dict)   # ejabberd.service: LoadState, ActiveState, ...
+    journal: list[str] = field(default_factory=list)     # its last lines, when not active (running)
+    beam_node: str | None = None        # the node name the running VM was started with
     files: dict[str, str | None] = field(default_factory=dict)   # path -> content (None: missing)
     cookie_sha256: str | None = None
     secret_sha256: dict[str, str | None] = field(default_factory=dict)   # other secret files: path -> hash
@@ -106,6 +119,28 @@ class HostFacts:
     @property
     def running(self) -> bool:
         return self.ctl_status == 0
+
+    @property
+    def unit_state(self) -> str:
+        """ejabberd.service as systemctl shows it: 'active (running)', 'failed (exit-code)', ..."""
+        u = self.unit
+        if not u or u.get("LoadState") != "loaded":
+            return "-"
+        state = f"{u.get('ActiveState', '?')} ({u.get('SubState', '?')})"
+        if u.get("Result") not in (None, "", "success"):
+            state += f" result {u['Result']}"
+        return state
+
+    @property
+    def unit_running(self) -> bool:
+        return self.unit.get("ActiveState") == "active" and self.unit.get("SubState") == "running"
+
+    @property
+    def restarts(self) -> int:
+        try:
+            return int(self.unit.get("NRestarts", "0"))
+        except ValueError:
+            return 0
 
 
 def probe_script(inventory: Inventory, host: str, probe_network: bool = True, ctl: str = "self") -> str:
@@ -153,6 +188,12 @@ def parse_facts(host: str, output: str) -> HostFacts:
         elif key.startswith("reach:"):
             _, peer, port = key.split(":")
             f.reach[(peer, int(port))] = value
+        elif key == "unit":
+            f.unit = dict(kv.split("=", 1) for kv in value.split() if "=" in kv)
+        elif key == "journal":
+            f.journal = base64.b64decode(value).decode(errors="replace").splitlines() if value else []
+        elif key == "beam_node":
+            f.beam_node = value or None
         elif key == "addresses":
             f.addresses = value.split()
         elif key in ("ejabberd_version", "erlang_version", "cookie_sha256", "plugin_sha256"):

@@ -28,6 +28,9 @@ class NodeHealth:
     master_nodes: list[str] = field(default_factory=list)      # set by a heal; cleared when it ends
     partitioned_with: list[str] = field(default_factory=list)  # Mnesia reported a partition with these
     seen_running_by: list[str] = field(default_factory=list)   # running peers whose running_db_nodes hold it
+    unit: str = "-"                     # ejabberd.service: 'active (running)', 'activating (auto-restart)', ...
+    restarts: int = 0                   # NRestarts: times systemd restarted the node by itself
+    journal: list[str] = field(default_factory=list)           # the unit's last lines, when not running cleanly
 
     def as_dict(self) -> dict:
         return dict(self.__dict__, seen_running_by=list(self.seen_running_by))
@@ -77,7 +80,8 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
             plugin_version=st.get("plugin_version") if st else None,
             master_nodes=sorted(st.get("master_nodes", [])) if st else [],
             partitioned_with=sorted(st.get("partitioned_with", [])) if st else [],
-            registered_users=st.get("registered_users") if st else None)
+            registered_users=st.get("registered_users") if st else None,
+            unit=f.unit_state, restarts=f.restarts, journal=f.journal)
         nodes.append(nh)
         if st:
             for table, holders in st.get("tables", {}).items():
@@ -86,9 +90,13 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
         if not nh.reachable:
             problems.append(f"{nh.host}: unreachable over SSH")
             continue
+        f = facts[nh.host]
+        unit_problem = _unit_problem(nh, f)
         if not nh.running:
-            problems.append(f"{nh.name}: not running")
+            problems.append(unit_problem or f"{nh.name}: not running")
             continue
+        if unit_problem:
+            problems.append(unit_problem)
         missing = [n for n in names if n not in nh.running_db_nodes]
         if missing:
             problems.append(f"{nh.name}: does not see {', '.join(missing)} running")
@@ -115,3 +123,21 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
         if absent and not any(p.startswith(f"{a}: not a master") for a in absent for p in problems):
             problems.append(f"table {table}: no copy on {', '.join(sorted(absent))}")
     return ClusterHealth(nodes, problems, tables)
+
+
+def _unit_problem(nh: NodeHealth, f: HostFacts) -> str | None:
+    """What is wrong with the node's ejabberd.service, if anything: a node answering while its
+    unit is not active (running) is draining, stopping or about to be killed; a unit that
+    systemd keeps restarting is a loop, not a slow start."""
+    if not f.unit or f.unit.get("LoadState") != "loaded" or f.unit_running:
+        return None
+    last = f" (journal: {f.journal[-1].strip()})" if f.journal else ""
+    active, sub = f.unit.get("ActiveState"), f.unit.get("SubState")
+    if sub == "auto-restart" or (active == "activating" and f.restarts > 0):
+        return (f"{nh.name}: ejabberd.service is restarting in a loop ({f.restarts} restarts by systemd, "
+                f"now {f.unit_state}){last}")
+    if active == "failed":
+        return f"{nh.name}: ejabberd.service failed ({f.unit_state}){last}"
+    if nh.running or active != "inactive":
+        return f"{nh.name}: ejabberd.service is {f.unit_state}, not active (running){last}"
+    return None

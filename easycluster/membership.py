@@ -31,10 +31,23 @@ class MembershipError(EasyClusterError):
 # --------------------------------------------------------------------------- joins
 
 def join(inv: Inventory, fleet: Fleet, node: Node, seed: str, say) -> dict:
-    """Join `node` to running member `seed` as a master, verify; on any failure roll back
-    and raise MembershipError saying what happened and what state things are in."""
-    answer = _joining(inv, fleet, node, seed, say, lambda progress: nodectl.join_as_master(
-        fleet[node.host], seed, progress))
+    """Join a node that runs standalone (no users: the plan refuses others) to running member
+    `seed` as a master, the one way a node joins: stopped through its unit, its standalone
+    Mnesia files moved to a tarball, started again to join at boot, verified once it runs.
+    On any failure roll back and raise MembershipError saying what happened and what state
+    things are in."""
+    h = fleet[node.host]
+    tarball = nodectl.stop_and_wipe(h)
+    if tarball:
+        say(node.host, f"  stopped; its standalone Mnesia files are kept in {tarball}")
+    nodectl.launch_joining(h, seed)
+    answer = join_at_boot(inv, fleet, node, seed, say)
+    try:
+        nodectl.wait_started(h, inv.cluster.c2s_port)
+    except RemoteError as exc:
+        note = roll_back_join(inv, fleet, node, seed, reachable=True)
+        raise MembershipError(f"[{node.host}] {node.name} did not start after its join: {exc.detail}\n"
+                              f"  rolled back: {note}") from None
     check_joined(inv, fleet, node, seed)
     return answer
 
@@ -59,7 +72,7 @@ def _joining(inv: Inventory, fleet: Fleet, node: Node, seed: str, say, run) -> d
         answer = run(table_progress)
     except nodectl.JoinFailed as failed:
         if failed.changed_nothing:
-            nodectl.clear_joining(fleet[node.host])
+            nodectl.clear_joining(fleet[node.host], member=False)
             raise MembershipError(f"[{node.host}] join of {node.name} to {seed} refused: {failed.detail} "
                                   "(nothing was changed)") from None
         note = roll_back_join(inv, fleet, node, seed, reachable=not failed.lost)
@@ -79,7 +92,7 @@ def check_joined(inv: Inventory, fleet: Fleet, node: Node, seed: str, statuses: 
         note = roll_back_join(inv, fleet, node, seed, reachable=True)
         raise MembershipError(f"[{node.host}] join of {node.name} could not be verified: {problem}\n"
                               f"  rolled back: {note}")
-    nodectl.clear_joining(fleet[node.host])
+    nodectl.clear_joining(fleet[node.host], member=True)
 
 
 def verify_joined(inv: Inventory, fleet: Fleet, node: Node, seed: str, statuses: dict | None = None) -> str | None:
@@ -128,7 +141,7 @@ def recover_interrupted_join(inv: Inventory, fleet: Fleet, node: Node, f: HostFa
     join if it completed (verified now), otherwise roll it back."""
     h = fleet[node.host]
     if f.running and verify_joined(inv, fleet, node, seed) is None:
-        nodectl.clear_joining(h)
+        nodectl.clear_joining(h, member=True)
         say(node.host, f"an earlier join of {node.name} was left unverified; verified now: it is a master")
         return
     note = roll_back_join(inv, fleet, node, seed, reachable=True)

@@ -1,9 +1,11 @@
 """What easycluster does on one host, each action one batched remote script.
 
-Service control works with systemd (`systemctl`) and without it (the SysV way,
-creating /run/ejabberd as systemd-tmpfiles would). `ejabberdctl start` exits 0
-even when the node dies at once, so every start is followed by polling, and a
-failure carries the tail of error.log.
+Nodes run under Debian's ejabberd.service (systemd), and only there: every start, stop and
+restart goes through the unit (`systemctl is-active ejabberd` and the journal tell the truth),
+and nothing stops the ejabberd application inside a running VM (under Type=notify that leaves
+the unit deactivating until systemd kills the node). A start is asked with --no-block and
+then watched, with a bound of its own: a unit that fails or falls into a restart loop is named
+with the journal's last lines and error.log's tail.
 """
 
 from __future__ import annotations
@@ -15,58 +17,62 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .remote import Host, RemoteError, q
-from .render import JOIN_SEED_FILE, PLUGIN_BEAM, PLUGIN_DIR, ManagedFile, plugin_source
+from .render import JOIN_SEED_FILE, PLUGIN_BEAM, PLUGIN_DIR, UNIT_DROPIN, ManagedFile, plugin_source
 
 START_BOUND = 90      # seconds for a node to report started
-STOP_BOUND = 60
+STOP_BOUND = 130      # the unit's TimeoutStopSec (120) and a little
 BACKUP_DIR = "/var/backups/easycluster"
 STATE_DIR = "/var/lib/easycluster"      # the toolkit's own markers on each host
 RESTART_PENDING = f"{STATE_DIR}/restart-pending"   # config written, restart not yet done
 
 _SERVICE = r"""
-export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_PAGER=
 cd /   # the ejabberd user must be able to read the working directory (erl_prim_loader)
 ec_log_tail() {
+  echo "--- ejabberd.service: $(ec_unit)"
+  echo "--- journal of ejabberd.service:"
+  journalctl -u ejabberd -n 10 --no-pager -o short-iso 2>/dev/null || true
   echo "--- tail of /var/log/ejabberd/error.log:"
-  tail -n 15 /var/log/ejabberd/error.log 2>/dev/null || echo "(no error.log)"
+  tail -n 10 /var/log/ejabberd/error.log 2>/dev/null || echo "(no error.log)"
 }
-ec_start() {
-  if [ -d /run/systemd/system ]; then
-    systemctl start ejabberd || { ec_log_tail; return 1; }
-  else
-    install -d -o ejabberd -g ejabberd -m 755 /run/ejabberd
-    su ejabberd -s /bin/sh -c 'ejabberdctl start' || { ec_log_tail; return 1; }
-  fi
+ec_unit() {   # "ActiveState SubState Result NRestarts"
+  systemctl show ejabberd -p ActiveState -p SubState -p Result -p NRestarts --value 2>/dev/null | tr '
+' ' '
+}
+ec_start() {   # a member's start: enabled (a reboot starts it), started through the unit
+  systemctl reset-failed ejabberd 2>/dev/null || true
+  systemctl enable --quiet ejabberd 2>/dev/null
+  systemctl start --no-block ejabberd || { ec_log_tail; return 1; }
   ec_wait_started && rm -f RESTART_PENDING
 }
 ec_wait_started() {
-  # Each `ejabberdctl status` boots a hidden Erlang VM (~0.2 s of CPU): polling it
-  # would slow the very start it waits for. Wait cheaply for the client port
-  # (listeners open last), then confirm once with ejabberdctl: the port opens a moment
-  # before the node takes commands (seen: a status read just after it failed).
-  end=$(( $(date +%s) + START_BOUND )); gone=0
+  # The unit is active once ejabberd said READY=1 (Type=notify: after its listeners); then the
+  # client port and one ejabberdctl status confirm it takes commands. Cheap checks first: each
+  # ejabberdctl call boots a hidden Erlang VM (~0.2 s of CPU), which would slow the very
+  # start it waits for.
+  end=$(( $(date +%s) + START_BOUND ))
+  restarts0=$(systemctl show ejabberd -p NRestarts --value 2>/dev/null)
   while [ "$(date +%s)" -lt "$end" ]; do
-    if (exec 3<>/dev/tcp/127.0.0.1/C2S_PORT) 2>/dev/null && ejabberdctl status >/dev/null 2>&1; then
-      return 0
-    fi
-    if pgrep -u ejabberd -f beam >/dev/null; then gone=0; else gone=$((gone + 1)); fi
-    if [ "$gone" -ge 20 ]; then echo "the node died while starting"; ec_log_tail; return 1; fi
+    set -- $(ec_unit)
+    case "$1/$2" in
+      active/running)
+        if (exec 3<>/dev/tcp/127.0.0.1/C2S_PORT) 2>/dev/null && ejabberdctl status >/dev/null 2>&1; then
+          return 0
+        fi ;;
+      failed/*) echo "the node failed to start"; ec_log_tail; return 1 ;;
+      */auto-restart) echo "the node died while starting (systemd restarts it)"; ec_log_tail; return 1 ;;
+    esac
+    if [ "${4:-0}" != "$restarts0" ]; then echo "the node died while starting and was restarted"; ec_log_tail; return 1; fi
     sleep 0.1
   done
   echo "the node did not report started within START_BOUND s"; ec_log_tail; return 1
 }
-ec_stop() {
-  if [ -d /run/systemd/system ]; then systemctl stop ejabberd; else
-    ejabberdctl stop >/dev/null 2>&1 || true   # already stopped is fine
-    end=$(( $(date +%s) + STOP_BOUND ))
-    while pgrep -u ejabberd -f beam >/dev/null; do
-      [ "$(date +%s)" -lt "$end" ] || { echo "the node did not stop within STOP_BOUND s"; return 1; }
-      sleep 0.2
-    done
-  fi
+ec_stop() {   # through the unit (ExecStop, then SIGTERM, SIGKILL at TimeoutStopSec): never restarted
+  systemctl stop ejabberd || { echo "systemctl stop ejabberd failed"; ec_log_tail; return 1; }
+  systemctl reset-failed ejabberd 2>/dev/null || true
+  if pgrep -u ejabberd -f beam >/dev/null; then echo "a node runs outside ejabberd.service"; return 1; fi
 }
-""".replace("START_BOUND", str(START_BOUND)).replace("STOP_BOUND", str(STOP_BOUND)).replace(
-    "RESTART_PENDING", RESTART_PENDING)
+""".replace("START_BOUND", str(START_BOUND)).replace("RESTART_PENDING", RESTART_PENDING)
 
 
 def _script(body: str, c2s_port: int = 5222) -> str:
@@ -84,6 +90,8 @@ fi
 trap '[ $own_policy = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends ejabberd={q(version)} erlang-dev >/dev/null
+# enabled by the package: a node starts at boot only once it is a member (ec_start enables it)
+systemctl disable --quiet ejabberd 2>/dev/null
 dpkg-query -W -f='${{Version}}' ejabberd
 """), what=f"installing ejabberd {version}", timeout=900)
 
@@ -139,6 +147,8 @@ else
 fi
 install -m 644 {staging}/ebin/easy_cluster.beam {PLUGIN_DIR}/ebin/easy_cluster.beam
 install -m 644 {staging}/easy_cluster.erl {PLUGIN_DIR}/src/easy_cluster.erl""")
+        if any(mf.path == UNIT_DROPIN for mf in files):
+            body.append("systemctl daemon-reload")
         result = host.script(_script("\n".join(body)), what="writing configuration")
     except RemoteError:
         host.run(f"rm -rf {q(staging)}", check=False)
@@ -202,48 +212,22 @@ class JoinFailed(RemoteError):
 
     @property
     def changed_nothing(self) -> bool:
-        # the plugin stops ejabberd (or, at boot, touches Mnesia) only after these checks pass
+        # the plugin touches Mnesia only after these checks pass
         return self.answer.get("failed_step") in ("wait_for_turn", "ping", "versions", "seed_running")
 
 
-def join_as_master(host: Host, seed: str, on_progress=lambda line: None, interval: float = 0.1) -> dict:
-    """Join through the plugin, running on the host in the background (so a cut SSH
-    link cannot leave the toolkit waiting forever), polled over the open connection
-    (a poll only reads two small files: cheap enough to ask often).
-    A marker stays on the host until the toolkit has verified or rolled back the join."""
-    started = host.script(f"""
-install -d -m 700 {STATE_DIR}
-printf '%s\n' {q(json.dumps({"seed": seed, "since": _now()}))} > {JOINING}
-rm -f {JOIN_PROGRESS}
-cd /
-setsid nohup ejabberdctl --no-timeout join_as_master {q(seed)} > {JOIN_OUT} 2>&1 < /dev/null &
-echo $!""", what=f"starting join_as_master {seed}")
-    pid = started.stdout.strip().splitlines()[-1]
-    _, out = _follow_join(host, f"cat {JOIN_OUT}", f"kill -0 {pid} 2>/dev/null && echo alive || echo done",
-                          on_progress, interval)
-    answer = last_json(out)
-    if answer.get("ok"):
-        return answer
-    if answer:
-        detail = f"step {answer.get('failed_step')!r} failed: {answer.get('reason')}"
-    else:   # ejabberdctl lost its node: killed, or crashed
-        detail = "the node stopped answering during the join: " + (out.strip()[-300:] or "no output")
-    raise JoinFailed(host.name, detail, answer)
-
-
 def launch_joining(host: Host, seed: str) -> None:
-    """The first start of a node that joins `seed` while it boots (the plugin's boot_join): the
-    VM boots, loads ejabberd's code and waits for its turn (boot_join below). Returns at once.
-    The join marker is written first, as for join_as_master."""
+    """The start of a node (stopped, holding no Mnesia data) that joins `seed` while it boots:
+    the plugin's boot_join, the only join there is. The VM boots, loads ejabberd's code and
+    waits for its turn (boot_join below). Returns at once. The join marker is written first."""
     host.script(_script(f"""
 install -d -m 700 {STATE_DIR}
 printf '%s\n' {q(json.dumps({"seed": seed, "since": _now(), "at_boot": True}))} > {JOINING}
 install -d -o ejabberd -g ejabberd -m 755 /run/ejabberd
 rm -f {JOIN_GO} {JOIN_PROGRESS}
 printf '%s\n' {q(seed)} > {JOIN_SEED_FILE}.new && chmod 644 {JOIN_SEED_FILE}.new && mv {JOIN_SEED_FILE}.new {JOIN_SEED_FILE}
-if [ -d /run/systemd/system ]; then systemctl start --no-block ejabberd; else
-  su ejabberd -s /bin/sh -c 'ejabberdctl start'
-fi"""), what=f"starting to join {seed} at boot", timeout=60)
+systemctl reset-failed ejabberd 2>/dev/null || true
+systemctl start --no-block ejabberd"""), what=f"starting to join {seed} at boot", timeout=60)
 
 
 def boot_join(host: Host, on_progress=lambda line: None, interval: float = 0.05) -> dict:
@@ -297,12 +281,13 @@ def wait_started(host: Host, c2s_port: int) -> None:
 
 def abort_boot_join(host: Host) -> None:
     """A node waiting for its join's turn holds nothing yet (no schema, Mnesia not started):
-    kill its VM and take back the first-start files, and the translation cache it built."""
+    stop it through its unit (a stop is never followed by a restart; a kill would be, by
+    Restart=on-failure) and take back the first-start files and the translation cache it built."""
     host.script(_script(f"""
-pkill -9 -u ejabberd -f beam || true
-for i in $(seq 50); do pgrep -u ejabberd -f beam >/dev/null || break; sleep 0.1; done
+ec_stop
+systemctl disable --quiet ejabberd 2>/dev/null || true
 rm -f {JOINING} {JOIN_OUT} {JOIN_SEED_FILE} {JOIN_GO} /var/lib/ejabberd/translations.cache"""),
-                what="stopping a node waiting to join", timeout=60)
+                what="stopping a node waiting to join", timeout=STOP_BOUND + 30)
 
 
 def last_json(text: str) -> dict:
@@ -321,9 +306,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def clear_joining(host: Host) -> None:
-    """The join is verified (or was refused, changing nothing): its marker and files go."""
-    host.run(f"rm -f {JOINING} {JOIN_OUT} {JOIN_SEED_FILE} {JOIN_GO}", what="clearing the join marker")
+def clear_joining(host: Host, member: bool) -> None:
+    """The join is verified (`member`: the unit is enabled, so a reboot starts the node) or was
+    refused, changing nothing (the VM halted: its unit is left cleanly inactive). The join's
+    marker and files go."""
+    unit = "systemctl enable --quiet ejabberd" if member else "systemctl reset-failed ejabberd 2>/dev/null || true"
+    host.run(f"rm -f {JOINING} {JOIN_OUT} {JOIN_SEED_FILE} {JOIN_GO} && {unit}", what="clearing the join marker")
 
 
 def forget(host: Host, node_name: str) -> dict:
@@ -338,14 +326,12 @@ def forget(host: Host, node_name: str) -> dict:
 
 
 def stop_and_wipe(host: Host) -> str | None:
-    """Stop the node (killing it if it will not stop) and empty its Mnesia directory, keeping
-    the cookie; what was there is kept in a tarball first (path returned, None if empty)."""
+    """Stop the node through its unit and disable it (a reboot must not start a node that is no
+    member), then empty its Mnesia directory, keeping the cookie; what was there is kept in a
+    tarball first (path returned, None if empty)."""
     r = host.script(_script(f"""
-if [ -f {JOIN_SEED_FILE} ]; then   # in a boot join, ejabberd is not there to stop itself
-  pkill -9 -u ejabberd -f beam || true; sleep 0.5
-else
-  ec_stop || {{ pkill -9 -u ejabberd -f beam || true; sleep 0.5; }}
-fi
+ec_stop
+systemctl disable --quiet ejabberd 2>/dev/null || true
 rm -f {JOINING} {JOIN_OUT} {RESTART_PENDING} {JOIN_SEED_FILE} {JOIN_GO}
 cd /var/lib/ejabberd
 if [ -n "$(find . -mindepth 1 -maxdepth 1 ! -name .erlang.cookie | head -n1)" ]; then
@@ -407,13 +393,12 @@ def wait_status(host: Host, ready, bound: float = 120, interval: float = 0.3) ->
 
 def launch(host: Host) -> None:
     """Start the node and return at once: after a full outage a node may wait for its peers'
-    tables for as long as they are down, so the caller watches the cluster instead."""
+    tables for as long as they are down, so the caller watches the cluster instead. A unit
+    already starting (a host that booted) is left to go on."""
     host.script(_script("""
-if pgrep -u ejabberd -f beam >/dev/null; then exit 0; fi
-if [ -d /run/systemd/system ]; then systemctl start --no-block ejabberd; else
-  install -d -o ejabberd -g ejabberd -m 755 /run/ejabberd
-  su ejabberd -s /bin/sh -c 'ejabberdctl start'
-fi"""), what="starting ejabberd", timeout=60)
+case "$(systemctl show ejabberd -p ActiveState --value)" in active|activating) exit 0 ;; esac
+systemctl reset-failed ejabberd 2>/dev/null || true
+systemctl start --no-block ejabberd"""), what="starting ejabberd", timeout=60)
 
 
 def node_call(host: Host, node_name: str, function: str, timeout: float = 120) -> dict:

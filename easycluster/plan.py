@@ -15,8 +15,10 @@ from .secrets import Secret
 from .tls import NodeTLS
 
 # Step kinds, in the order apply runs their phases.
-INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN = (
-    "install", "write", "plugin", "reload", "start", "restart", "join")
+RESET, INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN = (
+    "reset", "install", "write", "plugin", "reload", "start", "restart", "join")
+# The node name Debian's package runs under when nobody configured one (its postinst starts it).
+PACKAGE_NODE = "ejabberd@localhost"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,27 @@ def dist_address(node: Node, facts: dict[str, HostFacts]) -> str | None:
 
 # --------------------------------------------------------------------------- preflight
 
+def package_nodes(inv: Inventory, facts: dict[str, HostFacts]) -> list[str]:
+    """Hosts where `apt-get install ejabberd` started the package's own node (ejabberd@localhost,
+    Debian's default) before easycluster configured anything: it serves nobody yet, and its
+    Mnesia data is named after a node that will never run again. Deploy resets it (stopped, its
+    Mnesia directory kept in a tarball) and goes on as with a node that never ran."""
+    found = []
+    for node in inv.nodes:
+        f = facts[node.host]
+        ours = "Managed by easycluster" in (f.files.get(EJABBERD_DEFAULT) or "")
+        if f.reachable and f.beam_running and f.beam_node == PACKAGE_NODE != node.name and not ours:
+            found.append(node.host)
+    return found
+
+
+def as_reset(facts: dict[str, HostFacts], hosts: list[str]) -> dict[str, HostFacts]:
+    """The facts as they will be once `hosts` are reset: stopped, no Mnesia data, no node."""
+    return {h: (replace(f, ctl_status=3, beam_running=False, beam_node=None, mnesia_schema=False,
+                        cluster_status=None, cluster_statuses=None) if h in hosts else f)
+            for h, f in facts.items()}
+
+
 def preflight(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> list[Problem]:
     problems: list[Problem] = []
     pin = inv.cluster.ejabberd_version
@@ -88,6 +111,15 @@ def preflight(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> li
         if not f.reachable:
             problems.append(Problem(node.host, "ssh", f.error or "unreachable",
                                     "check the host is up and that ssh_config, user and key are right"))
+            continue
+        if not f.systemd:
+            problems.append(Problem(node.host, "init", "systemd is not running as PID 1",
+                                    "easycluster runs every node under Debian's ejabberd.service: boot the "
+                                    "host with systemd (Debian's default)"))
+        if f.beam_running and f.beam_node and f.beam_node != node.name:
+            problems.append(Problem(node.host, "node name", f"ejabberd runs here as {f.beam_node}, not {node.name}",
+                                    "stop it and move its data away deliberately (renaming a node holding data "
+                                    "is a runbook of its own), or fix the inventory"))
             continue
         if f.os_id not in ("debian", "ubuntu"):
             problems.append(Problem(node.host, "os", f"{f.os_id or 'unknown'} {f.os_version}".strip(),
@@ -219,11 +251,15 @@ def plan_joins(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[list[Step],
 
 def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
               tls: dict[str, NodeTLS] | None = None) -> Plan:
+    resets = package_nodes(inv, facts)
+    facts = as_reset(facts, resets)
     problems = preflight(inv, facts, cookie)
     seed, _ = choose_seed(inv, facts)
     if problems:
         return Plan([], seed, problems)
-    steps: list[Step] = []
+    steps: list[Step] = [Step(RESET, h, f"reset {PACKAGE_NODE}, which the package started before easycluster "
+                                        "configured it: stop it, keep its Mnesia directory in a tarball")
+                         for h in resets]
     plugin_sha = plugin_sha256()
     for node in inv.nodes:
         f = facts[node.host]
@@ -251,7 +287,7 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
     joins, join_problems = plan_joins(inv, facts)
     if join_problems:
         return Plan([], seed, join_problems)
-    order = {k: i for i, k in enumerate((INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN))}
+    order = {k: i for i, k in enumerate((RESET, INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN))}
     steps.sort(key=lambda s: order[s.kind])  # stable: inventory order within a phase
     return Plan(mark_boot_joins(inv, steps + joins, facts), seed)
 

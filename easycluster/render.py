@@ -23,6 +23,11 @@ COOKIE_PATH = "/var/lib/ejabberd/.erlang.cookie"
 # Present only for a node's first start when it joins at boot: the name of the node to join
 # (read by /etc/default/ejabberd; the plugin's boot_join does the join).
 JOIN_SEED_FILE = "/etc/ejabberd/easycluster-join-seed"
+# easycluster's drop-in for Debian's ejabberd.service (watchdog off, start/stop timeouts, no
+# restart after a failed join); a change is followed by `systemctl daemon-reload`.
+UNIT_DROPIN = "/etc/systemd/system/ejabberd.service.d/easycluster.conf"
+UNIT_START_TIMEOUT = 300   # seconds; a boot join extends it while it works
+UNIT_STOP_TIMEOUT = 120
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,9 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
                    dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN, dist_tls_optfile=HOST_OPTFILE,
                    join_seed_file=JOIN_SEED_FILE)
     return _tls_files(inventory, node, tls) + [
+        ManagedFile(UNIT_DROPIN, render("ejabberd.service.d.conf.j2", start_timeout=UNIT_START_TIMEOUT,
+                                        stop_timeout=UNIT_STOP_TIMEOUT, **context), 0o644, "root", "root",
+                    restart=True),
         ManagedFile(EJABBERD_DEFAULT, render("ejabberd.default.j2", **context), 0o644, "root", "root",
                     restart=True),
         ManagedFile(EJABBERD_YML, render("ejabberd.yml.j2", **context), 0o600, "ejabberd", "ejabberd",

@@ -45,11 +45,12 @@ def wait_for(inv: Inventory, fleet: Fleet, ready: Callable[[ClusterHealth], bool
         time.sleep(interval)
 
 def format_table(health: ClusterHealth, tables: bool = False) -> str:
-    rows = [("node", "host", "running", "member", "master", "sees running", "seen by", "sessions", "versions")]
+    rows = [("node", "host", "running", "unit (restarts)", "member", "master", "sees running", "seen by", "sessions",
+             "versions")]
     running = sum(1 for n in health.nodes if n.running)
     for n in health.nodes:
         rows.append((n.name, n.host, "yes" if n.running else ("NO" if n.reachable else "UNREACHABLE"),
-                     "yes" if n.member else "no", "yes" if n.master else "no",
+                     f"{n.unit} ({n.restarts})" if n.reachable else "-", "yes" if n.member else "no", "yes" if n.master else "no",
                      str(len(n.running_db_nodes)) if n.running else "-",
                      f"{len(n.seen_running_by)}/{running}",
                      str(n.sessions) if n.sessions is not None else "-",
@@ -60,6 +61,10 @@ def format_table(health: ClusterHealth, tables: bool = False) -> str:
     lines.append(f"cluster: {verdict}")
     lines += [f"  departed: {name} ({how} on {when})" for name, (how, when) in sorted(health.departed.items())]
     lines += [f"  - {p}" for p in health.problems]
+    for n in health.nodes:
+        if n.journal and (not n.running or not n.unit.startswith("active (running)")):
+            lines.append(f"  journal of ejabberd.service on {n.host}:")
+            lines += [f"    {line}" for line in n.journal]
     if tables:
         names = [n.name for n in health.nodes]
         lines.append("")

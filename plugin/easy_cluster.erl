@@ -2,21 +2,21 @@
 %%%
 %%% Every command answers one line of JSON so that the toolkit (and monitoring) can read it:
 %%%   ejabberdctl easy_cluster_status            -> this node's view of the cluster
-%%%   ejabberdctl --no-timeout join_as_master N  -> join the cluster of running node N as a master
 %%%   ejabberdctl easy_cluster_forget N          -> remove a stopped node N from the schema
 %%%
-%%% join_as_master follows what ejabberd's own join_cluster does (23.01), but checks the result
-%%% of every step, copies every table (also for the 3rd, 4th... master), waits for the tables
-%%% with a bound, and rolls back what it did when a step fails.
-%%%
-%%% boot_join does the same join during a node's very first start, before ejabberd starts
-%%% (`-s easy_cluster boot_join` ahead of `-s ejabberd`): one boot instead of a standalone boot
-%%% that builds a schema, a join that deletes it, and a restart of ejabberd.
+%%% Joins: boot_join, during a node's start, before ejabberd starts (`-s easy_cluster boot_join`
+%%% ahead of `-s ejabberd`, written by the toolkit for that one start). It follows what
+%%% ejabberd's own join_cluster does (23.01), but checks the result of every step, copies every
+%%% table (also for the 3rd, 4th... master), waits for the tables with a bound, and rolls back
+%%% what it did when a step fails. It is the only join: nothing here ever stops the ejabberd
+%%% application inside a running VM, which under systemd (Type=notify) sends STOPPING=1 and
+%%% leaves the unit deactivating until systemd kills the node. A running node joins by being
+%%% stopped through its unit and started again with the join.
 -module(easy_cluster).
 -behaviour(gen_mod).
 
 -export([start/2, stop/1, reload/3, depends/2, mod_options/1, mod_opt_type/1, mod_doc/0]).
--export([status/0, statuses/0, status_map/0, join_as_master/1, forget/1, set_master/1, backup/1, restore/1, drain/1]).
+-export([status/0, statuses/0, status_map/0, forget/1, set_master/1, backup/1, restore/1, drain/1]).
 %% Called over RPC from a hidden node while ejabberd itself still waits for its tables.
 -export([force_load/0]).
 -export([partition_clear/0, partition_forget/1]).
@@ -27,12 +27,12 @@
 -include("ejabberd_commands.hrl").
 -include("logger.hrl").
 
--define(PLUGIN_VERSION, <<"1.4.0">>).
+-define(PLUGIN_VERSION, <<"1.5.0">>).
 -define(DEFAULT_WAIT_SECONDS, 600).
 %% A restuple code other than `error` makes ejabberdctl print our JSON as it is (with
 %% `error` it prints an Erlang term), and exit with this status.
 -define(FAILED, 1).
-%% join_as_master reports its progress here, a line per step and per table copied.
+%% boot_join reports its progress here, a line per step and per table copied.
 -define(PROGRESS_FILE, "/run/ejabberd/easy_cluster_join.log").
 %% Fault injection for the toolkit's tests: while this file exists, a join waits (at most
 %% PAUSE_MAX_MS) before copying tables, so a test can kill or cut off a node mid-join.
@@ -42,6 +42,15 @@
 %% GO_MAX_MS, then gives up and halts the VM; nothing has changed by then.
 -define(GO_FILE, "/run/ejabberd/easy_cluster_join.go").
 -define(GO_MAX_MS, 600000).
+%% A failed boot join halts the VM with this status; the toolkit's drop-in for ejabberd.service
+%% lists it in RestartPreventExitStatus=, so systemd does not start the node again (it would
+%% come up standalone, with a schema of its own).
+-define(JOIN_FAILED_EXIT, 78).
+%% While a boot join waits and copies, ejabberd's unit is still starting (Type=notify, no
+%% READY=1 yet): the join asks systemd for EXTEND_TIMEOUT_USEC more every EXTEND_EVERY_MS, so a
+%% long wait for its turn or a big table copy never hits the unit's start timeout.
+-define(EXTEND_EVERY_MS, 10000).
+-define(EXTEND_USEC, 60000000).
 %% Remembers the partitions Mnesia reported since this node started: once the link is back the
 %% nodes see each other running again, but their data may have diverged until a heal.
 -define(WATCHER, easy_cluster_partitions).
@@ -75,7 +84,7 @@ mod_doc() ->
     #{desc => ["Cluster status and multi-master joins as ejabberdctl commands (easycluster)."],
       opts => [{join_wait_seconds,
                 #{value => "pos_integer()",
-                  desc => "How long join_as_master waits for the copied tables to load."}}]}.
+                  desc => "How long a join waits for the copied tables to load."}}]}.
 
 commands() ->
     [#ejabberd_commands{name = easy_cluster_status, tags = [cluster],
@@ -86,14 +95,6 @@ commands() ->
                         desc = "Every member's easy_cluster_status, asked from this node, as JSON",
                         module = ?MODULE, function = statuses,
                         args = [], result = {res, restuple}},
-     #ejabberd_commands{name = join_as_master, tags = [cluster],
-                        desc = "Join the cluster of running node Node; copy every table here",
-                        longdesc = "Run with ejabberdctl --no-timeout: copying large tables "
-                                   "outlasts ejabberdctl's 60 s limit. Answers JSON; on failure "
-                                   "names the failed step and rolls back.",
-                        module = ?MODULE, function = join_as_master,
-                        args_desc = ["Name of a running member of the cluster to join"],
-                        args = [{node, string}], result = {res, restuple}},
      #ejabberd_commands{name = easy_cluster_forget, tags = [cluster],
                         desc = "Remove stopped node Node from the cluster schema",
                         module = ?MODULE, function = forget,
@@ -201,40 +202,13 @@ safe(Fun) ->
     try Fun() catch _:_ -> null end.
 
 %%%===================================================================
-%%% join_as_master
+%%% boot_join
 %%%===================================================================
 %% Each step returns ok | {ok, Info} | {error, Reason}; the first error stops the join and
 %% Undo (what the steps so far did, newest first) is run to roll back.
-join_as_master(SeedStr) ->
-    Seed = list_to_atom(SeedStr),
-    Wait = try gen_mod:get_module_opt(global, ?MODULE, join_wait_seconds)
-           catch _:_ -> ?DEFAULT_WAIT_SECONDS
-           end,
-    ?INFO_MSG("easy_cluster: joining ~p as a master", [Seed]),
-    Steps = [{ping, fun() -> ping(Seed) end, none},
-             {versions, fun() -> same_versions(Seed) end, none},
-             {seed_running, fun() -> seed_running(Seed) end, none},
-             {stop_ejabberd, fun() -> app_stop(ejabberd) end, restart_ejabberd},
-             {stop_mnesia, fun() -> app_stop(mnesia) end, none},
-             {forget_stale_entry, fun() -> forget_stale_entry(Seed) end, none}]
-            ++ join_steps(Seed, Wait, fun() -> app_start(mnesia) end) ++
-            %% ejabberd starts Mnesia itself, as a permanent application
-            [{stop_mnesia, fun() -> app_stop(mnesia) end, none},
-             {start_ejabberd, fun() -> app_start(ejabberd) end, none},
-             {verify, fun() -> verify(Seed) end, none}],
-    case already_member(Seed) of
-        true ->
-            {ok, json(#{ok => true, already_member => true, seed => Seed, steps => []})};
-        false ->
-            _ = file:write_file(?PROGRESS_FILE, <<>>),
-            run_steps(Seed, Steps, [], [])
-    end.
-
-%% The steps of a join that both join_as_master (ejabberd running: stop it first) and
-%% boot_join (ejabberd not started yet) run once the local schema is about to go.
-%% Mnesia runs on as the permanent application ejabberd wants (if it dies, the node goes with
-%% it): a restart of Mnesia would load every table once more, from a peer (1.3 s at 100,000
-%% users). join_as_master keeps the stop and start it has always done.
+%% The steps of the join once the local schema is about to go. Mnesia runs on as the permanent
+%% application ejabberd wants (if it dies, the node goes with it): a restart of Mnesia would
+%% load every table once more, from a peer (1.3 s at 100,000 users).
 join_steps(Seed, Wait, StartMnesia) ->
     [{delete_schema, fun() -> mnesia:delete_schema([node()]) end, leave_seed_schema},
      {start_mnesia, StartMnesia, none},
@@ -263,6 +237,7 @@ boot_join() ->
 
 boot_join(Seed) ->
     _ = file:write_file(?PROGRESS_FILE, <<>>),
+    Extender = spawn_link(fun() -> extend_start_timeout() end),
     progress("waiting", []),
     _ = application:load(ejabberd),
     {ok, Modules} = application:get_key(ejabberd, modules),
@@ -278,9 +253,39 @@ boot_join(Seed) ->
              | join_steps(Seed, ?DEFAULT_WAIT_SECONDS, fun() -> start_permanent(mnesia) end)],
     {Result, Json} = run_steps(Seed, Steps, [], []),
     progress("result ~s", [Json]),
+    unlink(Extender),
+    exit(Extender, kill),
     case Result of
         ok -> ok;
-        _ -> timer:sleep(100), erlang:halt(1)    % the log lines reach the disc first
+        _ -> timer:sleep(100), erlang:halt(?JOIN_FAILED_EXIT)    % the log lines reach the disc first
+    end.
+
+%% Under systemd: keep pushing the unit's start timeout out while the join runs (see
+%% EXTEND_EVERY_MS). Without NOTIFY_SOCKET (not started by systemd) there is nothing to do.
+extend_start_timeout() ->
+    Msg = "EXTEND_TIMEOUT_USEC=" ++ integer_to_list(?EXTEND_USEC),
+    case sd_notify(Msg) of
+        ok -> timer:sleep(?EXTEND_EVERY_MS), extend_start_timeout();
+        _ -> ok
+    end.
+
+-spec sd_notify(string()) -> ok | no_socket | {error, term()}.
+sd_notify(Msg) ->
+    case os:getenv("NOTIFY_SOCKET") of
+        false -> no_socket;
+        "" -> no_socket;
+        Path0 ->
+            Path = case Path0 of
+                       [$@ | Abstract] -> <<0, (list_to_binary(Abstract))/binary>>;
+                       _ -> list_to_binary(Path0)
+                   end,
+            case gen_udp:open(0, [local]) of
+                {ok, Sock} ->
+                    R = gen_udp:send(Sock, {local, Path}, 0, Msg),
+                    gen_udp:close(Sock),
+                    R;
+                {error, _} = E -> E
+            end
     end.
 
 %% ejabberd's first start on a node builds a cache of every translation in the Mnesia directory
@@ -342,13 +347,6 @@ roll_back(Seed, Undo) ->
     Notes = [undo(Seed, Action) || Action <- Undo],
     {lists:all(fun(#{ok := Ok}) -> Ok end, Notes), Notes}.
 
-undo(_Seed, restart_ejabberd) ->
-    %% Nothing destructive happened yet (or it was undone): start ejabberd as it was, unless
-    %% the schema is already gone, which leave_seed_schema handles.
-    case mnesia:system_info(use_dir) of
-        true -> note(restart_ejabberd, app_start(ejabberd));
-        false -> note(leave_stopped, ok)
-    end;
 undo(Seed, leave_seed_schema) ->
     _ = application:stop(mnesia),
     Del = forget_stale_entry(Seed),
@@ -363,9 +361,6 @@ both(ok, Err) -> Err;
 both(Err, _) -> Err.
 
 %%% The steps -----------------------------------------------------------
-
-already_member(Seed) ->
-    Seed =/= node() andalso lists:member(Seed, mnesia:system_info(running_db_nodes)) andalso is_master().
 
 ping(Seed) when Seed == node() -> {error, cannot_join_itself};
 ping(Seed) ->
@@ -487,32 +482,10 @@ wait_for_tables(Seconds) ->
         {error, Why} -> {error, Why}
     end.
 
-verify(Seed) ->
-    Missing = missing_tables(),
-    SeedSees = rpc:call(Seed, mnesia, system_info, [running_db_nodes], 10000),
-    case {Missing, is_list(SeedSees) andalso lists:member(node(), SeedSees)} of
-        {[], true} -> ok;
-        {[], false} -> {error, {seed_does_not_see_this_node_running, SeedSees}};
-        {_, _} -> {error, {no_local_copy, Missing}}
-    end.
-
-app_stop(App) ->
-    case application:stop(App) of
-        ok -> ok;
-        {error, {not_started, App}} -> ok;
-        {error, Why} -> {error, Why}
-    end.
-
 start_permanent(App) ->
     case application:start(App, permanent) of
         ok -> ok;
         {error, {already_started, App}} -> ok;
-        {error, Why} -> {error, Why}
-    end.
-
-app_start(App) ->
-    case application:ensure_all_started(App) of
-        {ok, _} -> ok;
         {error, Why} -> {error, Why}
     end.
 
@@ -622,7 +595,7 @@ partitioned_with() ->
     catch error:badarg -> []
     end.
 
-%% A node that joins afresh (wiped, then join_as_master) or is forgotten starts a new history:
+%% A node that joins afresh (wiped, then joined at boot) or is forgotten starts a new history:
 %% what Mnesia reported about its old incarnation no longer applies. Called on every member.
 partition_forget(Node) ->
     case whereis(?WATCHER) of

@@ -136,7 +136,7 @@ def test_hosts_get_the_ca_their_certificate_their_key_as_a_secret_and_erl_option
 
 
 def _facts(inv, host, mat, running=True, tls_running=True) -> HostFacts:
-    f = HostFacts(host=host, os_id="debian", os_version="12", addresses=[IPS[host]], resolves=dict(IPS),
+    f = HostFacts(host=host, os_id="debian", os_version="12", addresses=[IPS[host]], resolves=dict(IPS), systemd=True,
                   ejabberd_version="23.01-1", erlang_version="1:25.2.3", plugin_sha256="p" * 64)
     files_inv = inv if tls_running else replace(inv, cluster=replace(inv.cluster, dist_tls=False))
     for mf in managed_files(files_inv, inv.node(host), IPS[host], COOKIE, mat.get(f"ejabberd@{host}")):

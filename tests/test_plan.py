@@ -38,7 +38,7 @@ def fixed_plugin(monkeypatch):
 
 def fresh(host: str) -> HostFacts:
     """A new Debian server: reachable, resolving every node, nothing installed."""
-    return HostFacts(host=host, os_id="debian", os_version="12", hostname=host, addresses=[IPS[host]],
+    return HostFacts(host=host, os_id="debian", os_version="12", hostname=host, addresses=[IPS[host]], systemd=True,
                      files={EJABBERD_YML: None, EJABBERD_DEFAULT: None},
                      resolves=dict(IPS), reach={(h, p): "refused" for h in HOSTS if h != host
                                                 for p in [4369] + list(range(4370, 4380))})
@@ -83,7 +83,7 @@ def test_fresh_hosts_get_everything_then_joins_in_inventory_order():
     assert plan.problems == []
     assert kinds(plan) == (
         [("install", h) for h in HOSTS]
-        + [("write", h) for h in HOSTS for _ in range(3)]
+        + [("write", h) for h in HOSTS for _ in range(4)]
         + [("plugin", h) for h in HOSTS]
         + [("start", h) for h in HOSTS]
         + [("join", "lab2"), ("join", "lab3")])
@@ -211,6 +211,8 @@ PREFLIGHT = [
     ("distribution blocked", _block("lab1", "lab3"), [("lab1", "network")]),
     ("cookie differs", _set("lab2", cookie_sha256="0" * 64), [("lab2", "cookie")]),
     ("runs as other name", _status("lab3", node="ejabberd@localhost"), [("lab3", "node name")]),
+    ("vm under other name", _set("lab2", beam_node="ejabberd@elsewhere"), [("lab2", "node name")]),
+    ("no systemd", _set("lab1", systemd=False), [("lab1", "init")]),
 ]
 
 
@@ -343,3 +345,86 @@ def test_new_nodes_join_during_their_first_start_only_when_nothing_else_is_in_th
     assert {s.host: s.at_boot for s in plan.by_kind("join")} == at_boot
     for s in plan.by_kind("join"):
         assert s.summary.endswith("during its first start") == s.at_boot
+
+
+def package_started(inv, host: str) -> HostFacts:
+    """What `apt-get install ejabberd` leaves on a server: the package's node running as
+    ejabberd@localhost with its own cookie and files, no plugin."""
+    f = fresh(host)
+    f.ejabberd_version, f.erlang_version = "23.01-1", "1:25.2.3"
+    f.files[EJABBERD_DEFAULT] = "#ERLANG_NODE=ejabberd@localhost\n"
+    f.cookie_sha256, f.mnesia_schema = "0" * 64, True
+    f.ctl_status, f.beam_running, f.beam_node = 0, True, "ejabberd@localhost"
+    return f
+
+
+def test_a_node_the_package_started_as_localhost_is_reset_then_joined_at_boot():
+    inv = inventory()
+    facts = {h: converged(inv, h, db_nodes=NAMES[:2]) for h in HOSTS[:2]}
+    facts["lab3"] = package_started(inv, "lab3")
+    plan = make_plan(inv, facts, COOKIE)
+    assert plan.problems == []
+    assert kinds(plan) == [("reset", "lab3")] + [("write", "lab3")] * 4 + [("plugin", "lab3"), ("start", "lab3"),
+                                                                            ("join", "lab3")]
+    assert "ejabberd@localhost" in plan.steps[0].summary
+    assert plan.by_kind("join")[0].at_boot, "a reset node holds nothing: it joins as it starts"
+
+
+def test_a_node_running_under_another_configured_name_is_refused_not_reset():
+    inv = inventory()
+    facts = {h: converged(inv, h) for h in HOSTS}
+    facts["lab3"].beam_node = "ejabberd@localhost"          # our files: not the package's own node
+    plan = make_plan(inv, facts, COOKIE)
+    assert [(p.host, p.check) for p in plan.problems] == [("lab3", "node name")]
+
+
+UNIT_RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running", "Result": "success",
+                "NRestarts": "0"}
+UNIT_CASES = [
+    # (case, unit fields changed, node answering?, expected problem or None)
+    ("running cleanly", {}, True, None),
+    ("deactivating while answering", {"ActiveState": "deactivating", "SubState": "stop-sigterm"}, True,
+     "ejabberd@lab2: ejabberd.service is deactivating (stop-sigterm), not active (running) (journal: boom)"),
+    ("restart loop", {"ActiveState": "activating", "SubState": "auto-restart", "NRestarts": "4"}, False,
+     "ejabberd@lab2: ejabberd.service is restarting in a loop (4 restarts by systemd, "
+     "now activating (auto-restart)) (journal: boom)"),
+    ("failed", {"ActiveState": "failed", "SubState": "failed", "Result": "timeout"}, False,
+     "ejabberd@lab2: ejabberd.service failed (failed (failed) result timeout) (journal: boom)"),
+    ("stopped cleanly", {"ActiveState": "inactive", "SubState": "dead"}, False, "ejabberd@lab2: not running"),
+    ("VM outside the unit", {"ActiveState": "inactive", "SubState": "dead"}, True,
+     "ejabberd@lab2: ejabberd.service is inactive (dead), not active (running) (journal: boom)"),
+]
+
+
+@pytest.mark.parametrize("fields, answering, expected", [c[1:] for c in UNIT_CASES], ids=[c[0] for c in UNIT_CASES])
+def test_a_node_whose_unit_is_not_running_cleanly_is_never_healthy(fields, answering, expected):
+    inv = inventory()
+    facts = {h: converged(inv, h) for h in HOSTS}
+    for f in facts.values():
+        f.unit = dict(UNIT_RUNNING)
+    facts["lab2"].unit.update(fields)
+    facts["lab2"].journal = [] if not fields else ["2026-12-01T10:00:00 lab2 sh[1]: boom"]
+    if not answering:
+        facts["lab2"] = stopped(facts["lab2"])
+    health = assess(inv, facts)
+    mine = [p for p in health.problems if p.startswith("ejabberd@lab2")]
+    if expected is None:
+        assert health.healthy, health.problems
+    else:
+        assert not health.healthy and mine[0] == expected.replace("(journal: boom)", "(journal: 2026-12-01T10:00:00 "
+                                                                   "lab2 sh[1]: boom)"), mine
+
+
+def test_fact_parsing_reads_the_unit_the_journal_and_the_vms_node_name():
+    import base64
+    journal = base64.b64encode(b"line one\nline two\n").decode()
+    out = "\n".join([
+        "os_id=debian", "systemd=yes",
+        "unit=LoadState=loaded ActiveState=activating SubState=auto-restart Result=exit-code NRestarts=3 "
+        "UnitFileState=enabled ", f"journal={journal}", "beam_node=ejabberd@localhost", "end=1"])
+    f = parse_facts("lab1", out)
+    assert f.systemd and f.restarts == 3 and not f.unit_running
+    assert f.unit_state == "activating (auto-restart) result exit-code"
+    assert f.unit["UnitFileState"] == "enabled"
+    assert f.journal == ["line one", "line two"] and f.beam_node == "ejabberd@localhost"
+    assert parse_facts("lab1", "systemd=yes\nunit=LoadState=not-found \nend=1").unit_state == "-"

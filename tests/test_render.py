@@ -82,6 +82,7 @@ def test_cookie_file_is_the_secret_0400_owned_by_ejabberd_and_redacted():
 def test_a_variable_missing_from_the_inventory_is_an_error_naming_the_template(tmp_path, monkeypatch):
     (tmp_path / "ejabberd.yml.j2").write_text("hosts: {{ cluster.domains }}\nx: {{ cluster.no_such_key }}\n")
     (tmp_path / "ejabberd.default.j2").write_text("ERLANG_NODE={{ node.name }}\n")
+    (tmp_path / "ejabberd.service.d.conf.j2").write_text("[Service]\n")
     monkeypatch.setattr(render, "TEMPLATES", tmp_path)
     with pytest.raises(EasyClusterError) as err:
         files(inv())
