@@ -95,9 +95,11 @@ class Bench:
 
     def reset(self, hosts: list[str]) -> None:
         """Back to 'package installed, never configured or started'."""
-        script = (f"pkill -9 -u ejabberd 2>/dev/null; sleep 0.3; rm -rf /var/lib/ejabberd /var/lib/easycluster "
+        script = ("systemctl stop ejabberd; systemctl reset-failed ejabberd 2>/dev/null; "
+                  "systemctl disable --quiet ejabberd; "
+                  "rm -rf /var/lib/ejabberd /var/lib/easycluster /etc/systemd/system/ejabberd.service.d "
                   "/usr/local/lib/easy_cluster /var/backups/easycluster /var/backups/easycluster-mnesia "
-                  "/run/ejabberd /var/log/ejabberd/* /root/.easycluster-*; "
+                  "/run/ejabberd/* /var/log/ejabberd/* /root/.easycluster-*; systemctl daemon-reload; "
                   f"tar xzf {PRISTINE} -C /")
         self.parallel(lambda h: self.ssh(h, script), hosts)
 
@@ -130,12 +132,18 @@ class Bench:
                        "install -m 600 -o ejabberd -g ejabberd /root/ejabberd.yml /etc/ejabberd/ejabberd.yml && "
                        "install -m 400 -o ejabberd -g ejabberd /root/.erlang.cookie /var/lib/ejabberd/.erlang.cookie && "
                        "rm /root/ejabberd /root/ejabberd.yml /root/.erlang.cookie && "
-                       "install -d -o ejabberd -g ejabberd /run/ejabberd && cd / && "
-                       "su ejabberd -s /bin/sh -c 'ejabberdctl start' && "
-                       "until ejabberdctl status >/dev/null 2>&1; do sleep 0.5; done")
+                       "systemctl enable --quiet --now ejabberd && ejabberdctl status >/dev/null")
 
     def manual_join(self, host: str, seed: str = "lab1") -> None:
+        """Timed: join_cluster alone. Under systemd it leaves the unit deactivating (ejabberd stops
+        its application inside the VM: STOPPING=1), to be killed 300 s later; an operator must
+        stop the node outside the unit and start it again (`mend_unit`, not timed: in the
+        baseline's favour)."""
         self.ssh(host, f"ejabberdctl --no-timeout join_cluster ejabberd@{seed}")
+
+    def mend_unit(self, host: str) -> None:
+        self.ssh(host, "if [ \"$(systemctl show ejabberd -p ActiveState --value)\" != active ]; then "
+                       "ejabberdctl stop >/dev/null; ejabberdctl stopped; systemctl start ejabberd; fi")
 
     def manual_deploy(self, hosts: list[str]) -> float:
         staged = self.manual_files(hosts)
@@ -145,6 +153,7 @@ class Bench:
         for h in hosts[1:]:
             self.manual_join(h)
         took = time.monotonic() - t0
+        self.parallel(self.mend_unit, hosts[1:])
         running = self.ssh(hosts[0], "ejabberdctl mnesia running_db_nodes")
         assert all(f"ejabberd@{h}" in running for h in hosts), running
         return took
@@ -168,8 +177,9 @@ class Bench:
         self.notes[key] = line[len("time: "):]
 
     def accepted(self, hosts: list[str]) -> dict[str, int]:
-        return {h: (self.lab.host_dir(h) / "console.log").read_text(errors="replace").count("Accepted publickey")
-                for h in hosts}
+        """SSH logins each host's sshd has accepted so far (its journal)."""
+        return {h: int(self.lab.exec(h, "journalctl -u ssh --no-pager -o cat | grep -c 'Accepted publickey'",
+                                     check=False).stdout.strip() or 0) for h in hosts}
 
     # ---------------------------------------------------------------- the data set
     def load_data(self, host: str, domain: str) -> None:
@@ -193,7 +203,7 @@ class Bench:
         log(f"loaded {USERS} users and {USERS} roster items")
 
     def forget(self, seed: str, host: str) -> None:
-        self.ssh(host, "pkill -9 -u ejabberd 2>/dev/null; true")
+        self.ssh(host, "systemctl stop ejabberd; true")
         self.ssh(seed, f"ejabberdctl --no-timeout easy_cluster_forget ejabberd@{host}")
         self.reset([host])
 
@@ -263,6 +273,7 @@ class Bench:
             t2 = time.monotonic()
             self.record(f"manual join_cluster, {USERS} users", t2 - t0)
             self.record(f"  of which join_cluster alone, {USERS} users", t2 - t1)
+            self.mend_unit(fourth)
             assert self.ssh(fourth, f"ejabberdctl registered_users {domain} | wc -l").strip() == str(USERS)
             self.forget("lab1", fourth)
 

@@ -18,7 +18,8 @@ from .errors import EasyClusterError
 from .health import ClusterHealth, assess
 from .inventory import Inventory
 from .plan import (INSTALL, JOIN, PLUGIN, RELOAD, RESET, RESTART, START, WRITE, Plan, PreflightFailed,
-                   Step, as_reset, choose_seed, format_plan, make_plan, mark_boot_joins, plan_joins)
+                   Step, as_reset, choose_seed, format_plan, make_plan, mark_boot_joins, package_nodes,
+                   plan_joins)
 from .lock import ClusterLock
 from .progress import Out, Progress, StepFailed
 from .remote import Fleet, Host, RemoteError
@@ -92,7 +93,8 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
             if f.joining:
                 membership.recover_interrupted_join(sub, fleet, node, f, f.joining.get("seed") or seed.name,
                                                     progress.say)
-            if departed and (node.name in db_nodes or f.mnesia_schema or f.beam_running):
+            package_node = node.host in package_nodes(inv, facts)   # reset by the plan, below
+            if departed and not package_node and (node.name in db_nodes or f.mnesia_schema or f.beam_running):
                 # a removed/forgotten node's old files would rejoin it with stale tables
                 membership.wipe(fleet, node, progress, f"reset {node.name} ({departed[0]} on {departed[1]})")
                 if node.name in db_nodes:

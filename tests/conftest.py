@@ -62,6 +62,38 @@ def ssh(lab: Lab, host: str, command: str, check: bool = True, timeout: float = 
     return proc
 
 
+# What systemd logs when it kills or restarts a node behind the toolkit's back.
+UNIT_TROUBLE = ("Watchdog timeout", "Scheduled restart job", "timed out", "Killing process", "Failed with result")
+
+
+def unit_trouble(lab: Lab, hosts: list[str], since: float) -> dict[str, list[str]]:
+    """Per host, what is wrong with ejabberd.service: not active (running), restarted by systemd
+    (NRestarts), or journal lines since `since` (epoch seconds) showing a watchdog, a timeout, a
+    kill or a restart. Empty lists: every unit ran cleanly."""
+    found = {}
+    for host in hosts:
+        out = ssh(lab, host, "systemctl show ejabberd -p ActiveState -p SubState -p NRestarts --value | tr '\\n' ' '; "
+                             f"echo; journalctl -u ejabberd --since @{int(since)} --no-pager -o cat").stdout
+        state, _, journal = out.partition("\n")
+        active, sub, restarts = (state.split() + ["?", "?", "?"])[:3]
+        trouble = [] if (active, sub, restarts) == ("active", "running", "0") else [f"unit {active} ({sub}), "
+                                                                                    f"NRestarts {restarts}"]
+        trouble += [line for line in journal.splitlines() if any(t in line for t in UNIT_TROUBLE)]
+        found[host] = trouble
+    return found
+
+
+def assert_units_clean(lab: Lab, hosts: list[str], since: float) -> None:
+    trouble = {h: t for h, t in unit_trouble(lab, hosts, since).items() if t}
+    assert not trouble, f"ejabberd.service not running cleanly: {trouble}"
+
+
+def unit_state(lab: Lab, host: str) -> tuple[str, str]:
+    """(is-active, is-enabled) of ejabberd.service on the host."""
+    out = ssh(lab, host, "systemctl is-active ejabberd; systemctl is-enabled ejabberd", check=False).stdout.split()
+    return (out + ["?", "?"])[0], (out + ["?", "?"])[1]
+
+
 # Modules that share the session lab run in this order (each builds on the last).
 MODULE_ORDER = ["test_lab", "test_deploy", "test_membership", "test_failover"]
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import xmpp
-from conftest import JOIN_PAUSE, fab, fab_paused_in_join, ssh
+from conftest import JOIN_PAUSE, assert_units_clean, fab, fab_paused_in_join, ssh, unit_state
 
 USERS = [f"user{i}" for i in range(8)]
 PASSWORD = "s3cret-pw"
@@ -204,3 +204,50 @@ def test_backup_on_demand_keeps_the_newest(cluster, lab):
     assert len(kept) == 5 and paths[-1].rsplit("/", 1)[1] in kept
     # a real Mnesia backup: it holds the users' table
     assert ssh(lab, "lab1", f"grep -c passwd {paths[-1]}").stdout.strip() != "0"
+
+
+def test_add_master_of_a_standalone_node_then_a_rolling_restart_leaves_every_unit_running(cluster, lab):
+    """The join of a node that already runs (standalone, holding nothing): stopped through its
+    unit and joined as it starts again, never by stopping ejabberd inside the running VM (which
+    leaves the unit deactivating, killed and restarted by systemd minutes later)."""
+    fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
+    ssh(lab, "lab4", "systemctl enable --now ejabberd && ejabberdctl status >/dev/null")   # standalone
+    assert node_status(lab, "lab4")["db_nodes"] == ["ejabberd@lab4"]
+    since = time.time()
+    out = fab("add-master", "--host", "lab4", timeout=600).stdout
+    assert "join ejabberd@lab1 as master (stopped, then joined as it starts)" in out, out
+    assert "cluster: 4 members, 4 masters (healthy)" in out, out
+    out = fab("rolling-restart", "--drain", "1", timeout=900).stdout
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+    time.sleep(3)
+    assert_units_clean(lab, ["lab1", "lab2", "lab3", "lab4"], since)
+
+
+def test_remove_node_disables_the_unit_and_a_reboot_does_not_start_it(cluster, lab):
+    fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
+    assert unit_state(lab, "lab4") == ("inactive", "disabled")
+    fab("lab.poweroff", "--host", "lab4")
+    fab("lab.boot", "--host", "lab4")
+    time.sleep(5)
+    assert unit_state(lab, "lab4") == ("inactive", "disabled")
+    assert ssh(lab, "lab4", "pgrep -u ejabberd -f beam", check=False).returncode != 0, "the removed node started"
+    assert_healthy_with(["lab1", "lab2", "lab3"], cluster, lab)
+
+
+def test_a_host_where_the_package_started_its_own_node_is_reset_and_added(cluster, lab):
+    """`apt-get install ejabberd` on a real server starts ejabberd@localhost at once (the
+    package's postinst, through systemd). add-master resets it and joins it as a master."""
+    fab("lab.wipe", "--host", "lab4")
+    ssh(lab, "lab4", "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                     "ejabberd erlang-dev >/dev/null", timeout=600)
+    ssh(lab, "lab4", "for i in $(seq 100); do ejabberdctl status >/dev/null 2>&1 && break; sleep 0.3; done")
+    assert "ejabberd@localhost" in ssh(lab, "lab4", "pgrep -a -u ejabberd -f beam").stdout
+    since = time.time()
+    out = fab("add-master", "--host", "lab4", timeout=600).stdout
+    assert "[lab4] reset ejabberd@localhost, which the package started" in out, out
+    assert "its old Mnesia files are kept in" in out, out
+    assert "cluster: 4 members, 4 masters (healthy)" in out, out
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+    assert "ejabberd@localhost" not in ssh(lab, "lab4", "pgrep -a -u ejabberd -f beam").stdout
+    assert unit_state(lab, "lab4") == ("active", "enabled")
+    assert_units_clean(lab, ["lab4"], since)
