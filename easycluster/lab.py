@@ -1,12 +1,14 @@
 """The lab: several real SSH hosts on one machine, for developing and testing.
 
-A lab host is a fresh Debian 12 server in miniature: its own network namespace
-with an address on the lab's bridge, its own hostname and PID namespace, its
-own copy-on-write disk over a base root filesystem built once with debootstrap,
-and its own sshd accepting the lab key as root. The hosts reach nothing but the
-lab; a small apt repository of pre-downloaded packages is served to them on the
-bridge address, so `apt-get update && apt-get install ejabberd` works as on a
-real server.
+A lab host is a fresh Debian 12 server in miniature: systemd 252 boots as its
+PID 1 (`systemd-nspawn --boot`), as on a real server, so the toolkit's systemctl
+paths run for real. It has its own network namespace with an address on the
+lab's bridge, its own hostname and PID namespace, its own cgroup subtree
+(managed by its own systemd), its own copy-on-write disk over a base root
+filesystem built once with debootstrap, and its own sshd (ssh.service) accepting
+the lab key as root. The hosts reach nothing but the lab; a small apt repository
+of pre-downloaded packages is served to them on the bridge address, so
+`apt-get update && apt-get install ejabberd` works as on a real server.
 
 Everything here needs root. Layout on the machine:
   CACHE (/var/cache/easycluster)   base root filesystem and apt repository,
@@ -14,21 +16,34 @@ Everything here needs root. Layout on the machine:
   LABS/<name> (/var/lib/easycluster/labs/<name>)
                                    one lab: key, ssh_config, known_hosts,
                                    inventory.yml, hosts/<host>/{upper,work,...}
+  <cgroup>/easycluster/<name>/<host>
+                                   the cgroup each host is launched from, in
+                                   the name=systemd and cgroup2 hierarchies
+                                   (or cgroup2 alone on a unified machine)
+
+A host is launched as: its netns + veth (made beforehand), a private mount
+namespace holding its overlay, then `systemd-nspawn --boot` of that overlay,
+started from the host's own cgroup (nspawn's --keep-unit makes payload/ and
+supervisor/ below it). Killing the guest's PID 1 powers the host off; nothing
+of it is left on the machine but its disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import ipaddress
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +55,11 @@ from .errors import LabError
 DEFAULT_LAB = "lab"
 MAX_HOSTS = 20
 CODENAME = "bookworm"
-# What a minimal Debian server has, plus tini as PID 1 (the lab's stand-in for init).
-BASE_PACKAGES = ("openssh-server", "iproute2", "procps", "netbase", "tini", "iputils-ping")
+# What a minimal Debian server has, with systemd as its init (as real servers run).
+BASE_PACKAGES = ("openssh-server", "iproute2", "procps", "netbase", "iputils-ping",
+                 "systemd", "systemd-sysv", "dbus", "libpam-systemd")
+IMAGE = f"rootfs-{CODENAME}-systemd"
+IMAGE_VERSION = 1      # bump when what base_rootfs() does to the image changes
 # What the lab's apt repository serves: everything these need beyond the base.
 REPO_PACKAGES = ("ejabberd", "erlang-dev")
 MIRROR_NAME = "lab-mirror"
@@ -50,16 +68,19 @@ REQUIRED_COMMANDS = {
     "ip": "iproute2",
     "unshare": "util-linux",
     "nsenter": "util-linux",
-    "pivot_root": "util-linux",
+    "mount": "mount",
+    "systemd-nspawn": "systemd-container",
     "debootstrap": "debootstrap",
     "apt-ftparchive": "apt-utils",
     "apt-get": "apt",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
 }
-_HERE = Path(__file__).resolve().parent
-STAGE1 = _HERE / "lab_stage1.sh"
-LAB_INIT = _HERE / "lab_init.sh"
+CGROUP_FS = Path("/sys/fs/cgroup")
+BOOT_TIMEOUT = 90      # seconds from launch to sshd up and systemd running/degraded
+HALT_TIMEOUT = 20      # seconds a clean shutdown may take before the power is cut
+NSPAWN = ["systemd-nspawn", "--boot", "--quiet", "--register=no", "--keep-unit",
+          "--console=read-only", "--link-journal=no", "--resolv-conf=off", "--timezone=off"]
 
 Log = Callable[[str], None]
 
@@ -96,6 +117,50 @@ def check_prerequisites() -> None:
         raise LabError("this kernel has no overlayfs: `modprobe overlay`, or run the lab on a machine with it")
     if not Path("/proc/self/ns/net").exists():
         raise LabError("this kernel has no network namespaces: run the lab on a machine with them")
+    cgroup_roots()
+
+
+@functools.lru_cache(maxsize=1)
+def cgroup_roots() -> tuple[Path, ...]:
+    """The cgroup hierarchies a host's systemd needs, where each host gets a cgroup of
+    its own: cgroup2 alone on a unified machine; name=systemd and cgroup2 on a hybrid one."""
+    entries = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields = right.split()
+        if len(fields) >= 3:
+            entries.append((left.split()[4], fields[0], fields[2]))
+
+    def mounted(path: Path) -> tuple[str, str]:
+        """(fstype, options) of what is visible at `path` if a mount point, else ("", "").
+        A later mount on the path or on a parent hides the earlier ones."""
+        for point, fstype, options in reversed(entries):
+            if point == str(path):
+                return fstype, options
+            if str(path).startswith(point.rstrip("/") + "/"):
+                return "", ""
+        return "", ""
+
+    mounts = {str(p): mounted(p) for p in (CGROUP_FS, CGROUP_FS / "systemd", CGROUP_FS / "unified")}
+    if mounts.get(str(CGROUP_FS), ("",))[0] == "cgroup2":
+        return (CGROUP_FS,)
+    named = mounts.get(str(CGROUP_FS / "systemd"), ("", ""))
+    unified = mounts.get(str(CGROUP_FS / "unified"), ("",))
+    if named[0] == "cgroup" and "name=systemd" in named[1].split(",") and unified[0] == "cgroup2":
+        return (CGROUP_FS / "systemd", CGROUP_FS / "unified")
+    raise LabError(
+        "the lab's systemd hosts need cgroup2 on /sys/fs/cgroup, or (hybrid) a name=systemd "
+        "hierarchy on /sys/fs/cgroup/systemd and cgroup2 on /sys/fs/cgroup/unified: e.g. "
+        "`mkdir -p /sys/fs/cgroup/systemd /sys/fs/cgroup/unified && mount -t cgroup -o none,name=systemd "
+        "cgroup /sys/fs/cgroup/systemd && mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified`")
+
+
+def _cgroup_roots_if_any() -> tuple[Path, ...]:
+    """cgroup_roots(), or none on a machine without them (where no host can have run)."""
+    try:
+        return cgroup_roots()
+    except LabError:
+        return ()
 
 
 @contextlib.contextmanager
@@ -137,16 +202,17 @@ def debian_mirror() -> str:
 
 
 def base_rootfs(log: Log = _quiet) -> Path:
-    """The base root filesystem every host's disk starts from: built once, then reused."""
+    """The base root filesystem every host's disk starts from: built once, then reused.
+    A quiet Debian server booting systemd: no timers, no machine-id, no host keys."""
     cache = cache_dir()
-    rootfs = cache / f"rootfs-{CODENAME}"
-    recipe = f"{CODENAME} minbase {','.join(BASE_PACKAGES)}\n"
-    stamp = cache / f"rootfs-{CODENAME}.recipe"
+    rootfs = cache / IMAGE
+    recipe = f"{CODENAME} minbase {','.join(BASE_PACKAGES)} image-{IMAGE_VERSION}\n"
+    stamp = cache / f"{IMAGE}.recipe"
     with _locked(cache / ".lock"):
         if rootfs.is_dir() and stamp.is_file() and stamp.read_text() == recipe:
             return rootfs
-        log(f"building the base root filesystem (debootstrap {CODENAME}, once, ~1 min)")
-        tmp = cache / f"rootfs-{CODENAME}.tmp"
+        log(f"building the base root filesystem (debootstrap {CODENAME} with systemd, once, ~2 min)")
+        tmp = cache / f"{IMAGE}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(rootfs, ignore_errors=True)
         proc = subprocess.run(
@@ -156,7 +222,7 @@ def base_rootfs(log: Log = _quiet) -> Path:
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
             raise LabError(f"debootstrap failed:\n{tail}")
-        # Each host gets its own host keys and apt sources; the image has none.
+        # Each host gets its own host keys, machine-id and apt sources; the image has none.
         for key in (tmp / "etc/ssh").glob("ssh_host_*"):
             key.unlink()
         for leftover in ["etc/apt/sources.list", "etc/hostname"]:
@@ -165,6 +231,22 @@ def base_rootfs(log: Log = _quiet) -> Path:
             deb.unlink()
         for lst in (tmp / "var/lib/apt/lists").glob("*_*"):
             lst.unlink()
+        (tmp / "etc/machine-id").write_text("")
+        dbus_id = tmp / "var/lib/dbus/machine-id"
+        dbus_id.unlink(missing_ok=True)
+        dbus_id.parent.mkdir(parents=True, exist_ok=True)
+        dbus_id.symlink_to("/etc/machine-id")
+        # A quiet server: no timers reaching for the internet or trimming disks.
+        etc_units = tmp / "etc/systemd/system"
+        for unit in [*(etc_units / "timers.target.wants").glob("*.timer"),
+                     etc_units / "multi-user.target.wants/e2scrub_reap.service"]:
+            unit.unlink(missing_ok=True)
+        # sshd comes up at boot, as on any server reached over SSH (the package enables it;
+        # make sure of it).
+        wants = etc_units / "multi-user.target.wants/ssh.service"
+        if not wants.is_symlink():
+            wants.parent.mkdir(parents=True, exist_ok=True)
+            wants.symlink_to("/lib/systemd/system/ssh.service")
         tmp.rename(rootfs)
         stamp.write_text(recipe)
         return rootfs
@@ -173,9 +255,10 @@ def base_rootfs(log: Log = _quiet) -> Path:
 def apt_repository(rootfs: Path, log: Log = _quiet) -> Path:
     """A flat apt repository with ejabberd and everything it needs beyond the base."""
     cache = cache_dir()
-    repo = cache / "apt-repo"
-    recipe = f"{CODENAME} {' '.join(REPO_PACKAGES)}\n"
-    stamp = cache / "apt-repo.recipe"
+    repo = cache / f"apt-repo-{rootfs.name.removeprefix('rootfs-')}"
+    recipe = f"{CODENAME} {' '.join(REPO_PACKAGES)} beyond {rootfs.name} " \
+             f"{(rootfs.parent / f'{rootfs.name}.recipe').read_text().strip()}\n"
+    stamp = cache / f"{repo.name}.recipe"
     with _locked(cache / ".lock"):
         if (repo / "Release").is_file() and stamp.is_file() and stamp.read_text() == recipe:
             return repo
@@ -232,6 +315,7 @@ class Lab:
         self.bridge = f"ecbr-{name}"
         self.bridge_ip = str(self.network[1])
         self._mac_prefix = f"02:ec:4d:{third:02x}"
+        self._launched: dict[str, subprocess.Popen] = {}
 
     def mac(self, host: str | None, side: int = 0) -> str:
         """Fixed MAC addresses, as real NICs have: a rebooted host keeps its
@@ -272,6 +356,10 @@ class Lab:
     def netns(self, host: str) -> str:
         return f"ec-{self.name}-{host}"
 
+    def machine(self, host: str) -> str:
+        """The host's nspawn machine name (unique on the machine, unlike the hostname)."""
+        return f"ec-{self.name}-{host}"
+
     def veth(self, host: str) -> str:
         return f"ecv-{self.name}-{self.index(host)}"
 
@@ -289,16 +377,53 @@ class Lab:
             raise LabError(f"lab {self.name!r} has no host {host!r} (it has: {', '.join(self.hosts()) or 'none'})")
         return host
 
-    # ---- processes
-    def init_pid(self, host: str) -> int | None:
-        """Machine-side PID of the host's PID 1, if that host is really running."""
-        try:
-            pid = int((self.host_dir(host) / "init.pid").read_text())
-            netns = os.stat(f"/run/netns/{self.netns(host)}").st_ino
-            if os.stat(f"/proc/{pid}/ns/net").st_ino == netns:
+    # ---- processes and cgroups
+    def cgroups(self, host: str) -> list[Path]:
+        """The host's own cgroup in each hierarchy: nspawn is started from it, the
+        host's systemd manages payload/ below it, `exec` runs commands in it."""
+        return [root / "easycluster" / self.name / host for root in _cgroup_roots_if_any()]
+
+    def _cgroup_pids(self, host: str) -> set[int]:
+        """Every process in the host's cgroups (nspawn, the guest's systemd and all below)."""
+        pids: set[int] = set()
+        for top in self.cgroups(host):
+            for dirpath, _dirs, _files in os.walk(top):
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(p) for p in Path(dirpath, "cgroup.procs").read_text().split())
+        return pids
+
+    def _nspawn_pid(self, host: str) -> int | None:
+        """Machine-side PID of the host's systemd-nspawn, if it runs."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.host_dir(host) / "nspawn.pid").read_text())
+            if _comm(pid) == "systemd-nspawn" and pid in self._cgroup_pids(host):
                 return pid
-        except (OSError, ValueError):
-            pass
+        return None
+
+    def _launcher_alive(self, host: str) -> bool:
+        """Is the host's launcher (sh, then unshare, then nspawn: one PID) still alive?"""
+        proc = self._launched.get(host)
+        if proc is not None:                  # launched by this process: ask the kernel
+            return proc.poll() is None
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.host_dir(host) / "nspawn.pid").read_text())
+            return (_state(pid) not in ("Z", "X", None)
+                    and str(self.host_dir(host)).encode() in Path(f"/proc/{pid}/cmdline").read_bytes())
+        return False
+
+    def init_pid(self, host: str) -> int | None:
+        """Machine-side PID of the host's systemd (PID 1 in its namespace), if it runs."""
+        candidates: list[int] = []
+        for top in self.cgroups(host):       # where the guest's systemd puts itself
+            with contextlib.suppress(OSError, ValueError):
+                candidates += [int(p) for p in (top / "payload/init.scope/cgroup.procs").read_text().split()]
+        nspawn = self._nspawn_pid(host)
+        if nspawn:                           # before it has: nspawn's child
+            with contextlib.suppress(OSError, ValueError):
+                candidates += [int(p) for p in Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()]
+        for pid in candidates:
+            if _nspid(pid) == 1 and _state(pid) not in ("Z", "X", None):
+                return pid
         return None
 
     def _processes(self, pid: int) -> int:
@@ -434,8 +559,9 @@ class Lab:
         os.chmod(upper / "root", 0o700)
         os.chmod(ssh_dir, 0o700)
         _write(ssh_dir / "authorized_keys", Path(f"{self.key}.pub").read_text(), 0o600)
-        # merged /usr: /sbin is a link to usr/sbin in the base, so write below usr/
-        _write(upper / "usr/sbin/lab-init", LAB_INIT.read_text(), 0o755)
+        machine_id = etc / "machine-id"        # its own, for as long as it has this disk
+        if not machine_id.is_file() or not machine_id.read_text().strip():
+            _write(machine_id, f"{uuid.uuid4().hex}\n", 0o444)
 
     def _sync_etc_hosts(self) -> None:
         """Every host's /etc/hosts names every lab host (a lab has no DNS)."""
@@ -449,29 +575,67 @@ class Lab:
 
     # ---- host lifecycle
     def _spawn(self, host: str, rootfs: Path) -> None:
+        """Launch the host (returns at once): from its own cgroups, in a private mount
+        namespace holding its overlay, `systemd-nspawn --boot` of that overlay."""
         d = self.host_dir(host)
         self._host_net_up(host)
-        console = open(d / "console.log", "ab")
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns(host),
-             "unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child=SIGKILL",
-             "sh", str(STAGE1), host, str(rootfs), str(d)],
-            stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True)
-        (d / "unshare.pid").write_text(str(proc.pid))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                pid = int(children.read_text().split()[0])
-                (d / "init.pid").write_text(str(pid))
-                return
-            if proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise LabError(f"{host} did not boot: see {d / 'console.log'}")
+        self._clear_cgroups(host)
+        for cg in self.cgroups(host):
+            cg.mkdir(parents=True, exist_ok=True)
+        merged = d / "merged"
+        overlay = f"lowerdir={rootfs},upperdir={d / 'upper'},workdir={d / 'work'}"
+        nspawn = [*NSPAWN, f"-M{self.machine(host)}", f"--hostname={host}", "-D", str(merged),
+                  f"--network-namespace-path=/run/netns/{self.netns(host)}"]
+        inner = (f"mount -t overlay overlay -o {shlex.quote(overlay)} {shlex.quote(str(merged))} || exit 1\n"
+                 f"exec {shlex.join(nspawn)}")
+        # sh moves itself into the host's cgroups, then becomes unshare, sh and nspawn
+        # (all exec): the Popen PID is nspawn's.
+        script = "".join(f"echo $$ > {shlex.quote(str(cg / 'cgroup.procs'))} || exit 1\n"
+                         for cg in self.cgroups(host))
+        script += f"exec unshare --mount --propagation private sh -c {shlex.quote(inner)}"
+        with open(d / "console.log", "ab") as console:
+            console.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} boot\n".encode())
+            console.flush()
+            proc = subprocess.Popen(
+                ["sh", "-c", script], cwd="/",
+                # no image lock files: nothing in /run/systemd/nspawn/locks to leave behind
+                env={**os.environ, "SYSTEMD_NSPAWN_LOCK": "0"},
+                stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True)
+        self._launched[host] = proc
+        (d / "nspawn.pid").write_text(str(proc.pid))
+        (d / "launched").write_text(str(time.time()))
 
-    def _wait_ssh(self, host: str, timeout: float = 20) -> None:
-        _wait_tcp(self.ip(host), 22, timeout, f"sshd of {host} (see {self.host_dir(host) / 'console.log'})")
+    def _wait_booted(self, host: str, log: Log, timeout: float = BOOT_TIMEOUT) -> None:
+        """Until sshd answers and `systemctl is-system-running` says running or degraded."""
+        d = self.host_dir(host)
+        with contextlib.suppress(OSError, ValueError):
+            launched = float((d / "launched").read_text())
+        deadline = time.monotonic() + timeout
+        state = "not started"
+        while True:
+            pid = self.init_pid(host)
+            if pid:
+                proc = _run(["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w",
+                             "systemctl", "is-system-running"], check=False, timeout=10)
+                state = proc.stdout.strip() or "no answer"
+                if state in ("running", "degraded") and _tcp_open(self.ip(host), 22):
+                    break
+                if state in ("stopping", "offline") and not self._nspawn_pid(host):
+                    raise LabError(f"{host} stopped while booting: see {d / 'console.log'}")
+            elif not self._launcher_alive(host):
+                raise LabError(f"{host} did not boot: see {d / 'console.log'}")
+            if time.monotonic() > deadline:
+                raise LabError(f"{host} did not finish booting within {timeout:.0f}s (systemd: {state}, "
+                               f"sshd {'up' if _tcp_open(self.ip(host), 22) else 'down'}): "
+                               f"see {d / 'console.log'}")
+            time.sleep(0.1)
+        took = f" after {time.time() - launched:.1f}s" if "launched" in locals() else ""
+        if state == "degraded":
+            failed = self.exec(host, "systemctl list-units --failed --plain --no-legend | cut -d' ' -f1",
+                               check=False).stdout.split()
+            log(f"{host}: up at {self.ip(host)}{took}, degraded (failed: {', '.join(failed)})")
+        else:
+            log(f"{host}: up at {self.ip(host)}{took}")
 
     def up(self, nodes: int = 3, fresh: bool = False, log: Log = _quiet) -> list[str]:
         """Bring hosts lab1..labN up (idempotent); clear what a dead lab left behind."""
@@ -492,21 +656,20 @@ class Lab:
             self._bridge_up()
             self._mirror_up(repo)
             started = []
-            for h in self.hosts():
+            for h in self.hosts():      # all boot at once...
                 if h in wanted and not self.init_pid(h):
                     self._spawn(h, rootfs)
                     started.append(h)
-            for h in started:
-                self._wait_ssh(h)
-                log(f"{h}: up at {self.ip(h)}")
+            for h in started:           # ...then wait for all
+                self._wait_booted(h, log)
             self._write_lab_files()
             if not started:
                 log(f"lab {self.name!r}: all {nodes} hosts already up, nothing to do")
             return started
 
     def _clear_stale(self, log: Log) -> None:
-        """A lab that died (machine reboot, killed test run) leaves namespaces,
-        links and pid files behind: remove them so the lab can start clean."""
+        """A lab that died (machine reboot, killed test run) leaves namespaces, links,
+        cgroups and pid files behind: remove them so the lab can start clean."""
         live = {h for h in self.hosts() if self.init_pid(h)}
         prefix = f"ec-{self.name}-"
         for ns in _netns_list():
@@ -515,32 +678,61 @@ class Lab:
                 log(f"cleared stale namespace {ns}")
         for h in self.hosts():
             if h not in live:
-                self._reap(h)
-                _kill_referring(self.host_dir(h))
+                self._power_cut(h)
                 _run(["ip", "link", "del", self.veth(h)], check=False)
         if not self._mirror_pid():
             (self.dir / "mirror.pid").unlink(missing_ok=True)
 
-    def _reap(self, host: str) -> None:
-        """Wait for a powered-off host's processes to be gone, then forget them."""
+    def _power_cut(self, host: str) -> None:
+        """SIGKILL the host's PID 1 (the kernel kills its PID namespace) and its nspawn,
+        then whatever is left in its cgroups; then remove its cgroups. Disk kept."""
         d = self.host_dir(host)
-        for name in ("init.pid", "unshare.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                pid = int((d / name).read_text())
-                if _is_ours(pid, d):
-                    _kill_wait(pid)
+        for pid in filter(None, (self.init_pid(host), self._nspawn_pid(host))):
+            _kill_wait(pid)
+        deadline = time.monotonic() + 10
+        while pids := self._cgroup_pids(host):    # nothing should be left; if it is, kill it
+            if time.monotonic() > deadline:
+                raise LabError(f"{host}: processes {sorted(pids)} survive in its cgroups")
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in pids:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)
+        _kill_referring(d)     # a launcher that never reached its cgroup
+        self._clear_cgroups(host)
+        # what a killed nspawn could not remove (/run is a disk on some machines)
+        shutil.rmtree(Path("/run/systemd/nspawn/propagate", self.machine(host)), ignore_errors=True)
+        Path("/run/systemd/nspawn/locks", f"name-{self.machine(host)}").unlink(missing_ok=True)
+        for name in ("nspawn.pid", "launched", "init.pid", "unshare.pid", ".#merged.lck"):
             (d / name).unlink(missing_ok=True)
 
+    def _clear_cgroups(self, host: str) -> None:
+        """Remove the host's (empty) cgroup directories, deepest first."""
+        for top in self.cgroups(host):
+            if not top.is_dir():
+                continue
+            for dirpath, _dirs, _files in os.walk(top, topdown=False):
+                try:
+                    os.rmdir(dirpath)
+                except OSError as exc:
+                    raise LabError(f"cannot remove cgroup {dirpath}: {exc.strerror}") from None
+
+    def _clear_lab_cgroups(self) -> None:
+        for root in _cgroup_roots_if_any():
+            for d in (root / "easycluster" / self.name, root / "easycluster"):
+                with contextlib.suppress(OSError):
+                    d.rmdir()     # the lab's own, then the shared parent if no other lab uses it
+
     def poweroff(self, host: str) -> None:
-        """SIGKILL the whole host (its PID 1; the kernel kills the rest). Disk kept."""
+        """Power cut: SIGKILL the whole host (its PID 1; the kernel kills the rest). Disk kept."""
         with _locked(labs_dir() / f".{self.name}.lock"):
             self._known(host)
-            pid = self.init_pid(host)
-            if pid:
-                _kill_wait(pid)
-            self._reap(host)
+            self._power_cut(host)
 
     def boot(self, host: str, log: Log = _quiet) -> bool:
+        """Boot a powered-off host on its disk: its systemd starts whatever is enabled."""
         check_prerequisites()
         rootfs = base_rootfs(log)
         with _locked(labs_dir() / f".{self.name}.lock"):
@@ -548,13 +740,12 @@ class Lab:
             if self.init_pid(host):
                 log(f"{host}: already running")
                 return False
-            self._reap(host)
+            self._power_cut(host)
             self._prepare_disk(host)
             self._bridge_up()
             self._mirror_up(apt_repository(rootfs))
             self._spawn(host, rootfs)
-            self._wait_ssh(host)
-            log(f"{host}: up at {self.ip(host)}")
+            self._wait_booted(host, log)
             return True
 
     def wipe(self, host: str, log: Log = _quiet) -> None:
@@ -571,12 +762,34 @@ class Lab:
         with _locked(labs_dir() / f".{self.name}.lock"):
             self._down(purge, log)
 
+    def _halt_all(self, hosts: list[str], log: Log) -> None:
+        """Clean shutdown of every host at once (SIGTERM to nspawn: its guest halts);
+        a host still running after HALT_TIMEOUT gets its power cut."""
+        waiting = []
+        for h in hosts:
+            nspawn, init = self._nspawn_pid(h), self.init_pid(h)
+            with contextlib.suppress(ProcessLookupError):
+                if nspawn:
+                    os.kill(nspawn, signal.SIGTERM)
+                elif init:      # nspawn was lost: ask systemd itself (SIGRTMIN+4 = poweroff)
+                    os.kill(init, signal.SIGRTMIN + 4)
+            if nspawn or init:
+                waiting.append((h, nspawn))
+        deadline = time.monotonic() + HALT_TIMEOUT
+        for h, nspawn in waiting:
+            while self._cgroup_pids(h) and time.monotonic() < deadline:
+                if nspawn:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(nspawn, os.WNOHANG)
+                time.sleep(0.05)
+            if self._cgroup_pids(h):
+                log(f"{h}: no clean shutdown within {HALT_TIMEOUT}s: power cut")
+
     def _down(self, purge: bool, log: Log) -> None:
-        for h in self.hosts():
-            pid = self.init_pid(h)
-            if pid:
-                _kill_wait(pid)
-            self._reap(h)
+        hosts = self.hosts()
+        self._halt_all(hosts, log)
+        for h in hosts:
+            self._power_cut(h)
         mirror = self._mirror_pid()
         if mirror:
             _kill_wait(mirror)
@@ -590,6 +803,7 @@ class Lab:
             if link.startswith(f"ecv-{self.name}-"):
                 _run(["ip", "link", "del", link], check=False)
         _run(["ip", "link", "del", self.bridge], check=False)
+        self._clear_lab_cgroups()
         if purge:
             shutil.rmtree(self.dir, ignore_errors=True)
             if self.name == DEFAULT_LAB:
@@ -605,12 +819,17 @@ class Lab:
         return states
 
     def exec(self, host: str, command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run a shell command inside a host without SSH (for the lab's own checks)."""
+        """Run a shell command inside a host without SSH (for the lab's own checks): in all
+        its namespaces, and in its cgroup (so a power cut takes it too)."""
         pid = self.init_pid(self._known(host))
         if not pid:
             raise LabError(f"{host} is not running")
-        return _run(["nsenter", "-t", str(pid), "-m", "-u", "-n", "-p", "-r", "-w", "sh", "-c", command],
-                    check=check, timeout=timeout)
+        join = "".join(f"echo $$ > {shlex.quote(str(cg / 'cgroup.procs'))} 2>/dev/null; "
+                       for cg in self.cgroups(host))
+        enter = ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w",
+                 "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                 "HOME=/root", "LANG=C.UTF-8", "sh", "-c", command]
+        return _run(["sh", "-c", f"{join}exec {shlex.join(enter)}"], check=check, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -640,22 +859,43 @@ def _links() -> list[str]:
     return [line.split(":")[1].strip().split("@")[0] for line in proc.stdout.splitlines()]
 
 
-def _is_ours(pid: int, host_dir: Path) -> bool:
-    """Is `pid` a process of this lab host (not an unrelated reuse of the number)?"""
+def _comm(pid: int) -> str | None:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
-        return False
-    return str(host_dir) in cmdline or "tini" in cmdline
+        return None
+
+
+def _status_field(pid: int, field: str) -> str | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _nspid(pid: int) -> int | None:
+    """The PID of `pid` in its own (innermost) PID namespace."""
+    value = _status_field(pid, "NSpid")
+    return int(value.split()[-1]) if value else None
+
+
+def _state(pid: int) -> str | None:
+    value = _status_field(pid, "State")
+    return value[0] if value else None
 
 
 def _kill_referring(path: Path) -> None:
-    """Kill what a lost pid file no longer names: processes started for `path`."""
-    needle = str(path).encode() + b"/"
+    """Kill what a lost pid file no longer names: processes started for `path` (an
+    argument that is `path` or names something below it)."""
+    whole, below = str(path).encode(), str(path).encode() + b"/"
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != os.getpid():
             with contextlib.suppress(OSError):
-                if needle in Path(f"/proc/{entry}/cmdline").read_bytes():
+                args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                if any(arg == whole or below in arg for arg in args):
                     _kill_wait(int(entry))
 
 
@@ -675,6 +915,14 @@ def _kill_wait(pid: int, timeout: float = 10) -> None:
             return
         time.sleep(0.02)
     raise LabError(f"process {pid} did not die within {timeout:.0f}s")
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _wait_tcp(host: str, port: int, timeout: float, what: str) -> None:

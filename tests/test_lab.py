@@ -1,16 +1,19 @@
-"""The lab: real SSH hosts with their own names, processes, disks and links."""
+"""The lab: real SSH hosts, booting systemd as PID 1, with their own names, processes,
+cgroups, disks and links."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from conftest import fab, ssh
-from easycluster.lab import Lab
+from easycluster.lab import Lab, cgroup_roots
 
 HOSTS = ["lab1", "lab2", "lab3"]
 
@@ -26,6 +29,27 @@ def test_each_host_answers_ssh_by_name_with_its_own_hostname(lab):
         assert ssh(lab, host, "hostname").stdout.strip() == host
 
 
+def test_each_host_boots_systemd_as_pid_1_with_sshd_as_its_service(lab):
+    for host in HOSTS:
+        pid = lab.init_pid(host)
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == "systemd"
+        nspid = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("NSpid:")]
+        assert nspid[0].split()[-1] == "1", f"{host}: {nspid}"
+        state = ssh(lab, host, "systemctl is-system-running", check=False).stdout.strip()
+        assert state in ("running", "degraded"), f"{host}: systemd is {state!r}"
+        assert ssh(lab, host, "systemctl is-active ssh.service").stdout.strip() == "active"
+        assert ssh(lab, host, "systemctl is-enabled ssh.service").stdout.strip() == "enabled"
+        # sshd listens on the host's own address and loopback only
+        listening = ssh(lab, host, "ss -Hltn 'sport = :22'").stdout.split()
+        assert sorted(a for a in listening if a.endswith(":22")) == sorted([f"{lab.ip(host)}:22", "127.0.0.1:22"])
+        # the host's systemd runs in the host's own cgroup subtree, on the machine's side too
+        for cg in lab.cgroups(host):
+            assert str(pid) in (cg / "payload/init.scope/cgroup.procs").read_text().split()
+    # each host has its own machine-id
+    ids = {ssh(lab, h, "cat /etc/machine-id").stdout.strip() for h in HOSTS}
+    assert len(ids) == len(HOSTS) and "" not in ids
+
+
 def test_each_host_sees_only_its_own_processes(lab):
     marker = f"sleep {4000 + os.getpid() % 1000}"
     ssh(lab, "lab1", f"setsid {marker} </dev/null >/dev/null 2>&1 &")
@@ -36,7 +60,7 @@ def test_each_host_sees_only_its_own_processes(lab):
         for host in HOSTS:
             ps = ssh(lab, host, "ps -eo pid=,comm=").stdout.split("\n")
             pid1 = [line.split()[1] for line in ps if line.split() and line.split()[0] == "1"]
-            assert pid1 == ["tini"], f"{host}: PID 1 is {pid1}"
+            assert pid1 == ["systemd"], f"{host}: PID 1 is {pid1}"
             assert len(ps) < 20, f"{host} sees {len(ps)} processes: not its own PID namespace"
     finally:
         ssh(lab, "lab1", f"pkill -fx '{marker}'", check=False)
@@ -71,9 +95,16 @@ def test_fresh_host_has_no_ejabberd_installs_it_from_the_lab_mirror_and_wipe_res
     assert ssh(lab, "lab3", "test -e /root/before-wipe", check=False).returncode == 1
 
 
-def test_poweroff_kills_every_process_and_boot_keeps_the_disk(lab):
+def test_poweroff_kills_every_process_and_boot_starts_what_is_enabled(lab):
     ssh(lab, "lab2", "echo survives > /root/disk-kept")
     ssh(lab, "lab2", "setsid sleep 3000 </dev/null >/dev/null 2>&1 &")
+    # a service of its own, enabled and started by the host's systemd (in its own cgroup)
+    ssh(lab, "lab2", "printf '[Service]\\nExecStart=/bin/sleep 3001\\n[Install]\\nWantedBy=multi-user.target\\n'"
+                     " > /etc/systemd/system/labtest.service && systemctl enable --now labtest.service")
+    assert ssh(lab, "lab2", "systemctl is-active labtest.service").stdout.strip() == "active"
+    service_pid = ssh(lab, "lab2", "systemctl show -p MainPID --value labtest.service").stdout.strip()
+    assert f"/payload/system.slice/labtest.service" in Path(
+        f"/proc/{_machine_pid(lab, 'lab2', service_pid)}/cgroup").read_text()
     pid = lab.init_pid("lab2")
     ns = os.readlink(f"/proc/{pid}/ns/pid")
 
@@ -81,14 +112,31 @@ def test_poweroff_kills_every_process_and_boot_keeps_the_disk(lab):
     assert not Path(f"/proc/{pid}").exists()
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _pid_ns(p) == ns]
     assert leftovers == [], f"processes of the powered-off host remain: {leftovers}"
+    for cg in lab.cgroups("lab2"):
+        assert not cg.exists(), f"{cg} is left behind"
+    assert not Path(f"/run/systemd/nspawn/propagate/{lab.machine('lab2')}").exists()
     assert ssh(lab, "lab2", "true", check=False, timeout=20).returncode != 0
     status_line = [line for line in fab("lab.status").stdout.splitlines() if line.startswith("lab2 ")]
     assert len(status_line) == 1 and " off " in status_line[0], status_line
 
     fab("lab.boot", "--host", "lab2")
     assert ssh(lab, "lab2", "cat /root/disk-kept").stdout.strip() == "survives"
-    assert ssh(lab, "lab2", "pgrep -x sleep", check=False).returncode == 1
-    ssh(lab, "lab2", "rm /root/disk-kept")
+    sleeps = ssh(lab, "lab2", "pgrep -ax sleep", check=False).stdout
+    assert "sleep 3000" not in sleeps and "sleep 3001" in sleeps, sleeps
+    assert ssh(lab, "lab2", "systemctl is-active labtest.service ssh.service").stdout.split() == ["active"] * 2
+    ssh(lab, "lab2", "systemctl disable --now labtest.service; rm /etc/systemd/system/labtest.service /root/disk-kept")
+
+
+def _machine_pid(lab: Lab, host: str, guest_pid: str) -> int:
+    """The machine-side PID of the host's process `guest_pid`."""
+    ns = os.readlink(f"/proc/{lab.init_pid(host)}/ns/pid")
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        if _pid_ns(p) == ns:
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{p}/status").read_text()
+                if f"NSpid:\t{p}\t{guest_pid}\n" in status:
+                    return int(p)
+    raise AssertionError(f"{host} has no process {guest_pid}")
 
 
 def _pid_ns(pid: str) -> str | None:
@@ -131,12 +179,14 @@ def test_up_is_idempotent_and_adds_hosts_when_nodes_grows(scratch_lab):
 @pytest.mark.parametrize("scratch_lab", ["tstale"], indirect=True)
 def test_up_clears_a_stale_lab_of_its_own(scratch_lab):
     fab("lab.up", "--nodes", "2", lab=scratch_lab.name)
-    # The lab dies behind its own back (a killed test run, say): processes gone,
-    # namespaces, links, bridge and pid files left as they were.
+    # The lab dies behind its own back (a killed test run, say): processes gone (nspawn
+    # and the guest's PID 1 killed), namespaces, links, bridge, cgroups and pid files left.
     for host in ("lab1", "lab2"):
-        unshare_pid = int((scratch_lab.host_dir(host) / "unshare.pid").read_text())
-        os.kill(unshare_pid, 9)
+        for pid in (scratch_lab.init_pid(host), int((scratch_lab.host_dir(host) / "nspawn.pid").read_text())):
+            os.kill(pid, 9)
     os.kill(int((scratch_lab.dir / "mirror.pid").read_text()), 9)
+    time.sleep(0.5)
+    assert all(cg.is_dir() for cg in scratch_lab.cgroups("lab1"))
     subprocess.run(["ip", "netns", "add", f"ec-{scratch_lab.name}-lab9"], check=True)
 
     fab("lab.up", "--nodes", "2", lab=scratch_lab.name)
@@ -148,24 +198,32 @@ def test_up_clears_a_stale_lab_of_its_own(scratch_lab):
 
 
 @pytest.mark.parametrize("scratch_lab", ["tdown"], indirect=True)
-def test_down_leaves_no_namespace_bridge_mount_or_process(scratch_lab):
+def test_down_leaves_no_namespace_bridge_mount_cgroup_or_process(scratch_lab):
+    locks = Path("/run/systemd/nspawn/locks")
+    locks_before = set(locks.iterdir()) if locks.is_dir() else set()
     fab("lab.up", "--nodes", "2", lab=scratch_lab.name)
     ns_ids = {os.readlink(f"/proc/{scratch_lab.init_pid(h)}/ns/pid") for h in ("lab1", "lab2")}
+    fab("lab.poweroff", "--host", "lab2", lab=scratch_lab.name)    # one off, one running
     fab("lab.down", lab=scratch_lab.name)
 
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"ec-{scratch_lab.name}-" not in netns
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert scratch_lab.bridge not in links and f"ecv-{scratch_lab.name}-" not in links
-    assert str(scratch_lab.dir) not in Path("/proc/mounts").read_text()
+    for root in cgroup_roots():
+        assert not (root / "easycluster" / scratch_lab.name).exists(), f"cgroups left in {root}"
+    assert not list(Path("/run/systemd/nspawn/propagate").glob(f"ec-{scratch_lab.name}-*"))
+    assert (set(locks.iterdir()) if locks.is_dir() else set()) <= locks_before, "nspawn lock files left"
     for pid in filter(str.isdigit, os.listdir("/proc")):
         assert _pid_ns(pid) not in ns_ids, f"process {pid} of the lab survived"
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            mountinfo = Path(f"/proc/{pid}/mountinfo").read_text()
         except OSError:
             continue
         assert str(scratch_lab.dir).encode() not in cmdline
         assert scratch_lab.bridge_ip.encode() not in cmdline, "the lab mirror survived"
+        assert str(scratch_lab.dir) not in mountinfo, f"a mount of the lab is left (in process {pid}'s view)"
     # the disks are kept: the same lab boots again on them
     assert (scratch_lab.host_dir("lab1") / "upper").is_dir()
 
@@ -189,7 +247,8 @@ def test_a_missing_prerequisite_is_named_with_the_package_to_install(tmp_path):
     # a PATH where everything the lab needs is present except debootstrap
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    for tool in ("ip", "unshare", "nsenter", "pivot_root", "apt-ftparchive", "apt-get", "ssh", "ssh-keygen"):
+    for tool in ("ip", "unshare", "nsenter", "mount", "systemd-nspawn", "apt-ftparchive", "apt-get", "ssh",
+                 "ssh-keygen"):
         real = subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
         if real:
             (bindir / tool).symlink_to(real)
@@ -197,6 +256,20 @@ def test_a_missing_prerequisite_is_named_with_the_package_to_install(tmp_path):
     assert proc.returncode != 0
     assert "missing prerequisites" in proc.stderr and "debootstrap" in proc.stderr
     assert not Lab("tnroot").dir.exists()
+
+
+@pytest.mark.lab
+def test_a_machine_without_the_cgroup_hierarchies_systemd_needs_is_told_what_to_mount():
+    # /sys/fs/cgroup hidden under an empty tmpfs, in a mount namespace of the test's own
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         'mount -t tmpfs none /sys/fs/cgroup && exec "$@"', "sh", str(_fab_path()), "lab.up"],
+        env={**os.environ, "EASYCLUSTER_LAB": "tnocg"}, capture_output=True, text=True,
+        cwd=Path(__file__).parent.parent)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cgroup2" in lines[0] and "name=systemd" in lines[0], proc.stderr
+    assert not Lab("tnocg").dir.exists()
 
 
 def _fab_path() -> Path:
