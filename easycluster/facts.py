@@ -33,8 +33,8 @@ echo "systemd=$([ -d /run/systemd/system ] && echo yes || echo no)"
 if [ -d /run/systemd/system ]; then
   unit=$(systemctl show ejabberd -p LoadState -p ActiveState -p SubState -p Result -p NRestarts -p UnitFileState 2>/dev/null | tr '\n' ' ')
   echo "unit=$unit"
-  case "$unit" in
-    *LoadState=loaded*) case "$unit" in *ActiveState=active*SubState=running*) ;; *)
+  case " $unit" in *" LoadState=loaded "*)
+    case " $unit" in *" ActiveState=active "*" SubState=running "*|*" SubState=running "*" ActiveState=active "*) ;; *)
       echo "journal=$(journalctl -u ejabberd -n 6 --no-pager -o short-iso 2>/dev/null | base64 -w0)" ;; esac ;;
   esac
 fi

@@ -35,9 +35,9 @@ ec_log_tail() {
   echo "--- tail of /var/log/ejabberd/error.log:"
   tail -n 10 /var/log/ejabberd/error.log 2>/dev/null || echo "(no error.log)"
 }
-ec_unit() {   # "ActiveState SubState Result NRestarts"
-  systemctl show ejabberd -p ActiveState -p SubState -p Result -p NRestarts --value 2>/dev/null | tr '
-' ' '
+ec_unit() {   # "ActiveState SubState Result NRestarts" (systemctl show prints in an order of its own)
+  systemctl show ejabberd -p ActiveState -p SubState -p Result -p NRestarts 2>/dev/null |
+    awk -F= '{v[$1] = $2} END {print v["ActiveState"], v["SubState"], v["Result"], v["NRestarts"]}'
 }
 ec_start() {   # a member's start: enabled (a reboot starts it), started through the unit
   systemctl reset-failed ejabberd 2>/dev/null || true

@@ -72,8 +72,9 @@ def unit_trouble(lab: Lab, hosts: list[str], since: float) -> dict[str, list[str
     kill or a restart. Empty lists: every unit ran cleanly."""
     found = {}
     for host in hosts:
-        out = ssh(lab, host, "systemctl show ejabberd -p ActiveState -p SubState -p NRestarts --value | tr '\\n' ' '; "
-                             f"echo; journalctl -u ejabberd --since @{int(since)} --no-pager -o cat").stdout
+        out = ssh(lab, host, "systemctl show ejabberd -p ActiveState -p SubState -p NRestarts | awk -F= "
+                             "'{v[$1] = $2} END {print v[\"ActiveState\"], v[\"SubState\"], v[\"NRestarts\"]}'; "
+                             f"journalctl -u ejabberd --since @{int(since)} --no-pager -o cat").stdout
         state, _, journal = out.partition("\n")
         active, sub, restarts = (state.split() + ["?", "?", "?"])[:3]
         trouble = [] if (active, sub, restarts) == ("active", "running", "0") else [f"unit {active} ({sub}), "
