@@ -32,6 +32,11 @@ class NodeHealth:
     restarts: int = 0                   # NRestarts: times systemd restarted the node by itself
     journal: list[str] = field(default_factory=list)           # the unit's last lines, when not running cleanly
 
+    @property
+    def unit_ok(self) -> bool:
+        """Its ejabberd.service is active (running), or there is no unit to read (unreachable)."""
+        return self.unit == "-" or self.unit.startswith("active (running)")
+
     def as_dict(self) -> dict:
         return dict(self.__dict__, seen_running_by=list(self.seen_running_by))
 
@@ -133,9 +138,15 @@ def _unit_problem(nh: NodeHealth, f: HostFacts) -> str | None:
         return None
     last = f" (journal: {f.journal[-1].strip()})" if f.journal else ""
     active, sub = f.unit.get("ActiveState"), f.unit.get("SubState")
-    if sub == "auto-restart" or (active == "activating" and f.restarts > 0):
-        return (f"{nh.name}: ejabberd.service is restarting in a loop ({f.restarts} restarts by systemd, "
-                f"now {f.unit_state}){last}")
+    if sub == "auto-restart":
+        if f.restarts >= 2:
+            return (f"{nh.name}: ejabberd.service is restarting in a loop ({f.restarts} restarts by systemd, "
+                    f"now {f.unit_state}){last}")
+        return (f"{nh.name}: ejabberd.service died and systemd is starting it again ({f.restarts} restarts so "
+                f"far, now {f.unit_state}){last}")
+    if active == "activating" and not nh.running:
+        return (f"{nh.name}: ejabberd.service is still starting ({f.unit_state}): ejabberd waits for its tables "
+                f"(after a full outage: for the node that stopped last) or for its join{last}")
     if active == "failed":
         return f"{nh.name}: ejabberd.service failed ({f.unit_state}){last}"
     if nh.running or active != "inactive":

@@ -388,6 +388,12 @@ UNIT_CASES = [
     ("restart loop", {"ActiveState": "activating", "SubState": "auto-restart", "NRestarts": "4"}, False,
      "ejabberd@lab2: ejabberd.service is restarting in a loop (4 restarts by systemd, "
      "now activating (auto-restart)) (journal: boom)"),
+    ("died, restart pending", {"ActiveState": "activating", "SubState": "auto-restart", "NRestarts": "0"}, False,
+     "ejabberd@lab2: ejabberd.service died and systemd is starting it again (0 restarts so far, "
+     "now activating (auto-restart)) (journal: boom)"),
+    ("still starting", {"ActiveState": "activating", "SubState": "start", "NRestarts": "3"}, False,
+     "ejabberd@lab2: ejabberd.service is still starting (activating (start)): ejabberd waits for its tables "
+     "(after a full outage: for the node that stopped last) or for its join (journal: boom)"),
     ("failed", {"ActiveState": "failed", "SubState": "failed", "Result": "timeout"}, False,
      "ejabberd@lab2: ejabberd.service failed (failed (failed) result timeout) (journal: boom)"),
     ("stopped cleanly", {"ActiveState": "inactive", "SubState": "dead"}, False, "ejabberd@lab2: not running"),
