@@ -238,9 +238,34 @@ def test_remove_node_disables_the_unit_and_a_reboot_does_not_start_it(cluster, l
     assert_healthy_with(["lab1", "lab2", "lab3"], cluster, lab)
 
 
+SHORT_START = "/etc/systemd/system/ejabberd.service.d/zz-test-short-start.conf"
+
+
+def test_a_first_start_join_may_wait_longer_than_the_units_start_timeout(cluster, lab):
+    """A join runs inside the unit's start (no READY=1 until ejabberd runs on the copied
+    tables): waiting for its turn or copying big tables may outlast TimeoutStartSec. The join
+    pushes the timeout out (EXTEND_TIMEOUT_USEC) as it goes: held here well past a start
+    timeout cut to 8 s, the node is neither killed nor restarted."""
+    ssh(lab, "lab4", f"printf '[Service]\\nTimeoutStartSec=8\\n' > {SHORT_START} && systemctl daemon-reload")
+    try:
+        assert ssh(lab, "lab4", "systemctl show ejabberd -p TimeoutStartUSec").stdout.strip() == "TimeoutStartUSec=8s"
+        since = time.time()
+        proc = start_paused_add_master(lab, "lab4")
+        time.sleep(15)          # held in its start, before copying tables, for longer than 8 s
+        assert unit_state(lab, "lab4")[0] == "activating"
+        ssh(lab, "lab4", f"rm -f {PAUSE}")
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+        assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+        assert_units_clean(lab, ["lab4"], since)
+    finally:
+        ssh(lab, "lab4", f"rm -f {SHORT_START} {PAUSE} && systemctl daemon-reload")
+
+
 def test_a_host_where_the_package_started_its_own_node_is_reset_and_added(cluster, lab):
     """`apt-get install ejabberd` on a real server starts ejabberd@localhost at once (the
     package's postinst, through systemd). add-master resets it and joins it as a master."""
+    fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
     fab("lab.wipe", "--host", "lab4")
     ssh(lab, "lab4", "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
                      "ejabberd erlang-dev >/dev/null", timeout=600)
