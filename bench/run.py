@@ -297,8 +297,10 @@ class Bench:
                     if ln.startswith("model name")), platform.processor())
         out = [f"Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `make bench` on "
                f"{os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-               f"{platform.system()} {platform.release()}; lab hosts are network namespaces on that machine; "
-               f"{REPS} repetitions, medians.", "",
+               f"{platform.system()} {platform.release()}; lab hosts boot systemd as PID 1 (systemd-nspawn) "
+               "in network namespaces on that machine, every node under Debian's ejabberd.service (the "
+               "manual runbook's `join_cluster` is timed alone; the unit it leaves deactivating is mended "
+               f"outside the timing); {REPS} repetitions, medians.", "",
                "| target | measured | wanted | |", "|---|---|---|---|"]
         out += [f"| {name} | {value} | {want} | {'met' if ok else 'MISSED'} |" for name, value, want, ok in targets]
         out += ["", f"Data volume of the join: {records} records ({USERS} users + {USERS} roster items): "

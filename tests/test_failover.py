@@ -123,7 +123,9 @@ def test_a_node_killed_and_kept_down_the_others_serve_and_it_rejoins_when_starte
     ssh(lab, victim, "systemctl kill -s KILL ejabberd; systemctl stop ejabberd")
     st = wait_status(lambda rc, st: rc == 1 and not next(
         n for n in st["nodes"] if n["host"] == victim)["running"], 30, f"{victim} reported down")
-    assert f"ejabberd@{victim}: not running" in st["problems"], st["problems"]
+    # stopped after the kill: inactive, or failed (result signal) when systemd saw the kill first
+    mine = [p for p in st["problems"] if p.startswith(f"ejabberd@{victim}: ")]
+    assert mine and ("not running" in mine[0] or "failed (failed (failed) result signal)" in mine[0]), mine
     can_talk(lab, others[0], others[-1])
     assert "smoke: FAIL" in fab("smoke", check=False).stdout   # a node down fails the smoke test
     # longer than net_ticktime (15 s in the lab): the survivors must not drop each other
@@ -211,7 +213,10 @@ def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab)
     fab("lab.partition", "--host", loser)
     try:
         for host, other, inside in ((winner, loser, False), (loser, winner, True)):
-            deadline = time.monotonic() + 60   # net_ticktime 15 in the lab
+            # net_ticktime is 15 in the lab, but a node started less than a minute ago (lab1 was
+            # rebooted by the test before) is still in the transition from Erlang's default 60,
+            # during which the longer tick holds: up to ~75 s
+            deadline = time.monotonic() + 100
             while f"ejabberd@{other}" in sees(host, inside):
                 assert time.monotonic() < deadline, f"{host} never noticed the partition"
                 time.sleep(1)
