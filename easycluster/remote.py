@@ -111,8 +111,14 @@ class Host:
         result = Result(r.exited, r.stdout, r.stderr)
         if check and not result.ok:
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            if any(line.startswith("--- ") for line in detail):
+                # a node's own account (unit state, journal, error.log: nodectl's ec_log_tail): whole
+                detail = ["", *detail[-40:]]
+                text = "\n    ".join(detail)
+            else:
+                text = " | ".join(detail[-3:])
             raise RemoteError(self.name, what or f"`{command.splitlines()[0][:60]}` failed",
-                              " | ".join(detail[-3:]) if detail else f"exit {result.rc}")
+                              text if detail else f"exit {result.rc}")
         return result
 
     def _within(self, call: Callable[[], T], seconds: float) -> T:

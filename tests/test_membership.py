@@ -228,7 +228,9 @@ def test_add_master_of_a_standalone_node_then_a_rolling_restart_leaves_every_uni
 
 
 def test_remove_node_disables_the_unit_and_a_reboot_does_not_start_it(cluster, lab):
+    since = time.time()
     fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
+    assert_units_clean(lab, ["lab1", "lab2", "lab3"], since)
     assert unit_state(lab, "lab4") == ("inactive", "disabled")
     fab("lab.poweroff", "--host", "lab4")
     fab("lab.boot", "--host", "lab4")
