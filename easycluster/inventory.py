@@ -180,6 +180,13 @@ def load_inventory(given: str | Path | None = None) -> Inventory:
 
 def parse_inventory(text: str, path: Path) -> Inventory:
     try:
+        return _parse_inventory(text, path)
+    except RecursionError:   # the YAML parser and the checks both recurse into nested values
+        raise InventoryError(path, ["(top level): nested too deeply to be an inventory"]) from None
+
+
+def _parse_inventory(text: str, path: Path) -> Inventory:
+    try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -63,6 +63,9 @@ BAD = [
     # (case, inventory text, expected fragment of the message)
     ("yaml syntax", "cluster: [unclosed\n", "YAML syntax error: line"),
     ("not a mapping", "- just\n- a list\n", "(top level): must be a mapping"),
+    ("nested 5,000 deep", "cluster: " + "[" * 5000 + "]" * 5000 + "\n", "(top level): nested too deeply"),
+    ("nested 5,000 deep mapping", "nodes:\n- host: a\n  name: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
+     "(top level): nested too deeply"),
     ("unknown top key", variant("clusterr", {}), "clusterr: unknown key (did you mean 'cluster'?)"),
     ("unknown cluster key", variant("cluster.domain", ["x.com"]), "cluster.domain: unknown key (did you mean 'domains'?)"),
     ("missing domains", variant("cluster.domains", DELETE), "cluster.domains: missing (required)"),
