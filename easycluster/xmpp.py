@@ -31,6 +31,7 @@ class Client(slixmpp.ClientXMPP):
         self.registration: asyncio.Future = asyncio.get_event_loop().create_future()
         self.registering = register
         self.add_event_handler("session_start", self._session_start)
+        self.add_event_handler("presence_available", self._presence)
         self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
         self.add_event_handler("failed_all_auth", lambda _e: self._fail("no usable authentication"))
         self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed: {e}"))
@@ -48,7 +49,13 @@ class Client(slixmpp.ClientXMPP):
 
     async def _session_start(self, _event) -> None:
         self.send_presence()
-        if not self.ready.done():
+
+    def _presence(self, pres) -> None:
+        # Ready once the server has handled our initial presence: it echoes it to the user's
+        # own available resources, this one included (RFC 6121 4.2.2). A session with no
+        # presence yet is not available: a chat message to the bare JID goes to offline
+        # storage instead (seen: `fab smoke` reporting "NOT delivered" for a node that was fine).
+        if pres["from"] == self.boundjid and not self.ready.done():
             self.ready.set_result(True)
 
     async def _register(self, _form) -> None:
