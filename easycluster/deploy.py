@@ -18,8 +18,8 @@ from .errors import EasyClusterError
 from .health import ClusterHealth, assess
 from .inventory import Inventory
 from .plan import (INSTALL, JOIN, PLUGIN, RELOAD, RESET, RESTART, START, WRITE, Plan, PreflightFailed,
-                   Step, as_reset, choose_seed, format_plan, make_plan, mark_boot_joins, package_nodes,
-                   plan_joins)
+                   Step, as_reset, choose_seed, format_plan, make_plan, mark_boot_joins, members_of,
+                   package_nodes, plan_joins)
 from .lock import ClusterLock
 from .progress import Out, Progress, StepFailed
 from .remote import Fleet, Host, RemoteError
@@ -101,15 +101,23 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
                     nodectl.forget(fleet[seed.host], node.name)
             if f.joining or departed:   # the node changed under us: look again
                 facts = progress.phase("facts", lambda: factmod.gather_via(fleet, probe_network=True))
-            plan = make_plan(sub, facts, cookie, tls)
+            # the firewall of every member lets in every node of the inventory, the new one too
+            gone = membership.departed(facts)
+            members = members_of(replace(inv, nodes=tuple(n for n in inv.nodes if n is node or n.name not in gone)),
+                                 facts)
+            plan = make_plan(sub, facts, cookie, tls, members)
             if plan.problems:
                 raise PreflightFailed(plan.problems)
-            drift = sorted({s.host for s in plan.steps if s.host != node.host and s.kind != JOIN})
+
+            def firewall(s: Step) -> bool:
+                return s.kind == WRITE and s.file is not None and s.file.live
+            drift = sorted({s.host for s in plan.steps if s.host != node.host and s.kind != JOIN and not firewall(s)})
             if drift:
                 out(f"note: {', '.join(drift)} differ from the inventory; add-master leaves them as they "
                     "are (`fab deploy --dry` shows how)")
             facts = as_reset(facts, plan.hosts_with(RESET))
-            plan = Plan(mark_boot_joins(sub, [s for s in plan.steps if s.host == node.host], facts), plan.seed)
+            plan = Plan(mark_boot_joins(sub, [s for s in plan.steps if s.host == node.host or firewall(s)], facts),
+                        plan.seed)
             if plan.steps:
                 out(format_plan(plan, sub))
                 health = progress.phase("apply", lambda: _apply(sub, fleet, plan, facts, progress))

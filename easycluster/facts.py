@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 from .inventory import Inventory
 from .remote import Fleet, Host, q
-from .render import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, PLUGIN_DIR, UNIT_DROPIN
+from .render import (COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, FIREWALL_RULES, FIREWALL_UNIT, PLUGIN_DIR,
+                     UNIT_DROPIN)
 from .tls import HOST_CA, HOST_CERT, HOST_KEY, HOST_OPTFILE
 
-READABLE_FILES = (UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, HOST_CA, HOST_CERT, HOST_OPTFILE)
+READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, HOST_CA, HOST_CERT, HOST_OPTFILE)
 SECRET_FILES = (HOST_KEY,)   # only their hash is read, like the cookie's
 MNESIA_DIR = "/var/lib/ejabberd"
 STATE_DIR = "/var/lib/easycluster"
@@ -30,6 +31,7 @@ echo "addresses=$(hostname -I 2>/dev/null)"
 echo "ejabberd_version=$(dpkg-query -W -f='${Status} ${Version}' ejabberd 2>/dev/null | sed -n 's/^install ok installed //p')"
 echo "erlang_version=$(dpkg-query -W -f='${Status} ${Version}' erlang-base 2>/dev/null | sed -n 's/^install ok installed //p')"
 echo "systemd=$([ -d /run/systemd/system ] && echo yes || echo no)"
+echo "nft=$([ -x /usr/sbin/nft ] && echo yes || echo no)"
 if [ -d /run/systemd/system ]; then
   unit=$(systemctl show ejabberd -p LoadState -p ActiveState -p SubState -p Result -p NRestarts -p UnitFileState 2>/dev/null | tr '\n' ' ')
   echo "unit=$unit"
@@ -89,6 +91,7 @@ class HostFacts:
     ejabberd_version: str | None = None   # installed package version
     erlang_version: str | None = None
     systemd: bool = False
+    nft: bool = False                   # nftables installed (the firewall of epmd and the distribution)
     unit: dict[str, str] = field(default_factory=dict)   # ejabberd.service: LoadState, ActiveState, ...
     journal: list[str] = field(default_factory=list)     # its last lines, when not active (running)
     beam_node: str | None = None        # the node name the running VM was started with
@@ -200,7 +203,7 @@ def parse_facts(host: str, output: str) -> HostFacts:
             setattr(f, key, value or None)
         elif key in ("os_id", "os_version", "hostname"):
             setattr(f, key, value)
-        elif key in ("systemd", "mnesia_schema", "beam_running", "restart_pending"):
+        elif key in ("systemd", "nft", "mnesia_schema", "beam_running", "restart_pending"):
             setattr(f, key, value == "yes")
         elif key == "ctl_status":
             f.ctl_status = int(value)

@@ -61,7 +61,7 @@ BASE_PACKAGES = ("openssh-server", "iproute2", "procps", "netbase", "iputils-pin
 IMAGE = f"rootfs-{CODENAME}-systemd"
 IMAGE_VERSION = 1      # bump when what base_rootfs() does to the image changes
 # What the lab's apt repository serves: everything these need beyond the base.
-REPO_PACKAGES = ("ejabberd", "erlang-dev")
+REPO_PACKAGES = ("ejabberd", "erlang-dev", "nftables")
 MIRROR_NAME = "lab-mirror"
 MIRROR_PORT = 3142
 REQUIRED_COMMANDS = {
@@ -79,7 +79,9 @@ REQUIRED_COMMANDS = {
 CGROUP_FS = Path("/sys/fs/cgroup")
 BOOT_TIMEOUT = 90      # seconds from launch to sshd up and systemd running/degraded
 HALT_TIMEOUT = 20      # seconds a clean shutdown may take before the power is cut
-NSPAWN = ["systemd-nspawn", "--boot", "--quiet", "--register=no", "--keep-unit",
+# CAP_NET_ADMIN: a host manages its own firewall (nftables), as a real server's root does; it
+# acts on the host's own network namespace only.
+NSPAWN = ["systemd-nspawn", "--boot", "--quiet", "--register=no", "--keep-unit", "--capability=CAP_NET_ADMIN",
           "--console=read-only", "--link-journal=no", "--resolv-conf=off", "--timezone=off"]
 
 Log = Callable[[str], None]
@@ -620,6 +622,9 @@ class Lab:
                 state = proc.stdout.strip() or "no answer"
                 if state in ("running", "degraded") and _tcp_open(self.ip(host), 22):
                     break
+                if state == "starting" and _tcp_open(self.ip(host), 22) and self._only_ejabberd_starting(pid):
+                    state = "running, ejabberd still starting"   # e.g. waiting for its peers' tables
+                    break
                 if state in ("stopping", "offline") and not self._nspawn_pid(host):
                     raise LabError(f"{host} stopped while booting: see {d / 'console.log'}")
             elif not self._launcher_alive(host):
@@ -636,6 +641,16 @@ class Lab:
             log(f"{host}: up at {self.ip(host)}{took}, degraded (failed: {', '.join(failed)})")
         else:
             log(f"{host}: up at {self.ip(host)}{took}")
+
+    def _only_ejabberd_starting(self, pid: int) -> bool:
+        """Booted but for ejabberd.service: the only job still running is its start, the others
+        (targets, utmp's runlevel record) wait for it (a node waiting for its tables may take
+        minutes, as on a real server)."""
+        proc = _run(["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w",
+                     "systemctl", "list-jobs", "--no-legend", "--plain"], check=False, timeout=10)
+        jobs = [line.split() for line in proc.stdout.splitlines() if len(line.split()) == 4]
+        return any(unit == "ejabberd.service" for _, unit, _, _ in jobs) and \
+            all(unit == "ejabberd.service" or state == "waiting" for _, unit, _, state in jobs)
 
     def up(self, nodes: int = 3, fresh: bool = False, log: Log = _quiet) -> list[str]:
         """Bring hosts lab1..labN up (idempotent); clear what a dead lab left behind."""

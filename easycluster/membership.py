@@ -18,6 +18,8 @@ from .facts import HostFacts
 from .health import ClusterHealth, assess
 from .inventory import Inventory, Node
 from .lock import ClusterLock
+from .plan import members_of
+from .render import firewall_files
 from .progress import Out, Progress
 from .remote import Fleet, RemoteError, q
 
@@ -317,6 +319,17 @@ def _take_out(inv: Inventory, fleet: Fleet, node: Node, survivors: list[Node], f
                                lambda: nodectl.forget(fleet[master.host], node.name))
         progress.say(master.host, f"  db_nodes now: {', '.join(answer.get('db_nodes', []))}")
         record_departure(fleet, hosts, node, how)
+        close_firewall(inv, fleet, survivors, facts, node, progress)
+
+
+def close_firewall(inv: Inventory, fleet: Fleet, survivors: list[Node], facts, gone: Node, progress: Progress) -> None:
+    """The survivors' firewall no longer lets the departed node reach epmd or the distribution."""
+    away = departed(facts)
+    keep = replace(inv, nodes=tuple(n for n in inv.nodes if n is not gone and n.name not in away))
+    members = members_of(keep, facts)
+    fleet.each([n.host for n in survivors], lambda h: progress.step(
+        h.name, f"firewall: {gone.name} no longer let in",
+        lambda: nodectl.configure(h, firewall_files(inv, inv.node(h.name), members), plugin=False)))
 
 
 def _verify_survivors(inv: Inventory, fleet: Fleet, survivors: list[Node], progress: Progress) -> ClusterHealth:

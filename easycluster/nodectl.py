@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .remote import Host, RemoteError, q
-from .render import JOIN_SEED_FILE, PLUGIN_BEAM, PLUGIN_DIR, UNIT_DROPIN, ManagedFile, plugin_source
+from .render import (FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, PLUGIN_BEAM, PLUGIN_DIR, UNIT_DROPIN,
+                     ManagedFile, plugin_source)
 
 START_BOUND = 90      # seconds for a node to report started
 STOP_BOUND = 130      # the unit's TimeoutStopSec (120) and a little
@@ -91,10 +92,11 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; own_policy=1
 fi
 trap '[ $own_policy = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+new_install=0; dpkg -s ejabberd >/dev/null 2>&1 || new_install=1
 apt-get update -q >/dev/null
-apt-get install -y -q --no-install-recommends ejabberd={q(version)} erlang-dev >/dev/null
+apt-get install -y -q --no-install-recommends ejabberd={q(version)} erlang-dev nftables >/dev/null
 # enabled by the package: a node starts at boot only once it is a member (ec_start enables it)
-systemctl disable --quiet ejabberd 2>/dev/null
+if [ $new_install = 1 ]; then systemctl disable --quiet ejabberd 2>/dev/null; fi
 dpkg-query -W -f='${{Version}}' ejabberd
 """), what=f"installing ejabberd {version}", timeout=900)
 
@@ -150,8 +152,13 @@ else
 fi
 install -m 644 {staging}/ebin/easy_cluster.beam {PLUGIN_DIR}/ebin/easy_cluster.beam
 install -m 644 {staging}/easy_cluster.erl {PLUGIN_DIR}/src/easy_cluster.erl""")
-        if any(mf.path == UNIT_DROPIN for mf in files):
+        paths = {mf.path for mf in files}
+        if paths & {UNIT_DROPIN, FIREWALL_UNIT}:
             body.append("systemctl daemon-reload")
+        if FIREWALL_UNIT in paths:
+            body.append("systemctl enable --quiet easycluster-firewall 2>/dev/null")
+        if FIREWALL_RULES in paths:   # in place, atomically (the table is replaced whole)
+            body.append(f"nft -f {FIREWALL_RULES}")
         result = host.script(_script("\n".join(body)), what="writing configuration")
     except RemoteError:
         host.run(f"rm -rf {q(staging)}", check=False)

@@ -249,8 +249,14 @@ def plan_joins(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[list[Step],
 
 # --------------------------------------------------------------------------- plan
 
+def members_of(inv: Inventory, facts: dict[str, HostFacts]) -> list[str]:
+    """The addresses the firewall lets reach epmd and the distribution: every node's of `inv`."""
+    return [a for a in (dist_address(n, facts) for n in inv.nodes) if a]
+
+
 def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
-              tls: dict[str, NodeTLS] | None = None) -> Plan:
+              tls: dict[str, NodeTLS] | None = None, members: list[str] | None = None) -> Plan:
+    """`members`: the addresses the firewall lets in (default: every node of `inv`)."""
     resets = package_nodes(inv, facts)
     facts = as_reset(facts, resets)
     problems = preflight(inv, facts, cookie)
@@ -261,18 +267,23 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
                                         "configured it: stop it, keep its Mnesia directory in a tarball")
                          for h in resets]
     plugin_sha = plugin_sha256()
+    members = members_of(inv, facts) if members is None else members
     for node in inv.nodes:
         f = facts[node.host]
         if not f.installed:
-            steps.append(Step(INSTALL, node.host, f"install ejabberd {inv.cluster.ejabberd_version}"))
+            steps.append(Step(INSTALL, node.host, f"install ejabberd {inv.cluster.ejabberd_version}, nftables"))
+        elif not f.nft:
+            steps.append(Step(INSTALL, node.host, "install nftables (the firewall of epmd and the distribution)"))
         restart = reload = False
-        for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie, (tls or {}).get(node.name)):
+        for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie, (tls or {}).get(node.name),
+                                members):
             diff = _file_change(mf, f)
             if diff is None:
                 continue
             steps.append(Step(WRITE, node.host, f"write {mf.path}", diff=diff, file=mf))
-            restart |= mf.restart
-            reload |= not mf.restart
+            if not mf.live:
+                restart |= mf.restart
+                reload |= not mf.restart
         if f.plugin_sha256 != plugin_sha:
             steps.append(Step(PLUGIN, node.host, "compile and install the easy_cluster plugin"))
             restart = True

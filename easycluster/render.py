@@ -27,6 +27,10 @@ JOIN_SEED_FILE = "/etc/ejabberd/easycluster-join-seed"
 # restart after a failed join); a change is followed by `systemctl daemon-reload`.
 UNIT_DROPIN = "/etc/systemd/system/ejabberd.service.d/easycluster.conf"
 UNIT_START_TIMEOUT = 300   # seconds; a boot join extends it while it works
+# The host firewall: epmd and the distribution window open to the cluster's members only
+# (nftables, a table of easycluster's own), loaded at boot by a unit of ours.
+FIREWALL_RULES = "/etc/easycluster/firewall.nft"
+FIREWALL_UNIT = "/etc/systemd/system/easycluster-firewall.service"
 UNIT_STOP_TIMEOUT = 120
 
 
@@ -38,6 +42,7 @@ class ManagedFile:
     owner: str
     group: str
     restart: bool              # does a change need a node restart (else a config reload)?
+    live: bool = False         # applied in place when written (the firewall): no restart, no reload
 
     @property
     def secret(self) -> bool:
@@ -66,13 +71,14 @@ def render(template: str, **context) -> str:
 
 
 def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie: Secret,
-                  tls: NodeTLS | None = None) -> list[ManagedFile]:
+                  tls: NodeTLS | None = None, members: list[str] | None = None) -> list[ManagedFile]:
     """Everything deploy writes on `node`'s host, in the order it writes it; `tls`: the
-    node's distribution certificate, with cluster.distribution.tls."""
+    node's distribution certificate, with cluster.distribution.tls; `members`: the addresses
+    epmd and the distribution answer (the firewall's; None: no firewall files)."""
     context = dict(cluster=inventory.cluster, node=node, nodes=inventory.nodes,
                    dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN, dist_tls_optfile=HOST_OPTFILE,
                    join_seed_file=JOIN_SEED_FILE)
-    return _tls_files(inventory, node, tls) + [
+    return firewall_files(inventory, node, members) + _tls_files(inventory, node, tls) + [
         ManagedFile(UNIT_DROPIN, render("ejabberd.service.d.conf.j2", start_timeout=UNIT_START_TIMEOUT,
                                         stop_timeout=UNIT_STOP_TIMEOUT, **context), 0o644, "root", "root",
                     restart=True),
@@ -83,6 +89,20 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
         # no trailing newline: the file's sha256 is the cookie's, comparable without reading it
         ManagedFile(COOKIE_PATH, cookie, 0o400, "ejabberd", "ejabberd", restart=True),
     ]
+
+
+def firewall_files(inventory: Inventory, node: Node, members: list[str] | None) -> list[ManagedFile]:
+    if members is None:
+        return []
+    context = dict(cluster=inventory.cluster, node=node, members=sorted(set(members), key=_address_key))
+    return [ManagedFile(FIREWALL_UNIT, render("easycluster-firewall.service.j2", **context), 0o644, "root", "root",
+                        restart=False, live=True),
+            ManagedFile(FIREWALL_RULES, render("firewall.nft.j2", **context), 0o644, "root", "root",
+                        restart=False, live=True)]
+
+
+def _address_key(address: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in address.split(".")) if address.replace(".", "").isdigit() else (999,)
 
 
 def _tls_files(inventory: Inventory, node: Node, tls: NodeTLS | None) -> list[ManagedFile]:

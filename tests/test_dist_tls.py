@@ -136,10 +136,11 @@ def test_hosts_get_the_ca_their_certificate_their_key_as_a_secret_and_erl_option
 
 
 def _facts(inv, host, mat, running=True, tls_running=True) -> HostFacts:
-    f = HostFacts(host=host, os_id="debian", os_version="12", addresses=[IPS[host]], resolves=dict(IPS), systemd=True,
+    f = HostFacts(host=host, os_id="debian", os_version="12", addresses=[IPS[host]], resolves=dict(IPS), systemd=True, nft=True,
                   ejabberd_version="23.01-1", erlang_version="1:25.2.3", plugin_sha256="p" * 64)
     files_inv = inv if tls_running else replace(inv, cluster=replace(inv.cluster, dist_tls=False))
-    for mf in managed_files(files_inv, inv.node(host), IPS[host], COOKIE, mat.get(f"ejabberd@{host}")):
+    for mf in managed_files(files_inv, inv.node(host), IPS[host], COOKIE, mat.get(f"ejabberd@{host}"),
+                            members=list(IPS.values())):
         if mf.path == COOKIE_PATH:
             f.cookie_sha256 = mf.sha256()
         elif mf.secret:

@@ -238,6 +238,18 @@ def test_remove_node_disables_the_unit_and_a_reboot_does_not_start_it(cluster, l
     assert unit_state(lab, "lab4") == ("inactive", "disabled")
     assert ssh(lab, "lab4", "pgrep -u ejabberd -f beam", check=False).returncode != 0, "the removed node started"
     assert_healthy_with(["lab1", "lab2", "lab3"], cluster, lab)
+    # epmd and the distribution answer members only: lab4 is no longer one, lab2 is
+    dist_port = ssh(lab, "lab1", "ss -Hltnp | grep beam.smp | grep -o ':43[7-8][0-9] ' | head -n1").stdout.strip(" :\n")
+    assert dist_port, "no distribution port found on lab1"
+    for port in ("4369", dist_port):
+        assert connects(lab, "lab2", "lab1", port) == "open", port
+        assert connects(lab, "lab4", "lab1", port) == "refused", port
+
+
+def connects(lab, src: str, dst: str, port: str) -> str:
+    """open | refused | other, for a TCP connection from host src to dst:port."""
+    out = ssh(lab, src, f"timeout 3 bash -c '</dev/tcp/{dst}/{port}' 2>&1 && echo open", check=False).stdout
+    return "open" if "open" in out else "refused" if "refused" in out else out.strip() or "timeout"
 
 
 SHORT_START = "/etc/systemd/system/ejabberd.service.d/zz-test-short-start.conf"

@@ -13,7 +13,7 @@ from easycluster.facts import HostFacts, parse_facts
 from easycluster.health import assess
 from easycluster.inventory import parse_inventory
 from easycluster.plan import format_plan, make_plan
-from easycluster.render import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, managed_files
+from easycluster.render import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, FIREWALL_RULES, managed_files
 from easycluster.secrets import Secret
 
 COOKIE = Secret("C" * 40)
@@ -38,7 +38,7 @@ def fixed_plugin(monkeypatch):
 
 def fresh(host: str) -> HostFacts:
     """A new Debian server: reachable, resolving every node, nothing installed."""
-    return HostFacts(host=host, os_id="debian", os_version="12", hostname=host, addresses=[IPS[host]], systemd=True,
+    return HostFacts(host=host, os_id="debian", os_version="12", hostname=host, addresses=[IPS[host]], systemd=True, nft=True,
                      files={EJABBERD_YML: None, EJABBERD_DEFAULT: None},
                      resolves=dict(IPS), reach={(h, p): "refused" for h in HOSTS if h != host
                                                 for p in [4369] + list(range(4370, 4380))})
@@ -56,7 +56,7 @@ def converged(inv, host: str, **status_kw) -> HostFacts:
     f = fresh(host)
     f.ejabberd_version, f.erlang_version = "23.01-1", "1:25.2.3"
     node = inv.node(host)
-    for mf in managed_files(inv, node, IPS[host], COOKIE):
+    for mf in managed_files(inv, node, IPS[host], COOKIE, members=list(IPS.values())):
         if mf.secret:
             f.cookie_sha256 = mf.sha256()
         else:
@@ -83,7 +83,7 @@ def test_fresh_hosts_get_everything_then_joins_in_inventory_order():
     assert plan.problems == []
     assert kinds(plan) == (
         [("install", h) for h in HOSTS]
-        + [("write", h) for h in HOSTS for _ in range(4)]
+        + [("write", h) for h in HOSTS for _ in range(6)]
         + [("plugin", h) for h in HOSTS]
         + [("start", h) for h in HOSTS]
         + [("join", "lab2"), ("join", "lab3")])
@@ -111,8 +111,12 @@ def test_a_distribution_change_restarts_each_node():
     inv = inventory()
     facts = {h: converged(inv, h) for h in HOSTS}
     plan = make_plan(inventory(distribution={"port_min": 4380, "port_max": 4389}), facts, COOKIE)
-    assert kinds(plan) == [("write", h) for h in HOSTS] + [("restart", h) for h in HOSTS]
-    assert all("FIREWALL_WINDOW=4380-4389" in s.diff for s in plan.by_kind("write"))
+    assert kinds(plan) == [("write", h) for h in HOSTS for _ in range(2)] + [("restart", h) for h in HOSTS]
+    writes = {(s.host, s.file.path): s.diff for s in plan.by_kind("write")}
+    assert all("FIREWALL_WINDOW=4380-4389" in writes[(h, EJABBERD_DEFAULT)] for h in HOSTS)
+    # the firewall follows the window (applied in place: it is no reason to restart)
+    assert all("+\t\ttcp dport { 4369, 4380-4389 } ip saddr @members accept" in writes[(h, FIREWALL_RULES)]
+               for h in HOSTS), writes[("lab1", FIREWALL_RULES)]
 
 
 def test_a_changed_plugin_is_installed_and_restarts_the_node():
@@ -364,7 +368,7 @@ def test_a_node_the_package_started_as_localhost_is_reset_then_joined_at_boot():
     facts["lab3"] = package_started(inv, "lab3")
     plan = make_plan(inv, facts, COOKIE)
     assert plan.problems == []
-    assert kinds(plan) == [("reset", "lab3")] + [("write", "lab3")] * 4 + [("plugin", "lab3"), ("start", "lab3"),
+    assert kinds(plan) == [("reset", "lab3")] + [("write", "lab3")] * 6 + [("plugin", "lab3"), ("start", "lab3"),
                                                                             ("join", "lab3")]
     assert "ejabberd@localhost" in plan.steps[0].summary
     assert plan.by_kind("join")[0].at_boot, "a reset node holds nothing: it joins as it starts"
@@ -434,3 +438,18 @@ def test_fact_parsing_reads_the_unit_the_journal_and_the_vms_node_name():
     assert f.unit["UnitFileState"] == "enabled"
     assert f.journal == ["line one", "line two"] and f.beam_node == "ejabberd@localhost"
     assert parse_facts("lab1", "systemd=yes\nunit=LoadState=not-found \nend=1").unit_state == "-"
+
+
+def test_the_firewall_lets_in_every_node_of_the_inventory_and_changes_without_a_restart():
+    inv = inventory()
+    facts = {h: converged(inv, h) for h in HOSTS}
+    rules = facts["lab1"].files[FIREWALL_RULES]
+    assert "elements = { 10.9.0.11, 10.9.0.12, 10.9.0.13 }" in rules
+    assert "reject with tcp reset" in rules and "tcp dport { 4369, 4370-4379 }" in rules
+    # a member taken out (the firewall's members are the caller's): a write, no restart, no reload
+    plan = make_plan(inv, facts, COOKIE, members=["10.9.0.11", "10.9.0.12"])
+    assert kinds(plan) == [("write", h) for h in HOSTS]
+    assert all("+\t\telements = { 10.9.0.11, 10.9.0.12 }" in s.diff for s in plan.steps), plan.steps[0].diff
+    # a host without nftables gets it installed, nothing else
+    facts["lab2"].nft = False
+    assert kinds(make_plan(inv, facts, COOKIE)) == [("install", "lab2")]

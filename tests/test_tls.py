@@ -50,7 +50,7 @@ def run(lab, *args, inventory: str, check: bool = True):
 
 def test_deploy_add_master_and_status_over_tls(tlslab):
     out = run(tlslab, "deploy", inventory="one").stdout
-    assert "write ca.pem, node.pem, node.key, ssl_dist.conf" in out, out
+    assert "ca.pem, node.pem, node.key, ssl_dist.conf" in out, out
     args = ssh(tlslab, "lab1", "ps -eww -o args | grep '[b]eam.smp'").stdout
     assert "-proto_dist inet_tls -ssl_dist_optfile /etc/ejabberd/dist-tls/ssl_dist.conf" in args
     out = run(tlslab, "add-master", "--host", "lab2", inventory="two").stdout
@@ -118,12 +118,20 @@ def test_only_a_certificate_of_the_cluster_ca_and_the_cookie_get_in(tlslab):
                         "apt-get install -y -q --no-install-recommends erlang-base erlang-ssl >/dev/null",
         timeout=300)
     cookie = tlslab.cookie_file.read_text().strip()
-    assert probe(tlslab, cookie, "tcp") == "pang", "plain TCP got in"
-    assert probe(tlslab, cookie, "none") == "pang", "a TLS client without a certificate got in"
-    assert probe(tlslab, cookie, "foreign") == "pang", "another CA's certificate got in"
-    assert probe(tlslab, generate_cookie().reveal(), "cluster") == "pang", "a wrong cookie got in"
-    # the probe works: with both, it is in
-    assert probe(tlslab, cookie, "cluster") == "pong"
+    # lab3 is no node of this cluster: lab1's firewall shuts it out whatever it holds...
+    assert probe(tlslab, cookie, "cluster") == "pang", "a host outside the cluster got in"
+    # ...so let it through the firewall for the probes below: they test TLS and the cookie
+    lab3 = tlslab.ip("lab3")
+    ssh(tlslab, "lab1", f"nft add element inet easycluster members {{ {lab3} }}")
+    try:
+        assert probe(tlslab, cookie, "tcp") == "pang", "plain TCP got in"
+        assert probe(tlslab, cookie, "none") == "pang", "a TLS client without a certificate got in"
+        assert probe(tlslab, cookie, "foreign") == "pang", "another CA's certificate got in"
+        assert probe(tlslab, generate_cookie().reveal(), "cluster") == "pang", "a wrong cookie got in"
+        # the probe works: with both, it is in
+        assert probe(tlslab, cookie, "cluster") == "pong"
+    finally:
+        ssh(tlslab, "lab1", f"nft delete element inet easycluster members {{ {lab3} }}")
     assert "cluster: healthy" in run(tlslab, "status", inventory="two").stdout
 
 
@@ -134,4 +142,9 @@ def test_switching_tls_off_takes_a_full_stop_then_deploy(tlslab):
     assert "cluster: 2 members, 2 masters (healthy)" in out, out
     assert "-proto_dist" not in ssh(tlslab, "lab1", "ps -eww -o args | grep '[b]eam.smp'").stdout
     # the same plain-TCP probe that got pang over TLS now gets in
-    assert probe(tlslab, tlslab.cookie_file.read_text().strip(), "tcp") == "pong"
+    lab3 = tlslab.ip("lab3")    # no node of the cluster: let through lab1's firewall for the probe
+    ssh(tlslab, "lab1", f"nft add element inet easycluster members {{ {lab3} }}")
+    try:
+        assert probe(tlslab, tlslab.cookie_file.read_text().strip(), "tcp") == "pong"
+    finally:
+        ssh(tlslab, "lab1", f"nft delete element inet easycluster members {{ {lab3} }}")
