@@ -18,8 +18,8 @@ from .errors import EasyClusterError
 from .health import ClusterHealth, assess
 from .inventory import Inventory
 from .plan import (INSTALL, JOIN, PLUGIN, RELOAD, RESET, RESTART, START, WRITE, Plan, PreflightFailed,
-                   Step, as_reset, choose_seed, format_plan, make_plan, mark_boot_joins, members_of,
-                   package_nodes, plan_joins)
+                   Step, as_reset, choose_seed, format_plan, make_plan, mark_boot_joins, package_nodes,
+                   plan_joins)
 from .lock import ClusterLock
 from .progress import Out, Progress, StepFailed
 from .remote import Fleet, Host, RemoteError
@@ -102,10 +102,7 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
             if f.joining or departed:   # the node changed under us: look again
                 facts = progress.phase("facts", lambda: factmod.gather_via(fleet, probe_network=True))
             # the firewall of every member lets in every node of the inventory, the new one too
-            gone = membership.departed(facts)
-            members = members_of(replace(inv, nodes=tuple(n for n in inv.nodes if n is node or n.name not in gone)),
-                                 facts)
-            plan = make_plan(sub, facts, cookie, tls, members)
+            plan = make_plan(sub, facts, cookie, tls, membership.firewall_members(inv, facts, joining=node))
             if plan.problems:
                 raise PreflightFailed(plan.problems)
 

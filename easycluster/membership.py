@@ -322,11 +322,17 @@ def _take_out(inv: Inventory, fleet: Fleet, node: Node, survivors: list[Node], f
         close_firewall(inv, fleet, survivors, facts, node, progress)
 
 
+def firewall_members(inv: Inventory, facts, joining: Node | None = None, leaving: Node | None = None) -> list[str]:
+    """Who the firewall lets reach epmd and the distribution: every node of the inventory not
+    taken out on purpose, with `joining` in and `leaving` out, whatever their records say."""
+    away = departed(facts)
+    return members_of(replace(inv, nodes=tuple(n for n in inv.nodes if n is joining or (
+        n is not leaving and n.name not in away))), facts)
+
+
 def close_firewall(inv: Inventory, fleet: Fleet, survivors: list[Node], facts, gone: Node, progress: Progress) -> None:
     """The survivors' firewall no longer lets the departed node reach epmd or the distribution."""
-    away = departed(facts)
-    keep = replace(inv, nodes=tuple(n for n in inv.nodes if n is not gone and n.name not in away))
-    members = members_of(keep, facts)
+    members = firewall_members(inv, facts, leaving=gone)
     fleet.each([n.host for n in survivors], lambda h: progress.step(
         h.name, f"firewall: {gone.name} no longer let in",
         lambda: nodectl.configure(h, firewall_files(inv, inv.node(h.name), members), plugin=False)))

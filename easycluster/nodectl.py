@@ -76,6 +76,10 @@ ec_stop() {   # through the unit (ExecStop, then SIGTERM, SIGKILL at TimeoutStop
   echo "an Erlang VM of the ejabberd user still runs, outside ejabberd.service: $(pgrep -a -u ejabberd -f beam | cut -c1-200)"
   return 1
 }
+ec_retire() {   # stopped and disabled: a node that is no member must not come back at boot
+  ec_stop || return 1
+  systemctl disable --quiet ejabberd 2>/dev/null || true
+}
 """.replace("START_BOUND", str(START_BOUND)).replace("RESTART_PENDING", RESTART_PENDING)
 
 
@@ -204,7 +208,6 @@ def status(host: Host) -> dict | None:
         raise RemoteError(host.name, "easy_cluster_status answered no JSON", r.stdout.strip()[:200]) from None
 
 
-JOIN_OUT = f"{STATE_DIR}/join.out"
 JOINING = f"{STATE_DIR}/joining"                  # a join started and not yet verified
 JOIN_PROGRESS = "/run/ejabberd/easy_cluster_join.log"   # written by the plugin
 JOIN_GO = "/run/ejabberd/easy_cluster_join.go"        # a boot join's turn (plugin boot_join)
@@ -242,11 +245,32 @@ systemctl start --no-block ejabberd"""), what=f"starting to join {seed} at boot"
 
 def boot_join(host: Host, on_progress=lambda line: None, interval: float = 0.05) -> dict:
     """Give a node launched by launch_joining its turn and follow its join to the end (Mnesia
-    joined, every table copied; ejabberd then starts by itself: see wait_started)."""
+    joined, every table copied; ejabberd then starts by itself: see wait_started). Polled over
+    the open connection (a poll reads one small file: cheap enough to ask often); a poll that
+    gets no answer means the host is cut off."""
     host.run(f"touch {JOIN_GO}", what="giving the join its turn")
-    progress, _ = _follow_join(
-        host, "true", f"grep -q '^result ' {JOIN_PROGRESS} && echo done || "
-        "{ pgrep -u ejabberd -f beam >/dev/null && echo alive || echo done; }", on_progress, interval)
+    # the state first: once it says done, the progress read after it is complete
+    poll = (f"grep -q '^result ' {JOIN_PROGRESS} && echo done || "
+            f"{{ pgrep -u ejabberd -f beam >/dev/null && echo alive || echo done; }}; echo '@@'; "
+            f"cat {JOIN_PROGRESS} 2>/dev/null")
+    seen = 0
+    deadline = time.monotonic() + JOIN_BOUND
+    while True:
+        time.sleep(interval)
+        try:
+            r = host.run(poll, check=False, timeout=POLL_TIMEOUT, what="polling the join")
+        except RemoteError as exc:
+            raise JoinFailed(host.name, f"lost contact with the host during the join ({exc.detail})",
+                             lost=True) from None
+        state, _, progress = r.stdout.partition("@@\n")
+        lines = progress.splitlines()
+        for line in lines[seen:]:
+            on_progress(line)
+        seen = len(lines)
+        if state.strip() == "done":
+            break
+        if time.monotonic() > deadline:
+            raise JoinFailed(host.name, f"the join did not finish within {JOIN_BOUND}s")
     results = [line[len("result "):] for line in progress.splitlines() if line.startswith("result ")]
     answer = last_json(results[-1]) if results else {}
     if answer.get("ok"):
@@ -257,31 +281,6 @@ def boot_join(host: Host, on_progress=lambda line: None, interval: float = 0.05)
     # to its stdout, which is the unit's journal, not error.log: both are shown
     tail = host.script(_script("ec_log_tail"), check=False, what="reading why the node died").stdout.strip()
     raise JoinFailed(host.name, "the node died during its join" + (f":\n{tail}" if tail else ""))
-
-
-def _follow_join(host: Host, output_cmd: str, state_cmd: str, on_progress, interval: float) -> tuple[str, str]:
-    """Poll a join running on the host (cheap: small files over the open connection) until
-    state_cmd says done, passing each new progress line on; returns (progress, output)."""
-    seen = 0
-    deadline = time.monotonic() + JOIN_BOUND
-    while True:
-        time.sleep(interval)
-        # the state first: once it says done, the files read after it are complete
-        try:
-            r = host.run(f"{state_cmd}; echo '@@'; cat {JOIN_PROGRESS} 2>/dev/null; echo '@@'; {output_cmd}",
-                         check=False, timeout=POLL_TIMEOUT, what="polling the join")
-        except RemoteError as exc:
-            raise JoinFailed(host.name, f"lost contact with the host during the join ({exc.detail})",
-                             lost=True) from None
-        state, progress, out = (r.stdout.split("@@\n", 2) + ["", ""])[:3]
-        lines = progress.splitlines()
-        for line in lines[seen:]:
-            on_progress(line)
-        seen = len(lines)
-        if state.strip() == "done":
-            return progress, out
-        if time.monotonic() > deadline:
-            raise JoinFailed(host.name, f"the join did not finish within {JOIN_BOUND}s")
 
 
 def wait_started(host: Host, c2s_port: int) -> None:
@@ -296,9 +295,8 @@ def abort_boot_join(host: Host) -> None:
     stop it through its unit (a stop is never followed by a restart; a kill would be, by
     Restart=on-failure) and take back the first-start files and the translation cache it built."""
     host.script(_script(f"""
-ec_stop
-systemctl disable --quiet ejabberd 2>/dev/null || true
-rm -f {JOINING} {JOIN_OUT} {JOIN_SEED_FILE} {JOIN_GO} /var/lib/ejabberd/translations.cache"""),
+ec_retire
+rm -f {JOINING} {JOIN_SEED_FILE} {JOIN_GO} /var/lib/ejabberd/translations.cache"""),
                 what="stopping a node waiting to join", timeout=STOP_BOUND + 30)
 
 
@@ -323,7 +321,7 @@ def clear_joining(host: Host, member: bool) -> None:
     refused, changing nothing (the VM halted: its unit is left cleanly inactive). The join's
     marker and files go."""
     unit = "systemctl enable --quiet ejabberd" if member else "systemctl reset-failed ejabberd 2>/dev/null || true"
-    host.run(f"rm -f {JOINING} {JOIN_OUT} {JOIN_SEED_FILE} {JOIN_GO} && {unit}", what="clearing the join marker")
+    host.run(f"rm -f {JOINING} {JOIN_SEED_FILE} {JOIN_GO} && {unit}", what="clearing the join marker")
 
 
 def forget(host: Host, node_name: str) -> dict:
@@ -342,9 +340,8 @@ def stop_and_wipe(host: Host) -> str | None:
     member), then empty its Mnesia directory, keeping the cookie; what was there is kept in a
     tarball first (path returned, None if empty)."""
     r = host.script(_script(f"""
-ec_stop
-systemctl disable --quiet ejabberd 2>/dev/null || true
-rm -f {JOINING} {JOIN_OUT} {RESTART_PENDING} {JOIN_SEED_FILE} {JOIN_GO}
+ec_retire
+rm -f {JOINING} {RESTART_PENDING} {JOIN_SEED_FILE} {JOIN_GO}
 cd /var/lib/ejabberd
 if [ -n "$(find . -mindepth 1 -maxdepth 1 ! -name .erlang.cookie | head -n1)" ]; then
   install -d -m 700 {BACKUP_DIR}

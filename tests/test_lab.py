@@ -103,7 +103,7 @@ def test_poweroff_kills_every_process_and_boot_starts_what_is_enabled(lab):
                      " > /etc/systemd/system/labtest.service && systemctl enable --now labtest.service")
     assert ssh(lab, "lab2", "systemctl is-active labtest.service").stdout.strip() == "active"
     service_pid = ssh(lab, "lab2", "systemctl show -p MainPID --value labtest.service").stdout.strip()
-    assert f"/payload/system.slice/labtest.service" in Path(
+    assert "/payload/system.slice/labtest.service" in Path(
         f"/proc/{_machine_pid(lab, 'lab2', service_pid)}/cgroup").read_text()
     pid = lab.init_pid("lab2")
     ns = os.readlink(f"/proc/{pid}/ns/pid")
