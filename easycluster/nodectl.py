@@ -150,7 +150,8 @@ if [ -f {staging}/shared.beam ] && [ "$({PLUGIN_BUILD})" = {q(shared.built_with 
   mv {staging}/shared.beam {staging}/ebin/easy_cluster.beam
 else
   include=$(dpkg -L ejabberd | grep -m1 '/ejabberd-[^/]*/include$')
-  erlc -I "$include" -pa "${{include%/include}}/ebin" -o {staging}/ebin {staging}/easy_cluster.erl
+  xmpp_include=$(dpkg -L erlang-p1-xmpp | grep -m1 '/include/xmpp.hrl$'); xmpp_include=${{xmpp_include%/xmpp.hrl}}
+  erlc -I "$include" -I "$xmpp_include" -pa "${{include%/include}}/ebin" -o {staging}/ebin {staging}/easy_cluster.erl
   echo "built_with=$({PLUGIN_BUILD})"
   echo "beam=$(base64 -w0 < {staging}/ebin/easy_cluster.beam)"
 fi

@@ -12,6 +12,10 @@
 %%% application inside a running VM, which under systemd (Type=notify) sends STOPPING=1 and
 %%% leaves the unit deactivating until systemd kills the node. A running node joins by being
 %%% stopped through its unit and started again with the join.
+%%%
+%%% Delivery: three hooks close races in which ejabberd 23.01 loses a message around a session
+%%% that starts or ends while other nodes route to it (see "Delivery" below), and the drain
+%%% takes a node's sessions out of routing before it ends them.
 -module(easy_cluster).
 -behaviour(gen_mod).
 
@@ -23,12 +27,16 @@
 -export([cookie/1]).
 %% Run by init (-s) during a node's first start, before ejabberd.
 -export([boot_join/0]).
+%% Hooks (delivery).
+-export([publish_presence/1, offline_recheck/1, c2s_handle_info/2]).
 
 -include("ejabberd_commands.hrl").
 -include("logger.hrl").
+-include("xmpp.hrl").     % erlang-p1-xmpp (the toolkit passes its include directory)
 
--define(PLUGIN_VERSION, <<"1.5.0">>).
--define(DEFAULT_WAIT_SECONDS, 600).
+-define(PLUGIN_VERSION, <<"1.6.0">>).
+%% How long a boot join waits at most for the copied tables to load.
+-define(JOIN_WAIT_SECONDS, 600).
 %% A restuple code other than `error` makes ejabberdctl print our JSON as it is (with
 %% `error` it prints an Erlang term), and exit with this status.
 -define(FAILED, 1).
@@ -51,6 +59,9 @@
 %% long wait for its turn or a big table copy never hits the unit's start timeout.
 -define(EXTEND_EVERY_MS, 10000).
 -define(EXTEND_USEC, 60000000).
+%% A drained session is out of routing this long before it is ended: messages other nodes
+%% routed to it just before are delivered on the open stream, not to a closing one.
+-define(DRAIN_GRACE_MS, 1000).
 %% Remembers the partitions Mnesia reported since this node started: once the link is back the
 %% nodes see each other running again, but their data may have diverged until a heal.
 -define(WATCHER, easy_cluster_partitions).
@@ -58,15 +69,25 @@
 %%%===================================================================
 %%% gen_mod
 %%%===================================================================
-start(_Host, _Opts) ->
+start(Host, _Opts) ->
     ensure_partition_watcher(),
+    lists:foreach(fun({Hook, Fun, Seq}) -> ejabberd_hooks:add(Hook, Host, ?MODULE, Fun, Seq) end,
+                  hooks()),
     ejabberd_commands:register_commands(?MODULE, commands() ++ cookie_commands()).
 
 stop(Host) ->
+    lists:foreach(fun({Hook, Fun, Seq}) -> ejabberd_hooks:delete(Hook, Host, ?MODULE, Fun, Seq) end,
+                  hooks()),
     case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
         true -> ok;
         false -> ejabberd_commands:unregister_commands(commands() ++ cookie_commands())
     end.
+
+%% mod_offline stores at 50 (offline_message_hook) and delivers at 50 (c2s_self_presence).
+hooks() ->
+    [{c2s_self_presence, publish_presence, 10},
+     {offline_message_hook, offline_recheck, 100},
+     {c2s_handle_info, c2s_handle_info, 10}].
 
 reload(_Host, _NewOpts, _OldOpts) ->
     ok.
@@ -74,17 +95,14 @@ reload(_Host, _NewOpts, _OldOpts) ->
 depends(_Host, _Opts) ->
     [].
 
-mod_opt_type(join_wait_seconds) ->
-    econf:pos_int().
+mod_opt_type(_) ->
+    econf:any().
 
 mod_options(_Host) ->
-    [{join_wait_seconds, ?DEFAULT_WAIT_SECONDS}].
+    [].
 
 mod_doc() ->
-    #{desc => ["Cluster status and multi-master joins as ejabberdctl commands (easycluster)."],
-      opts => [{join_wait_seconds,
-                #{value => "pos_integer()",
-                  desc => "How long a join waits for the copied tables to load."}}]}.
+    #{desc => ["Cluster status, multi-master joins, drain and delivery guards (easycluster)."]}.
 
 commands() ->
     [#ejabberd_commands{name = easy_cluster_status, tags = [cluster],
@@ -250,7 +268,7 @@ boot_join(Seed) ->
              {versions, fun() -> same_versions(Seed) end, none},
              {seed_running, fun() -> seed_running(Seed) end, none},
              {forget_stale_entry, fun() -> forget_stale_entry(Seed) end, none}
-             | join_steps(Seed, ?DEFAULT_WAIT_SECONDS, fun() -> start_permanent(mnesia) end)],
+             | join_steps(Seed, ?JOIN_WAIT_SECONDS, fun() -> start_permanent(mnesia) end)],
     {Result, Json} = run_steps(Seed, Steps, [], []),
     progress("result ~s", [Json]),
     unlink(Extender),
@@ -539,26 +557,92 @@ wait_not_running(Node, Deadline) ->
 %%%===================================================================
 %%% Runbooks: partition heal, start after outage, restore
 %%%===================================================================
-%% Before a node stops: no new client connections here, then every local session closed the
-%% orderly way (a closing session hands the messages queued for it back to the router, so they
-%% reach the user's other session or offline storage instead of dying with the node), and wait
-%% until none is left. Clients reconnect to the other nodes meanwhile.
+%% Before a node stops. (1) No new client connections here. (2) Every local session leaves the
+%% routing table on every node at once (a synchronous delete): from then on the cluster routes a
+%% message for these users to their other sessions or to offline storage, never to a session
+%% that is about to end. (3) A grace period lets messages routed just before arrive on the still
+%% open streams, where they are delivered. (4) Each session is stopped the orderly way: stream
+%% management hands its unacknowledged messages back to the router, the session hands back
+%% what is still queued for it, and the client gets its closing stream tag. Ending a stream
+%% while it is still in the routing table (what ejabberd_c2s:close/1 does) loses what other
+%% nodes route to it in between: ejabberd writes those to the closed socket.
 drain(Seconds) ->
     ok = ejabberd_listener:stop_listeners(),
-    Pids = [Pid || {_, Pid} <- [element(2, S) || S <- ejabberd_sm:dirty_get_my_sessions_list()]],
-    lists:foreach(fun(Pid) -> ejabberd_c2s:close(Pid) end, Pids),
-    Left = wait_sessions_gone(erlang:monotonic_time(millisecond) + Seconds * 1000),
+    Sessions = ejabberd_sm:dirty_get_my_sessions_list(),
+    SIDs = [element(2, S) || S <- Sessions],
+    ok = unpublish(SIDs),
+    timer:sleep(?DRAIN_GRACE_MS),
+    Pids = [Pid || {_, Pid} <- SIDs],
+    lists:foreach(fun(Pid) -> ejabberd_c2s:stop_async(Pid) end, Pids),
+    Left = wait_gone(Pids, erlang:monotonic_time(millisecond) + Seconds * 1000),
     {ok, json(#{ok => true, closed => length(Pids), left => Left})}.
 
-wait_sessions_gone(Deadline) ->
-    case length(ejabberd_sm:dirty_get_my_sessions_list()) of
+-spec unpublish([ejabberd_sm:sid()]) -> ok.
+unpublish(SIDs) ->
+    mnesia:sync_dirty(fun() -> lists:foreach(fun(SID) -> mnesia:delete({session, SID}) end, SIDs) end).
+
+wait_gone(Pids, Deadline) ->
+    case length([P || P <- Pids, is_process_alive(P)]) of
         0 -> 0;
         N ->
             case erlang:monotonic_time(millisecond) < Deadline of
-                true -> timer:sleep(100), wait_sessions_gone(Deadline);
+                true -> timer:sleep(100), wait_gone(Pids, Deadline);
                 false -> N
             end
     end.
+
+%%%===================================================================
+%%% Delivery
+%%%===================================================================
+%% ejabberd writes session changes to its replicated `session` table with dirty writes, which
+%% reach the other nodes a little later. Two ways that lost messages:
+%%
+%% A client's initial presence makes its session available (priority >= 0), then mod_offline
+%% hands it the messages stored while it was away. Another node, not yet aware of the new
+%% priority, stores a message offline after that hand-over: it waits there until the user's next
+%% login (seen in rolling restarts: messages sent to a user in the second before it was back).
+%% publish_presence: before mod_offline's hand-over, the session as this node has it is written
+%% again, synchronously, to every node. offline_recheck: after a message is stored offline, if
+%% its user has an available session by now (it became available between the routing decision
+%% and the store), that session is told to fetch its offline messages again. mod_offline's store
+%% and fetch are transactions on the same key, so either the store comes first and the fetch at
+%% presence takes it, or it comes after the synchronous publish and the recheck sees the session.
+%% Each stored message is fetched exactly once.
+-spec publish_presence({presence(), ejabberd_c2s:state()}) -> {presence(), ejabberd_c2s:state()}.
+publish_presence({#presence{type = available}, #{sid := SID}} = Acc) ->
+    try mnesia:dirty_read(session, SID) of
+        [] -> ok;
+        Records -> mnesia:sync_dirty(fun() -> lists:foreach(fun mnesia:write/1, Records) end)
+    catch Class:Why ->
+        ?WARNING_MSG("easy_cluster: could not publish session ~p: ~p:~p", [SID, Class, Why])
+    end,
+    Acc;
+publish_presence(Acc) ->
+    Acc.
+
+-spec offline_recheck({atom(), message()}) -> {atom(), message()}.
+offline_recheck({offlined, #message{to = #jid{luser = U, lserver = S}}} = Acc) ->
+    Available = [R || {Prio, R} <- ejabberd_sm:get_user_present_resources(U, S),
+                      is_integer(Prio), Prio >= 0],
+    lists:foreach(fun(R) -> ejabberd_sm:route(jid:make(U, S, R), easy_cluster_refetch) end,
+                  Available),
+    Acc;
+offline_recheck(Acc) ->
+    Acc.
+
+%% In the session's own process: fetch the offline messages as mod_offline does at initial
+%% presence (it routes them to the user's available sessions and deletes them).
+-spec c2s_handle_info(ejabberd_c2s:state(), term()) -> ejabberd_c2s:state() | {stop, ejabberd_c2s:state()}.
+c2s_handle_info(#{lserver := S, pres_last := #presence{} = Pres} = State, easy_cluster_refetch) ->
+    case gen_mod:is_loaded(S, mod_offline) of
+        true -> _ = mod_offline:c2s_self_presence({Pres, maps:remove(pres_last, State)});
+        false -> ok
+    end,
+    {stop, State};
+c2s_handle_info(State, easy_cluster_refetch) ->
+    {stop, State};      % not available (yet): its initial presence fetches them
+c2s_handle_info(State, _) ->
+    State.
 
 ensure_partition_watcher() ->
     case whereis(?WATCHER) of
