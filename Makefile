@@ -4,7 +4,7 @@ VENV  := .venv
 FAB   := $(VENV)/bin/fab
 PYTHON ?= python3
 
-.PHONY: setup system-packages demo test unit bench lab-down clean
+.PHONY: setup system-packages demo test unit bench load lab-down clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -34,6 +34,11 @@ unit: setup
 # The benchmark (docs/performance.md): a lab of its own, ~4 min. BENCH_REPS, BENCH_USERS to scale.
 bench: setup
 	$(VENV)/bin/python bench/run.py
+
+# Operations under real XMPP traffic, every message counted (docs/reliability.md): a lab of its
+# own, ~25 min. LOAD_USERS, LOAD_RATE (messages/s), LOAD_RUNS (rolling restarts), LOAD_OPS to scale.
+load: setup
+	$(VENV)/bin/python load/run.py
 
 lab-down:
 	$(FAB) lab.down

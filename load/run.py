@@ -1,0 +1,381 @@
+"""`make load`: no message lost while the cluster is operated under real XMPP traffic.
+
+A lab of its own: 3 masters (lab1..lab3) and a 4th host for add-master/remove-node. LOAD_USERS
+real XMPP clients (slixmpp, default 500) stay logged in across the nodes and chat: together
+LOAD_RATE messages a second (default 100), each from a random connected user to a random user,
+connected or not. Meanwhile the operations run one after another: rolling-restart (LOAD_RUNS
+times, default 10), add-master, remove-node, kill -9 of a node, host poweroff and boot,
+rotate-cookie, a partition and its heal.
+
+Why slixmpp and not Tsung: Tsung drives load, but it cannot tell which message arrived; the
+claim here is about every single message. Each one has a unique body and is counted exactly
+once: sent (and acknowledged by the server: the clients use stream management, XEP-0198, and a
+message the server never acknowledged is sent again by its client on its next session, as the
+XEP asks), delivered live or from offline storage at the receiver's next login, lost (never
+delivered by the end), or delivered twice. Clients reconnect by themselves, to the next node.
+
+Results: printed, and written into docs/reliability.md between its LOAD markers.
+Bounded: traffic only to lab addresses; every operation has a time limit; MAX_SECONDS overall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+import logging
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from easycluster.lab import Lab  # noqa: E402
+from easycluster.xmpp import Client, connect  # noqa: E402
+
+LAB = os.environ.get("LOAD_LAB", "load")
+USERS = int(os.environ.get("LOAD_USERS", "500"))
+RATE = float(os.environ.get("LOAD_RATE", "100"))
+RUNS = int(os.environ.get("LOAD_RUNS", "10"))
+ONLY = [o for o in os.environ.get("LOAD_OPS", "").split(",") if o]
+SETTLE = 10             # seconds of traffic after each operation, before the next one
+MAX_SECONDS = 3600
+PASSWORD = "load-pw"
+FAB = Path(sys.executable).parent / "fab"
+DOC = REPO / "docs" / "reliability.md"
+MEMBERS = ["lab1", "lab2", "lab3"]
+SPARE = "lab4"
+
+
+logging.getLogger("asyncio").setLevel(logging.CRITICAL)   # slixmpp's tasks of closed streams
+
+
+def log(msg: str) -> None:
+    print(f"[load {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+@dataclass
+class Message:
+    body: str
+    sender: str
+    receiver: str
+    at: float
+    phase: str
+    acked: bool = False
+    sends: int = 1
+
+
+@dataclass
+class User:
+    name: str
+    jid: str
+    next_node: int
+    client: Client | None = None
+    sessions: list[list[float]] = field(default_factory=list)   # [start, end] (end inf while up)
+    unacked: list[Message] = field(default_factory=list)        # to send again next session
+
+    def down_during(self, start: float, end: float) -> float:
+        """Seconds of [start, end] this user had no session."""
+        up = 0.0
+        for s, e in self.sessions:
+            up += max(0.0, min(e, end) - max(s, start))
+        return max(0.0, (end - start) - up)
+
+
+class LoadClient(Client):
+    def __init__(self, user: User, probe: "Probe"):
+        super().__init__(user.jid, PASSWORD, stream_management=True)
+        self.user, self.probe = user, probe
+        self.pending: dict[str, Message] = {}      # sent in this session, not yet acknowledged
+        self.sm_ready = asyncio.get_event_loop().create_future()
+        self.add_event_handler("sm_enabled", lambda _e: self.sm_ready.done() or self.sm_ready.set_result(True))
+        self.add_event_handler("stanza_acked", self._acked)
+
+    def _message(self, msg) -> None:            # replaces Client's inbox: count, keep nothing
+        if msg["type"] == "chat" and msg["body"]:
+            self.probe.delivered(msg["body"])
+
+    def _acked(self, stanza) -> None:
+        m = self.pending.pop(stanza["body"], None) if stanza.name == "message" else None
+        if m is not None:
+            m.acked = True
+
+    def send_chat(self, m: Message) -> None:
+        self.pending[m.body] = m
+        self.send_message(mto=m.receiver, mbody=m.body, mtype="chat")
+        self.request_ack()
+
+
+class Probe:
+    def __init__(self, users: list[str], domain: str, addresses: dict[str, str]):
+        self.addresses = dict(addresses)          # host -> address: where clients may connect
+        self.users = [User(u, f"{u}@{domain}", i) for i, u in enumerate(users)]
+        self.by_jid = {u.jid: u for u in self.users}
+        self.sent: dict[str, Message] = {}
+        self.received: dict[str, int] = {}
+        self.phase = "warm-up"
+        self.stop = asyncio.Event()
+        self.seq = itertools.count(1)
+
+    def delivered(self, body: str) -> None:
+        self.received[body] = self.received.get(body, 0) + 1
+
+    def connected(self) -> int:
+        return sum(1 for u in self.users if u.client is not None)
+
+    async def run_clients(self) -> None:
+        tasks = [asyncio.create_task(self._keep_connected(u)) for u in self.users]
+        tasks.append(asyncio.create_task(self._chat()))
+        await self.stop.wait()
+        for t in tasks:
+            t.cancel()
+        for u in self.users:
+            if u.client:
+                u.client.disconnect()
+        await asyncio.sleep(1)
+
+    async def _keep_connected(self, u: User) -> None:
+        await asyncio.sleep(random.random() * 5)        # not 500 logins in the same instant
+        while True:
+            hosts = sorted(self.addresses)
+            host = hosts[u.next_node % len(hosts)]
+            address = self.addresses[host]
+            client = LoadClient(u, self)
+            lost = asyncio.get_running_loop().create_future()
+            client.add_event_handler("disconnected", lambda _e, f=lost: f.done() or f.set_result(True))
+            try:
+                await connect(client, address, 5222)
+                await asyncio.wait_for(client.sm_ready, 10)
+            except (AssertionError, asyncio.TimeoutError, OSError):
+                client.abort()
+                u.next_node += random.randrange(1, len(hosts)) if len(hosts) > 1 else 0
+                await asyncio.sleep(0.5 + random.random())
+                continue
+            u.client = client
+            u.sessions.append([time.monotonic(), float("inf")])
+            again, u.unacked = u.unacked, []
+            for m in again:              # never acknowledged by the server: sent once more
+                m.sends += 1
+                client.send_chat(m)
+            await lost
+            u.sessions[-1][1] = time.monotonic()
+            u.client = None
+            u.unacked.extend(client.pending.values())
+            u.next_node += random.randrange(1, 4)   # another of the service's addresses
+            await asyncio.sleep(0.2 + random.random() * 0.8)
+
+    async def _chat(self) -> None:
+        tick = 0.1
+        while True:
+            up = [u for u in self.users if u.client is not None]
+            n = int(RATE * tick) + (1 if random.random() < (RATE * tick) % 1 else 0)
+            for _ in range(n if up else 0):
+                s = random.choice(up)
+                r = random.choice(self.users)
+                if r is s or s.client is None:
+                    continue
+                m = Message(f"load {next(self.seq)} {s.name}>{r.name}", s.jid, r.jid, time.monotonic(), self.phase)
+                self.sent[m.body] = m
+                s.client.send_chat(m)
+            await asyncio.sleep(tick)
+
+    # ------------------------------------------------------------------ accounting
+    def report(self, phase: str, start: float, end: float) -> dict:
+        msgs = [m for m in self.sent.values() if m.phase == phase]
+        lost = [m for m in msgs if m.body not in self.received]
+        gaps = sorted(u.down_during(start, end) for u in self.users)
+        return {"operation": phase, "users": len(self.users), "sent": len(msgs),
+                "lost": len(lost), "duplicates": sum(1 for m in msgs if self.received.get(m.body, 0) > 1),
+                "resent": sum(1 for m in msgs if m.sends > 1),
+                "no_service_p50": _pct(gaps, 50), "no_service_p99": _pct(gaps, 99),
+                "duration": end - start, "lost_examples": [m.body for m in lost[:3]]}
+
+
+def _pct(values: list[float], p: int) -> float:
+    if not values:
+        return 0.0
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+class Load:
+    def __init__(self) -> None:
+        self.lab = Lab(LAB)
+        self.dir = self.lab.dir
+        self.inv3 = self.dir / "load-3.yml"
+        self.inv4 = self.dir / "load-4.yml"
+        self.results: list[dict] = []
+        self.domain = f"{LAB}.test"
+
+    # ---------------------------------------------------------------- commands
+    def fab(self, *args: str, inventory: Path | None = None, timeout: float = 600) -> float:
+        env = {**os.environ, "EASYCLUSTER_LAB": LAB, "EASYCLUSTER_INVENTORY": str(inventory or self.inv3)}
+        t0 = time.monotonic()
+        proc = subprocess.run([str(FAB), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"fab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+        return time.monotonic() - t0
+
+    def ssh(self, host: str, command: str, timeout: float = 120) -> str:
+        return subprocess.run(["ssh", "-F", str(self.lab.ssh_config), host, command], check=True,
+                              capture_output=True, text=True, timeout=timeout).stdout
+
+    def wait_healthy(self, inventory: Path | None = None, limit: float = 240) -> None:
+        deadline = time.monotonic() + limit
+        env = {**os.environ, "EASYCLUSTER_LAB": LAB, "EASYCLUSTER_INVENTORY": str(inventory or self.inv3)}
+        while True:
+            proc = subprocess.run([str(FAB), "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            if proc.returncode == 0 and "cluster: healthy" in proc.stdout:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster not healthy after {limit:.0f}s:\n{proc.stdout[-2000:]}")
+            time.sleep(2)
+
+    # ---------------------------------------------------------------- setup
+    def setup(self) -> list[str]:
+        log(f"lab {LAB}: 4 hosts")
+        self.lab.up(4, fresh=True)
+        data = yaml.safe_load(self.lab.inventory.read_text())
+        data["cluster"]["in_band_registration"] = False
+        for path, hosts in ((self.inv3, MEMBERS), (self.inv4, MEMBERS + [SPARE])):
+            data["nodes"] = [{"host": h} for h in hosts]
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+            path.chmod(0o600)
+        log("deploy 3 masters")
+        self.fab("deploy")
+        users = [f"u{i}" for i in range(USERS)]
+        self.register(users)
+        return users
+
+    def register(self, users: list[str]) -> None:
+        """USERS accounts in one Erlang call on lab1 (ejabberdctl would take ~0.4 s each)."""
+        reg = (f"D = <<\"{self.domain}\">>, "
+               f"R = [ejabberd_auth:try_register(<<\"u\", (integer_to_binary(I))/binary>>, D, <<\"{PASSWORD}\">>)"
+               f" || I <- lists:seq(0, {len(users) - 1})], length([ok || {{ok, _}} <- R])")
+        expr = (f"io:format(\"~p~n\", [rpc:call('ejabberd@lab1', erlang, apply, [fun() -> {reg} end, []], infinity)]), "
+                "halt().")
+        inner = ("cd /; . /etc/default/ejabberd; exec erl -sname loadreg$$ -hidden -noinput $ERL_OPTIONS "
+                 f"-eval {shlex.quote(expr)}")
+        out = self.ssh("lab1", f"su ejabberd -s /bin/sh -c {shlex.quote(inner)}").strip()
+        n = int(self.ssh("lab1", f"ejabberdctl registered_users {self.domain} | wc -l").strip())
+        assert n >= len(users), f"registered {n} of {len(users)} users ({out})"
+        log(f"registered {len(users)} users")
+
+    # ---------------------------------------------------------------- operations
+    def operations(self) -> list[tuple[str, callable]]:
+        ops = [(f"rolling-restart #{i + 1}", lambda: self.fab("rolling-restart", "--drain", "5"))
+               for i in range(RUNS)]
+        ops += [("add-master", self.add_master), ("remove-node", self.remove_node),
+                ("kill -9", self.kill_node), ("poweroff and boot", self.power_cycle),
+                ("rotate-cookie", lambda: self.fab("rotate-cookie")),
+                ("partition and heal", self.partition_heal)]
+        if ONLY:
+            ops = [(n, f) for n, f in ops if any(n.startswith(o) for o in ONLY)]
+        return ops
+
+    def add_master(self) -> None:
+        self.fab("add-master", "--host", SPARE, inventory=self.inv4)
+        self.probe.addresses[SPARE] = self.lab.ip(SPARE)
+
+    def remove_node(self) -> None:
+        self.probe.addresses.pop(SPARE, None)        # as the service's DNS would, first
+        self.fab("remove-node", "--host", SPARE, "--drain", "5", inventory=self.inv4)
+
+    def kill_node(self) -> None:
+        self.ssh("lab2", "pkill -KILL -u ejabberd -f beam.smp")
+        time.sleep(3)                                # systemd restarts it (Restart=on-failure)
+        self.wait_healthy()
+
+    def power_cycle(self) -> None:
+        self.lab.poweroff("lab3")
+        time.sleep(10)
+        self.lab.boot("lab3")
+        self.wait_healthy()
+
+    def partition_heal(self) -> None:
+        self.lab.partition("lab3")
+        time.sleep(25)                               # > net_ticktime: both sides see the other down
+        self.lab.heal_link("lab3")
+        time.sleep(5)
+        self.fab("heal", "--winner", "lab1")
+        self.wait_healthy()
+
+    # ---------------------------------------------------------------- the run
+    async def main(self, users: list[str]) -> None:
+        self.probe = Probe(users, self.domain, {h: self.lab.ip(h) for h in MEMBERS})
+        clients = asyncio.create_task(self.probe.run_clients())
+        deadline = time.monotonic() + 120
+        while self.probe.connected() < len(users):
+            assert time.monotonic() < deadline, f"only {self.probe.connected()} of {len(users)} users logged in"
+            await asyncio.sleep(1)
+        log(f"{len(users)} users logged in; traffic {RATE:.0f} messages/s")
+        await asyncio.sleep(SETTLE)
+        started = time.monotonic()
+        windows = []
+        for name, op in self.operations():
+            assert time.monotonic() - started < MAX_SECONDS, "load run over its time limit"
+            self.probe.phase = name
+            t0 = time.monotonic()
+            await asyncio.to_thread(op)
+            t1 = time.monotonic()
+            await asyncio.to_thread(self.wait_healthy)
+            await asyncio.sleep(SETTLE)
+            windows.append((name, t0, time.monotonic(), t1 - t0))
+            log(f"{name}: {t1 - t0:.1f}s, {self.probe.connected()} users connected")
+        self.probe.phase = "cool-down"
+        deadline = time.monotonic() + 120          # everyone back, so offline messages are delivered
+        while self.probe.connected() < len(users) and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+        await asyncio.sleep(SETTLE)
+        self.probe.stop.set()
+        await clients
+        for name, t0, t1, duration in windows:
+            r = self.probe.report(name, t0, t1)
+            r["duration"] = duration
+            self.results.append(r)
+            log(f"{name}: sent {r['sent']}, lost {r['lost']} {r['lost_examples']}, duplicates {r['duplicates']}, "
+                f"resent {r['resent']}, no service p50 {r['no_service_p50']:.1f}s p99 {r['no_service_p99']:.1f}s")
+
+    def write_doc(self) -> None:
+        rolling = [r for r in self.results if r["operation"].startswith("rolling-restart")]
+        lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `make load`: {USERS} users, "
+                 f"{RATE:.0f} messages/s, lab {LAB} (3 masters, systemd hosts).", "",
+                 "| operation | users | messages sent | lost | duplicates | resent (unacked) | "
+                 "no service p50 | p99 | duration |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in self.results:
+            lines.append(f"| {r['operation']} | {r['users']} | {r['sent']} | **{r['lost']}** | {r['duplicates']} | "
+                         f"{r['resent']} | {r['no_service_p50']:.1f} s | {r['no_service_p99']:.1f} s | "
+                         f"{r['duration']:.1f} s |")
+        if rolling:
+            clean = sum(1 for r in rolling if r["lost"] == 0)
+            lines += ["", f"Rolling restarts with 0 lost: **{clean} of {len(rolling)}** consecutive runs."]
+        block = "\n".join(lines)
+        text = DOC.read_text() if DOC.exists() else "<!-- LOAD -->\n<!-- /LOAD -->\n"
+        head, _, rest = text.partition("<!-- LOAD -->")
+        _, _, tail = rest.partition("<!-- /LOAD -->")
+        DOC.write_text(f"{head}<!-- LOAD -->\n{block}\n<!-- /LOAD -->{tail}")
+        print(block)
+
+
+def run() -> int:
+    load = Load()
+    users = load.setup()
+    try:
+        asyncio.run(load.main(users))
+    finally:
+        load.lab.down(purge=False)
+    load.write_doc()
+    return 0 if all(r["lost"] == 0 for r in load.results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run())
