@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 from .inventory import Inventory
 from .remote import Fleet, Host, q
-from .render import (COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, FIREWALL_RULES, FIREWALL_UNIT, PLUGIN_DIR,
-                     UNIT_DROPIN)
+from .render import (COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT,
+                     PLUGIN_DIR, UNIT_DROPIN)
 from .tls import HOST_CA, HOST_CERT, HOST_KEY, HOST_OPTFILE
 
-READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, HOST_CA, HOST_CERT, HOST_OPTFILE)
+READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, EPMD_DROPIN, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, HOST_CA, HOST_CERT, HOST_OPTFILE)
 SECRET_FILES = (HOST_KEY,)   # only their hash is read, like the cookie's
 MNESIA_DIR = "/var/lib/ejabberd"
 STATE_DIR = "/var/lib/easycluster"

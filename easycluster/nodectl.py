@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .remote import Host, RemoteError, q
-from .render import (FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, PLUGIN_BEAM, PLUGIN_DIR, UNIT_DROPIN,
+from .render import (EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, PLUGIN_BEAM, PLUGIN_DIR, UNIT_DROPIN,
                      ManagedFile, plugin_source)
 
 START_BOUND = 90      # seconds for a node to report started
@@ -25,6 +25,7 @@ STOP_BOUND = 130      # the unit's TimeoutStopSec (120) and a little
 BACKUP_DIR = "/var/backups/easycluster"
 STATE_DIR = "/var/lib/easycluster"      # the toolkit's own markers on each host
 RESTART_PENDING = f"{STATE_DIR}/restart-pending"   # config written, restart not yet done
+EPMD_REBIND = f"{STATE_DIR}/epmd-rebind"           # epmd's drop-in written, epmd not yet restarted
 
 _SERVICE = r"""
 export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_PAGER=
@@ -40,10 +41,19 @@ ec_unit() {   # "ActiveState SubState Result NRestarts" (systemctl show prints i
   systemctl show ejabberd -p ActiveState -p SubState -p Result -p NRestarts 2>/dev/null |
     awk -F= '{v[$1] = $2} END {print v["ActiveState"], v["SubState"], v["Result"], v["NRestarts"]}'
 }
-ec_start() {   # a member's start: enabled (a reboot starts it), started through the unit
+ec_launch() {   # the unit's start, not waited for. First, if epmd's addresses changed (its
+  # drop-in), epmd restarts: only now, with the node stopped, is no node of this host registered.
+  if [ -e EPMD_REBIND ]; then
+    systemctl stop epmd.service epmd.socket 2>/dev/null || true
+    systemctl start epmd.socket || { echo "epmd.socket did not start"; return 1; }
+    rm -f EPMD_REBIND
+  fi
   systemctl reset-failed ejabberd 2>/dev/null || true
+  systemctl start --no-block ejabberd
+}
+ec_start() {   # a member's start: enabled (a reboot starts it), started through the unit
   systemctl enable --quiet ejabberd 2>/dev/null
-  systemctl start --no-block ejabberd || { ec_log_tail; return 1; }
+  ec_launch || { ec_log_tail; return 1; }
   ec_wait_started && rm -f RESTART_PENDING
 }
 ec_wait_started() {
@@ -80,7 +90,8 @@ ec_retire() {   # stopped and disabled: a node that is no member must not come b
   ec_stop || return 1
   systemctl disable --quiet ejabberd 2>/dev/null || true
 }
-""".replace("START_BOUND", str(START_BOUND)).replace("RESTART_PENDING", RESTART_PENDING)
+""".replace("START_BOUND", str(START_BOUND)).replace("RESTART_PENDING", RESTART_PENDING).replace(
+    "EPMD_REBIND", EPMD_REBIND)
 
 
 def _script(body: str, c2s_port: int = 5222) -> str:
@@ -158,8 +169,10 @@ fi
 install -m 644 {staging}/ebin/easy_cluster.beam {PLUGIN_DIR}/ebin/easy_cluster.beam
 install -m 644 {staging}/easy_cluster.erl {PLUGIN_DIR}/src/easy_cluster.erl""")
         paths = {mf.path for mf in files}
-        if paths & {UNIT_DROPIN, FIREWALL_UNIT}:
+        if paths & {UNIT_DROPIN, FIREWALL_UNIT, EPMD_DROPIN}:
             body.append("systemctl daemon-reload")
+        if EPMD_DROPIN in paths:
+            body.append(f"touch {EPMD_REBIND}")
         if FIREWALL_UNIT in paths:
             body.append("systemctl enable --quiet easycluster-firewall 2>/dev/null")
         if FIREWALL_RULES in paths:   # in place, atomically (the table is replaced whole)
@@ -240,8 +253,7 @@ printf '%s\n' {q(json.dumps({"seed": seed, "since": _now(), "at_boot": True}))} 
 install -d -o ejabberd -g ejabberd -m 755 /run/ejabberd
 rm -f {JOIN_GO} {JOIN_PROGRESS}
 printf '%s\n' {q(seed)} > {JOIN_SEED_FILE}.new && chmod 644 {JOIN_SEED_FILE}.new && mv {JOIN_SEED_FILE}.new {JOIN_SEED_FILE}
-systemctl reset-failed ejabberd 2>/dev/null || true
-systemctl start --no-block ejabberd"""), what=f"starting to join {seed} at boot", timeout=60)
+ec_launch"""), what=f"starting to join {seed} at boot", timeout=60)
 
 
 def boot_join(host: Host, on_progress=lambda line: None, interval: float = 0.05) -> dict:
@@ -407,8 +419,7 @@ def launch(host: Host) -> None:
     already starting (a host that booted) is left to go on."""
     host.script(_script("""
 case "$(systemctl show ejabberd -p ActiveState --value)" in active|activating) exit 0 ;; esac
-systemctl reset-failed ejabberd 2>/dev/null || true
-systemctl start --no-block ejabberd"""), what="starting ejabberd", timeout=60)
+ec_launch"""), what="starting ejabberd", timeout=60)
 
 
 def node_call(host: Host, node_name: str, function: str, timeout: float = 120) -> dict:

@@ -32,6 +32,9 @@ UNIT_START_TIMEOUT = 300   # seconds; a boot join extends it while it works
 FIREWALL_RULES = "/etc/easycluster/firewall.nft"
 FIREWALL_UNIT = "/etc/systemd/system/easycluster-firewall.service"
 UNIT_STOP_TIMEOUT = 120
+# easycluster's drop-in for Debian's epmd.socket: epmd bound to the cluster interface and
+# loopback. Written, it leaves EPMD_REBIND behind: the next start of the node restarts epmd first.
+EPMD_DROPIN = "/etc/systemd/system/epmd.socket.d/easycluster.conf"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
                    dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN, dist_tls_optfile=HOST_OPTFILE,
                    join_seed_file=JOIN_SEED_FILE)
     return firewall_files(inventory, node, members) + _tls_files(inventory, node, tls) + [
+        ManagedFile(EPMD_DROPIN, render("epmd.socket.d.conf.j2", **context), 0o644, "root", "root", restart=True),
         ManagedFile(UNIT_DROPIN, render("ejabberd.service.d.conf.j2", start_timeout=UNIT_START_TIMEOUT,
                                         stop_timeout=UNIT_STOP_TIMEOUT, **context), 0o644, "root", "root",
                     restart=True),

@@ -217,3 +217,11 @@ def test_every_node_runs_under_its_unit_with_easyclusters_drop_in(deployed, lab)
         assert "ejabberd.service" in cgroup, cgroup
     # across the failed deploy, the deploy and everything since: no restart, kill or watchdog
     assert_units_clean(lab, HOSTS, SINCE[1])
+
+
+def test_epmd_listens_on_the_cluster_address_and_loopback_only(deployed, lab):
+    for host in HOSTS:
+        listening = ssh(lab, host, "ss -Hltn 'sport = :4369' | awk '{print $4}' | sort").stdout.split()
+        assert listening == sorted(["127.0.0.1:4369", f"{lab.ip(host)}:4369"]), (host, listening)
+        # the node is registered with it (epmd was restarted before the node started, not after)
+        assert "name ejabberd at port" in ssh(lab, host, "epmd -names").stdout, host

@@ -67,6 +67,15 @@ def start_paused_add_master(lab, host: str) -> subprocess.Popen:
     return fab_paused_in_join(lab, host, "add-master", "--host", host)
 
 
+def test_a_host_outside_the_cluster_is_refused_by_epmd_and_the_distribution(cluster, lab):
+    """lab4 is up, but no member yet."""
+    dist_port = ssh(lab, "lab1", "ss -Hltnp | grep beam.smp | grep -o ':43[7-8][0-9] ' | head -n1").stdout.strip(" :\n")
+    assert dist_port, "no distribution port found on lab1"
+    for port in ("4369", dist_port):
+        assert connects(lab, "lab4", "lab1", port) == "refused", port
+        assert connects(lab, "lab2", "lab1", port) == "open", port
+
+
 def test_add_master_joins_a_fourth_master_with_all_data_and_restarts_no_one(cluster, lab):
     before = {h: node_status(lab, h)["started_at"] for h in ("lab1", "lab2", "lab3")}
     out = fab("add-master", "--host", "lab4", timeout=600).stdout

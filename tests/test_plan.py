@@ -83,7 +83,8 @@ def test_fresh_hosts_get_everything_then_joins_in_inventory_order():
     assert plan.problems == []
     assert kinds(plan) == (
         [("install", h) for h in HOSTS]
-        + [("write", h) for h in HOSTS for _ in range(6)]
+        # firewall unit and rules, epmd.socket and ejabberd.service drop-ins, /etc/default, yml, cookie
+        + [("write", h) for h in HOSTS for _ in range(7)]
         + [("plugin", h) for h in HOSTS]
         + [("start", h) for h in HOSTS]
         + [("join", "lab2"), ("join", "lab3")])
@@ -368,7 +369,7 @@ def test_a_node_the_package_started_as_localhost_is_reset_then_joined_at_boot():
     facts["lab3"] = package_started(inv, "lab3")
     plan = make_plan(inv, facts, COOKIE)
     assert plan.problems == []
-    assert kinds(plan) == [("reset", "lab3")] + [("write", "lab3")] * 6 + [("plugin", "lab3"), ("start", "lab3"),
+    assert kinds(plan) == [("reset", "lab3")] + [("write", "lab3")] * 7 + [("plugin", "lab3"), ("start", "lab3"),
                                                                             ("join", "lab3")]
     assert "ejabberd@localhost" in plan.steps[0].summary
     assert plan.by_kind("join")[0].at_boot, "a reset node holds nothing: it joins as it starts"

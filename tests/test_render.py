@@ -83,7 +83,19 @@ def test_a_variable_missing_from_the_inventory_is_an_error_naming_the_template(t
     (tmp_path / "ejabberd.yml.j2").write_text("hosts: {{ cluster.domains }}\nx: {{ cluster.no_such_key }}\n")
     (tmp_path / "ejabberd.default.j2").write_text("ERLANG_NODE={{ node.name }}\n")
     (tmp_path / "ejabberd.service.d.conf.j2").write_text("[Service]\n")
+    (tmp_path / "epmd.socket.d.conf.j2").write_text("[Socket]\n")
     monkeypatch.setattr(render, "TEMPLATES", tmp_path)
     with pytest.raises(EasyClusterError) as err:
         files(inv())
     assert "templates/ejabberd.yml.j2" in str(err.value) and "no_such_key" in str(err.value)
+
+
+@pytest.mark.parametrize("addr, expected", [
+    ("10.0.0.1", ["", "127.0.0.1:4369", "10.0.0.1:4369"]),
+    ("127.0.0.1", ["", "127.0.0.1:4369"]),          # a one-host cluster: loopback once
+])
+def test_epmd_listens_on_loopback_and_the_cluster_address_only(addr, expected):
+    dropin = files(inv(), addr=addr)[render.EPMD_DROPIN]
+    lines = dropin.content.splitlines()
+    assert [ln.split("=", 1)[1] for ln in lines if ln.startswith("ListenStream=")] == expected
+    assert "[Socket]" in lines and "FreeBind=true" in lines and dropin.restart
