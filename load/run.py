@@ -47,6 +47,8 @@ USERS = int(os.environ.get("LOAD_USERS", "500"))
 RATE = float(os.environ.get("LOAD_RATE", "100"))
 RUNS = int(os.environ.get("LOAD_RUNS", "10"))
 ONLY = [o for o in os.environ.get("LOAD_OPS", "").split(",") if o]
+REUSE = os.environ.get("LOAD_REUSE") == "1"   # a lab left up by LOAD_KEEP=1: no fresh setup
+KEEP = os.environ.get("LOAD_KEEP") == "1"
 SETTLE = 10             # seconds of traffic after each operation, before the next one
 MAX_SECONDS = 3600
 PASSWORD = "load-pw"
@@ -197,7 +199,15 @@ class Probe:
                 "lost": len(lost), "duplicates": sum(1 for m in msgs if self.received.get(m.body, 0) > 1),
                 "resent": sum(1 for m in msgs if m.sends > 1),
                 "no_service_p50": _pct(gaps, 50), "no_service_p99": _pct(gaps, 99),
-                "duration": end - start, "lost_examples": [m.body for m in lost[:3]]}
+                "duration": end - start, "lost_examples": [self.explain(m) for m in lost[:5]]}
+
+    def explain(self, m: Message) -> str:
+        """A lost message and where its ends were: session spans relative to the send."""
+        def spans(jid: str) -> str:
+            return " ".join(f"[{s - m.at:+.2f},{e - m.at:+.2f}]" for s, e in self.by_jid[jid].sessions
+                            if e > m.at - 5 and s < m.at + 30)
+        return (f"{m.body!r} acked={m.acked} sends={m.sends} sender {spans(m.sender)} "
+                f"receiver {spans(m.receiver)}")
 
 
 def _pct(values: list[float], p: int) -> float:
@@ -241,6 +251,11 @@ class Load:
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> list[str]:
+        users = [f"u{i}" for i in range(USERS)]
+        if REUSE and self.inv3.exists():
+            self.wait_healthy(limit=10)
+            self.register(users)
+            return users
         log(f"lab {LAB}: 4 hosts")
         self.lab.up(4, fresh=True)
         data = yaml.safe_load(self.lab.inventory.read_text())
@@ -251,7 +266,6 @@ class Load:
             path.chmod(0o600)
         log("deploy 3 masters")
         self.fab("deploy")
-        users = [f"u{i}" for i in range(USERS)]
         self.register(users)
         return users
 
@@ -318,6 +332,7 @@ class Load:
             await asyncio.sleep(1)
         log(f"{len(users)} users logged in; traffic {RATE:.0f} messages/s")
         await asyncio.sleep(SETTLE)
+        log(f"warm-up: {len(self.probe.sent)} messages sent in {SETTLE}s")
         started = time.monotonic()
         windows = []
         for name, op in self.operations():
@@ -372,7 +387,8 @@ def run() -> int:
     try:
         asyncio.run(load.main(users))
     finally:
-        load.lab.down(purge=False)
+        if not KEEP:
+            load.lab.down(purge=False)
     load.write_doc()
     return 0 if all(r["lost"] == 0 for r in load.results) else 1
 
