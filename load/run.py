@@ -82,13 +82,14 @@ class User:
     jid: str
     next_node: int
     client: Client | None = None
-    sessions: list[list[float]] = field(default_factory=list)   # [start, end] (end inf while up)
+    sessions: list[list] = field(default_factory=list)   # [start, end (inf while up), host]
     unacked: list[Message] = field(default_factory=list)        # to send again next session
+    moving: bool = False
 
     def down_during(self, start: float, end: float) -> float:
         """Seconds of [start, end] this user had no session."""
         up = 0.0
-        for s, e in self.sessions:
+        for s, e, _host in self.sessions:
             up += max(0.0, min(e, end) - max(s, start))
         return max(0.0, (end - start) - up)
 
@@ -125,16 +126,29 @@ class Probe:
         self.sent: dict[str, Message] = {}
         self.received: dict[str, int] = {}
         self.phase = "warm-up"
+        self.phase_starts: dict[str, float] = {}
         self.stop = asyncio.Event()
         self.seq = itertools.count(1)
 
     def delivered(self, body: str) -> None:
         self.received[body] = self.received.get(body, 0) + 1
 
+    def move(self, count: int, host: str) -> None:
+        """`count` connected users log out and in again at `host` (as a load balancer would
+        send new logins to a new node). Called from another thread."""
+        hosts = sorted(self.addresses)
+        movers = random.sample([u for u in self.users if u.client is not None], count)
+        for u in movers:
+            u.next_node, u.moving = hosts.index(host) - 1, True    # the reconnect adds 1: at `host`
+            client = u.client
+            if client is not None:
+                self.loop.call_soon_threadsafe(client.disconnect)
+
     def connected(self) -> int:
         return sum(1 for u in self.users if u.client is not None)
 
     async def run_clients(self) -> None:
+        self.loop = asyncio.get_running_loop()
         tasks = [asyncio.create_task(self._keep_connected(u)) for u in self.users]
         tasks.append(asyncio.create_task(self._chat()))
         await self.stop.wait()
@@ -163,7 +177,7 @@ class Probe:
                 await asyncio.sleep(0.5 + random.random())
                 continue
             u.client = client
-            u.sessions.append([time.monotonic(), float("inf")])
+            u.sessions.append([time.monotonic(), float("inf"), host])
             again, u.unacked = u.unacked, []
             for m in again:              # never acknowledged by the server: sent once more
                 m.sends += 1
@@ -172,7 +186,8 @@ class Probe:
             u.sessions[-1][1] = time.monotonic()
             u.client = None
             u.unacked.extend(client.pending.values())
-            u.next_node += random.randrange(1, 4)   # another of the service's addresses
+            u.next_node += 1 if u.moving else random.randrange(1, 4)   # another of the service's addresses
+            u.moving = False
             await asyncio.sleep(0.2 + random.random() * 0.8)
 
     async def _chat(self) -> None:
@@ -199,14 +214,27 @@ class Probe:
                 "lost": len(lost), "duplicates": sum(1 for m in msgs if self.received.get(m.body, 0) > 1),
                 "resent": sum(1 for m in msgs if m.sends > 1),
                 "no_service_p50": _pct(gaps, 50), "no_service_p99": _pct(gaps, 99),
-                "duration": end - start, "lost_examples": [self.explain(m) for m in lost[:5]]}
+                "duration": end - start, "lost_examples": [self.explain(m) for m in lost[:5]],
+                "lost_by_path": self.paths(lost)}
+
+    def host_at(self, jid: str, at: float) -> str:
+        return next((h for s, e, h in self.by_jid[jid].sessions if s <= at <= e), "away")
+
+    def paths(self, lost: list[Message]) -> dict[str, int]:
+        """Lost messages by sender's host -> receiver's host at the send, and 5 s bucket."""
+        found: dict[str, int] = {}
+        for m in lost:
+            key = (f"{self.host_at(m.sender, m.at)}->{self.host_at(m.receiver, m.at)} "
+                   f"+{int((m.at - self.phase_starts.get(m.phase, m.at)) // 5) * 5}s")
+            found[key] = found.get(key, 0) + 1
+        return dict(sorted(found.items()))
 
     def explain(self, m: Message) -> str:
         """A lost message and where its ends were: session spans relative to the send."""
         def spans(jid: str) -> str:
-            return " ".join(f"[{s - m.at:+.2f},{e - m.at:+.2f}]" for s, e in self.by_jid[jid].sessions
+            return " ".join(f"{h}[{s - m.at:+.2f},{e - m.at:+.2f}]" for s, e, h in self.by_jid[jid].sessions
                             if e > m.at - 5 and s < m.at + 30)
-        return (f"{m.body!r} acked={m.acked} sends={m.sends} sender {spans(m.sender)} "
+        return (f"{m.body!r} at +{m.at - self.phase_starts.get(m.phase, m.at):.2f}s acked={m.acked} sends={m.sends} sender {spans(m.sender)} "
                 f"receiver {spans(m.receiver)}")
 
 
@@ -222,12 +250,13 @@ class Load:
         self.dir = self.lab.dir
         self.inv3 = self.dir / "load-3.yml"
         self.inv4 = self.dir / "load-4.yml"
+        self.current = self.inv3                  # the inventory of the cluster as it is now
         self.results: list[dict] = []
         self.domain = f"{LAB}.test"
 
     # ---------------------------------------------------------------- commands
     def fab(self, *args: str, inventory: Path | None = None, timeout: float = 600) -> float:
-        env = {**os.environ, "EASYCLUSTER_LAB": LAB, "EASYCLUSTER_INVENTORY": str(inventory or self.inv3)}
+        env = {**os.environ, "EASYCLUSTER_LAB": LAB, "EASYCLUSTER_INVENTORY": str(inventory or self.current)}
         t0 = time.monotonic()
         proc = subprocess.run([str(FAB), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
@@ -240,7 +269,7 @@ class Load:
 
     def wait_healthy(self, inventory: Path | None = None, limit: float = 240) -> None:
         deadline = time.monotonic() + limit
-        env = {**os.environ, "EASYCLUSTER_LAB": LAB, "EASYCLUSTER_INVENTORY": str(inventory or self.inv3)}
+        env = {**os.environ, "EASYCLUSTER_LAB": LAB, "EASYCLUSTER_INVENTORY": str(inventory or self.current)}
         while True:
             proc = subprocess.run([str(FAB), "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
             if proc.returncode == 0 and "cluster: healthy" in proc.stdout:
@@ -297,11 +326,14 @@ class Load:
 
     def add_master(self) -> None:
         self.fab("add-master", "--host", SPARE, inventory=self.inv4)
+        self.current = self.inv4
         self.probe.addresses[SPARE] = self.lab.ip(SPARE)
+        self.probe.move(len(self.probe.users) // 4, SPARE)   # the new node takes its share of users
 
     def remove_node(self) -> None:
         self.probe.addresses.pop(SPARE, None)        # as the service's DNS would, first
         self.fab("remove-node", "--host", SPARE, "--drain", "5", inventory=self.inv4)
+        self.current = self.inv3
 
     def kill_node(self) -> None:
         self.ssh("lab2", "pkill -KILL -u ejabberd -f beam.smp")
@@ -337,8 +369,8 @@ class Load:
         windows = []
         for name, op in self.operations():
             assert time.monotonic() - started < MAX_SECONDS, "load run over its time limit"
-            self.probe.phase = name
             t0 = time.monotonic()
+            self.probe.phase, self.probe.phase_starts[name] = name, t0
             await asyncio.to_thread(op)
             t1 = time.monotonic()
             await asyncio.to_thread(self.wait_healthy)
@@ -356,7 +388,7 @@ class Load:
             r = self.probe.report(name, t0, t1)
             r["duration"] = duration
             self.results.append(r)
-            log(f"{name}: sent {r['sent']}, lost {r['lost']} {r['lost_examples']}, duplicates {r['duplicates']}, "
+            log(f"{name}: sent {r['sent']}, lost {r['lost']} {r['lost_examples']} {r['lost_by_path']}, duplicates {r['duplicates']}, "
                 f"resent {r['resent']}, no service p50 {r['no_service_p50']:.1f}s p99 {r['no_service_p99']:.1f}s")
 
     def write_doc(self) -> None:

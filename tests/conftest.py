@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import time
 import sys
@@ -62,6 +63,17 @@ def ssh(lab: Lab, host: str, command: str, check: bool = True, timeout: float = 
     return proc
 
 
+def node_eval(lab: Lab, host: str, expr: str, timeout: float = 60) -> str:
+    """Evaluate Erlang `expr` inside the running node of `host` (from a hidden node on that
+    host, over the distribution); returns the value printed with ~p. For playing a race's
+    outcome directly, where waiting for the race itself would make a test a lottery."""
+    call = (f"io:format(\"~p~n\", [rpc:call('ejabberd@{host}', erlang, apply, [fun() -> {expr} end, []], "
+            f"infinity)]), halt().")
+    inner = ("cd /; . /etc/default/ejabberd; exec erl -sname t$$ -hidden -noinput $ERL_OPTIONS "
+             f"-eval {shlex.quote(call)}")
+    return ssh(lab, host, f"su ejabberd -s /bin/sh -c {shlex.quote(inner)}", timeout=timeout).stdout.strip()
+
+
 # What systemd logs when it kills or restarts a node behind the toolkit's back.
 UNIT_TROUBLE = ("Watchdog timeout", "Scheduled restart job", "timed out", "Killing process", "Failed with result")
 
@@ -96,7 +108,7 @@ def unit_state(lab: Lab, host: str) -> tuple[str, str]:
 
 
 # Modules that share the session lab run in this order (each builds on the last).
-MODULE_ORDER = ["test_lab", "test_deploy", "test_membership", "test_failover"]
+MODULE_ORDER = ["test_lab", "test_deploy", "test_membership", "test_failover", "test_delivery"]
 
 
 def pytest_collection_modifyitems(items):
