@@ -4,7 +4,9 @@ After a network partition both sides of a Mnesia cluster go on accepting writes 
 merge again by themselves (ejabberd #2593). The operator names the winner; every running
 node outside the winner's side is backed up (its writes can be looked at later), told to
 load its tables from the winner's side (master nodes), restarted one at a time, and then
-the master setting is cleared so that it does not outlive the heal.
+the master setting is cleared so that it does not outlive the heal. The offline messages a
+loser stored during the partition (for users on the other side: nobody else has them) are
+carried over: saved before its restart, stored again after it.
 """
 
 from __future__ import annotations
@@ -64,10 +66,15 @@ def heal(inv: Inventory, winner: str | None, progress: Progress) -> ClusterHealt
             for node in losers:
                 h = fleet[node.host]
                 backup(inv, fleet, node.host, lambda host, msg: progress.say(host, msg + " (its side's data)"))
+                # its writes are discarded, but not the messages it stored for users it could not reach
+                carried = nodectl.offline_export(h)
+                progress.say(node.host, f"{carried} offline messages stored on its side during the partition saved")
                 progress.step(node.host, f"load tables from {', '.join(winning)} at next start",
                               lambda: nodectl.set_master(h, winning))
                 progress.step(node.host, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
                 progress.step(node.host, "master setting cleared", lambda: nodectl.set_master(h, []))
+                imported = nodectl.offline_import(h)
+                progress.say(node.host, f"{imported} of them stored again, with the winner's data")
             # every node forgets the partition (a restart can itself be reported as one)
             fleet.each([inv.node(name).host for name in winning] + [n.host for n in losers],
                        lambda h: progress.step(h.name, "partition record cleared", lambda: nodectl.partition_clear(h)))

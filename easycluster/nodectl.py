@@ -339,13 +339,8 @@ def clear_joining(host: Host, member: bool) -> None:
 
 def forget(host: Host, node_name: str) -> dict:
     """On a running member: remove a stopped node from the schema (plugin)."""
-    r = host.run(f"ejabberdctl --no-timeout easy_cluster_forget {q(node_name)}", check=False,
-                 timeout=180, what=f"forgetting {node_name}")
-    answer = last_json(r.stdout)
-    if r.ok and answer.get("ok"):
-        return answer
-    raise RemoteError(host.name, f"could not remove {node_name} from the schema",
-                      str(answer.get("reason") or r.stdout.strip()[-300:] or f"exit {r.rc}"))
+    return ctl_json(host, "easy_cluster_forget", node_name, what=f"removing {node_name} from the schema",
+                    timeout=180)
 
 
 def stop_and_wipe(host: Host) -> str | None:
@@ -440,12 +435,36 @@ def node_call(host: Host, node_name: str, function: str, timeout: float = 120) -
     return answer
 
 
+def ctl_json(host: Host, command: str, *args: str, what: str, timeout: float = 120) -> dict:
+    """Run `ejabberdctl --no-timeout COMMAND ARGS` (a plugin command: one line of JSON) and
+    return its answer; RemoteError naming `what` if it failed or said ok: false."""
+    r = host.run(" ".join(["cd / && ejabberdctl --no-timeout", command, *(q(a) for a in args)]), check=False,
+                 timeout=timeout, what=what)
+    answer = last_json(r.stdout)
+    if not (r.ok and answer.get("ok")):
+        raise RemoteError(host.name, f"{what} failed",
+                          str(answer.get("reason") or r.stdout.strip()[-300:] or f"exit {r.rc}"))
+    return answer
+
+
 def set_master(host: Host, nodes: list[str]) -> None:
     """Make this node load its tables from `nodes` at its next start ([] clears it)."""
-    arg = ",".join(nodes) if nodes else "none"
-    r = host.run(f"ejabberdctl easy_cluster_set_master {q(arg)}", check=False, what="setting master nodes")
-    if not (r.ok and last_json(r.stdout).get("ok")):
-        raise RemoteError(host.name, "could not set master nodes", r.stdout.strip()[-300:] or f"exit {r.rc}")
+    ctl_json(host, "easy_cluster_set_master", ",".join(nodes) if nodes else "none", what="setting master nodes")
+
+
+HEAL_CARRY = "/var/lib/ejabberd/easycluster-heal-offline.bin"   # a loser's offline messages (heal)
+
+
+def offline_export(host: Host) -> int:
+    """Write the offline messages this node stored since it lost a peer to HEAL_CARRY."""
+    return ctl_json(host, "easy_cluster_offline_export", HEAL_CARRY, what="saving its side's offline messages")["messages"]
+
+
+def offline_import(host: Host) -> int:
+    """Store those of HEAL_CARRY's messages that are not there yet; the file goes."""
+    n = ctl_json(host, "easy_cluster_offline_import", HEAL_CARRY, what="storing its side's offline messages")["imported"]
+    host.run(f"rm -f {HEAL_CARRY}", what="removing the carried messages' file")
+    return n
 
 
 def partition_clear(host: Host) -> None:
@@ -455,10 +474,4 @@ def partition_clear(host: Host) -> None:
 
 def restore(host: Host, path: str) -> dict:
     """Refill every disc table, on every replica, from the backup at `path` on this host."""
-    r = host.run(f"cd / && ejabberdctl --no-timeout easy_cluster_restore {q(path)}", check=False, timeout=3600,
-                 what=f"restoring {path}")
-    answer = last_json(r.stdout)
-    if not (r.ok and answer.get("ok")):
-        raise RemoteError(host.name, f"restore of {path} failed",
-                          str(answer.get("reason") or r.stdout.strip()[-300:] or f"exit {r.rc}"))
-    return answer
+    return ctl_json(host, "easy_cluster_restore", path, what=f"restore of {path}", timeout=3600)

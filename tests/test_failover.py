@@ -210,6 +210,10 @@ def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab)
         cmd = "ejabberdctl mnesia running_db_nodes"
         return lab.exec(host, cmd).stdout if inside else ssh(lab, host, cmd).stdout
 
+    def offline(host: str) -> int:
+        return int(ssh(lab, host, f"ejabberdctl get_offline_count {USERS[1]} {d}").stdout.strip())
+
+    waiting = offline(winner)
     fab("lab.partition", "--host", loser)
     try:
         for host, other, inside in ((winner, loser, False), (loser, winner, True)):
@@ -222,6 +226,8 @@ def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab)
                 time.sleep(1)
         ssh(lab, winner, f"ejabberdctl register winnerside {d} pw")
         lab.exec(loser, f"ejabberdctl register loserside {d} pw")
+        # a message for an offline user, stored on the losing side only: the heal must carry it
+        lab.exec(loser, f"ejabberdctl send_message chat {USERS[0]}@{d} {USERS[1]}@{d} '' 'sent during the partition'")
     finally:
         fab("lab.heal-link", "--host", loser)
     try:
@@ -241,6 +247,8 @@ def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab)
         kept = users_on(lab, winner)
         ssh(lab, winner, f"ejabberdctl unregister winnerside {d}")
     assert f"[{loser}] master setting cleared: ok" in out and "cluster: healthy" in out, out
+    assert f"[{loser}] 1 of them stored again" in out, out
+    assert offline(winner) == offline(loser) == waiting + 1
     backup = out.split(f"[{loser}] Mnesia backup: ")[1].split()[0]
     st = wait_healthy()
     assert all(not n["master_nodes"] for n in st["nodes"])
