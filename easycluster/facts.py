@@ -47,7 +47,7 @@ for f in FILES; do
 done
 echo "cookie_sha256=$([ -f COOKIE ] && sha256sum < COOKIE | cut -c1-64)"
 for f in SECRETS; do echo "secret:$f=$([ -f "$f" ] && sha256sum < "$f" | cut -c1-64)"; done
-echo "plugin_sha256=$([ -f PLUGIN/ebin/easy_cluster.beam ] && [ -f PLUGIN/src/easy_cluster.erl ] && sha256sum < PLUGIN/src/easy_cluster.erl | cut -c1-64)"
+echo "plugin_sha256=$([ -f PLUGIN/ebin/easy_cluster.beam ] && [ -f PLUGIN/src/easy_cluster.erl ] && cat PLUGIN/src/*.erl | sha256sum | cut -c1-64)"
 echo "mnesia_schema=$([ -f MNESIA/schema.DAT ] && echo yes || echo no)"
 echo "restart_pending=$([ -f STATE/restart-pending ] && echo yes || echo no)"
 [ -f STATE/joining ] && echo "joining=$(head -c 500 STATE/joining)"

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 from .remote import Host, RemoteError, q
 from .render import (EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, PLUGIN_BEAM, PLUGIN_DIR, UNIT_DROPIN,
-                     ManagedFile, plugin_source)
+                     ManagedFile, plugin_sources)
 
 START_BOUND = 90      # seconds for a node to report started
 STOP_BOUND = 130      # the unit's TimeoutStopSec (120) and a little
@@ -124,7 +124,7 @@ class PluginBuild:
     """The plugin as compiled on one host: hosts with the same ejabberd and Erlang packages
     install this beam instead of running erlc themselves (~0.5 s of CPU each)."""
     built_with: str
-    beam: bytes
+    beam: bytes          # a tar of the plugin's beams
 
 
 def configure(host: Host, files: list[ManagedFile], plugin: bool,
@@ -135,7 +135,8 @@ def configure(host: Host, files: list[ManagedFile], plugin: bool,
     here). Returns (path, backup) of every file replaced, and the plugin build if compiled
     here. A change that needs a restart leaves a marker until the restart is done, so a run
     that died in between is finished by the next one."""
-    staging = host.run("mktemp -d /root/.easycluster-XXXXXX", what="making a staging directory").stdout.strip()
+    staging = host.run("d=$(mktemp -d /root/.easycluster-XXXXXX) && mkdir \"$d/src\" && echo \"$d\"",
+                       what="making a staging directory").stdout.strip()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     body = [f"trap 'rm -rf {q(staging)}' EXIT", f"install -d -m 700 {BACKUP_DIR} {STATE_DIR}"]
     if plugin or any(mf.restart for mf in files):
@@ -151,23 +152,25 @@ def configure(host: Host, files: list[ManagedFile], plugin: bool,
             host.put_bytes(mf.data(), f"{staging}/{i}")
             body.append(f"install -D -m {mf.mode:o} -o {mf.owner} -g {mf.group} {staging}/{i} {q(mf.path)}")
         if plugin:
-            host.put_bytes(plugin_source().encode(), f"{staging}/easy_cluster.erl")
+            for name, source in plugin_sources().items():
+                host.put_bytes(source, f"{staging}/src/{name}")
             if shared:
-                host.put_bytes(shared.beam, f"{staging}/shared.beam")
+                host.put_bytes(shared.beam, f"{staging}/shared.tar")
             body.append(f"""
 install -d -m 755 {PLUGIN_DIR}/src {PLUGIN_DIR}/ebin
 rm -rf {staging}/ebin && mkdir {staging}/ebin
-if [ -f {staging}/shared.beam ] && [ "$({PLUGIN_BUILD})" = {q(shared.built_with if shared else "")} ]; then
-  mv {staging}/shared.beam {staging}/ebin/easy_cluster.beam
+if [ -f {staging}/shared.tar ] && [ "$({PLUGIN_BUILD})" = {q(shared.built_with if shared else "")} ]; then
+  tar -C {staging}/ebin -xf {staging}/shared.tar
 else
   include=$(dpkg -L ejabberd | grep -m1 '/ejabberd-[^/]*/include$')
   xmpp_include=$(dpkg -L erlang-p1-xmpp | grep -m1 '/include/xmpp.hrl$'); xmpp_include=${{xmpp_include%/xmpp.hrl}}
-  erlc -I "$include" -I "$xmpp_include" -pa "${{include%/include}}/ebin" -o {staging}/ebin {staging}/easy_cluster.erl
+  erlc -I "$include" -I "$xmpp_include" -pa "${{include%/include}}/ebin" -o {staging}/ebin {staging}/src/*.erl
   echo "built_with=$({PLUGIN_BUILD})"
-  echo "beam=$(base64 -w0 < {staging}/ebin/easy_cluster.beam)"
+  echo "beam=$(tar -C {staging}/ebin -cf - . | base64 -w0)"
 fi
-install -m 644 {staging}/ebin/easy_cluster.beam {PLUGIN_DIR}/ebin/easy_cluster.beam
-install -m 644 {staging}/easy_cluster.erl {PLUGIN_DIR}/src/easy_cluster.erl""")
+rm -f {PLUGIN_DIR}/src/*.erl {PLUGIN_DIR}/ebin/*.beam
+install -m 644 {staging}/ebin/*.beam {PLUGIN_DIR}/ebin/
+install -m 644 {staging}/src/*.erl {PLUGIN_DIR}/src/""")
         paths = {mf.path for mf in files}
         if paths & {UNIT_DROPIN, FIREWALL_UNIT, EPMD_DROPIN}:
             body.append("systemctl daemon-reload")

@@ -13,7 +13,7 @@ from .secrets import Secret
 from .tls import HOST_CA, HOST_CERT, HOST_KEY, HOST_OPTFILE, NodeTLS
 
 TEMPLATES = REPO_ROOT / "templates"
-PLUGIN_SOURCE = REPO_ROOT / "plugin" / "easy_cluster.erl"
+PLUGIN_SOURCES = REPO_ROOT / "plugin"        # every *.erl there is a module of the plugin
 PLUGIN_DIR = "/usr/local/lib/easy_cluster"
 PLUGIN_EBIN = f"{PLUGIN_DIR}/ebin"
 PLUGIN_BEAM = f"{PLUGIN_EBIN}/easy_cluster.beam"
@@ -125,9 +125,11 @@ def _tls_files(inventory: Inventory, node: Node, tls: NodeTLS | None) -> list[Ma
     ]
 
 
-def plugin_source() -> str:
-    return PLUGIN_SOURCE.read_text()
+def plugin_sources() -> dict[str, bytes]:
+    """The plugin's modules: file name -> source, in name order."""
+    return {p.name: p.read_bytes() for p in sorted(PLUGIN_SOURCES.glob("*.erl"))}
 
 
 def plugin_sha256() -> str:
-    return hashlib.sha256(PLUGIN_SOURCE.read_bytes()).hexdigest()
+    """Of the sources one after another, as `cat src/*.erl | sha256sum` on a host."""
+    return hashlib.sha256(b"".join(plugin_sources().values())).hexdigest()

@@ -73,6 +73,12 @@
 %%%===================================================================
 start(Host, _Opts) ->
     ensure_partition_watcher(),
+    %% the courier of cross-node messages (ejabberd_cluster_easy), one per node, supervised
+    case supervisor:start_child(ejabberd_gen_mod_sup, ejabberd_cluster_easy:child_spec()) of
+        {ok, _} -> ok;
+        {error, {already_started, _}} -> ok;
+        {error, Why} -> ?ERROR_MSG("easy_cluster: the courier did not start: ~p", [Why])
+    end,
     lists:foreach(fun({Hook, Fun, Seq}) -> ejabberd_hooks:add(Hook, Host, ?MODULE, Fun, Seq) end,
                   hooks()),
     ejabberd_commands:register_commands(?MODULE, commands() ++ cookie_commands()).
