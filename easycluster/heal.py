@@ -6,7 +6,8 @@ node outside the winner's side is backed up (its writes can be looked at later),
 load its tables from the winner's side (master nodes), restarted one at a time, and then
 the master setting is cleared so that it does not outlive the heal. The offline messages a
 loser stored during the partition (for users on the other side: nobody else has them) are
-carried over: saved before its restart, stored again after it.
+carried over: its clients are drained (so that nothing more is written there), the messages
+saved, and stored again after its restart.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from .progress import Progress
 from .remote import Fleet
 from .rolling import wait_back
 from .status import observe
+
+
+DRAIN = 5   # seconds a loser's clients get to move before it restarts
 
 
 def sides(health: ClusterHealth, winner: str | None = None) -> list[list[str]]:
@@ -66,11 +70,14 @@ def heal(inv: Inventory, winner: str | None, progress: Progress) -> ClusterHealt
             for node in losers:
                 h = fleet[node.host]
                 backup(inv, fleet, node.host, lambda host, msg: progress.say(host, msg + " (its side's data)"))
-                # its writes are discarded, but not the messages it stored for users it could not reach
-                carried = nodectl.offline_export(h)
-                progress.say(node.host, f"{carried} offline messages stored on its side during the partition saved")
                 progress.step(node.host, f"load tables from {', '.join(winning)} at next start",
                               lambda: nodectl.set_master(h, winning))
+                # Its writes are discarded, but not the messages it stored for users it could not
+                # reach: its clients go first (they reconnect elsewhere, and write nothing more
+                # here), then those messages are saved.
+                progress.step(node.host, f"drain ({DRAIN}s)", lambda: nodectl.drain(h, DRAIN))
+                carried = nodectl.offline_export(h)
+                progress.say(node.host, f"{carried} offline messages stored on its side during the partition saved")
                 progress.step(node.host, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
                 progress.step(node.host, "master setting cleared", lambda: nodectl.set_master(h, []))
                 imported = nodectl.offline_import(h)

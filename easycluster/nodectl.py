@@ -375,6 +375,12 @@ ejabberdctl easy_cluster_drain {int(seconds)} >/dev/null 2>&1 || true
 ec_stop"""), what="draining and stopping", timeout=seconds + STOP_BOUND + 60)
 
 
+def drain(host: Host, seconds: int) -> dict:
+    """Close the listeners and every client session, and leave the node running (a restart
+    comes next): no client writes to it any more."""
+    return ctl_json(host, "easy_cluster_drain", str(int(seconds)), what="draining", timeout=seconds + 60)
+
+
 MNESIA_BACKUP_DIR = "/var/backups/easycluster-mnesia"   # written by the ejabberd VM itself
 
 

@@ -347,12 +347,29 @@ class Load:
         self.wait_healthy()
 
     def partition_heal(self) -> None:
+        """lab3 cut off until both sides count the other as down (net_ticktime; longer for a node
+        started within the last minute), then the link is back and `fab heal --winner lab1`."""
         self.lab.partition("lab3")
-        time.sleep(25)                               # > net_ticktime: both sides see the other down
-        self.lab.heal_link("lab3")
-        time.sleep(5)
+        try:
+            self.until(lambda: "ejabberd@lab3" not in self.ssh("lab1", "ejabberdctl mnesia running_db_nodes")
+                       and "ejabberd@lab1" not in self.lab.exec("lab3", "ejabberdctl mnesia running_db_nodes").stdout,
+                       120, "both sides of the partition to notice it")
+        finally:
+            self.lab.heal_link("lab3")
+        env = {**os.environ, "EASYCLUSTER_LAB": LAB, "EASYCLUSTER_INVENTORY": str(self.current)}
+        self.until(lambda: "PARTITIONED" in subprocess.run([str(FAB), "status"], cwd=REPO, env=env, capture_output=True,
+                                                           text=True, timeout=120).stdout,
+                   90, "Mnesia to report the partition")
         self.fab("heal", "--winner", "lab1")
         self.wait_healthy()
+
+    @staticmethod
+    def until(check, bound: float, what: str) -> None:
+        deadline = time.monotonic() + bound
+        while not check():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"waited {bound:.0f}s for {what}")
+            time.sleep(1)
 
     # ---------------------------------------------------------------- the run
     async def main(self, users: list[str]) -> None:
