@@ -5,16 +5,19 @@ test_membership on the same lab (whatever hosts the lab's inventory holds by the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
 import subprocess
+import threading
 import time
 
 import pytest
 import yaml
 
 import xmpp
+from easycluster.xmpp import Client, connect
 from conftest import FAB, REPO, fab, ssh
 from traffic import Traffic
 
@@ -213,8 +216,15 @@ def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab)
     def offline(host: str) -> int:
         return int(ssh(lab, host, f"ejabberdctl get_offline_count {USERS[1]} {d}").stdout.strip())
 
-    waiting = offline(winner)
+    def offline_of(user: str) -> int:
+        return int(ssh(lab, winner, f"ejabberdctl get_offline_count {user} {d}").stdout.strip())
+
+    waiting, waiting_online = offline(winner), offline_of(USERS[2])
+    held = Online(lab.ip(loser), jid(lab, USERS[2]), PASSWORD)     # a session on the loser's side
     fab("lab.partition", "--host", loser)
+    # at once, while the winner still counts the loser as up: routed to that session, over a
+    # link that is cut. Kept by the winner's courier, routed again (offline) once the loser is down.
+    ssh(lab, winner, f"ejabberdctl send_message chat {USERS[0]}@{d} {USERS[2]}@{d} '' 'routed across the cut'")
     try:
         for host, other, inside in ((winner, loser, False), (loser, winner, True)):
             # net_ticktime is 15 in the lab, but a node started less than a minute ago (lab1 was
@@ -249,12 +259,39 @@ def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab)
     assert f"[{loser}] master setting cleared: ok" in out and "cluster: healthy" in out, out
     assert f"[{loser}] 1 of them stored again" in out, out
     assert offline(winner) == offline(loser) == waiting + 1
+    held.close()
+    assert offline_of(USERS[2]) == waiting_online + 1, "the message routed across the cut was lost"
     backup = out.split(f"[{loser}] Mnesia backup: ")[1].split()[0]
     st = wait_healthy()
     assert all(not n["master_nodes"] for n in st["nodes"])
     assert kept == everyone | {"winnerside"}   # the loser's write is gone...
     assert ssh(lab, loser, f"grep -c loserside {backup}").stdout.strip() != "0"   # ...kept in its backup
     assert "nothing to heal" in fab("heal", "--winner", winner).stdout   # idempotent
+
+
+class Online:
+    """A client logged in at `address`, in a thread of its own, until closed."""
+
+    def __init__(self, address: str, user_jid: str, password: str):
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.client = Client(user_jid, password)
+            self.loop.run_until_complete(connect(self.client, address, 5222))
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert started.wait(30), f"{user_jid} could not log in at {address}"
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.client.disconnect)
+        time.sleep(0.5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 def test_rolling_restart_keeps_every_message_sent_to_a_node_that_is_up(cluster, lab):

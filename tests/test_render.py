@@ -99,3 +99,14 @@ def test_epmd_listens_on_loopback_and_the_cluster_address_only(addr, expected):
     lines = dropin.content.splitlines()
     assert [ln.split("=", 1)[1] for ln in lines if ln.startswith("ListenStream=")] == expected
     assert "[Socket]" in lines and "FreeBind=true" in lines and dropin.restart
+
+
+def test_no_message_is_bounced_or_dropped_by_configuration():
+    """Two settings `make load` found messages lost by (docs/reliability.md): stream
+    management's "if_offline" bounced a closed session's unacknowledged messages as errors when
+    the user was already back under another resource; Mnesia's cluster backend drops a message
+    for another node's session when the link is busy or cut."""
+    conf = yaml.safe_load(files(inv())[EJABBERD_YML].content)
+    assert conf["modules"]["mod_stream_mgmt"]["resend_on_timeout"] is True
+    assert conf["cluster_backend"] == "easy"
+    assert conf["modules"]["mod_offline"]["db_type"] == "easy"     # stored in a transaction
