@@ -678,11 +678,20 @@ offline_import(File) ->
             Missing = [R || R <- Records, not lists:member(R, mnesia:dirty_read(offline_msg, element(2, R)))],
             case mnesia:transaction(fun() -> lists:foreach(fun mnesia:write/1, Missing) end) of
                 {atomic, ok} ->
-                    lists:foreach(fun({U, S}) -> refetch(U, S) end, lists:usort([element(2, R) || R <- Missing])),
+                    Users = lists:usort([element(2, R) || R <- Missing]),
+                    %% mod_offline caches each user's message count on every node: written here
+                    %% behind its back, the counts are dropped everywhere
+                    lists:foreach(fun(US) -> forget_offline_count(US) end, Users),
+                    lists:foreach(fun({U, S}) -> refetch(U, S) end, Users),
                     {ok, json(#{ok => true, imported => length(Missing), read => length(Records)})};
                 {aborted, Why} -> {?FAILED, json(#{ok => false, reason => fmt(Why)})}
             end;
         {error, Why} -> {?FAILED, json(#{ok => false, reason => fmt({File, Why})})}
+    end.
+
+forget_offline_count(US) ->
+    try ets_cache:delete(offline_msg_counter_cache, US, ejabberd_cluster:get_nodes())
+    catch _:_ -> ok         % no such cache (use_cache: false)
     end.
 
 %% When this node last lost sight of a peer (the watcher notes every mnesia_down; a partition

@@ -114,3 +114,27 @@ def test_a_drained_session_leaves_every_nodes_routing_before_its_stream_ends(clu
     left_routing = int(gone_at[0]) / 1000
     assert left_routing < stream_end - 0.5, (
         f"the session left lab1's routing {left_routing - stream_end:+.2f}s after its stream ended")
+
+
+def test_an_offline_message_is_stored_under_the_users_lock(cluster, lab):
+    """ejabberd stores an offline message with a dirty write, which ignores the lock under which
+    a user logging in on another node reads and deletes its messages: the delete could remove a
+    message it never read (seen in `make load`: stored, then in no node's storage). Stored in a
+    transaction (mod_offline_easy), the store waits for that lock. Played directly: lab1 holds
+    the user's lock; lab2 stores a message meanwhile; it may not be there before the release."""
+    hosts, d = cluster
+    stanza = (f"<message xmlns='jabber:client' from='{SENDER}@{d}/t' to='{RECEIVER}@{d}' type='chat'>"
+              f"<body>under the lock</body></message>")
+    play = (f"US = {{<<\"{RECEIVER}\">>, <<\"{d}\">>}}, Self = self(), "
+            "Count = fun() -> length(mnesia:dirty_read(offline_msg, US)) end, N0 = Count(), "
+            f"Holder = spawn('ejabberd@{hosts[0]}', fun() -> mnesia:transaction(fun() -> "
+            "mnesia:lock({record, offline_msg, US}, write), Self ! locked, "
+            "receive release -> ok after 20000 -> ok end end) end), "
+            "receive locked -> ok after 10000 -> exit(no_lock) end, "
+            f"Msg = xmpp:decode(fxml_stream:parse_element(<<\"{stanza}\">>)), "
+            f"spawn(fun() -> R = ejabberd_hooks:run_fold(offline_message_hook, <<\"{d}\">>, {{bounce, Msg}}, []), "
+            "Self ! {stored, element(1, R)} end), "
+            "timer:sleep(1500), Held = Count() - N0, Holder ! release, "
+            "Stored = receive {stored, S} -> S after 20000 -> timeout end, "
+            "{Held, Stored, Count() - N0}")
+    assert node_eval(lab, hosts[1], play) == "{0,offlined,1}"
