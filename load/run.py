@@ -394,7 +394,9 @@ class Load:
             await asyncio.sleep(SETTLE)
             windows.append((name, t0, time.monotonic(), t1 - t0))
             log(f"{name}: {t1 - t0:.1f}s, {self.probe.connected()} users connected")
-        self.probe.phase = "cool-down"
+        self.probe.phase = "after the last operation"
+        self.probe.phase_starts["after the last operation"] = time.monotonic()
+        windows.append(("after the last operation", time.monotonic(), time.monotonic() + SETTLE, 0.0))
         deadline = time.monotonic() + 120          # everyone back, so offline messages are delivered
         while self.probe.connected() < len(users) and time.monotonic() < deadline:
             await asyncio.sleep(1)

@@ -743,12 +743,25 @@ partition_watcher_loop() ->
             ets:insert(?WATCHER, {Node, Context, erlang:system_time(second)});
         {mnesia_system_event, {mnesia_down, Node}} ->
             ets:insert(?WATCHER, {{down, Node}, erlang:timestamp()});
+        {mnesia_system_event, {mnesia_up, _Node}} ->
+            _ = spawn(fun republish_sessions/0);
         subscribe -> _ = mnesia:subscribe(system);
         clear -> ets:delete_all_objects(?WATCHER);
         {forget, Node} -> ets:delete(?WATCHER, Node);
         _ -> ok
     end,
     partition_watcher_loop().
+
+%% When Mnesia on a peer comes (back) up, this node's sessions are written again to every
+%% replica. A peer that merely lost the connection (it did not restart) had dropped them from
+%% its routing table at mnesia_down (ejabberd_sm_mnesia), and would store every message for
+%% these users offline while they are online here; a peer that restarted has them already.
+republish_sessions() ->
+    try
+        lists:foreach(fun mnesia:dirty_write/1, ejabberd_sm:dirty_get_my_sessions_list())
+    catch Class:Why ->
+        ?WARNING_MSG("easy_cluster: could not publish this node's sessions again: ~p:~p", [Class, Why])
+    end.
 
 %% Only members count: a node since forgotten or removed is no partition of this cluster.
 partitioned_with() ->
