@@ -36,7 +36,7 @@ bench: setup
 	$(VENV)/bin/python bench/run.py
 
 # Operations under real XMPP traffic, every message counted (docs/reliability.md): a lab of its
-# own, ~25 min. LOAD_USERS, LOAD_RATE (messages/s), LOAD_RUNS (rolling restarts), LOAD_OPS to scale.
+# own, ~10 min. LOAD_USERS, LOAD_RATE (messages/s), LOAD_RUNS (rolling restarts), LOAD_OPS to scale.
 load: setup
 	$(VENV)/bin/python load/run.py
 
