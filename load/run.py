@@ -255,10 +255,13 @@ class Load:
         self.domain = f"{LAB}.test"
 
     # ---------------------------------------------------------------- commands
+    def env(self, inventory: Path | None = None) -> dict:
+        """fab's environment: this lab, the cluster's inventory as it is now."""
+        return {**os.environ, "EASYCLUSTER_LAB": LAB, "EASYCLUSTER_INVENTORY": str(inventory or self.current)}
+
     def fab(self, *args: str, inventory: Path | None = None, timeout: float = 600) -> float:
-        env = {**os.environ, "EASYCLUSTER_LAB": LAB, "EASYCLUSTER_INVENTORY": str(inventory or self.current)}
         t0 = time.monotonic()
-        proc = subprocess.run([str(FAB), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([str(FAB), *args], cwd=REPO, env=self.env(inventory), capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise RuntimeError(f"fab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
         return time.monotonic() - t0
@@ -269,9 +272,8 @@ class Load:
 
     def wait_healthy(self, inventory: Path | None = None, limit: float = 240) -> None:
         deadline = time.monotonic() + limit
-        env = {**os.environ, "EASYCLUSTER_LAB": LAB, "EASYCLUSTER_INVENTORY": str(inventory or self.current)}
         while True:
-            proc = subprocess.run([str(FAB), "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            proc = subprocess.run([str(FAB), "status"], cwd=REPO, env=self.env(inventory), capture_output=True, text=True, timeout=120)
             if proc.returncode == 0 and "cluster: healthy" in proc.stdout:
                 return
             if time.monotonic() > deadline:
@@ -358,8 +360,7 @@ class Load:
                        120, "both sides of the partition to notice it")
         finally:
             self.lab.heal_link("lab3")
-        env = {**os.environ, "EASYCLUSTER_LAB": LAB, "EASYCLUSTER_INVENTORY": str(self.current)}
-        self.until(lambda: "PARTITIONED" in subprocess.run([str(FAB), "status"], cwd=REPO, env=env, capture_output=True,
+        self.until(lambda: "PARTITIONED" in subprocess.run([str(FAB), "status"], cwd=REPO, env=self.env(), capture_output=True,
                                                            text=True, timeout=120).stdout,
                    90, "Mnesia to report the partition")
         self.fab("heal", "--winner", "lab1")

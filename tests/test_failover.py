@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import subprocess
 import threading
 import time
@@ -18,7 +17,7 @@ import yaml
 
 import xmpp
 from easycluster.xmpp import Client, connect
-from conftest import FAB, REPO, fab, ssh
+from conftest import FAB, REPO, fab, node_eval, ssh
 from traffic import Traffic
 
 PASSWORD = "failover-pw"
@@ -244,10 +243,7 @@ def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab)
         assert "PARTITIONED" in fab("status", check=False).stdout
         # Mnesia reports the partition (kept by the plugin) once the nodes connect again, which any
         # traffic between them does: here, a ping from the winner's node
-        ping = (f"rpc:call('ejabberd@{winner}', net_adm, ping, ['ejabberd@{loser}']), halt().")
-        ssh(lab, winner, "cd / && su ejabberd -s /bin/sh -c " + shlex.quote(
-            ". /etc/default/ejabberd; exec erl -sname ping$$ -hidden -noinput $ERL_OPTIONS -eval "
-            + shlex.quote(ping)))
+        node_eval(lab, winner, f"net_adm:ping('ejabberd@{loser}')")
         wait_status(lambda rc, st: f"ejabberd@{loser}" in next(
             n for n in st["nodes"] if n["host"] == winner)["partitioned_with"], 60, "reported by Mnesia")
         refused = fab("heal", check=False)
