@@ -11,13 +11,15 @@ setup: system-packages $(VENV)/.installed
 system-packages:
 	@scripts/system-packages.sh
 
-$(VENV)/.installed: pyproject.toml
+# The product (editable) with its test extra, and the lab (test equipment, a distribution of its own).
+$(VENV)/.installed: pyproject.toml lab/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e ./lab -e '.[test]'
 	touch $@
 
 # A 3-host lab, deployed: ends with a healthy 3-node, 3-master cluster. Safe to re-run.
+# (fab finds the lab's inventory through fabric.yaml.)
 demo: setup
 	$(FAB) lab.up --nodes 3
 	$(FAB) deploy

@@ -30,14 +30,13 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from easycluster.inventory import load_inventory  # noqa: E402
-from easycluster.lab import Lab  # noqa: E402
-from easycluster.nodectl import install  # noqa: E402
-from easycluster.remote import Fleet  # noqa: E402
-from easycluster.render import managed_files  # noqa: E402
-from easycluster.secrets import load_cookie  # noqa: E402
+from easycluster.inventory import load_inventory
+from easycluster_lab import Lab
+from easycluster.nodectl import install
+from easycluster.remote import Fleet
+from easycluster.render import managed_files
+from easycluster.secrets import load_cookie
 
 LAB = os.environ.get("BENCH_LAB", "bench")
 REPS = int(os.environ.get("BENCH_REPS", "3"))

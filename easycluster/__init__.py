@@ -1,5 +1,8 @@
 """easycluster: deploy and operate multi-master ejabberd clusters over SSH."""
 
-from pathlib import Path
+from importlib import metadata
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+try:
+    __version__ = metadata.version("easycluster")
+except metadata.PackageNotFoundError:   # run from a checkout without being installed
+    __version__ = "0+unknown"

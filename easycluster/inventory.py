@@ -15,10 +15,11 @@ from typing import Any
 
 import yaml
 
-from . import REPO_ROOT
-from .errors import EasyClusterError
+from .errors import EasyClusterError, InventoryError  # noqa: F401  (InventoryError: defined in errors.py, imported from here too)
 
-DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "lab.yml"
+# Where the inventory is when nothing names it: the current directory, as an operator's
+# infrastructure repository holds it beside its fabfile.
+DEFAULT_INVENTORY = Path("inventory.yml")
 INVENTORY_ENV = "EASYCLUSTER_INVENTORY"
 
 # A Debian version: [epoch:]upstream[-revision]
@@ -30,14 +31,6 @@ IPV4 = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")
 CLUSTER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 LOGLEVELS = ("none", "emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
-
-
-class InventoryError(EasyClusterError):
-    def __init__(self, path: Path | str, problems: list[str]):
-        self.path = str(path)
-        self.problems = problems
-        lines = "\n".join(f"  {self.path}: {p}" for p in problems)
-        super().__init__(f"invalid inventory ({len(problems)} problem{'s' * (len(problems) > 1)}):\n{lines}")
 
 
 @dataclass(frozen=True)
@@ -161,17 +154,20 @@ def _kind(value: Any) -> str:
             float: "a number"}.get(type(value), type(value).__name__)
 
 
-def inventory_path(given: str | None = None) -> Path:
-    """--inventory, else $EASYCLUSTER_INVENTORY, else the lab's inventory."""
-    return Path(given or os.environ.get(INVENTORY_ENV) or DEFAULT_INVENTORY)
+def inventory_path(given: str | None = None, configured: str | None = None) -> Path:
+    """--inventory, else $EASYCLUSTER_INVENTORY, else `easycluster.inventory` from Fabric's
+    configuration files (fabric.yaml beside the fabfile, ~/.fabric.yaml, /etc/fabric.yaml),
+    else ./inventory.yml."""
+    return Path(given or os.environ.get(INVENTORY_ENV) or configured or DEFAULT_INVENTORY)
 
 
-def load_inventory(given: str | Path | None = None) -> Inventory:
-    path = inventory_path(str(given) if given else None)
+def load_inventory(given: str | Path | None = None, configured: str | None = None) -> Inventory:
+    path = inventory_path(str(given) if given else None, configured)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        hint = " (bring the lab up with `fab lab.up`, or pass --inventory)" if path == DEFAULT_INVENTORY else ""
+        hint = (" (pass --inventory, set $EASYCLUSTER_INVENTORY, or write ./inventory.yml:"
+                " see inventory/example.yml)") if path == DEFAULT_INVENTORY else ""
         raise EasyClusterError(f"inventory {path} not found{hint}") from None
     except OSError as exc:
         raise EasyClusterError(f"inventory {path}: {exc.strerror}") from None

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from importlib import resources
 
 import jinja2
 
-from . import REPO_ROOT
 from .inventory import Inventory, Node
 from .secrets import Secret
 from .tls import HOST_CA, HOST_CERT, HOST_KEY, HOST_OPTFILE, NodeTLS
 
-TEMPLATES = REPO_ROOT / "templates"
-PLUGIN_SOURCES = REPO_ROOT / "plugin"        # every *.erl there is a module of the plugin
+# Package data (the repository's templates/ and plugin/, mapped into the package by the build).
+TEMPLATES = resources.files("easycluster.templates")
+PLUGIN_SOURCES = resources.files("easycluster.plugin")   # every *.erl there is a module of the plugin
 PLUGIN_DIR = "/usr/local/lib/easy_cluster"
 PLUGIN_EBIN = f"{PLUGIN_DIR}/ebin"
 PLUGIN_BEAM = f"{PLUGIN_EBIN}/easy_cluster.beam"
@@ -59,9 +60,14 @@ class ManagedFile:
         return hashlib.sha256(self.data()).hexdigest()
 
 
+def _template_source(name: str) -> str | None:
+    source = TEMPLATES / name
+    return source.read_text() if source.is_file() else None
+
+
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+        loader=jinja2.FunctionLoader(_template_source), undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
 
 
@@ -127,7 +133,8 @@ def _tls_files(inventory: Inventory, node: Node, tls: NodeTLS | None) -> list[Ma
 
 def plugin_sources() -> dict[str, bytes]:
     """The plugin's modules: file name -> source, in name order."""
-    return {p.name: p.read_bytes() for p in sorted(PLUGIN_SOURCES.glob("*.erl"))}
+    return {p.name: p.read_bytes() for p in sorted(PLUGIN_SOURCES.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".erl")}
 
 
 def plugin_sha256() -> str:

@@ -37,10 +37,9 @@ import yaml
 import logging
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from easycluster.lab import Lab  # noqa: E402
-from easycluster.xmpp import Client, connect  # noqa: E402
+from easycluster_lab import Lab
+from easycluster.xmpp import Client, connect
 
 LAB = os.environ.get("LOAD_LAB", "load")
 USERS = int(os.environ.get("LOAD_USERS", "500"))

@@ -2,7 +2,9 @@
 # Install the Debian/Ubuntu packages the lab and the toolkit need on this machine,
 # only those missing (a re-run costs a few dpkg queries).
 set -euo pipefail
-packages=(debootstrap apt-utils iproute2 util-linux mount systemd-container openssh-client procps python3 python3-venv)
+# shellcheck: the test that keeps the remote scripts (easycluster/scripts/*.sh) clean.
+packages=(debootstrap apt-utils iproute2 util-linux mount systemd-container openssh-client procps python3 python3-venv
+          shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,5 @@
-"""What every task shares: operator-facing errors become one line and exit 1."""
+"""What every task shares: the options they have in common, how the inventory is found, and
+operator-facing errors as one line and exit 1."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ import time
 from invoke.exceptions import Exit
 
 from easycluster.errors import EasyClusterError
+from easycluster.inventory import Inventory, load_inventory
+
+INVENTORY_HELP = ("inventory file (default: $EASYCLUSTER_INVENTORY, else easycluster.inventory in"
+                  " fabric.yaml, else ./inventory.yml)")
+LOCK_WAIT_HELP = "seconds to wait for another membership change to finish (default: refuse at once)"
+
+
+def inventory_of(c, given: str | None) -> Inventory:
+    """The inventory a task works on: --inventory, $EASYCLUSTER_INVENTORY, the `easycluster.inventory`
+    setting of Fabric's configuration files, ./inventory.yml (easycluster.inventory.inventory_path)."""
+    configured = (c.config.get("easycluster") or {}).get("inventory")
+    return load_inventory(given, configured)
 
 
 def operator_errors(func):

@@ -7,17 +7,15 @@ from invoke.exceptions import Exit
 
 from easycluster.deploy import deploy as run_deploy
 from easycluster.errors import EasyClusterError
-from easycluster.inventory import load_inventory
 from easycluster.plan import PreflightFailed
 from easycluster.status import cluster_health, format_json, format_table
 
-from ._common import operator_errors, say
-
-INVENTORY_HELP = "inventory file (default: $EASYCLUSTER_INVENTORY, else inventory/lab.yml)"
+from ._common import INVENTORY_HELP, inventory_of, operator_errors, say
 
 
-def _deploy(inventory, dry):
-    inv = load_inventory(inventory)
+
+def _deploy(c, inventory, dry):
+    inv = inventory_of(c, inventory)
     try:
         result = run_deploy(inv, dry=dry, out=say)
     except PreflightFailed as exc:
@@ -30,14 +28,14 @@ def _deploy(inventory, dry):
 @operator_errors
 def deploy(c, inventory=None, dry=False):
     """Provision, configure, start and join every node as a master; verify."""
-    _deploy(inventory, dry)
+    _deploy(c, inventory, dry)
 
 
 @task(help={"inventory": INVENTORY_HELP})
 @operator_errors
 def plan(c, inventory=None):
     """What `fab deploy` would change, per host (same as `fab deploy --dry`)."""
-    _deploy(inventory, dry=True)
+    _deploy(c, inventory, dry=True)
 
 
 @task(help={"inventory": INVENTORY_HELP, "json": "one JSON object (for monitoring)",
@@ -45,7 +43,7 @@ def plan(c, inventory=None):
 @operator_errors
 def status(c, inventory=None, json=False, tables=False):
     """Per node: running, member, master, sessions; exit 1 when unhealthy."""
-    health = cluster_health(load_inventory(inventory))
+    health = cluster_health(inventory_of(c, inventory))
     say(format_json(health, tables) if json else format_table(health, tables))
     if not health.healthy:
         raise Exit(code=1)

@@ -8,17 +8,14 @@ from invoke import task
 from easycluster import deploy as core
 from easycluster import membership
 from easycluster.errors import EasyClusterError
-from easycluster.inventory import load_inventory
 from easycluster.lock import break_lock as remove_locks
 from easycluster.lock import describe_holder
 from easycluster.plan import PreflightFailed
 from easycluster.progress import Progress
 from easycluster.remote import Fleet
 
-from ._common import operator_errors, say
+from ._common import INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_errors, say
 
-INVENTORY_HELP = "inventory file (default: $EASYCLUSTER_INVENTORY, else inventory/lab.yml)"
-LOCK_WAIT_HELP = "seconds to wait for another membership change to finish (default: refuse at once)"
 
 
 @task(help={"host": "inventory host to add", "inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP})
@@ -26,7 +23,7 @@ LOCK_WAIT_HELP = "seconds to wait for another membership change to finish (defau
 def add_master(c, host, inventory=None, lock_wait=0):
     """Provision, configure, start and join one host as a master; no other node restarts."""
     try:
-        core.add_master(load_inventory(inventory), host, out=say, lock_wait=float(lock_wait))
+        core.add_master(inventory_of(c, inventory), host, out=say, lock_wait=float(lock_wait))
     except PreflightFailed as exc:
         raise EasyClusterError(str(exc)) from None
 
@@ -36,7 +33,7 @@ def add_master(c, host, inventory=None, lock_wait=0):
 @operator_errors
 def remove_node(c, host, inventory=None, drain=5, lock_wait=0):
     """Gracefully take a running member out: drain, leave the schema, stop, wipe its Mnesia."""
-    inv = load_inventory(inventory)
+    inv = inventory_of(c, inventory)
     membership.remove_node(inv, inv.node(host), int(drain), float(lock_wait), Progress(say))
 
 
@@ -44,7 +41,7 @@ def remove_node(c, host, inventory=None, drain=5, lock_wait=0):
 @operator_errors
 def forget_node(c, host, inventory=None, lock_wait=0):
     """Remove a dead (stopped, unreachable) member from the schema, from a surviving master."""
-    inv = load_inventory(inventory)
+    inv = inventory_of(c, inventory)
     membership.forget_node(inv, inv.node(host), float(lock_wait), Progress(say))
 
 
@@ -53,14 +50,14 @@ def forget_node(c, host, inventory=None, lock_wait=0):
 @operator_errors
 def backup(c, host=None, inventory=None):
     """A full Mnesia backup on a running master, kept there with rotation; prints its path."""
-    membership.backup_on_demand(load_inventory(inventory), host, Progress(say).say)
+    membership.backup_on_demand(inventory_of(c, inventory), host, Progress(say).say)
 
 
 @task(help={"inventory": INVENTORY_HELP})
 @operator_errors
 def break_lock(c, inventory=None):
     """Remove the cluster lock left by a run that died (says whose it was)."""
-    inv = load_inventory(inventory)
+    inv = inventory_of(c, inventory)
     with Fleet(inv) as fleet:
         removed = remove_locks(fleet, list(fleet.hosts))   # unreachable hosts are skipped
     if not removed:

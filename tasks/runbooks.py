@@ -12,13 +12,11 @@ from easycluster import heal as heal_core
 from easycluster import outage, rolling
 from easycluster import restore as restore_core
 from easycluster import smoke as smoke_core
-from easycluster.inventory import load_inventory
 from easycluster.progress import Progress
 from easycluster.status import format_table
 
-from ._common import operator_errors, say
+from ._common import INVENTORY_HELP, inventory_of, operator_errors, say
 
-INVENTORY_HELP = "inventory file (default: $EASYCLUSTER_INVENTORY, else inventory/lab.yml)"
 
 
 def _done(health) -> None:
@@ -31,7 +29,7 @@ def _done(health) -> None:
 @operator_errors
 def smoke(c, inventory=None):
     """Log a real XMPP client into every node and message across every pair; exit 1 on any failure."""
-    report = smoke_core.smoke(load_inventory(inventory), say)
+    report = smoke_core.smoke(inventory_of(c, inventory), say)
     say(smoke_core.format_report(report))
     if not report.passed:
         raise Exit(code=1)
@@ -41,7 +39,7 @@ def smoke(c, inventory=None):
 @operator_errors
 def stop_cluster(c, inventory=None):
     """Stop every node, one at a time, and record the order (for `fab start-cluster`)."""
-    outage.stop_cluster(load_inventory(inventory), Progress(say))
+    outage.stop_cluster(inventory_of(c, inventory), Progress(say))
 
 
 @task(help={"inventory": INVENTORY_HELP, "wait": "seconds to wait for every node (default 120)",
@@ -50,21 +48,21 @@ def stop_cluster(c, inventory=None):
 def start_cluster(c, inventory=None, wait=120, without=""):
     """Start every stopped node at once (after an outage) and wait until all are back."""
     lost = tuple(h for h in without.split(",") if h)
-    _done(outage.start_cluster(load_inventory(inventory), Progress(say), float(wait), lost))
+    _done(outage.start_cluster(inventory_of(c, inventory), Progress(say), float(wait), lost))
 
 
 @task(help={"inventory": INVENTORY_HELP, "drain": "seconds users get to move before a node stops (default 5)"})
 @operator_errors
 def rolling_restart(c, inventory=None, drain=5):
     """Restart every node, one at a time; each must be back with every table before the next."""
-    _done(rolling.rolling_restart(load_inventory(inventory), Progress(say), int(drain)))
+    _done(rolling.rolling_restart(inventory_of(c, inventory), Progress(say), int(drain)))
 
 
 @task(help={"inventory": INVENTORY_HELP, "winner": "a node of the side whose data is kept (host or node name)"})
 @operator_errors
 def heal(c, winner=None, inventory=None):
     """After a partition: keep the winner's side, restart the other side from it, verify."""
-    _done(heal_core.heal(load_inventory(inventory), winner, Progress(say)))
+    _done(heal_core.heal(inventory_of(c, inventory), winner, Progress(say)))
 
 
 @task(help={"backup": "path of a backup taken by `fab backup` (on a node)", "inventory": INVENTORY_HELP,
@@ -79,4 +77,4 @@ def restore(c, backup, inventory=None, yes=False):
             say(f"{question}\nnot confirmed: no terminal to ask on (add --yes)")
             return False
         return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
-    _done(restore_core.restore(load_inventory(inventory), backup, Progress(say), confirm))
+    _done(restore_core.restore(inventory_of(c, inventory), backup, Progress(say), confirm))

@@ -5,11 +5,9 @@ from __future__ import annotations
 from invoke import task
 
 from easycluster.cookie_rotation import rotate_cookie as run_rotation
-from easycluster.inventory import load_inventory
 
-from ._common import operator_errors, say
+from ._common import INVENTORY_HELP, inventory_of, operator_errors, say
 
-INVENTORY_HELP = "inventory file (default: $EASYCLUSTER_INVENTORY, else inventory/lab.yml)"
 
 
 @task(help={"inventory": INVENTORY_HELP,
@@ -18,4 +16,4 @@ INVENTORY_HELP = "inventory file (default: $EASYCLUSTER_INVENTORY, else inventor
 @operator_errors
 def rotate_cookie(c, inventory=None, new_cookie_file=None, lock_wait=0):
     """Give the running cluster a new Erlang cookie, without downtime; rerun to finish an interrupted one."""
-    run_rotation(load_inventory(inventory), new_cookie_file, out=say, lock_wait=float(lock_wait))
+    run_rotation(inventory_of(c, inventory), new_cookie_file, out=say, lock_wait=float(lock_wait))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from easycluster.lab import Lab
+from easycluster_lab import Lab
 
 TEST_LAB = "test"
 FAB = Path(sys.executable).parent / "fab"

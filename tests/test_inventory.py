@@ -129,6 +129,5 @@ def test_missing_file_says_how_to_get_one(tmp_path):
 
 
 def test_example_inventory_is_valid():
-    from easycluster import REPO_ROOT
-    inv = load_inventory(REPO_ROOT / "inventory" / "example.yml")
+    inv = load_inventory(Path(__file__).parent.parent / "inventory" / "example.yml")
     assert len(inv.nodes) == 3 and inv.cluster.domains == ("example.com", "conference.example.com")

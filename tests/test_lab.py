@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import fab, ssh
-from easycluster.lab import Lab, cgroup_roots
+from easycluster_lab import Lab, cgroup_roots
 
 HOSTS = ["lab1", "lab2", "lab3"]
 

@@ -26,7 +26,7 @@ import yaml
 
 from easycluster import xmpp
 from conftest import FAB, JOIN_PAUSE, REPO, fab, fab_paused_in_join, own_lab, ssh
-from easycluster.lab import Lab
+from easycluster_lab import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -1,12 +1,17 @@
-"""`fab lab.*`: the local lab of real SSH hosts (needs root). See easycluster/lab.py."""
+"""`fab lab.*`: the local lab of real SSH hosts (needs root). See easycluster_lab/lab.py.
+
+Registered with easycluster through the `easycluster.collections` entry point, so the product
+never imports the lab: installed, it shows up as `fab lab.*` (and `easycluster lab.*`)."""
 
 from __future__ import annotations
 
 from invoke import task
 
-from easycluster.lab import Lab
+from invoke import Collection
 
-from ._common import operator_errors, say, timed_say
+from easycluster.tasks._common import operator_errors, say, timed_say
+
+from .lab import Lab
 
 
 @task(help={"nodes": "how many hosts, lab1..labN (default 3)",
@@ -79,3 +84,6 @@ def heal_link(c, host):
     """Restore a host's network link."""
     Lab().heal_link(host)
     say(f"{host}: link restored")
+
+
+ns = Collection(up, down, status, poweroff, boot, wipe, partition, heal_link)

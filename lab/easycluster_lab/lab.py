@@ -49,8 +49,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import REPO_ROOT
-from .errors import LabError
+from easycluster.errors import EasyClusterError
+
+
+class LabError(EasyClusterError):
+    """The lab cannot do what was asked (prerequisite missing, host unknown...)."""
+
 
 DEFAULT_LAB = "lab"
 MAX_HOSTS = 20
@@ -526,11 +530,8 @@ class Lab:
         self._write_inventory(hosts)
 
     def _write_inventory(self, hosts: list[str]) -> None:
-        from .labinventory import render_lab_inventory
-        text = render_lab_inventory(self, hosts)
-        _write(self.inventory, text, 0o644)
-        if self.name == DEFAULT_LAB:
-            _write(REPO_ROOT / "inventory" / "lab.yml", text, 0o644)
+        from .inventory import render_lab_inventory
+        _write(self.inventory, render_lab_inventory(self, hosts), 0o644)
 
     def _etc_hosts(self) -> str:
         lines = ["127.0.0.1\tlocalhost\n", f"{self.bridge_ip}\t{MIRROR_NAME}\n"]
@@ -821,8 +822,6 @@ class Lab:
         self._clear_lab_cgroups()
         if purge:
             shutil.rmtree(self.dir, ignore_errors=True)
-            if self.name == DEFAULT_LAB:
-                (REPO_ROOT / "inventory" / "lab.yml").unlink(missing_ok=True)
         log(f"lab {self.name!r} down" + (" and its disks removed" if purge else " (disks kept)"))
 
     def status(self) -> list[HostState]:
