@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from .errors import EasyClusterError, InventoryError  # noqa: F401  (InventoryError: defined in errors.py, imported from here too)
+from .errors import EasyClusterError
+from .errors import InventoryError  # noqa: F401  (defined in errors.py, imported from here too)
 
 # Where the inventory is when nothing names it: the current directory, as an operator's
 # infrastructure repository holds it beside its fabfile.

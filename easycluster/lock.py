@@ -16,17 +16,10 @@ import socket
 import time
 from datetime import datetime, timezone
 
-from .errors import EasyClusterError
+from .errors import LockHeld  # noqa: F401  (defined in errors.py, imported from here too)
 from .remote import Fleet, Host, RemoteError, q
 
 LOCK_DIR = "/var/lib/easycluster/lock"
-
-
-class LockHeld(EasyClusterError):
-    def __init__(self, host: str, holder: dict):
-        self.host, self.holder = host, holder
-        super().__init__(describe_holder(holder) + "\n  wait for it to finish; if that run is dead, "
-                         "`fab break-lock` removes the lock")
 
 
 def describe_holder(holder: dict) -> str:

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from . import facts as factmod
 from . import nodectl
 from .errors import EasyClusterError
+from .errors import MembershipError  # noqa: F401  (defined in errors.py, imported from here too)
 from .facts import HostFacts
 from .health import ClusterHealth, assess
 from .inventory import Inventory, Node
@@ -24,10 +25,6 @@ from .progress import Out, Progress
 from .remote import Fleet, RemoteError, q
 
 DEPARTED = "/var/lib/easycluster/departed"   # a file per node deliberately taken out, on every host
-
-
-class MembershipError(EasyClusterError):
-    pass
 
 
 # --------------------------------------------------------------------------- joins

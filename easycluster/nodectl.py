@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from .errors import JoinFailed  # noqa: F401  (defined in errors.py, imported from here too)
 from .remote import Host, RemoteError, q
 from .render import (EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, PLUGIN_BEAM, PLUGIN_DIR, UNIT_DROPIN,
                      ManagedFile, plugin_sources)
@@ -230,20 +231,6 @@ JOIN_PROGRESS = "/run/ejabberd/easy_cluster_join.log"   # written by the plugin
 JOIN_GO = "/run/ejabberd/easy_cluster_join.go"        # a boot join's turn (plugin boot_join)
 JOIN_BOUND = 3600
 POLL_TIMEOUT = 15     # a poll that takes longer means the host is cut off
-
-
-class JoinFailed(RemoteError):
-    """The join did not complete. `answer` is the plugin's JSON if it gave one;
-    `lost` means the host stopped answering over SSH."""
-
-    def __init__(self, host: str, detail: str, answer: dict | None = None, lost: bool = False):
-        super().__init__(host, "join failed", detail)
-        self.answer, self.lost = answer or {}, lost
-
-    @property
-    def changed_nothing(self) -> bool:
-        # the plugin touches Mnesia only after these checks pass
-        return self.answer.get("failed_step") in ("wait_for_turn", "ping", "versions", "seed_running")
 
 
 def launch_joining(host: Host, seed: str) -> None:

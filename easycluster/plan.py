@@ -8,6 +8,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field, replace
 
+# PreflightFailed (an EasyClusterError) and its table: defined in errors.py, imported from here too
+from .errors import PreflightFailed, format_problems  # noqa: F401
 from .facts import HostFacts
 from .inventory import Inventory, Node
 from .render import COOKIE_PATH, EJABBERD_DEFAULT, ManagedFile, managed_files, plugin_sha256
@@ -55,20 +57,6 @@ class Plan:
     @property
     def changes(self) -> bool:
         return bool(self.steps)
-
-
-class PreflightFailed(Exception):
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__(format_problems(problems))
-
-
-def format_problems(problems: list[Problem]) -> str:
-    rows = [("host", "check", "problem", "what to do")] + [(p.host, p.check, p.detail, p.fix) for p in problems]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "preflight failed:\n" + "\n".join(lines)
 
 
 def dist_address(node: Node, facts: dict[str, HostFacts]) -> str | None:

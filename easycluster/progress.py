@@ -6,16 +6,10 @@ import threading
 import time
 from typing import Callable
 
-from .errors import EasyClusterError
-from .remote import RemoteError
+from .errors import EasyClusterError, RemoteError
+from .errors import StepFailed  # noqa: F401  (defined in errors.py, imported from here too)
 
 Out = Callable[[str], None]
-
-
-class StepFailed(EasyClusterError):
-    def __init__(self, host: str, step: str, cause: str):
-        self.host, self.step, self.cause = host, step, cause
-        super().__init__(f"[{host}] {step} failed: {cause}")
 
 
 class Progress:

@@ -20,17 +20,11 @@ from fabric import Config, Connection
 from fabric.runners import Remote
 from invoke.exceptions import CommandTimedOut
 
-from .errors import EasyClusterError
+from .errors import RemoteError  # noqa: F401  (defined in errors.py, imported from here too)
 from .inventory import Inventory, Node
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10   # seconds: a dead host is reported, not waited for
-
-
-class RemoteError(EasyClusterError):
-    def __init__(self, host: str, what: str, detail: str = ""):
-        self.host, self.what, self.detail = host, what, detail
-        super().__init__(f"{host}: {what}" + (f": {detail}" if detail else ""))
 
 
 @dataclass(frozen=True)
