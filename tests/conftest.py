@@ -4,6 +4,7 @@ brought up fresh once and torn down at the end; pure-logic tests need nothing.""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shlex
 import subprocess
@@ -108,7 +109,7 @@ def unit_state(lab: Lab, host: str) -> tuple[str, str]:
 
 
 # Modules that share the session lab run in this order (each builds on the last).
-MODULE_ORDER = ["test_lab", "test_deploy", "test_membership", "test_failover", "test_delivery"]
+MODULE_ORDER = ["test_lab", "test_deploy", "test_package", "test_membership", "test_failover", "test_delivery"]
 
 
 def pytest_collection_modifyitems(items):
@@ -127,11 +128,22 @@ def lab():
     """The session's 3-host lab, fresh at the start, gone at the end."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
+    # One test session at a time owns the lab of that name: a second one (another checkout,
+    # another engineer's run) waits here instead of tearing the first one's hosts down.
+    lock = open(f"/run/easycluster-test-lab-{TEST_LAB}.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"\nwaiting for another test session's lab {TEST_LAB!r}", file=sys.stderr, flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
     the_lab = Lab(TEST_LAB)
-    the_lab.up(3, fresh=True)
-    yield the_lab
-    if not os.environ.get("EASYCLUSTER_KEEP_LAB"):  # keep it to look at after a failure
-        the_lab.down(purge=True)
+    try:
+        the_lab.up(3, fresh=True)
+        yield the_lab
+        if not os.environ.get("EASYCLUSTER_KEEP_LAB"):  # keep it to look at after a failure
+            the_lab.down(purge=True)
+    finally:
+        lock.close()
 
 
 @pytest.fixture
