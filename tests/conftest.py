@@ -128,22 +128,25 @@ def lab():
     """The session's 3-host lab, fresh at the start, gone at the end."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
-    # One test session at a time owns the lab of that name: a second one (another checkout,
-    # another engineer's run) waits here instead of tearing the first one's hosts down.
-    lock = open(f"/run/easycluster-test-lab-{TEST_LAB}.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"\nwaiting for another test session's lab {TEST_LAB!r}", file=sys.stderr, flush=True)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-    the_lab = Lab(TEST_LAB)
-    try:
+    with lab_owned(TEST_LAB):
+        the_lab = Lab(TEST_LAB)
         the_lab.up(3, fresh=True)
         yield the_lab
         if not os.environ.get("EASYCLUSTER_KEEP_LAB"):  # keep it to look at after a failure
             the_lab.down(purge=True)
-    finally:
-        lock.close()
+
+
+@contextlib.contextmanager
+def lab_owned(name: str):
+    """One test session at a time owns the lab of that name: a second one (another checkout,
+    another engineer's run) waits here instead of tearing the first one's hosts down."""
+    with open(f"/run/easycluster-test-lab-{name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"\nwaiting for another test session's lab {name!r}", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture
@@ -152,10 +155,11 @@ def scratch_lab(request):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
     name = request.param
-    the_lab = Lab(name)
-    the_lab.down(purge=True)
-    yield the_lab
-    the_lab.down(purge=True)
+    with lab_owned(name):
+        the_lab = Lab(name)
+        the_lab.down(purge=True)
+        yield the_lab
+        the_lab.down(purge=True)
 
 
 @contextlib.contextmanager
@@ -164,11 +168,12 @@ def own_lab(name: str, hosts: int):
     EASYCLUSTER_KEEP_LAB is set."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
-    the_lab = Lab(name)
-    the_lab.down(purge=True)
-    the_lab.up(hosts, fresh=True)
-    try:
-        yield the_lab
-    finally:
-        if not os.environ.get("EASYCLUSTER_KEEP_LAB"):
-            the_lab.down(purge=True)
+    with lab_owned(name):
+        the_lab = Lab(name)
+        the_lab.down(purge=True)
+        the_lab.up(hosts, fresh=True)
+        try:
+            yield the_lab
+        finally:
+            if not os.environ.get("EASYCLUSTER_KEEP_LAB"):
+                the_lab.down(purge=True)
