@@ -6,8 +6,6 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from easycluster.deploy import deploy as run_deploy
-from easycluster.errors import EasyClusterError
-from easycluster.plan import PreflightFailed
 from easycluster.status import cluster_health, format_json, format_table
 
 from ._common import INVENTORY_HELP, inventory_of, operator_errors, say
@@ -16,10 +14,7 @@ from ._common import INVENTORY_HELP, inventory_of, operator_errors, say
 
 def _deploy(c, inventory, dry):
     inv = inventory_of(c, inventory)
-    try:
-        result = run_deploy(inv, dry=dry, out=say)
-    except PreflightFailed as exc:
-        raise EasyClusterError(str(exc)) from None
+    result = run_deploy(inv, dry=dry, out=say)
     if not dry and not result.plan.changes:
         say("no changes")
 

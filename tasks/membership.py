@@ -7,10 +7,8 @@ from invoke import task
 
 from easycluster import deploy as core
 from easycluster import membership
-from easycluster.errors import EasyClusterError
 from easycluster.lock import break_lock as remove_locks
 from easycluster.lock import describe_holder
-from easycluster.plan import PreflightFailed
 from easycluster.progress import Progress
 from easycluster.remote import Fleet
 
@@ -22,10 +20,7 @@ from ._common import INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_erro
 @operator_errors
 def add_master(c, host, inventory=None, lock_wait=0):
     """Provision, configure, start and join one host as a master; no other node restarts."""
-    try:
-        core.add_master(inventory_of(c, inventory), host, out=say, lock_wait=float(lock_wait))
-    except PreflightFailed as exc:
-        raise EasyClusterError(str(exc)) from None
+    core.add_master(inventory_of(c, inventory), host, out=say, lock_wait=float(lock_wait))
 
 
 @task(help={"host": "member to remove", "inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP,
