@@ -11,73 +11,14 @@ import json
 from dataclasses import dataclass, field
 
 from .inventory import Inventory
-from .remote import Fleet, Host, q
-from .render import (COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT,
-                     PLUGIN_DIR, UNIT_DROPIN)
-from .tls import HOST_CA, HOST_CERT, HOST_KEY, HOST_OPTFILE
+from .paths import (DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT, EJABBERD_YML,
+                    EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, UNIT_DROPIN)
+from .remote import Fleet, Host
+from .scripts import render
 
-READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, EPMD_DROPIN, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, HOST_CA, HOST_CERT, HOST_OPTFILE)
-SECRET_FILES = (HOST_KEY,)   # only their hash is read, like the cookie's
-MNESIA_DIR = "/var/lib/ejabberd"
-STATE_DIR = "/var/lib/easycluster"
-
-_PROBE = r"""
-export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin
-. /etc/os-release 2>/dev/null
-echo "os_id=$ID"
-echo "os_version=$VERSION_ID"
-echo "hostname=$(hostname)"
-echo "addresses=$(hostname -I 2>/dev/null)"
-echo "ejabberd_version=$(dpkg-query -W -f='${Status} ${Version}' ejabberd 2>/dev/null | sed -n 's/^install ok installed //p')"
-echo "erlang_version=$(dpkg-query -W -f='${Status} ${Version}' erlang-base 2>/dev/null | sed -n 's/^install ok installed //p')"
-echo "systemd=$([ -d /run/systemd/system ] && echo yes || echo no)"
-echo "nft=$([ -x /usr/sbin/nft ] && echo yes || echo no)"
-if [ -d /run/systemd/system ]; then
-  unit=$(systemctl show ejabberd -p LoadState -p ActiveState -p SubState -p Result -p NRestarts -p UnitFileState 2>/dev/null | tr '\n' ' ')
-  echo "unit=$unit"
-  case " $unit" in *" LoadState=loaded "*)
-    case " $unit" in *" ActiveState=active "*" SubState=running "*|*" SubState=running "*" ActiveState=active "*) ;; *)
-      echo "journal=$(journalctl -u ejabberd -n 6 --no-pager -o short-iso 2>/dev/null | base64 -w0)" ;; esac ;;
-  esac
-fi
-beam_node=$(pgrep -o -u ejabberd -a -f beam 2>/dev/null | grep -o -- '-s\{0,1\}name [^ ]*' | head -n1 | cut -d' ' -f2)
-echo "beam_node=$beam_node"
-for f in FILES; do
-  if [ -f "$f" ]; then echo "file:$f=$(base64 -w0 < "$f")"; else echo "file:$f=-"; fi
-done
-echo "cookie_sha256=$([ -f COOKIE ] && sha256sum < COOKIE | cut -c1-64)"
-for f in SECRETS; do echo "secret:$f=$([ -f "$f" ] && sha256sum < "$f" | cut -c1-64)"; done
-echo "plugin_sha256=$([ -f PLUGIN/ebin/easy_cluster.beam ] && [ -f PLUGIN/src/easy_cluster.erl ] && cat PLUGIN/src/*.erl | sha256sum | cut -c1-64)"
-echo "mnesia_schema=$([ -f MNESIA/schema.DAT ] && echo yes || echo no)"
-echo "restart_pending=$([ -f STATE/restart-pending ] && echo yes || echo no)"
-[ -f STATE/joining ] && echo "joining=$(head -c 500 STATE/joining)"
-[ -f STATE/stop-order ] && echo "stop_order=$(head -c 2000 STATE/stop-order)"
-for d in STATE/departed/*; do [ -f "$d" ] && echo "departed:${d##*/}=$(head -c 200 "$d")"; done
-for h in RESOLVE; do echo "resolve:$h=$(getent ahostsv4 "$h" | awk '{print $1; exit}')"; done
-probe() {  # host port -> open | refused | timeout | unreachable
-  out=$(timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>&1); rc=$?
-  if [ $rc = 0 ]; then r=open; elif [ $rc = 124 ]; then r=timeout;
-  else case "$out" in *refused*) r=refused;; *) r=unreachable;; esac; fi
-  echo "reach:$1:$2=$r"
-}
-for h in PEERS; do for p in PORTS; do probe "$h" "$p" & done; done
-wait
-if command -v ejabberdctl >/dev/null; then
-  # no VM, no node: skip the two ejabberdctl calls (each boots a VM of its own, ~0.2 s of CPU)
-  if pgrep -u ejabberd -f beam >/dev/null; then beam=yes; else beam=no; fi
-  if [ $beam = no ]; then echo "ctl_status=3"
-  elif [ CTLMODE = cluster ]; then   # every member's status, from this node (gather_via)
-    st=$(ejabberdctl easy_cluster_statuses 2>/dev/null) && echo "cluster_statuses=$(echo "$st" | tr -d '\n')"
-  elif [ CTLMODE = none ]; then :    # asked from another node (gather_via)
-  else
-    st=$(ejabberdctl easy_cluster_status 2>/dev/null); rc=$?
-    if [ $rc = 0 ]; then echo "ctl_status=0"; echo "cluster_status=$(echo "$st" | tr -d '\n')"
-    else ejabberdctl status >/dev/null 2>&1; echo "ctl_status=$?"; fi
-  fi
-  echo "beam_running=$beam"
-fi
-echo "end=1"
-"""
+READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, EPMD_DROPIN, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, DIST_TLS_CA,
+                  DIST_TLS_CERT, DIST_TLS_OPTFILE)
+SECRET_FILES = (DIST_TLS_KEY,)   # only their hash is read, like the cookie's
 
 
 @dataclass
@@ -154,12 +95,8 @@ def probe_script(inventory: Inventory, host: str, probe_network: bool = True, ct
     peers = [h for h in node_hosts if h != own] if probe_network else []
     c = inventory.cluster
     ports = [4369] + list(range(c.port_min, c.port_max + 1))
-    return (_PROBE.replace("FILES", " ".join(READABLE_FILES)).replace("SECRETS", " ".join(SECRET_FILES))
-            .replace("COOKIE", COOKIE_PATH)
-            .replace("PLUGIN", PLUGIN_DIR).replace("MNESIA", MNESIA_DIR).replace("STATE", STATE_DIR)
-            .replace("RESOLVE", " ".join(q(h) for h in node_hosts) or "''")
-            .replace("PEERS", " ".join(q(h) for h in peers)).replace("PORTS", " ".join(map(str, ports)))
-            .replace("CTLMODE", ctl))
+    return render("probe", files=READABLE_FILES, secrets=SECRET_FILES, resolve=node_hosts, peers=peers,
+                  ports=ports, ctl_mode=ctl)
 
 
 def parse_facts(host: str, output: str) -> HostFacts:

@@ -17,9 +17,8 @@ import time
 from datetime import datetime, timezone
 
 from .errors import LockHeld  # noqa: F401  (defined in errors.py, imported from here too)
-from .remote import Fleet, Host, RemoteError, q
-
-LOCK_DIR = "/var/lib/easycluster/lock"
+from .remote import Fleet, Host, RemoteError
+from .scripts import render
 
 
 def describe_holder(holder: dict) -> str:
@@ -89,18 +88,14 @@ class ClusterLock:
 
     def _take(self, host: Host) -> dict | None:
         """None if taken here, else the holder's record."""
-        r = host.script(f"""
-install -d -m 700 {LOCK_DIR.rsplit('/', 1)[0]}
-if mkdir {LOCK_DIR} 2>/dev/null; then printf '%s\\n' {q(json.dumps(self.holder))} > {LOCK_DIR}/holder; echo acquired
-else echo held; cat {LOCK_DIR}/holder 2>/dev/null; fi""", what="taking the cluster lock")
+        r = host.script(render("lock_take", holder=json.dumps(self.holder)), what="taking the cluster lock")
         lines = r.stdout.strip().splitlines()
         return None if lines and lines[0] == "acquired" else _parse(lines[1:])
 
     def release(self) -> None:
         def give_back(host: Host) -> None:
             try:
-                host.run(f"grep -qs {q(self.holder['token'])} {LOCK_DIR}/holder && rm -rf {LOCK_DIR}",
-                         check=False, timeout=15)
+                host.script(render("lock_release", token=self.holder["token"]), check=False, timeout=15)
             except RemoteError:
                 pass   # a host cut off keeps its lock; the next run reports it, break-lock clears it
         self.fleet.parallel(give_back, [h.name for h in self.taken])
@@ -117,8 +112,7 @@ def _parse(lines: list[str]) -> dict:
 def break_lock(fleet: Fleet, hosts: list[str]) -> list[tuple[str, dict]]:
     """Remove the lock wherever it is; return (host, holder) of each lock removed."""
     def one(host: Host):
-        r = host.run(f"if [ -d {LOCK_DIR} ]; then cat {LOCK_DIR}/holder 2>/dev/null; echo; "
-                     f"rm -rf {LOCK_DIR}; echo removed; fi", check=False, timeout=15)
+        r = host.script(render("lock_break"), check=False, timeout=15)
         lines = r.stdout.strip().splitlines()
         return _parse(lines[:-1]) if lines and lines[-1] == "removed" else None
     results = fleet.parallel(one, hosts)

@@ -2,7 +2,9 @@
 
 Host keys are checked against the known_hosts file the ssh_config names (Fabric
 alone would accept any key); with `StrictHostKeyChecking yes` an unknown key is
-refused. Secrets travel only as file contents over SFTP, never on a command line.
+refused. Secrets travel only as file contents over SFTP, never on a command line; what
+a host is told to do goes as a script on stdin (easycluster.scripts renders it, with its
+parameters inside).
 """
 
 from __future__ import annotations
@@ -136,8 +138,9 @@ class Host:
         return box["result"]
 
     def script(self, body: str, **kwargs) -> Result:
-        """Run a bash script sent on stdin. It is read whole before it runs, so a
-        command in it that reads stdin (ejabberdctl, erl) cannot swallow the rest."""
+        """Run a bash script sent on stdin (easycluster.scripts.render's). It is read whole
+        before it runs, so a command in it that reads stdin (ejabberdctl, erl) cannot swallow
+        the rest."""
         return self.run("bash -c 'eval \"$(cat)\"'", stdin=body, **kwargs)
 
     def put_bytes(self, data: bytes, remote_path: str) -> None:

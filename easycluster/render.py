@@ -10,32 +10,17 @@ import jinja2
 
 from .inventory import Inventory, Node
 from .secrets import Secret
-from .tls import HOST_CA, HOST_CERT, HOST_KEY, HOST_OPTFILE, NodeTLS
+# on-host paths: easycluster.paths (COOKIE_PATH, EJABBERD_YML, ... were defined here and are still importable)
+from .paths import (COOKIE_PATH, DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT,
+                    EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, PLUGIN_EBIN,
+                    UNIT_DROPIN)
+from .tls import NodeTLS
 
 # Package data (the repository's templates/ and plugin/, mapped into the package by the build).
 TEMPLATES = resources.files("easycluster.templates")
 PLUGIN_SOURCES = resources.files("easycluster.plugin")   # every *.erl there is a module of the plugin
-PLUGIN_DIR = "/usr/local/lib/easy_cluster"
-PLUGIN_EBIN = f"{PLUGIN_DIR}/ebin"
-PLUGIN_BEAM = f"{PLUGIN_EBIN}/easy_cluster.beam"
-EJABBERD_YML = "/etc/ejabberd/ejabberd.yml"
-EJABBERD_DEFAULT = "/etc/default/ejabberd"
-COOKIE_PATH = "/var/lib/ejabberd/.erlang.cookie"
-# Present only for a node's first start when it joins at boot: the name of the node to join
-# (read by /etc/default/ejabberd; the plugin's boot_join does the join).
-JOIN_SEED_FILE = "/etc/ejabberd/easycluster-join-seed"
-# easycluster's drop-in for Debian's ejabberd.service (watchdog off, start/stop timeouts, no
-# restart after a failed join); a change is followed by `systemctl daemon-reload`.
-UNIT_DROPIN = "/etc/systemd/system/ejabberd.service.d/easycluster.conf"
-UNIT_START_TIMEOUT = 300   # seconds; a boot join extends it while it works
-# The host firewall: epmd and the distribution window open to the cluster's members only
-# (nftables, a table of easycluster's own), loaded at boot by a unit of ours.
-FIREWALL_RULES = "/etc/easycluster/firewall.nft"
-FIREWALL_UNIT = "/etc/systemd/system/easycluster-firewall.service"
+UNIT_START_TIMEOUT = 300   # seconds (the unit's drop-in); a boot join extends it while it works
 UNIT_STOP_TIMEOUT = 120
-# easycluster's drop-in for Debian's epmd.socket: epmd bound to the cluster interface and
-# loopback. Written, it leaves EPMD_REBIND behind: the next start of the node restarts epmd first.
-EPMD_DROPIN = "/etc/systemd/system/epmd.socket.d/easycluster.conf"
 
 
 @dataclass(frozen=True)
@@ -85,7 +70,7 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
     node's distribution certificate, with cluster.distribution.tls; `members`: the addresses
     epmd and the distribution answer (the firewall's; None: no firewall files)."""
     context = dict(cluster=inventory.cluster, node=node, nodes=inventory.nodes,
-                   dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN, dist_tls_optfile=HOST_OPTFILE,
+                   dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN, dist_tls_optfile=DIST_TLS_OPTFILE,
                    join_seed_file=JOIN_SEED_FILE)
     return firewall_files(inventory, node, members) + _tls_files(inventory, node, tls) + [
         ManagedFile(EPMD_DROPIN, render("epmd.socket.d.conf.j2", **context), 0o644, "root", "root", restart=True),
@@ -122,12 +107,12 @@ def _tls_files(inventory: Inventory, node: Node, tls: NodeTLS | None) -> list[Ma
     if tls is None:
         from .errors import EasyClusterError
         raise EasyClusterError(f"{node.name}: no distribution certificate (cluster.distribution.tls)")
-    optfile = render("ssl_dist.conf.j2", ca=HOST_CA, cert=HOST_CERT, key=HOST_KEY)
+    optfile = render("ssl_dist.conf.j2", ca=DIST_TLS_CA, cert=DIST_TLS_CERT, key=DIST_TLS_KEY)
     return [
-        ManagedFile(HOST_CA, tls.ca_pem, 0o644, "root", "root", restart=True),
-        ManagedFile(HOST_CERT, tls.cert_pem, 0o644, "root", "root", restart=True),
-        ManagedFile(HOST_KEY, tls.key_pem, 0o400, "ejabberd", "ejabberd", restart=True),
-        ManagedFile(HOST_OPTFILE, optfile, 0o644, "root", "root", restart=True),
+        ManagedFile(DIST_TLS_CA, tls.ca_pem, 0o644, "root", "root", restart=True),
+        ManagedFile(DIST_TLS_CERT, tls.cert_pem, 0o644, "root", "root", restart=True),
+        ManagedFile(DIST_TLS_KEY, tls.key_pem, 0o400, "ejabberd", "ejabberd", restart=True),
+        ManagedFile(DIST_TLS_OPTFILE, optfile, 0o644, "root", "root", restart=True),
     ]
 
 

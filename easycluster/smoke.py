@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from . import xmpp
 from .errors import EasyClusterError
 from .inventory import Inventory, Node
-from .remote import Fleet, q
+from .paths import SMOKE_PASSWORD
+from .remote import Fleet
+from .scripts import render
 from .status import observe
 
 DELIVERY_TIMEOUT = 10.0
@@ -43,8 +45,11 @@ def smoke(inv: Inventory, say) -> SmokeReport:
             raise EasyClusterError("no node is running")
         users = {node.name: f"easycluster-smoke-{tag}-{i}" for i, node in enumerate(nodes, 1)}
         admin = fleet[nodes[0].host]
-        admin.script("set -e\n" + "\n".join(f"ejabberdctl register {q(u)} {q(domain)} {q(password)} >/dev/null"
-                                            for u in users.values()), what="registering smoke-test users")
+        # the password as a file's contents (SFTP), like every secret: never inside a script
+        password_file = f"{SMOKE_PASSWORD}.{tag}"
+        admin.put_bytes(password.encode(), password_file)
+        admin.script(render("smoke_register", users=list(users.values()), domain=domain, password_file=password_file),
+                     what="registering smoke-test users")
         try:
             targets = [(node, fleet[node.host].address, f"{users[node.name]}@{domain}") for node in nodes]
             report = asyncio.run(_exchange(targets, password, inv.cluster.c2s_port, bool(inv.cluster.certfiles)))
@@ -52,8 +57,8 @@ def smoke(inv: Inventory, say) -> SmokeReport:
                 if not n.running:
                     report.logins[n.name] = (False, None, "not running" if n.reachable else "unreachable")
         finally:
-            admin.script("\n".join(f"ejabberdctl unregister {q(u)} {q(domain)} >/dev/null"
-                                   for u in users.values()), check=False, what="removing smoke-test users")
+            admin.script(render("smoke_unregister", users=list(users.values()), domain=domain), check=False,
+                         what="removing smoke-test users")
     return report
 
 

@@ -28,11 +28,7 @@ from .errors import EasyClusterError
 from .inventory import Inventory, Node
 from .secrets import Secret
 
-HOST_DIR = "/etc/ejabberd/dist-tls"
-HOST_CA = f"{HOST_DIR}/ca.pem"
-HOST_CERT = f"{HOST_DIR}/node.pem"
-HOST_KEY = f"{HOST_DIR}/node.key"
-HOST_OPTFILE = f"{HOST_DIR}/ssl_dist.conf"
+# on each host: paths.DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE (render.py writes them)
 CA_DAYS = 3650
 NODE_DAYS = 1825
 RENEW_DAYS = 90

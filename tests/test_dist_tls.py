@@ -14,12 +14,13 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from easycluster import plan as planmod
-from easycluster import tls
+from easycluster import paths, tls
 from easycluster.errors import EasyClusterError
 from easycluster.facts import HostFacts, parse_facts
 from easycluster.inventory import InventoryError, parse_inventory
 from easycluster.plan import make_plan
-from easycluster.render import COOKIE_PATH, EJABBERD_DEFAULT, managed_files
+from easycluster.paths import COOKIE_PATH, EJABBERD_DEFAULT
+from easycluster.render import managed_files
 from easycluster.secrets import Secret
 
 COOKIE = Secret("C" * 40)
@@ -68,7 +69,7 @@ def test_a_dry_run_writes_nothing(tmp_path):
 def test_tls_off_needs_nothing(tmp_path):
     inv = inventory(tmp_path, tls_on=False)
     assert tls.materials(inv, create=True) == {} and inv.cluster.dist_tls_dir is None
-    assert not any(mf.path.startswith(tls.HOST_DIR) for mf in managed_files(inv, inv.nodes[0], IPS["lab1"], COOKIE))
+    assert not any(mf.path.startswith(paths.DIST_TLS_DIR) for mf in managed_files(inv, inv.nodes[0], IPS["lab1"], COOKIE))
 
 
 def test_certificates_of_another_ca_another_host_or_near_expiry_are_not_reused(tmp_path, monkeypatch):
@@ -122,15 +123,15 @@ def test_hosts_get_the_ca_their_certificate_their_key_as_a_secret_and_erl_option
     inv = inventory(tmp_path)
     mat = tls.materials(inv, create=True)
     files = {mf.path: mf for mf in managed_files(inv, inv.nodes[0], IPS["lab1"], COOKIE, mat["ejabberd@lab1"])}
-    key = files[tls.HOST_KEY]
+    key = files[paths.DIST_TLS_KEY]
     assert key.secret and (key.mode, key.owner) == (0o400, "ejabberd") and key.restart
-    assert files[tls.HOST_CERT].content == mat["ejabberd@lab1"].cert_pem and not files[tls.HOST_CERT].secret
-    assert files[tls.HOST_CA].content == mat["ejabberd@lab1"].ca_pem
-    conf = files[tls.HOST_OPTFILE].content
+    assert files[paths.DIST_TLS_CERT].content == mat["ejabberd@lab1"].cert_pem and not files[paths.DIST_TLS_CERT].secret
+    assert files[paths.DIST_TLS_CA].content == mat["ejabberd@lab1"].ca_pem
+    conf = files[paths.DIST_TLS_OPTFILE].content
     assert conf.count("{verify, verify_peer}") == 2 and conf.count("{fail_if_no_peer_cert, true}") == 1
-    assert f'{{keyfile, "{tls.HOST_KEY}"}}' in conf
-    assert f"-proto_dist inet_tls -ssl_dist_optfile {tls.HOST_OPTFILE}" in files[EJABBERD_DEFAULT].content
-    assert list(files).index(tls.HOST_OPTFILE) < list(files).index(EJABBERD_DEFAULT)
+    assert f'{{keyfile, "{paths.DIST_TLS_KEY}"}}' in conf
+    assert f"-proto_dist inet_tls -ssl_dist_optfile {paths.DIST_TLS_OPTFILE}" in files[EJABBERD_DEFAULT].content
+    assert list(files).index(paths.DIST_TLS_OPTFILE) < list(files).index(EJABBERD_DEFAULT)
     with pytest.raises(EasyClusterError, match="no distribution certificate"):
         managed_files(inv, inv.nodes[0], IPS["lab1"], COOKIE)
 
@@ -160,10 +161,10 @@ def test_plan_converged_over_tls_a_new_key_is_redacted_and_switching_live_is_ref
     mat = tls.materials(inv, create=True)
     facts = {h: _facts(inv, h, mat) for h in HOSTS}
     assert make_plan(inv, facts, COOKIE, mat).steps == []
-    del facts["lab1"].secret_sha256[tls.HOST_KEY]
+    del facts["lab1"].secret_sha256[paths.DIST_TLS_KEY]
     steps = make_plan(inv, facts, COOKIE, mat).steps
     assert [(s.kind, s.host) for s in steps] == [("write", "lab1"), ("restart", "lab1")]
-    assert steps[0].diff == f"{tls.HOST_KEY}: created (content redacted)\n"
+    assert steps[0].diff == f"{paths.DIST_TLS_KEY}: created (content redacted)\n"
     # a running plain-TCP cluster and an inventory asking for TLS: refused, per node
     plain = {h: _facts(inv, h, mat, tls_running=False) for h in HOSTS}
     problems = make_plan(inv, plain, COOKIE, mat).problems
@@ -175,5 +176,5 @@ def test_plan_converged_over_tls_a_new_key_is_redacted_and_switching_live_is_ref
 
 
 def test_facts_read_secret_files_as_hashes():
-    f = parse_facts("h", f"secret:{tls.HOST_KEY}={'a' * 64}\nsecret:/x=\nend=1\n")
-    assert f.secret_sha256 == {tls.HOST_KEY: "a" * 64, "/x": None}
+    f = parse_facts("h", f"secret:{paths.DIST_TLS_KEY}={'a' * 64}\nsecret:/x=\nend=1\n")
+    assert f.secret_sha256 == {paths.DIST_TLS_KEY: "a" * 64, "/x": None}

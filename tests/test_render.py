@@ -10,7 +10,8 @@ import yaml
 from easycluster import render
 from easycluster.errors import EasyClusterError
 from easycluster.inventory import parse_inventory
-from easycluster.render import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, managed_files
+from easycluster.paths import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML, EPMD_DROPIN
+from easycluster.render import managed_files
 from easycluster.secrets import Secret
 
 COOKIE = Secret("S" * 40)
@@ -96,7 +97,7 @@ def test_a_variable_missing_from_the_inventory_is_an_error_naming_the_template(t
     ("127.0.0.1", ["", "127.0.0.1:4369"]),          # a one-host cluster: loopback once
 ])
 def test_epmd_listens_on_loopback_and_the_cluster_address_only(addr, expected):
-    dropin = files(inv(), addr=addr)[render.EPMD_DROPIN]
+    dropin = files(inv(), addr=addr)[EPMD_DROPIN]
     lines = dropin.content.splitlines()
     assert [ln.split("=", 1)[1] for ln in lines if ln.startswith("ListenStream=")] == expected
     assert "[Socket]" in lines and "FreeBind=true" in lines and dropin.restart

@@ -15,7 +15,7 @@ import yaml
 from cryptography import x509
 
 from conftest import fab, own_lab, ssh
-from easycluster import tls
+from easycluster import paths, tls
 from easycluster.inventory import Node
 from easycluster.secrets import generate_cookie
 
@@ -65,8 +65,8 @@ def test_deploy_add_master_and_status_over_tls(tlslab):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     ca = x509.load_pem_x509_certificate((tlslab.tls_dir / "ca.pem").read_bytes())
     for h in ("lab1", "lab2"):
-        assert ssh(tlslab, h, f"stat -c '%a %U' {tls.HOST_KEY}").stdout.split() == ["400", "ejabberd"]
-        cert = x509.load_pem_x509_certificate(ssh(tlslab, h, f"cat {tls.HOST_CERT}").stdout.encode())
+        assert ssh(tlslab, h, f"stat -c '%a %U' {paths.DIST_TLS_KEY}").stdout.split() == ["400", "ejabberd"]
+        cert = x509.load_pem_x509_certificate(ssh(tlslab, h, f"cat {paths.DIST_TLS_CERT}").stdout.encode())
         assert tls.usable(cert, ca, h)
         key_body = (tlslab.tls_dir / f"ejabberd@{h}.key").read_text().splitlines()[1]
         assert key_body not in out + status

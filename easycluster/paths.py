@@ -1,0 +1,71 @@
+"""Every path easycluster uses on a cluster host, in one place.
+
+Python modules import them from here; the remote scripts (easycluster/scripts/*.sh) never
+spell a path: the renderer (easycluster.scripts.render) gives each script the paths it
+declares as parameters of the same names. Paths that belong to the operating system's
+interfaces rather than to ejabberd or easycluster (/etc/os-release, /run/systemd/system,
+/dev/tcp/...) are left to the scripts.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------- ejabberd's own (Debian's package)
+EJABBERD_YML = "/etc/ejabberd/ejabberd.yml"
+EJABBERD_DEFAULT = "/etc/default/ejabberd"
+MNESIA_DIR = "/var/lib/ejabberd"                 # the ejabberd user's home: Mnesia's files and the cookie
+COOKIE_PATH = f"{MNESIA_DIR}/.erlang.cookie"
+TRANSLATIONS_CACHE = f"{MNESIA_DIR}/translations.cache"   # built by a node's first start
+EJABBERD_RUN_DIR = "/run/ejabberd"
+EJABBERD_ERROR_LOG = "/var/log/ejabberd/error.log"
+
+# --------------------------------------------------------------------------- files deploy writes (render.py)
+PLUGIN_DIR = "/usr/local/lib/easy_cluster"
+PLUGIN_SRC = f"{PLUGIN_DIR}/src"
+PLUGIN_EBIN = f"{PLUGIN_DIR}/ebin"
+PLUGIN_BEAM = f"{PLUGIN_EBIN}/easy_cluster.beam"
+# Present only for a node's first start when it joins at boot: the name of the node to join
+# (read by /etc/default/ejabberd; the plugin's boot_join does the join).
+JOIN_SEED_FILE = "/etc/ejabberd/easycluster-join-seed"
+# easycluster's drop-in for Debian's ejabberd.service (watchdog off, start/stop timeouts, no
+# restart after a failed join); a change is followed by `systemctl daemon-reload`.
+UNIT_DROPIN = "/etc/systemd/system/ejabberd.service.d/easycluster.conf"
+# The host firewall: epmd and the distribution window open to the cluster's members only
+# (nftables, a table of easycluster's own), loaded at boot by a unit of ours.
+FIREWALL_RULES = "/etc/easycluster/firewall.nft"
+FIREWALL_UNIT = "/etc/systemd/system/easycluster-firewall.service"
+# easycluster's drop-in for Debian's epmd.socket: epmd bound to the cluster interface and
+# loopback. Written, it leaves EPMD_REBIND behind: the next start of the node restarts epmd first.
+EPMD_DROPIN = "/etc/systemd/system/epmd.socket.d/easycluster.conf"
+# The distribution's TLS (cluster.distribution.tls): this host's share of the toolkit's CA (tls.py)
+DIST_TLS_DIR = "/etc/ejabberd/dist-tls"
+DIST_TLS_CA = f"{DIST_TLS_DIR}/ca.pem"
+DIST_TLS_CERT = f"{DIST_TLS_DIR}/node.pem"
+DIST_TLS_KEY = f"{DIST_TLS_DIR}/node.key"
+DIST_TLS_OPTFILE = f"{DIST_TLS_DIR}/ssl_dist.conf"
+
+# --------------------------------------------------------------------------- the toolkit's own state
+STATE_DIR = "/var/lib/easycluster"               # the toolkit's markers on each host
+RESTART_PENDING = f"{STATE_DIR}/restart-pending"   # config written, restart not yet done
+EPMD_REBIND = f"{STATE_DIR}/epmd-rebind"           # epmd's drop-in written, epmd not yet restarted
+JOINING = f"{STATE_DIR}/joining"                   # a join started and not yet verified
+STOP_ORDER = f"{STATE_DIR}/stop-order"             # JSON {"order": [node names], "when": ...} (stop-cluster)
+DEPARTED = f"{STATE_DIR}/departed"                 # a file per node deliberately taken out, on every host
+LOCK_DIR = f"{STATE_DIR}/lock"                     # the cluster lock (lock.py): made with mkdir
+LOCK_HOLDER = f"{LOCK_DIR}/holder"                 # who holds it (JSON)
+BACKUP_DIR = "/var/backups/easycluster"            # replaced files, a wiped node's Mnesia files
+MNESIA_BACKUP_DIR = "/var/backups/easycluster-mnesia"   # written by the ejabberd VM itself
+STAGING_TEMPLATE = "/root/.easycluster-XXXXXX"     # mktemp's: where configure's uploads wait
+POLICY_RC_D = "/usr/sbin/policy-rc.d"              # keeps apt-get from starting ejabberd (install)
+SMOKE_PASSWORD = "/root/.easycluster-smoke-password"   # .TAG: the smoke test users' (SFTP; gone once read)
+
+# --------------------------------------------------------------------------- the plugin's files
+JOIN_PROGRESS = f"{EJABBERD_RUN_DIR}/easy_cluster_join.log"   # written by the plugin
+JOIN_GO = f"{EJABBERD_RUN_DIR}/easy_cluster_join.go"          # a boot join's turn (plugin boot_join)
+COOKIE_STAGING = COOKIE_PATH + ".rotate"   # rotate-cookie's new cookie; the plugin reads it from there
+HEAL_CARRY = f"{MNESIA_DIR}/easycluster-heal-offline.bin"     # a loser's offline messages (heal)
+
+
+def all_paths() -> dict[str, str]:
+    """Every path above by name: what the renderer may hand a script."""
+    return {name: value for name, value in globals().items()
+            if name.isupper() and isinstance(value, str) and value.startswith("/")}

@@ -1,0 +1,66 @@
+# shellcheck shell=bash
+# Install the files uploaded to STAGING (file I is STAGING/I; the plugin's sources in
+# STAGING/src, a beam built elsewhere in STAGING/shared.tar): a timestamped backup of each
+# file replaced (prints backup=PATH:BACKUP), then each file with its owner and mode, then the
+# plugin (the shared beam if this host's packages are the ones it was built with, else compiled
+# here: prints built_with= and beam=, a tar in base64), then what the files written need.
+# A change that needs a restart leaves RESTART_PENDING until the restart is done.
+#
+# params: STAGING STAMP RESTART BACKUPS INSTALLS PLUGIN SHARED_BUILT_WITH
+#   RESTART: 1 if a restart is needed; BACKUPS: the paths to back up if present (no secrets:
+#   no copies of a secret lying in backups); INSTALLS: MODE OWNER GROUP PATH for file 0, 1, ...;
+#   PLUGIN: 1 to install the plugin; SHARED_BUILT_WITH: the packages shared.tar was built with
+# params: BACKUP_DIR STATE_DIR RESTART_PENDING EPMD_REBIND PLUGIN_SRC PLUGIN_EBIN PLUGIN_BEAM
+# params: UNIT_DROPIN FIREWALL_UNIT EPMD_DROPIN FIREWALL_RULES
+set -e
+trap 'rm -rf "$STAGING"' EXIT
+install -d -m 700 "$BACKUP_DIR" "$STATE_DIR"
+if [ "$RESTART" = 1 ] || [ "$PLUGIN" = 1 ]; then touch "$RESTART_PENDING"; fi
+
+replaced=("${BACKUPS[@]}")
+if [ "$PLUGIN" = 1 ]; then replaced+=("$PLUGIN_BEAM"); fi
+for path in "${replaced[@]}"; do
+  name=${path#/}
+  backup="$BACKUP_DIR/${name//\//_}.$STAMP"
+  if [ -f "$path" ]; then cp -p "$path" "$backup"; chmod go= "$backup"; echo "backup=$path:$backup"; fi
+done
+
+reload=0 epmd=0 unit_written=0 rules_written=0
+set -- "${INSTALLS[@]}"
+i=0
+while [ $# -ge 4 ]; do
+  install -D -m "$1" -o "$2" -g "$3" "$STAGING/$i" "$4"
+  case "$4" in
+    "$UNIT_DROPIN") reload=1 ;;
+    "$FIREWALL_UNIT") reload=1 unit_written=1 ;;
+    "$EPMD_DROPIN") reload=1 epmd=1 ;;
+    "$FIREWALL_RULES") rules_written=1 ;;
+  esac
+  shift 4; i=$((i + 1))
+done
+
+built_with() {   # what a compiled beam depends on
+  # shellcheck disable=SC2016  # dpkg-query's format, not the shell's
+  dpkg-query -W -f='${Version} ' ejabberd erlang-base
+}
+if [ "$PLUGIN" = 1 ]; then
+  install -d -m 755 "$PLUGIN_SRC" "$PLUGIN_EBIN"
+  rm -rf "$STAGING/ebin" && mkdir "$STAGING/ebin"
+  if [ -f "$STAGING/shared.tar" ] && [ "$(built_with)" = "$SHARED_BUILT_WITH" ]; then
+    tar -C "$STAGING/ebin" -xf "$STAGING/shared.tar"
+  else
+    include=$(dpkg -L ejabberd | grep -m1 '/ejabberd-[^/]*/include$')
+    xmpp_include=$(dpkg -L erlang-p1-xmpp | grep -m1 '/include/xmpp.hrl$'); xmpp_include=${xmpp_include%/xmpp.hrl}
+    erlc -I "$include" -I "$xmpp_include" -pa "${include%/include}/ebin" -o "$STAGING/ebin" "$STAGING"/src/*.erl
+    echo "built_with=$(built_with)"
+    echo "beam=$(tar -C "$STAGING/ebin" -cf - . | base64 -w0)"
+  fi
+  rm -f "$PLUGIN_SRC"/*.erl "$PLUGIN_EBIN"/*.beam
+  install -m 644 "$STAGING"/ebin/*.beam "$PLUGIN_EBIN/"
+  install -m 644 "$STAGING"/src/*.erl "$PLUGIN_SRC/"
+fi
+
+if [ $reload = 1 ]; then systemctl daemon-reload; fi
+if [ $epmd = 1 ]; then touch "$EPMD_REBIND"; fi
+if [ $unit_written = 1 ]; then systemctl enable --quiet easycluster-firewall 2>/dev/null; fi
+if [ $rules_written = 1 ]; then nft -f "$FIREWALL_RULES"; fi   # in place, atomically (the table is replaced whole)

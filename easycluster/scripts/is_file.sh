@@ -1,0 +1,4 @@
+# shellcheck shell=bash
+# Succeeds if FILE is a file on this host.
+# params: FILE
+test -f "$FILE"

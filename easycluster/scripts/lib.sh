@@ -1,0 +1,83 @@
+# shellcheck shell=bash
+# The function library: every script easycluster runs on a host gets it, after the script's
+# parameters and before the script itself (easycluster.scripts.render). It sets the
+# environment and defines the ec_* functions, and runs nothing else.
+#
+# Nodes run under Debian's ejabberd.service (systemd), and only there: every start, stop and
+# restart goes through the unit (`systemctl is-active ejabberd` and the journal tell the
+# truth), and nothing stops the ejabberd application inside a running VM. A start is asked
+# with --no-block and then watched, with a bound of its own: a unit that fails or falls into
+# a restart loop is named with the journal's last lines and error.log's tail.
+#
+# params: EPMD_REBIND RESTART_PENDING EJABBERD_ERROR_LOG
+
+export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_PAGER=
+cd / || exit   # the ejabberd user must be able to read the working directory (erl_prim_loader)
+
+ec_log_tail() {   # the node's own account: unit state, journal, error.log (remote.py shows it whole)
+  echo "--- ejabberd.service: $(ec_unit)"
+  echo "--- journal of ejabberd.service:"
+  journalctl -u ejabberd -n 10 --no-pager -o short-iso 2>/dev/null || true
+  echo "--- tail of $EJABBERD_ERROR_LOG:"
+  tail -n 10 "$EJABBERD_ERROR_LOG" 2>/dev/null || echo "(no error.log)"
+}
+
+ec_unit() {   # "ActiveState SubState Result NRestarts" (systemctl show prints in an order of its own)
+  systemctl show ejabberd -p ActiveState -p SubState -p Result -p NRestarts 2>/dev/null |
+    awk -F= '{v[$1] = $2} END {print v["ActiveState"], v["SubState"], v["Result"], v["NRestarts"]}'
+}
+
+ec_launch() {   # the unit's start, not waited for. First, if epmd's addresses changed (its
+  # drop-in), epmd restarts: only now, with the node stopped, is no node of this host registered.
+  if [ -e "$EPMD_REBIND" ]; then
+    systemctl stop epmd.service epmd.socket 2>/dev/null || true
+    systemctl start epmd.socket || { echo "epmd.socket did not start"; return 1; }
+    rm -f "$EPMD_REBIND"
+  fi
+  systemctl reset-failed ejabberd 2>/dev/null || true
+  systemctl start --no-block ejabberd
+}
+
+ec_start() {   # C2S_PORT BOUND: a member's start: enabled (a reboot starts it), started through the unit
+  systemctl enable --quiet ejabberd 2>/dev/null
+  ec_launch || { ec_log_tail; return 1; }
+  ec_wait_started "$1" "$2" && rm -f "$RESTART_PENDING"
+}
+
+ec_wait_started() {   # C2S_PORT BOUND (seconds)
+  # The unit is active once ejabberd said READY=1 (Type=notify: after its listeners); then the
+  # client port and one ejabberdctl status confirm it takes commands. Cheap checks first: each
+  # ejabberdctl call boots a hidden Erlang VM (~0.2 s of CPU), which would slow the very
+  # start it waits for.
+  local port=$1 bound=$2 end restarts0 active sub _result restarts
+  end=$(( $(date +%s) + bound ))
+  restarts0=$(systemctl show ejabberd -p NRestarts --value 2>/dev/null)
+  while [ "$(date +%s)" -lt "$end" ]; do
+    read -r active sub _result restarts <<<"$(ec_unit)"
+    case "$active/$sub" in
+      active/running)
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && ejabberdctl status >/dev/null 2>&1; then
+          return 0
+        fi ;;
+      failed/*) echo "the node failed to start"; ec_log_tail; return 1 ;;
+      */auto-restart) echo "the node died while starting (systemd restarts it)"; ec_log_tail; return 1 ;;
+    esac
+    if [ "${restarts:-0}" != "$restarts0" ]; then echo "the node died while starting and was restarted"; ec_log_tail; return 1; fi
+    sleep 0.1
+  done
+  echo "the node did not report started within $bound s"; ec_log_tail; return 1
+}
+
+ec_stop() {   # through the unit (ExecStop, then SIGTERM, SIGKILL at TimeoutStopSec): never restarted
+  systemctl stop ejabberd || { echo "systemctl stop ejabberd failed"; ec_log_tail; return 1; }
+  systemctl reset-failed ejabberd 2>/dev/null || true
+  # an ejabberdctl call of someone else's (its own short-lived VM) may still be ending
+  for _ in $(seq 50); do pgrep -u ejabberd -f beam >/dev/null || return 0; sleep 0.1; done
+  echo "an Erlang VM of the ejabberd user still runs, outside ejabberd.service: $(pgrep -a -u ejabberd -f beam | cut -c1-200)"
+  return 1
+}
+
+ec_retire() {   # stopped and disabled: a node that is no member must not come back at boot
+  ec_stop || return 1
+  systemctl disable --quiet ejabberd 2>/dev/null || true
+}

@@ -1,0 +1,65 @@
+# shellcheck shell=bash
+# Facts: read-only probes of this host, printed as key=value lines (file contents in base64;
+# the cookie and other secret files only as their hash), then end=1. Parsed by facts.py.
+# params: FILES SECRETS RESOLVE PEERS PORTS CTL_MODE
+#   FILES: files read whole; SECRETS: files hashed; RESOLVE: host names to resolve; PEERS x
+#   PORTS: TCP ports tried; CTL_MODE: how the node's status is read: self (its own ejabberdctl
+#   call), cluster (every member's, from this node) or none (read from another node)
+# params: COOKIE_PATH PLUGIN_SRC PLUGIN_BEAM MNESIA_DIR RESTART_PENDING JOINING STOP_ORDER DEPARTED
+# shellcheck source=/dev/null
+. /etc/os-release 2>/dev/null
+echo "os_id=$ID"
+echo "os_version=$VERSION_ID"
+echo "hostname=$(hostname)"
+echo "addresses=$(hostname -I 2>/dev/null)"
+# shellcheck disable=SC2016  # dpkg-query's format, not the shell's
+echo "ejabberd_version=$(dpkg-query -W -f='${Status} ${Version}' ejabberd 2>/dev/null | sed -n 's/^install ok installed //p')"
+# shellcheck disable=SC2016
+echo "erlang_version=$(dpkg-query -W -f='${Status} ${Version}' erlang-base 2>/dev/null | sed -n 's/^install ok installed //p')"
+echo "systemd=$([ -d /run/systemd/system ] && echo yes || echo no)"
+echo "nft=$([ -x /usr/sbin/nft ] && echo yes || echo no)"
+if [ -d /run/systemd/system ]; then
+  unit=$(systemctl show ejabberd -p LoadState -p ActiveState -p SubState -p Result -p NRestarts -p UnitFileState 2>/dev/null | tr '\n' ' ')
+  echo "unit=$unit"
+  case " $unit" in *" LoadState=loaded "*)
+    case " $unit" in *" ActiveState=active "*" SubState=running "*|*" SubState=running "*" ActiveState=active "*) ;; *)
+      echo "journal=$(journalctl -u ejabberd -n 6 --no-pager -o short-iso 2>/dev/null | base64 -w0)" ;; esac ;;
+  esac
+fi
+beam_node=$(pgrep -o -u ejabberd -a -f beam 2>/dev/null | grep -o -- '-s\{0,1\}name [^ ]*' | head -n1 | cut -d' ' -f2)
+echo "beam_node=$beam_node"
+for f in "${FILES[@]}"; do
+  if [ -f "$f" ]; then echo "file:$f=$(base64 -w0 < "$f")"; else echo "file:$f=-"; fi
+done
+echo "cookie_sha256=$([ -f "$COOKIE_PATH" ] && sha256sum < "$COOKIE_PATH" | cut -c1-64)"
+for f in "${SECRETS[@]}"; do echo "secret:$f=$([ -f "$f" ] && sha256sum < "$f" | cut -c1-64)"; done
+echo "plugin_sha256=$([ -f "$PLUGIN_BEAM" ] && [ -f "$PLUGIN_SRC/easy_cluster.erl" ] && cat "$PLUGIN_SRC"/*.erl | sha256sum | cut -c1-64)"
+echo "mnesia_schema=$([ -f "$MNESIA_DIR/schema.DAT" ] && echo yes || echo no)"
+echo "restart_pending=$([ -f "$RESTART_PENDING" ] && echo yes || echo no)"
+[ -f "$JOINING" ] && echo "joining=$(head -c 500 "$JOINING")"
+[ -f "$STOP_ORDER" ] && echo "stop_order=$(head -c 2000 "$STOP_ORDER")"
+for d in "$DEPARTED"/*; do [ -f "$d" ] && echo "departed:${d##*/}=$(head -c 200 "$d")"; done
+for h in "${RESOLVE[@]}"; do echo "resolve:$h=$(getent ahostsv4 "$h" | awk '{print $1; exit}')"; done
+probe() {  # host port -> open | refused | timeout | unreachable
+  out=$(timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>&1); rc=$?
+  if [ $rc = 0 ]; then r=open; elif [ $rc = 124 ]; then r=timeout;
+  else case "$out" in *refused*) r=refused;; *) r=unreachable;; esac; fi
+  echo "reach:$1:$2=$r"
+}
+for h in "${PEERS[@]}"; do for p in "${PORTS[@]}"; do probe "$h" "$p" & done; done
+wait
+if command -v ejabberdctl >/dev/null; then
+  # no VM, no node: skip the two ejabberdctl calls (each boots a VM of its own, ~0.2 s of CPU)
+  if pgrep -u ejabberd -f beam >/dev/null; then beam=yes; else beam=no; fi
+  if [ $beam = no ]; then echo "ctl_status=3"
+  elif [ "$CTL_MODE" = cluster ]; then   # every member's status, from this node (gather_via)
+    st=$(ejabberdctl easy_cluster_statuses 2>/dev/null) && echo "cluster_statuses=$(echo "$st" | tr -d '\n')"
+  elif [ "$CTL_MODE" = none ]; then :    # asked from another node (gather_via)
+  else
+    st=$(ejabberdctl easy_cluster_status 2>/dev/null); rc=$?
+    if [ $rc = 0 ]; then echo "ctl_status=0"; echo "cluster_status=$(echo "$st" | tr -d '\n')"
+    else ejabberdctl status >/dev/null 2>&1; echo "ctl_status=$?"; fi
+  fi
+  echo "beam_running=$beam"
+fi
+echo "end=1"

@@ -1,0 +1,4 @@
+# shellcheck shell=bash
+# rm -rf FILES...
+# params: FILES
+rm -rf -- "${FILES[@]}"
