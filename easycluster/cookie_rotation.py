@@ -33,11 +33,10 @@ from .lock import ClusterLock
 from .membership import without_departed
 from .progress import Out, Progress
 from .remote import Fleet, Host, RemoteError
-from .nodectl import last_json
-from .render import COOKIE_PATH
+from .nodectl import ctl_json, remove
+from .paths import COOKIE_STAGING as STAGING   # the plugin reads the new cookie from there
+from .scripts import render
 from .secrets import Secret, generate_cookie, load_cookie, read_cookie_file
-
-STAGING = COOKIE_PATH + ".rotate"   # the plugin reads it from the ejabberd user's home
 
 
 @dataclass
@@ -125,7 +124,7 @@ def _rotate(inv: Inventory, fleet: Fleet, new: Secret, progress: Progress) -> No
         _switch(inv, fleet, new, progress)
     except BaseException:
         # a staged copy left behind is one more copy of the secret (a rerun stages it again)
-        fleet.parallel(lambda h: h.run(f"rm -f {STAGING}", check=False, timeout=15))
+        fleet.parallel(lambda h: remove(h, STAGING, check=False, timeout=15))
         raise
 
 
@@ -135,7 +134,7 @@ def _switch(inv: Inventory, fleet: Fleet, new: Secret, progress: Progress) -> No
 
     def stage(h: Host) -> None:
         h.put_bytes(new.reveal().encode(), STAGING)
-        h.run(f"chown ejabberd:ejabberd {STAGING} && chmod 400 {STAGING}", what="staging the new cookie")
+        h.script(render("cookie_stage"), what="staging the new cookie")
 
     fleet.each(hosts, lambda h: progress.step(h.name, "stage the new cookie (SFTP)", lambda: stage(h)))
     # All nodes switch their peers' cookie at about the same moment: a link that drops and
@@ -157,13 +156,7 @@ def _switch(inv: Inventory, fleet: Fleet, new: Secret, progress: Progress) -> No
 
 def cookie_phase(h: Host, phase: str) -> dict:
     """The plugin's easy_cluster_cookie PHASE; the cookie itself is read from STAGING."""
-    r = h.run(f"cd / && ejabberdctl easy_cluster_cookie {phase}", check=False, timeout=60,
-              what=f"easy_cluster_cookie {phase}")
-    answer = last_json(r.stdout)
-    if r.ok and answer.get("ok"):
-        return answer
-    raise RemoteError(h.name, f"easy_cluster_cookie {phase} failed",
-                      str(answer.get("reason") or (r.stdout + r.stderr).strip()[-300:] or f"exit {r.rc}"))
+    return ctl_json(h, "easy_cluster_cookie", phase, what=f"easy_cluster_cookie {phase}", timeout=60)
 
 
 def _expect(answer: dict, new: Secret, peers: set[str], own: bool = False) -> dict:

@@ -19,12 +19,12 @@ from .facts import HostFacts
 from .health import ClusterHealth, assess
 from .inventory import Inventory, Node
 from .lock import ClusterLock
+from .paths import COOKIE_PATH, MNESIA_DIR
 from .plan import members_of
 from .render import firewall_files
 from .progress import Out, Progress
-from .remote import Fleet, RemoteError, q
-
-DEPARTED = "/var/lib/easycluster/departed"   # a file per node deliberately taken out, on every host
+from .remote import Fleet, RemoteError
+from .scripts import render
 
 
 # --------------------------------------------------------------------------- joins
@@ -185,10 +185,8 @@ def clear_departure(fleet: Fleet, hosts: list[str], node: Node) -> None:
 
 
 def _edit_departed(fleet: Fleet, hosts: list[str], name: str, entry: dict | None) -> None:
-    path = f"{DEPARTED}/{name}"
-    cmd = (f"install -d -m 700 {DEPARTED} && printf '%s %s\\n' {q(entry['how'])} {q(entry['when'])} > {q(path)}"
-           if entry else f"rm -f {q(path)}")
-    fleet.parallel(lambda h: h.run(cmd, check=False, timeout=15), hosts)
+    script = render("departed", node=name, how=entry["how"] if entry else "", when=entry["when"] if entry else "")
+    fleet.parallel(lambda h: h.script(script, check=False, timeout=15), hosts)
 
 
 def departed(facts) -> dict[str, tuple[str, str]]:
@@ -288,7 +286,7 @@ def forget_node(inv: Inventory, node: Node, lock_wait: float, progress: Progress
             wipe(fleet, node, progress)
         else:
             progress.say(node.host, "unreachable: its disk still holds the old Mnesia files. Before ejabberd "
-                                    "starts there again, empty /var/lib/ejabberd (keep .erlang.cookie), or "
+                                    f"starts there again, empty {MNESIA_DIR} (keep {COOKIE_PATH.rsplit('/', 1)[-1]}), or "
                                     f"bring it back only with `fab add-master --host {node.host}`, which does "
                                     "that first")
         return _verify_survivors(inv, fleet, survivors, progress)

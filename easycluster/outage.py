@@ -20,11 +20,11 @@ from .health import ClusterHealth
 from .inventory import Inventory, Node
 from .lock import ClusterLock
 from .membership import without_departed
+from .paths import EJABBERD_ERROR_LOG, STOP_ORDER
 from .progress import Progress
-from .remote import Fleet, q
+from .remote import Fleet
+from .scripts import render
 from .status import wait_for
-
-STOP_ORDER = "/var/lib/easycluster/stop-order"   # JSON {"order": [node names], "when": ...}
 
 
 def stop_cluster(inv: Inventory, progress: Progress) -> list[str]:
@@ -44,8 +44,8 @@ def stop_cluster(inv: Inventory, progress: Progress) -> list[str]:
                 progress.step(node.host, f"stop {node.name}", lambda: nodectl.stop(fleet[node.host]))
                 order.append(node.name)
             record = json.dumps({"order": order, "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
-            fleet.parallel(lambda h: h.run(f"install -d -m 700 {STOP_ORDER.rsplit('/', 1)[0]} && "
-                                           f"printf '%s\\n' {q(record)} > {STOP_ORDER}", timeout=15), reachable)
+            fleet.parallel(lambda h: h.script(render("stop_order", record=record), timeout=15,
+                                              what="recording the stop order"), reachable)
         progress.say("cluster", f"stopped in this order: {', '.join(order)}; {order[-1]} stopped last "
                                 "(recorded on every host; `fab start-cluster` brings them back)")
         return order
@@ -88,7 +88,7 @@ def start_cluster(inv: Inventory, progress: Progress, wait: float = 120,
         if dead or failed:
             raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait))
         # the record served this start; a later outage must not be read in its light
-        fleet.parallel(lambda h: h.run(f"rm -f {STOP_ORDER}", check=False, timeout=15),
+        fleet.parallel(lambda h: nodectl.remove(h, STOP_ORDER, check=False, timeout=15),
                        [n.host for n in survivors if n not in dead])
         if lost:
             progress.say("cluster", f"{len(survivors)} nodes run without {', '.join(n.name for n in lost)}; "
@@ -149,5 +149,5 @@ def _stuck_advice(fleet: Fleet, survivors: list[Node], facts, wait: float) -> st
                      "load their own copies; writes only the lost nodes had are gone), then "
                      + "; ".join(f"`fab forget-node --host {n.host}`" for n in down))
     else:
-        lines.append("look at /var/log/ejabberd/error.log on the nodes above, then `fab start-cluster` again")
+        lines.append(f"look at {EJABBERD_ERROR_LOG} on the nodes above, then `fab start-cluster` again")
     return "\n".join(lines)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import shlex
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -212,7 +211,3 @@ class Fleet:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def q(value: str) -> str:
-    return shlex.quote(value)

@@ -15,14 +15,15 @@ from .inventory import Inventory
 from .lock import ClusterLock
 from .membership import backup
 from .progress import Progress
-from .remote import Fleet, q
+from .remote import Fleet
 from .rolling import wait_back
+from .scripts import render
 from .status import observe
 
 
 def find_backup(fleet: Fleet, hosts: list[str], path: str) -> str:
     """The host whose disk holds `path`."""
-    found = fleet.parallel(lambda h: h.run(f"test -f {q(path)}", check=False, timeout=15).ok, hosts)
+    found = fleet.parallel(lambda h: h.script(render("is_file", file=path), check=False, timeout=15).ok, hosts)
     holders = [h for h in hosts if found[h] is True]
     if not holders:
         raise EasyClusterError(f"no running node has {path} (`fab backup` prints the path of each backup it takes)")
