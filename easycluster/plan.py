@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 from .errors import PreflightFailed, format_problems  # noqa: F401
 from .facts import HostFacts
 from .inventory import Inventory, Node
-from .render import COOKIE_PATH, EJABBERD_DEFAULT, ManagedFile, managed_files, plugin_sha256
+from .paths import COOKIE_PATH, EJABBERD_DEFAULT
+from .render import ManagedFile, managed_files, plugin_sha256
 from .secrets import Secret
 from .tls import NodeTLS
 
@@ -183,7 +184,7 @@ def _runs_dist_tls(f: HostFacts) -> bool:
 
 
 def _configured_node_name(f: HostFacts) -> str | None:
-    text = f.files.get("/etc/default/ejabberd") or ""
+    text = f.files.get(EJABBERD_DEFAULT) or ""
     for line in text.splitlines():
         if line.startswith("ERLANG_NODE="):
             return line.split("=", 1)[1].strip().strip('"')
