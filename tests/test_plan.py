@@ -222,11 +222,14 @@ def test_the_case_folder_has_cases():
 
 # --------------------------------------------------------------------------- not plans: health, facts, files
 
+HOSTS = ["lab1", "lab2", "lab3"]   # (test_heal.py builds its facts with these helpers too)
+
+
 def inventory() -> Inventory:
     return parse_inventory(yaml.safe_dump({
         "cluster": {"name": "t", "ejabberd_version": "23.01-1", "domains": ["t.test"],
                     "cookie": {"file": "/nonexistent/cookie"}},
-        "nodes": [{"host": h} for h in ("lab1", "lab2", "lab3")]}), INVENTORY_PATH)
+        "nodes": [{"host": h} for h in HOSTS]}), INVENTORY_PATH)
 
 
 def test_health_of_a_converged_cluster_and_of_a_broken_one():
