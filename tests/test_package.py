@@ -84,6 +84,7 @@ def test_wheel_carries_the_product_and_not_the_lab(wheel):
     sources = {p.name for p in (REPO / "plugin").glob("*.erl")}
     assert {n.rsplit("/", 1)[1] for n in names if n.startswith("easycluster/plugin/") and n.endswith(".erl")} == sources
     scripts = {p.name for p in (REPO / "easycluster" / "scripts").glob("*.sh")}
+    assert "lib.sh" in scripts
     assert {n.rsplit("/", 1)[1] for n in names if n.startswith("easycluster/scripts/") and n.endswith(".sh")} == scripts
     assert not [n for n in names if n.startswith(("easycluster_lab/", "tests/", "lab/", "bench/", "load/"))]
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
