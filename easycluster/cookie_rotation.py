@@ -85,7 +85,8 @@ def rotate_cookie(inv: Inventory, new_cookie_file: str | None = None, out: Out =
     if new == old:
         raise EasyClusterError("the new cookie is the cluster's current one")
     with Fleet(inv) as fleet:
-        facts = progress.phase("facts", lambda: factmod.gather(fleet, probe_network=False))
+        with progress.phase("facts"):
+            facts = factmod.gather(fleet, probe_network=False)
         effective = without_departed(inv, facts, lambda _line: None)
         fleet = fleet.subset(effective)
         hosts = list(fleet.hosts)
@@ -104,7 +105,8 @@ def rotate_cookie(inv: Inventory, new_cookie_file: str | None = None, out: Out =
             with ClusterLock(fleet, hosts, "rotate-cookie", lock_wait):
                 if unwritten:   # kept until the end, so an interrupted rotation resumes with it
                     _write_pending(pending, new)
-                progress.phase("rotate", lambda: _rotate(effective, fleet, new, progress))
+                with progress.phase("rotate"):
+                    _rotate(effective, fleet, new, progress)
         else:
             out("every node already uses the new cookie")
     if pending is not None:
@@ -133,20 +135,29 @@ def _switch(inv: Inventory, fleet: Fleet, new: Secret, progress: Progress) -> No
     names = {n.name for n in inv.nodes}
 
     def stage(h: Host) -> None:
-        h.put_bytes(new.reveal().encode(), STAGING)
-        h.script(render("cookie_stage"), what="staging the new cookie")
+        with progress.step(h.name, "stage the new cookie (SFTP)"):
+            h.put_bytes(new.reveal().encode(), STAGING)
+            h.script(render("cookie_stage"), what="staging the new cookie")
 
-    fleet.each(hosts, lambda h: progress.step(h.name, "stage the new cookie (SFTP)", lambda: stage(h)))
+    def towards_peers(h: Host) -> None:
+        with progress.step(h.name, "use it towards every peer"):
+            _expect(cookie_phase(h, "peers"), new, names - {inv.node(h.name).name})
+
+    def as_own(h: Host) -> None:
+        with progress.step(h.name, "make it the node's own and the cookie file's"):
+            cookie_phase(h, "self")
+
+    def check(h: Host) -> None:
+        with progress.step(h.name, "check: the node uses only the new cookie"):
+            _expect(cookie_phase(h, "check"), new, names - {inv.node(h.name).name}, own=True)
+
+    fleet.each(hosts, stage)
     # All nodes switch their peers' cookie at about the same moment: a link that drops and
     # reconnects in between would meet two different cookies.
-    fleet.each(hosts, lambda h: progress.step(h.name, "use it towards every peer", lambda: _expect(
-        cookie_phase(h, "peers"), new, names - {inv.node(h.name).name})))
-    fleet.each(hosts, lambda h: progress.step(h.name, "make it the node's own and the cookie file's",
-                                                lambda: cookie_phase(h, "self")))
+    fleet.each(hosts, towards_peers)
+    fleet.each(hosts, as_own)
     # a fresh ejabberdctl (new file) answering proves the node and its file agree
-    fleet.each(hosts, lambda h: progress.step(h.name, "check: the node uses only the new cookie",
-                                                lambda: _expect(cookie_phase(h, "check"), new,
-                                                                names - {inv.node(h.name).name}, own=True)))
+    fleet.each(hosts, check)
     final = factmod.gather(fleet, probe_network=False)
     health = assess(inv, final)
     if not health.healthy:

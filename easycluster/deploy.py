@@ -39,7 +39,8 @@ def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float
     cookie = _cookie_for(inv, dry)
     tls = tls_materials(inv, create=not dry)
     with Fleet(inv) as fleet:
-        facts = progress.phase("facts", lambda: factmod.gather_via(fleet, probe_network=True))
+        with progress.phase("facts"):
+            facts = factmod.gather_via(fleet, probe_network=True)
         effective = membership.without_departed(inv, facts, out)
         fleet = fleet.subset(effective)
         plan = make_plan(effective, facts, cookie, tls)
@@ -64,7 +65,8 @@ def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float
                     raise PreflightFailed(plan.problems)
             out(format_plan(plan, effective))
             facts = as_reset(facts, plan.hosts_with(RESET))
-            health = progress.phase("apply", lambda: _apply(effective, fleet, plan, facts, progress))
+            with progress.phase("apply"):
+                health = _Apply(effective, fleet, plan, facts, progress).run()
         _summary(out, health, progress)
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
 
@@ -76,7 +78,8 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
     cookie = load_cookie(inv.cluster, create=False)
     tls = tls_materials(inv, create=True)
     with Fleet(inv) as fleet:
-        facts = progress.phase("facts", lambda: factmod.gather_via(fleet, probe_network=True))
+        with progress.phase("facts"):
+            facts = factmod.gather_via(fleet, probe_network=True)
         f = facts[node.host]
         if f.error:
             raise EasyClusterError(f"{node.host}: {f.error}; nothing was changed")
@@ -100,7 +103,8 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
                 if node.name in db_nodes:
                     nodectl.forget(fleet[seed.host], node.name)
             if f.joining or departed:   # the node changed under us: look again
-                facts = progress.phase("facts", lambda: factmod.gather_via(fleet, probe_network=True))
+                with progress.phase("facts"):
+                    facts = factmod.gather_via(fleet, probe_network=True)
             # the firewall of every member lets in every node of the inventory, the new one too
             plan = make_plan(sub, facts, cookie, tls, membership.firewall_members(inv, facts, joining=node))
             if plan.problems:
@@ -117,7 +121,8 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
                         plan.seed)
             if plan.steps:
                 out(format_plan(plan, sub))
-                health = progress.phase("apply", lambda: _apply(sub, fleet, plan, facts, progress))
+                with progress.phase("apply"):
+                    health = _Apply(sub, fleet, plan, facts, progress).run()
             else:   # an interrupted join that had completed: verified above
                 health = assess(sub, facts)
                 out(f"{node.name} is a member; nothing to do")
@@ -145,152 +150,198 @@ def _cookie_for(inv: Inventory, dry: bool) -> Secret:
     return load_cookie(inv.cluster, create=not dry)
 
 
-def _apply(inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress) -> ClusterHealth:
-    version = inv.cluster.ejabberd_version
-    resets = plan.hosts_with(RESET)
-    if resets:
-        progress.phase("reset", lambda: fleet.each(resets, lambda h: membership.wipe(
-            fleet, inv.node(h.name), progress, "stop the package's node and move its Mnesia directory away")))
-    installs = plan.hosts_with(INSTALL)
-    if installs:
-        progress.phase("install", lambda: fleet.each(installs, lambda h: progress.step(
-            h.name, f"install ejabberd {version}", lambda: nodectl.install(h, version))))
+class _Apply:
+    """One run's apply: the plan's steps on the fleet, phase by phase; the first failure stops it."""
 
-    configure = sorted(set(plan.hosts_with(WRITE) + plan.hosts_with(PLUGIN)), key=_order(inv))
-    replaced: dict[str, list[tuple[str, str]]] = {}
-    plugin_once = _CompiledOnce(next((h for h in configure if h in plan.hosts_with(PLUGIN)), None))
+    def __init__(self, inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress):
+        self.inv, self.fleet, self.plan, self.facts, self.progress = inv, fleet, plan, facts, progress
+        self.c2s = inv.cluster.c2s_port
+        self.configure = sorted(set(plan.hosts_with(WRITE) + plan.hosts_with(PLUGIN)), key=_order(inv))
+        self.replaced: dict[str, list[tuple[str, str]]] = {}   # host -> (path, backup) of files written
+        self.plugin_once = _CompiledOnce(next((h for h in self.configure if h in plan.hosts_with(PLUGIN)), None))
 
-    def configure_one(h: Host) -> None:
+    def run(self) -> ClusterHealth:
+        inv, fleet, plan, progress = self.inv, self.fleet, self.plan, self.progress
+        resets = plan.hosts_with(RESET)
+        if resets:
+            with progress.phase("reset"):
+                fleet.each(resets, self.reset_one)
+        installs = plan.hosts_with(INSTALL)
+        if installs:
+            with progress.phase("install"):
+                fleet.each(installs, self.install_one)
+
+        boot_joins = [s for s in plan.by_kind(JOIN) if s.at_boot]
+        if boot_joins:
+            self.configure_start_and_join_at_boot(boot_joins)
+        else:
+            self.configure_start_and_join()
+
+        ask = plan.seed.host if plan.seed.host in fleet.hosts else next(iter(fleet.hosts))
+        with progress.phase("verify"):
+            final = factmod.gather_via(fleet, ask)
+        statuses = {host: f.cluster_status for host, f in final.items()}
+        for step in boot_joins:
+            membership.check_joined(inv, fleet, inv.node(step.host), step.seed, statuses)
+            progress.say(step.host, "verified: in every member's running_db_nodes, a local copy of every table")
+        health = assess(inv, final)
+        if not health.healthy:
+            raise EasyClusterError("deploy finished but the cluster is not healthy:\n  " + "\n  ".join(health.problems))
+        return health
+
+    # ----------------------------------------------------------------- one host's steps
+
+    def reset_one(self, h: Host) -> None:
+        membership.wipe(self.fleet, self.inv.node(h.name), self.progress,
+                        "stop the package's node and move its Mnesia directory away")
+
+    def install_one(self, h: Host) -> None:
+        version = self.inv.cluster.ejabberd_version
+        with self.progress.step(h.name, f"install ejabberd {version}"):
+            nodectl.install(h, version)
+
+    def configure_one(self, h: Host) -> None:
+        plan, progress, plugin_once = self.plan, self.progress, self.plugin_once
         files = [s.file for s in plan.steps if s.kind == WRITE and s.host == h.name]
         plugin = h.name in plan.hosts_with(PLUGIN)
         what = ", ".join([f.path.rsplit("/", 1)[-1] for f in files] + (["plugin"] if plugin else []))
         shared = plugin_once.wait() if plugin and h.name != plugin_once.builder else None
         build = None
         try:
-            replaced[h.name], build = progress.step(h.name, f"write {what}",
-                                                    lambda: nodectl.configure(h, files, plugin, shared))
+            with progress.step(h.name, f"write {what}"):
+                self.replaced[h.name], build = nodectl.configure(h, files, plugin, shared)
         finally:
             if h.name == plugin_once.builder:
                 plugin_once.publish(build)
         if shared and not build:
             progress.say(h.name, f"  plugin: the beam compiled on {plugin_once.builder} (same packages)")
-        for _path, backup in replaced[h.name]:
+        for _path, backup in self.replaced[h.name]:
             progress.say(h.name, f"  previous version kept in {backup}")
 
-    def reload_one(h: Host) -> None:
-        progress.step(h.name, "reload ejabberd.yml", lambda: nodectl.reload_config(h))
+    def reload_one(self, h: Host) -> None:
+        with self.progress.step(h.name, "reload ejabberd.yml"):
+            nodectl.reload_config(h)
 
-    boot_joins = [s for s in plan.by_kind(JOIN) if s.at_boot]
-    if boot_joins:
-        _configure_start_and_join_at_boot(inv, fleet, plan, facts, boot_joins, configure_one, reload_one, progress)
-    else:
-        _configure_start_and_join(inv, fleet, plan, facts, configure, replaced, configure_one, reload_one, progress)
+    def start_one(self, h: Host) -> None:
+        with self.progress.step(h.name, "start"):
+            nodectl.start(h, self.c2s)
 
-    ask = plan.seed.host if plan.seed.host in fleet.hosts else next(iter(fleet.hosts))
-    final = progress.phase("verify", lambda: factmod.gather_via(fleet, ask))
-    statuses = {host: f.cluster_status for host, f in final.items()}
-    for step in boot_joins:
-        membership.check_joined(inv, fleet, inv.node(step.host), step.seed, statuses)
-        progress.say(step.host, "verified: in every member's running_db_nodes, a local copy of every table")
-    health = assess(inv, final)
-    if not health.healthy:
-        raise EasyClusterError("deploy finished but the cluster is not healthy:\n  " + "\n  ".join(health.problems))
-    return health
+    def restart_and_rejoin(self, h: Host) -> None:
+        """The node must come back seeing the same peers as in the facts."""
+        progress, replaced = self.progress, self.replaced.get(h.name, [])
+        before = self.facts[h.name].cluster_status
+        peers = set(before.get("running_db_nodes", [])) if before else set()
+        try:
+            with progress.step(h.name, "restart"):
+                nodectl.restart(h, self.c2s)
+        except StepFailed as failed:
+            if not replaced:
+                raise
+            # The new configuration does not start: put the old one back so the node serves again.
+            with progress.step(h.name, "restore the previous configuration and start"):
+                nodectl.restore_and_start(h, replaced, self.c2s)
+            raise StepFailed(h.name, "restart with the new configuration",
+                             f"{failed.cause}\n(the previous configuration was restored and the node runs it; "
+                             "fix the inventory or template and deploy again)") from None
+        with progress.step(h.name, "back in the cluster with all tables"):
+            nodectl.wait_status(h, lambda st: peers <= set(st.get("running_db_nodes", []))
+                                and not st.get("missing_tables"))
 
-
-def _configure_start_and_join(inv: Inventory, fleet: Fleet, plan: Plan, facts, configure: list[str],
-                              replaced: dict, configure_one, reload_one, progress: Progress) -> None:
-    """Phase by phase: configure, reload, start, restarts one at a time, then (after a backup)
-    joins of running nodes one at a time."""
-    if configure:
-        progress.phase("configure", lambda: fleet.each(configure, configure_one))
-    if plan.hosts_with(RELOAD):
-        progress.phase("reload", lambda: fleet.each(plan.hosts_with(RELOAD), reload_one))
-    starts = plan.hosts_with(START)
-    if starts:
-        progress.phase("start", lambda: fleet.each(starts, lambda h: progress.step(
-            h.name, "start", lambda: nodectl.start(h, inv.cluster.c2s_port))))
-
-    for host in plan.hosts_with(RESTART):   # one at a time: the cluster stays up
-        h = fleet[host]
-        progress.phase(f"restart {host}", lambda: _restart_and_rejoin(
-            inv, h, facts[host].cluster_status, replaced.get(host, []), progress))
-
-    joins = plan.by_kind(JOIN)
-    if plan.hosts_with(RESTART) or any(facts[h].mnesia_schema for h in starts):
-        # membership of nodes that were down is known only now that they run (a node that
-        # started with no Mnesia data of its own is standalone: the plan's joins stand)
-        fresh = factmod.gather(fleet, probe_network=False)
-        joins, problems = plan_joins(inv, fresh)
-        if problems:
-            raise PreflightFailed(problems)
-    if joins:   # a backup of the cluster the nodes join, before its membership changes
-        progress.phase("backup", lambda: membership.backup(inv, fleet, inv.node(joins[0].seed).host,
-                                                           progress.say))
-    for step in joins:                      # strictly one at a time, in inventory order
-        node = inv.node(step.host)
-        progress.phase(f"join {step.host}", lambda: progress.step(
-            step.host, f"join {step.seed} as master (stopped, then joined as it starts)",
-            lambda: membership.join(inv, fleet, node, step.seed, progress.say)))
-        progress.say(step.host, "verified: in every member's running_db_nodes, a local copy of every table")
-
-
-def _configure_start_and_join_at_boot(inv: Inventory, fleet: Fleet, plan: Plan, facts, joins: list[Step],
-                                      configure_one, reload_one, progress: Progress) -> None:
-    """New nodes join during their first start (plan.mark_boot_joins). Every host at once:
-    its files, then the seed's start (a new cluster) or its backup (a running one: before its
-    membership changes), and each joining node's VM boots and waits. Then each joins in turn,
-    strictly one at a time in inventory order; its ejabberd starts on the copied tables while
-    the next one joins."""
-    c2s = inv.cluster.c2s_port
-    seed = inv.node(joins[0].seed)
-    joining = [s.host for s in joins]
-    backup_on = seed.host if facts[seed.host].running else None
-
-    def prepare(h: Host) -> None:
-        if h.name in plan.hosts_with(WRITE) or h.name in plan.hosts_with(PLUGIN):
-            configure_one(h)
-        if h.name in plan.hosts_with(RELOAD):
-            reload_one(h)
-        if h.name == backup_on:
-            membership.backup(inv, fleet, h.name, progress.say)
-        elif h.name in joining:
-            progress.step(h.name, f"start, to join {seed.name} at boot", lambda: nodectl.launch_joining(h, seed.name))
-        elif h.name in plan.hosts_with(START):
-            progress.step(h.name, "start", lambda: nodectl.start(h, c2s))
-
-    hosts = sorted({s.host for s in plan.steps if s.kind != JOIN} | ({backup_on} if backup_on else set()),
-                   key=_order(inv))
-    waiting_from = 0    # joining[waiting_from:] wait for their turn
-    try:
-        progress.phase("configure and start", lambda: fleet.each(hosts, prepare))
-        if not backup_on:
-            progress.say(seed.host, "no Mnesia backup: the cluster is new (made by this run), nothing to lose")
-        for step in joins:
-            node = inv.node(step.host)
-            waiting_from += 1
-            progress.phase(f"join {step.host}", lambda: progress.step(
-                step.host, f"join {seed.name} as master, at boot",
-                lambda: membership.join_at_boot(inv, fleet, node, seed.name, progress.say)))
-    except Exception:
-        # nodes still waiting for their turn hold nothing yet: stop them, leave no marker
-        for host in joining[waiting_from:]:
+    def started_or_rolled_back(self, h: Host, seed: str) -> None:
+        with self.progress.step(h.name, "ejabberd started"):
             try:
-                nodectl.abort_boot_join(fleet[host])
-                progress.say(host, "stopped: it was waiting for its turn to join (nothing had changed)")
-            except RemoteError as exc:   # the original failure is what the operator needs first
-                progress.say(host, f"could not stop it ({exc.detail}); the next deploy rolls it back")
-        raise
-    progress.phase("started", lambda: fleet.each(joining, lambda h: progress.step(
-        h.name, "ejabberd started", lambda: _started_or_rolled_back(inv, fleet, h, seed.name, c2s))))
+                nodectl.wait_started(h, self.c2s)
+            except RemoteError as exc:
+                note = membership.roll_back_join(self.inv, self.fleet, self.inv.node(h.name), seed, reachable=True)
+                raise RemoteError(h.name, "ejabberd did not start after its join",
+                                  f"{exc.detail}\n  rolled back: {note}")
 
+    # ----------------------------------------------------------------- the two orders
 
-def _started_or_rolled_back(inv: Inventory, fleet: Fleet, h: Host, seed: str, c2s: int) -> None:
-    try:
-        nodectl.wait_started(h, c2s)
-    except RemoteError as exc:
-        note = membership.roll_back_join(inv, fleet, inv.node(h.name), seed, reachable=True)
-        raise RemoteError(h.name, "ejabberd did not start after its join", f"{exc.detail}\n  rolled back: {note}")
+    def configure_start_and_join(self) -> None:
+        """Phase by phase: configure, reload, start, restarts one at a time, then (after a backup)
+        joins of running nodes one at a time."""
+        inv, fleet, plan, facts, progress = self.inv, self.fleet, self.plan, self.facts, self.progress
+        if self.configure:
+            with progress.phase("configure"):
+                fleet.each(self.configure, self.configure_one)
+        if plan.hosts_with(RELOAD):
+            with progress.phase("reload"):
+                fleet.each(plan.hosts_with(RELOAD), self.reload_one)
+        starts = plan.hosts_with(START)
+        if starts:
+            with progress.phase("start"):
+                fleet.each(starts, self.start_one)
+
+        for host in plan.hosts_with(RESTART):   # one at a time: the cluster stays up
+            with progress.phase(f"restart {host}"):
+                self.restart_and_rejoin(fleet[host])
+
+        joins = plan.by_kind(JOIN)
+        if plan.hosts_with(RESTART) or any(facts[h].mnesia_schema for h in starts):
+            # membership of nodes that were down is known only now that they run (a node that
+            # started with no Mnesia data of its own is standalone: the plan's joins stand)
+            fresh = factmod.gather(fleet, probe_network=False)
+            joins, problems = plan_joins(inv, fresh)
+            if problems:
+                raise PreflightFailed(problems)
+        if joins:   # a backup of the cluster the nodes join, before its membership changes
+            with progress.phase("backup"):
+                membership.backup(inv, fleet, inv.node(joins[0].seed).host, progress.say)
+        for step in joins:                      # strictly one at a time, in inventory order
+            with progress.phase(f"join {step.host}"), progress.step(
+                    step.host, f"join {step.seed} as master (stopped, then joined as it starts)"):
+                membership.join(inv, fleet, inv.node(step.host), step.seed, progress.say)
+            progress.say(step.host, "verified: in every member's running_db_nodes, a local copy of every table")
+
+    def configure_start_and_join_at_boot(self, joins: list[Step]) -> None:
+        """New nodes join during their first start (plan.mark_boot_joins). Every host at once:
+        its files, then the seed's start (a new cluster) or its backup (a running one: before its
+        membership changes), and each joining node's VM boots and waits. Then each joins in turn,
+        strictly one at a time in inventory order; its ejabberd starts on the copied tables while
+        the next one joins."""
+        inv, fleet, plan, facts, progress = self.inv, self.fleet, self.plan, self.facts, self.progress
+        seed = inv.node(joins[0].seed)
+        joining = [s.host for s in joins]
+        backup_on = seed.host if facts[seed.host].running else None
+
+        def prepare(h: Host) -> None:
+            if h.name in plan.hosts_with(WRITE) or h.name in plan.hosts_with(PLUGIN):
+                self.configure_one(h)
+            if h.name in plan.hosts_with(RELOAD):
+                self.reload_one(h)
+            if h.name == backup_on:
+                membership.backup(inv, fleet, h.name, progress.say)
+            elif h.name in joining:
+                with progress.step(h.name, f"start, to join {seed.name} at boot"):
+                    nodectl.launch_joining(h, seed.name)
+            elif h.name in plan.hosts_with(START):
+                self.start_one(h)
+
+        hosts = sorted({s.host for s in plan.steps if s.kind != JOIN} | ({backup_on} if backup_on else set()),
+                       key=_order(inv))
+        waiting_from = 0    # joining[waiting_from:] wait for their turn
+        try:
+            with progress.phase("configure and start"):
+                fleet.each(hosts, prepare)
+            if not backup_on:
+                progress.say(seed.host, "no Mnesia backup: the cluster is new (made by this run), nothing to lose")
+            for step in joins:
+                waiting_from += 1
+                with progress.phase(f"join {step.host}"), progress.step(
+                        step.host, f"join {seed.name} as master, at boot"):
+                    membership.join_at_boot(inv, fleet, inv.node(step.host), seed.name, progress.say)
+        except Exception:
+            # nodes still waiting for their turn hold nothing yet: stop them, leave no marker
+            for host in joining[waiting_from:]:
+                try:
+                    nodectl.abort_boot_join(fleet[host])
+                    progress.say(host, "stopped: it was waiting for its turn to join (nothing had changed)")
+                except RemoteError as exc:   # the original failure is what the operator needs first
+                    progress.say(host, f"could not stop it ({exc.detail}); the next deploy rolls it back")
+            raise
+        with progress.phase("started"):
+            fleet.each(joining, lambda h: self.started_or_rolled_back(h, seed.name))
 
 
 class _CompiledOnce:
@@ -315,25 +366,6 @@ class _CompiledOnce:
 def _order(inv: Inventory):
     index = {n.host: i for i, n in enumerate(inv.nodes)}
     return lambda host: index[host]
-
-
-def _restart_and_rejoin(inv: Inventory, h: Host, before: dict | None, replaced: list[tuple[str, str]],
-                        progress: Progress) -> None:
-    """`before`: the node's status from the facts; it must come back seeing the same peers."""
-    peers = set(before.get("running_db_nodes", [])) if before else set()
-    try:
-        progress.step(h.name, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
-    except StepFailed as failed:
-        if not replaced:
-            raise
-        # The new configuration does not start: put the old one back so the node serves again.
-        progress.step(h.name, "restore the previous configuration and start", lambda: nodectl.restore_and_start(
-            h, replaced, inv.cluster.c2s_port))
-        raise StepFailed(h.name, "restart with the new configuration",
-                         f"{failed.cause}\n(the previous configuration was restored and the node runs it; "
-                         "fix the inventory or template and deploy again)") from None
-    progress.step(h.name, "back in the cluster with all tables", lambda: nodectl.wait_status(
-        h, lambda st: peers <= set(st.get("running_db_nodes", [])) and not st.get("missing_tables")))
 
 
 def _summary(out: Out, health: ClusterHealth, progress: Progress) -> None:

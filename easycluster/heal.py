@@ -19,7 +19,7 @@ from .inventory import Inventory
 from .lock import ClusterLock
 from .membership import backup
 from .progress import Progress
-from .remote import Fleet
+from .remote import Fleet, Host
 from .rolling import wait_back
 from .status import observe
 
@@ -70,24 +70,29 @@ def heal(inv: Inventory, winner: str | None, progress: Progress) -> ClusterHealt
             for node in losers:
                 h = fleet[node.host]
                 backup(inv, fleet, node.host, lambda host, msg: progress.say(host, msg + " (its side's data)"))
-                progress.step(node.host, f"load tables from {', '.join(winning)} at next start",
-                              lambda: nodectl.set_master(h, winning))
+                with progress.step(node.host, f"load tables from {', '.join(winning)} at next start"):
+                    nodectl.set_master(h, winning)
                 # Its writes are discarded, but not the messages it stored for users it could not
                 # reach: its clients go first (they reconnect elsewhere, and write nothing more
                 # here), then those messages are saved.
-                progress.step(node.host, f"drain ({DRAIN}s)", lambda: nodectl.drain(h, DRAIN))
+                with progress.step(node.host, f"drain ({DRAIN}s)"):
+                    nodectl.drain(h, DRAIN)
                 carried = nodectl.offline_export(h)
                 progress.say(node.host, f"{carried} offline messages stored on its side during the partition saved")
-                progress.step(node.host, "restart", lambda: nodectl.restart(h, inv.cluster.c2s_port))
-                progress.step(node.host, "master setting cleared", lambda: nodectl.set_master(h, []))
+                with progress.step(node.host, "restart"):
+                    nodectl.restart(h, inv.cluster.c2s_port)
+                with progress.step(node.host, "master setting cleared"):
+                    nodectl.set_master(h, [])
                 imported = nodectl.offline_import(h)
                 progress.say(node.host, f"{imported} of them stored again, with the winner's data")
             # every node forgets the partition (a restart can itself be reported as one)
-            fleet.each([inv.node(name).host for name in winning] + [n.host for n in losers],
-                       lambda h: progress.step(h.name, "partition record cleared", lambda: nodectl.partition_clear(h)))
+            def clear_partition(h: Host) -> None:
+                with progress.step(h.name, "partition record cleared"):
+                    nodectl.partition_clear(h)
+            fleet.each([inv.node(name).host for name in winning] + [n.host for n in losers], clear_partition)
             # healthy includes: no master setting left anywhere
-            health = progress.step(win.host, "every node back in one cluster, every table loaded",
-                                   lambda: wait_back(inv, fleet, win))
+            with progress.step(win.host, "every node back in one cluster, every table loaded"):
+                health = wait_back(inv, fleet, win)
         return health
 
 
@@ -96,5 +101,5 @@ def _clear_masters(inv: Inventory, fleet: Fleet, health: ClusterHealth, progress
     ignore its peers at its next start: clear it."""
     for n in health.nodes:
         if n.running and n.master_nodes:
-            progress.step(n.host, f"clear master nodes ({', '.join(n.master_nodes)})",
-                          lambda: nodectl.set_master(fleet[n.host], []))
+            with progress.step(n.host, f"clear master nodes ({', '.join(n.master_nodes)})"):
+                nodectl.set_master(fleet[n.host], [])

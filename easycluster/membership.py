@@ -23,7 +23,7 @@ from .paths import COOKIE_PATH, MNESIA_DIR
 from .plan import members_of
 from .render import firewall_files
 from .progress import Out, Progress
-from .remote import Fleet, RemoteError
+from .remote import Fleet, Host, RemoteError
 from .scripts import render
 
 
@@ -240,7 +240,8 @@ def running_masters(nodes: list[Node], facts: dict[str, HostFacts]) -> list[Node
 
 def wipe(fleet: Fleet, node: Node, progress: Progress, what: str = "wipe its Mnesia directory (cookie kept)") -> None:
     """Stop the node and empty its Mnesia directory, saying where the old files went."""
-    tarball = progress.step(node.host, what, lambda: nodectl.stop_and_wipe(fleet[node.host]))
+    with progress.step(node.host, what):
+        tarball = nodectl.stop_and_wipe(fleet[node.host])
     if tarball:
         progress.say(node.host, f"  its old Mnesia files are kept in {tarball}")
 
@@ -263,8 +264,10 @@ def remove_node(inv: Inventory, node: Node, drain: int, lock_wait: float, progre
         if sole:
             raise MembershipError(f"refusing to remove {node.name}: it holds the only running copy of "
                                   f"{', '.join(sole)}")
-        drain_first = lambda: progress.step(node.host, f"drain ({drain}s) and stop",  # noqa: E731
-                                            lambda: nodectl.drain_and_stop(fleet[node.host], drain))
+
+        def drain_first() -> None:
+            with progress.step(node.host, f"drain ({drain}s) and stop"):
+                nodectl.drain_and_stop(fleet[node.host], drain)
         _take_out(inv, fleet, node, survivors, facts, "removed", progress, lock_wait, before=drain_first)
         wipe(fleet, node, progress)
         return _verify_survivors(inv, fleet, survivors, progress)
@@ -310,8 +313,8 @@ def _take_out(inv: Inventory, fleet: Fleet, node: Node, survivors: list[Node], f
         backup(inv, fleet, master.host, progress.say)
         if before:
             before()
-        answer = progress.step(master.host, f"remove {node.name} from the schema",
-                               lambda: nodectl.forget(fleet[master.host], node.name))
+        with progress.step(master.host, f"remove {node.name} from the schema"):
+            answer = nodectl.forget(fleet[master.host], node.name)
         progress.say(master.host, f"  db_nodes now: {', '.join(answer.get('db_nodes', []))}")
         record_departure(fleet, hosts, node, how)
         close_firewall(inv, fleet, survivors, facts, node, progress)
@@ -328,9 +331,11 @@ def firewall_members(inv: Inventory, facts, joining: Node | None = None, leaving
 def close_firewall(inv: Inventory, fleet: Fleet, survivors: list[Node], facts, gone: Node, progress: Progress) -> None:
     """The survivors' firewall no longer lets the departed node reach epmd or the distribution."""
     members = firewall_members(inv, facts, leaving=gone)
-    fleet.each([n.host for n in survivors], lambda h: progress.step(
-        h.name, f"firewall: {gone.name} no longer let in",
-        lambda: nodectl.configure(h, firewall_files(inv, inv.node(h.name), members), plugin=False)))
+
+    def close(h: Host) -> None:
+        with progress.step(h.name, f"firewall: {gone.name} no longer let in"):
+            nodectl.configure(h, firewall_files(inv, inv.node(h.name), members), plugin=False)
+    fleet.each([n.host for n in survivors], close)
 
 
 def _verify_survivors(inv: Inventory, fleet: Fleet, survivors: list[Node], progress: Progress) -> ClusterHealth:

@@ -22,7 +22,7 @@ from .lock import ClusterLock
 from .membership import without_departed
 from .paths import EJABBERD_ERROR_LOG, STOP_ORDER
 from .progress import Progress
-from .remote import Fleet
+from .remote import Fleet, Host
 from .scripts import render
 from .status import wait_for
 
@@ -41,7 +41,8 @@ def stop_cluster(inv: Inventory, progress: Progress) -> list[str]:
         with ClusterLock(fleet, reachable, "stop-cluster"):
             order = []
             for node in running:
-                progress.step(node.host, f"stop {node.name}", lambda: nodectl.stop(fleet[node.host]))
+                with progress.step(node.host, f"stop {node.name}"):
+                    nodectl.stop(fleet[node.host])
                 order.append(node.name)
             record = json.dumps({"order": order, "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
             fleet.parallel(lambda h: h.script(render("stop_order", record=record), timeout=15,
@@ -72,17 +73,20 @@ def start_cluster(inv: Inventory, progress: Progress, wait: float = 120,
             if node not in to_start and node not in dead:
                 progress.say(node.host, "already running" if facts[node.host].running
                              else "starting (waiting for its tables)")
-        results = fleet.parallel(lambda h: progress.step(h.name, f"start {h.node.name}", lambda: nodectl.launch(h)),
-                                 [n.host for n in to_start])
+
+        def launch(h: Host) -> None:
+            with progress.step(h.name, f"start {h.node.name}"):
+                nodectl.launch(h)
+        results = fleet.parallel(launch, [n.host for n in to_start])
         failed = {h: r for h, r in results.items() if isinstance(r, Exception)}
         if lost:
             _force_load(inv, fleet, survivors, facts, progress)
         watched = {n.name for n in survivors if n not in dead and n.host not in failed}
         try:   # the whole inventory is observed: the health returned shows the lost nodes too
-            health = progress.phase("wait", lambda: wait_for(
-                inv, fleet, lambda h: all(n.running and n.master and n.unit_ok for n in h.nodes
-                                  if n.name in watched)
-                and not h.partitioned, wait, "all back"))
+            with progress.phase("wait"):
+                health = wait_for(inv, fleet, lambda h: all(n.running and n.master and n.unit_ok for n in h.nodes
+                                                            if n.name in watched)
+                                  and not h.partitioned, wait, "all back")
         except EasyClusterError:
             raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait)) from None
         if dead or failed:
@@ -106,8 +110,8 @@ def _force_load(inv: Inventory, fleet: Fleet, survivors: list[Node], facts, prog
     if not candidates:
         raise EasyClusterError("no surviving node is reachable")
     first = candidates[0]
-    answer = progress.step(first.host, "load its own copies of the tables (not waiting for the lost nodes)",
-                           lambda: _call_when_up(fleet[first.host], first))
+    with progress.step(first.host, "load its own copies of the tables (not waiting for the lost nodes)"):
+        answer = _call_when_up(fleet[first.host], first)
     progress.say(first.host, f"  {answer.get('tables')} tables loaded")
 
 

@@ -1,10 +1,16 @@
-"""Progress lines for operators: `[host] what: ok (1.2s)`, and phase timings for the summary."""
+"""Progress lines for operators: `[host] what: ok (1.2s)`, and phase timings for the summary.
+
+    with progress.phase("start"):              # timed, listed in the summary's `time:` line
+        with progress.step(h.name, "start"):   # [lab1] start: ok (1.2s) / start: FAILED after 1.2s
+            nodectl.start(h, c2s)
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from .errors import EasyClusterError, RemoteError
 from .errors import StepFailed  # noqa: F401  (defined in errors.py, imported from here too)
@@ -25,11 +31,13 @@ class Progress:
         with self._lock:
             self.out(f"[{host}] {message}")
 
-    def step(self, host: str, what: str, func: Callable[[], object]) -> object:
-        """Run one step on one host; a remote failure becomes StepFailed naming both."""
+    @contextmanager
+    def step(self, host: str, what: str) -> Iterator[None]:
+        """One step on one host: `[host] what: ok (1.2s)` when the block ends, `FAILED after`
+        when it raises; a remote failure becomes StepFailed naming host, step and cause."""
         t0 = time.monotonic()
         try:
-            result = func()
+            yield
         except RemoteError as exc:
             self.say(host, f"{what}: FAILED after {time.monotonic() - t0:.1f}s")
             raise StepFailed(host, what, exc.detail or exc.what) from None
@@ -37,11 +45,12 @@ class Progress:
             self.say(host, f"{what}: FAILED after {time.monotonic() - t0:.1f}s")
             raise
         self.say(host, f"{what}: ok ({time.monotonic() - t0:.1f}s)")
-        return result
 
-    def phase(self, name: str, func: Callable[[], object]) -> object:
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """A timed part of the run (its time is recorded whether it succeeds or not)."""
         t0 = time.monotonic()
         try:
-            return func()
+            yield
         finally:
             self.phases.append((name, time.monotonic() - t0))

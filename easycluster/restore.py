@@ -45,10 +45,12 @@ def restore(inv: Inventory, path: str, progress: Progress, confirm) -> ClusterHe
         with ClusterLock(fleet, running, "restore"):
             backup(inv, fleet, host, lambda h, msg: progress.say(h, msg + " (the state before the restore)"),
                    spare=path)   # the rotation must not take the very backup being restored
-            answer = progress.step(host, f"restore {path}", lambda: nodectl.restore(fleet[host], path))
+            with progress.step(host, f"restore {path}"):
+                answer = nodectl.restore(fleet[host], path)
             progress.say(host, f"  {len(answer.get('restored', []))} tables restored; "
                                f"{answer.get('registered_users')} registered users")
-            health = progress.step(host, "every node healthy", lambda: wait_back(inv, fleet, inv.node(host)))
+            with progress.step(host, "every node healthy"):
+                health = wait_back(inv, fleet, inv.node(host))
         users = {n.name: n.registered_users for n in health.nodes}
         if len(set(users.values())) != 1 or answer.get("registered_users") not in users.values():
             raise EasyClusterError(f"restore finished but the nodes disagree: registered users {users}")

@@ -31,17 +31,20 @@ def rolling_restart(inv: Inventory, progress: Progress, drain: int = 5) -> Clust
         effective = replace(inv, nodes=tuple(n for n in inv.nodes if n.name not in health.departed))
         with ClusterLock(fleet, [n.host for n in effective.nodes], "rolling-restart"):
             for node in effective.nodes:
-                health = progress.phase(f"restart {node.host}",
-                                        lambda: _cycle(effective, fleet, node, drain, progress))
+                with progress.phase(f"restart {node.host}"):
+                    health = _cycle(effective, fleet, node, drain, progress)
         return health   # the last node's wait saw the whole cluster healthy
 
 
 def _cycle(inv: Inventory, fleet: Fleet, node: Node, drain: int, progress: Progress) -> ClusterHealth:
     h = fleet[node.host]
-    progress.step(node.host, f"drain ({drain}s) and stop", lambda: nodectl.drain_and_stop(h, drain))
-    progress.step(node.host, "start", lambda: nodectl.start(h, inv.cluster.c2s_port))
-    return progress.step(node.host, "back in every peer's running_db_nodes, every table loaded",
-                         lambda: wait_back(inv, fleet, node))
+    with progress.step(node.host, f"drain ({drain}s) and stop"):
+        nodectl.drain_and_stop(h, drain)
+    with progress.step(node.host, "start"):
+        nodectl.start(h, inv.cluster.c2s_port)
+    with progress.step(node.host, "back in every peer's running_db_nodes, every table loaded"):
+        health = wait_back(inv, fleet, node)
+    return health
 
 
 def wait_back(inv: Inventory, fleet: Fleet, node: Node, bound: float = BACK_BOUND) -> ClusterHealth:
