@@ -69,7 +69,7 @@ def configure(host: Host, files: list[ManagedFile], plugin: bool,
             installs=[word for mf in files for word in (f"{mf.mode:o}", mf.owner, mf.group, mf.path)],
             shared_built_with=shared.built_with if shared else ""), what="writing configuration")
     except RemoteError:
-        remove(host, staging, check=False)
+        remove(host, staging, recursive=True, check=False)
         raise
     lines = result.stdout.splitlines()
     found = {k: v for k, _, v in (line.partition("=") for line in lines) if k in ("built_with", "beam")}
@@ -325,7 +325,8 @@ def restore(host: Host, path: str) -> dict:
     return ctl_json(host, "easy_cluster_restore", path, what=f"restore of {path}", timeout=3600)
 
 
-def remove(host: Host, *files: str, what: str | None = None, check: bool = True, timeout: float | None = None) -> Result:
-    """rm -rf FILES on the host."""
-    return host.script(render("remove", files=list(files)), what=what or f"removing {', '.join(files)}",
-                       check=check, timeout=timeout)
+def remove(host: Host, *files: str, recursive: bool = False, what: str | None = None, check: bool = True,
+           timeout: float | None = None) -> Result:
+    """rm -f FILES on the host (`recursive`: rm -rf)."""
+    return host.script(render("remove", files=list(files), recursive=recursive),
+                       what=what or f"removing {', '.join(files)}", check=check, timeout=timeout)

@@ -1,4 +1,4 @@
 # shellcheck shell=bash
-# rm -rf FILES...
-# params: FILES
-rm -rf -- "${FILES[@]}"
+# Remove FILES (rm -f; RECURSIVE 1: rm -rf, directories too).
+# params: FILES RECURSIVE
+if [ "$RECURSIVE" = 1 ]; then rm -rf -- "${FILES[@]}"; else rm -f -- "${FILES[@]}"; fi
