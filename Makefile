@@ -4,7 +4,7 @@ VENV  := .venv
 FAB   := $(VENV)/bin/fab
 PYTHON ?= python3
 
-.PHONY: setup system-packages demo test unit bench load lab-down clean
+.PHONY: setup system-packages demo test unit dialyzer bench load lab-down clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -32,6 +32,11 @@ test: setup
 # Pure-logic tests only (no lab, no root).
 unit: setup
 	$(VENV)/bin/pytest -m "not lab"
+
+# dialyzer over the plugin, against the OTP and ejabberd the lab hosts run (in a chroot of a copy
+# of the lab's base image; the PLTs are cached in /var/cache/easycluster/dialyzer-bookworm).
+dialyzer: setup
+	scripts/dialyzer.sh
 
 # The benchmark (docs/performance.md): a lab of its own, ~4 min. BENCH_REPS, BENCH_USERS to scale.
 bench: setup
