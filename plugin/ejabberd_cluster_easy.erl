@@ -42,6 +42,9 @@
 %% Beyond this many unconfirmed messages for one node, new ones go the plain way.
 -define(MAX_UNCONFIRMED, 200000).
 
+%% ejabberd_cluster's dst() (not exported there).
+-type dst() :: pid() | atom() | {atom(), node()}.
+
 -record(peer, {state = probing :: probing | courier | plain,
                monitor :: reference() | undefined,
                unconfirmed = #{} :: #{reference() => {pid(), term()}}}).
@@ -49,7 +52,7 @@
 %%%===================================================================
 %%% ejabberd_cluster: Mnesia's, except send/2
 %%%===================================================================
--spec init() -> ok | {error, any()}.
+-spec init() -> ok.
 init() -> ejabberd_cluster_mnesia:init().
 -spec get_nodes() -> [node()].
 get_nodes() -> ejabberd_cluster_mnesia:get_nodes().
@@ -63,20 +66,26 @@ leave(Node) -> ejabberd_cluster_mnesia:leave(Node).
 node_id() -> ejabberd_cluster_mnesia:node_id().
 -spec get_node_by_id(binary()) -> node().
 get_node_by_id(Id) -> ejabberd_cluster_mnesia:get_node_by_id(Id).
--spec wait_for_sync(timeout()) -> ok | {error, any()}.
+-spec wait_for_sync(timeout()) -> ok.
 wait_for_sync(Timeout) -> ejabberd_cluster_mnesia:wait_for_sync(Timeout).
--spec subscribe(ejabberd_cluster:dst()) -> ok.
+-spec subscribe(dst()) -> ok.
 subscribe(Proc) -> ejabberd_cluster_mnesia:subscribe(Proc).
 
 %% ejabberd_cluster:send/2 sends to local processes itself; this is called for remote ones.
--spec send(ejabberd_cluster:dst(), term()) -> boolean().
+-spec send(dst(), term()) -> boolean().
 send(Pid, {route, Packet} = Msg) when is_pid(Pid), element(1, Packet) == message ->
     case whereis(?COURIER) of
-        undefined -> ejabberd_cluster_mnesia:send(Pid, Msg);
+        undefined -> plain_send(Pid, Msg);
         Courier -> gen_server:cast(Courier, {hand_over, Pid, Msg}), true
     end;
 send(Dst, Msg) ->
-    ejabberd_cluster_mnesia:send(Dst, Msg).
+    plain_send(Dst, Msg).
+
+%% What Mnesia's backend does (ejabberd_cluster_mnesia:send/2 in 23.01, whose spec admits no pid,
+%% though ejabberd_cluster:send/2 passes pids): sent if the link takes it at once, else dropped.
+-spec plain_send(dst(), term()) -> boolean().
+plain_send(Dst, Msg) ->
+    erlang:send(Dst, Msg, [nosuspend, noconnect]) == ok.
 
 %%%===================================================================
 %%% The courier
@@ -86,7 +95,7 @@ child_spec() ->
     #{id => ?COURIER, start => {?MODULE, start_link, []}, restart => permanent,
       shutdown => 5000, type => worker, modules => [?MODULE]}.
 
--spec start_link() -> {ok, pid()} | {error, any()}.
+-spec start_link() -> {ok, pid()} | ignore | {error, any()}.
 start_link() ->
     gen_server:start_link({local, ?COURIER}, ?MODULE, [], []).
 
@@ -97,20 +106,27 @@ unconfirmed() ->
     catch exit:_ -> #{}
     end.
 
-init([]) ->
-    {ok, #{}}.     % node() => #peer{}
+-type peers() :: #{node() => #peer{}}.
 
+-spec init([]) -> {ok, peers()}.
+init([]) ->
+    {ok, #{}}.
+
+-spec handle_call(term(), gen_server:from(), peers()) ->
+          {reply, #{node() => non_neg_integer()} | {error, badarg}, peers()}.
 handle_call(unconfirmed, _From, Peers) ->
     {reply, maps:map(fun(_, #peer{unconfirmed = U}) -> map_size(U) end, Peers), Peers};
 handle_call(_Request, _From, Peers) ->
     {reply, {error, badarg}, Peers}.
 
+-spec handle_cast(term(), peers()) -> {noreply, peers()}.
 handle_cast({hand_over, Pid, Msg}, Peers) ->
     {noreply, hand_over(Pid, Msg, Peers)};
 handle_cast(_Msg, Peers) ->
     {noreply, Peers}.
 
 %% On the session's node: into the session's mailbox, or routed again if the session is gone.
+-spec handle_info(term(), peers()) -> {noreply, peers()}.
 handle_info({deliver, From, Ref, Pid, Msg}, Peers) ->
     case is_process_alive(Pid) of
         true -> Pid ! Msg;
@@ -129,7 +145,7 @@ handle_info({'DOWN', MRef, process, {?COURIER, Node}, Reason}, Peers) ->
         #{Node := #peer{monitor = MRef, unconfirmed = U}} when Reason == noproc ->
             %% that node runs no courier: what waits for it goes the plain way, and so does
             %% everything until the node goes down or this courier restarts
-            [ejabberd_cluster_mnesia:send(Pid, Msg) || {Pid, Msg} <- maps:values(U)],
+            [plain_send(Pid, Msg) || {Pid, Msg} <- maps:values(U)],
             erlang:send_after(?PROBE_AGAIN_MS, self(), {probe_again, Node}),
             {noreply, Peers#{Node => #peer{state = plain}}};
         #{Node := #peer{monitor = MRef, unconfirmed = U}} ->
@@ -157,12 +173,14 @@ handle_info({probe_again, Node}, Peers) ->
 handle_info(_Info, Peers) ->
     {noreply, Peers}.
 
+-spec terminate(term(), peers()) -> ok.
 terminate(_Reason, Peers) ->
     %% not confirmed yet: sent the plain way (the courier is restarted by its supervisor)
-    [ejabberd_cluster_mnesia:send(Pid, Msg) || #peer{unconfirmed = U} <- maps:values(Peers),
+    [plain_send(Pid, Msg) || #peer{unconfirmed = U} <- maps:values(Peers),
                                                {Pid, Msg} <- maps:values(U)],
     ok.
 
+-spec code_change(term(), peers(), term()) -> {ok, peers()}.
 code_change(_OldVsn, Peers, _Extra) ->
     {ok, Peers}.
 
@@ -170,10 +188,10 @@ hand_over(Pid, Msg, Peers) ->
     Node = node(Pid),
     case maps:get(Node, Peers, #peer{}) of
         #peer{state = plain} ->
-            ejabberd_cluster_mnesia:send(Pid, Msg),
+            plain_send(Pid, Msg),
             Peers;
         #peer{unconfirmed = U} when map_size(U) >= ?MAX_UNCONFIRMED ->
-            ejabberd_cluster_mnesia:send(Pid, Msg),
+            plain_send(Pid, Msg),
             Peers;
         P ->
             send_to(Node, make_ref(), Pid, Msg, Peers#{Node => watched(Node, P)})

@@ -24,6 +24,7 @@
 -include("mod_offline.hrl").
 -include("logger.hrl").
 
+-spec store_message(#offline_msg{}) -> ok | {error, db_failure}.
 store_message(#offline_msg{packet = Pkt} = OffMsg) ->
     Record = OffMsg#offline_msg{packet = xmpp:encode(Pkt)},
     case mnesia:transaction(fun() -> mnesia:write(Record) end) of
@@ -34,16 +35,32 @@ store_message(#offline_msg{packet = Pkt} = OffMsg) ->
     end.
 
 %% The rest is mod_offline_mnesia's (the table is created there, with its transforms).
+%% (The specs are mod_offline's callbacks'.)
+-spec init(binary(), gen_mod:opts()) -> any().
 init(Host, Opts) -> mod_offline_mnesia:init(Host, Opts).
+-spec pop_messages(binary(), binary()) -> {ok, [#offline_msg{}]} | {error, any()}.
 pop_messages(U, S) -> mod_offline_mnesia:pop_messages(U, S).
+-spec remove_expired_messages(binary()) -> {atomic, any()}.
 remove_expired_messages(S) -> mod_offline_mnesia:remove_expired_messages(S).
+-spec remove_old_messages(non_neg_integer(), binary()) -> {atomic, any()}.
 remove_old_messages(Days, S) -> mod_offline_mnesia:remove_old_messages(Days, S).
+-spec remove_user(binary(), binary()) -> any().
 remove_user(U, S) -> mod_offline_mnesia:remove_user(U, S).
+-spec read_message_headers(binary(), binary()) ->
+          [{non_neg_integer(), jid(), jid(), undefined | erlang:timestamp(), xmlel()}].
 read_message_headers(U, S) -> mod_offline_mnesia:read_message_headers(U, S).
+-spec read_message(binary(), binary(), non_neg_integer()) -> {ok, #offline_msg{}} | error.
 read_message(U, S, Seq) -> mod_offline_mnesia:read_message(U, S, Seq).
+-spec remove_message(binary(), binary(), non_neg_integer()) -> ok | {error, any()}.
 remove_message(U, S, Seq) -> mod_offline_mnesia:remove_message(U, S, Seq).
+-spec read_all_messages(binary(), binary()) -> [#offline_msg{}].
 read_all_messages(U, S) -> mod_offline_mnesia:read_all_messages(U, S).
+-spec remove_all_messages(binary(), binary()) -> {atomic, any()}.
 remove_all_messages(U, S) -> mod_offline_mnesia:remove_all_messages(U, S).
+-spec count_messages(binary(), binary()) -> {ets_cache:tag(), non_neg_integer()}.
 count_messages(U, S) -> mod_offline_mnesia:count_messages(U, S).
+-spec import(#offline_msg{}) -> ok.
 import(Msg) -> mod_offline_mnesia:import(Msg).
+-spec remove_old_messages_batch(binary(), non_neg_integer(), pos_integer(), any()) ->
+          {ok, any(), non_neg_integer()} | {error, term()}.
 remove_old_messages_batch(S, Days, Batch, Pos) -> mod_offline_mnesia:remove_old_messages_batch(S, Days, Batch, Pos).
