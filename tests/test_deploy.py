@@ -225,3 +225,41 @@ def test_epmd_listens_on_the_cluster_address_and_loopback_only(deployed, lab):
         assert listening == sorted(["127.0.0.1:4369", f"{lab.ip(host)}:4369"]), (host, listening)
         # the node is registered with it (epmd was restarted before the node started, not after)
         assert "name ejabberd at port" in ssh(lab, host, "epmd -names").stdout, host
+
+
+def test_a_configuration_that_does_not_start_is_rolled_back_with_the_plugin_it_replaced(deployed, lab):
+    """lab1's new distribution window is taken by another program, so its node cannot start
+    with the new configuration; the deploy also replaces lab1's plugin (its installed sources
+    were edited, as by hand). Both come back as they were: the files and the whole plugin
+    directory, from the backups configure took, and the node runs again."""
+    previous = lab.dir / "inventory-changed.yml"          # the running configuration (window 4380-4389)
+    assert "port_min: 4380" in previous.read_text()
+    src = "/usr/local/lib/easy_cluster/src/easy_cluster.erl"
+    ssh(lab, "lab1", f"echo '%% edited by hand' >> {src}; "
+                     "systemd-run --quiet --unit=ec-test-blocker systemd-socket-activate -l 4390 /bin/sleep infinity")
+    try:
+        broken = _edit_inventory(lab, loglevel="warning", distribution={"port_min": 4390, "port_max": 4390})
+        before = managed_checksums(lab)["lab1"]
+        proc = fab("deploy", "--inventory", str(broken), check=False, timeout=600)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 1, out
+        assert "[lab1] restore the previous configuration and start: ok" in out, out
+        assert "the previous configuration was restored and the node runs it" in out, out
+        assert "[lab2] restart: " not in out, "the deploy went on after the first failed restart"
+        assert managed_checksums(lab)["lab1"] == before
+        assert "FIREWALL_WINDOW=4380-4389" in ssh(lab, "lab1", "cat /etc/default/ejabberd").stdout
+        # put back with the owner and mode they were installed with, not the backups' (root, 0600)
+        modes = ssh(lab, "lab1", "stat -c '%a %U %n' /etc/default/ejabberd /etc/ejabberd/ejabberd.yml").stdout
+        assert modes.split("\n")[:2] == ["644 root /etc/default/ejabberd", "600 ejabberd /etc/ejabberd/ejabberd.yml"], modes
+        # the plugin directory as it was: the hand-edited sources, and beams that match them
+        assert ssh(lab, "lab1", f"tail -n1 {src}").stdout.strip() == "%% edited by hand"
+        backups = ssh(lab, "lab1", "ls /var/backups/easycluster/").stdout
+        assert "usr_local_lib_easy_cluster." in backups and ".tar" in backups, backups
+        assert set(cluster_status(lab, "lab1")["running_db_nodes"]) == set(NODES)
+    finally:
+        ssh(lab, "lab1", "systemctl stop ec-test-blocker", check=False)
+    # the running configuration again, with the package's plugin: everything healthy
+    fab("deploy", "--inventory", str(previous), timeout=600)
+    assert "%% edited by hand" not in ssh(lab, "lab1", f"cat {src}").stdout
+    rc, status = status_json()
+    assert rc == 0 and status["healthy"], status

@@ -10,20 +10,25 @@
 #   RESTART: 1 if a restart is needed; BACKUPS: the paths to back up if present (no secrets:
 #   no copies of a secret lying in backups); INSTALLS: MODE OWNER GROUP PATH for file 0, 1, ...;
 #   PLUGIN: 1 to install the plugin; SHARED_BUILT_WITH: the packages shared.tar was built with
-# params: BACKUP_DIR STATE_DIR RESTART_PENDING EPMD_REBIND PLUGIN_SRC PLUGIN_EBIN PLUGIN_BEAM
+# params: BACKUP_DIR STATE_DIR RESTART_PENDING EPMD_REBIND PLUGIN_DIR PLUGIN_SRC PLUGIN_EBIN
 # params: UNIT_DROPIN FIREWALL_UNIT EPMD_DROPIN FIREWALL_RULES
 set -e
 trap 'rm -rf "$STAGING"' EXIT
 install -d -m 700 "$BACKUP_DIR" "$STATE_DIR"
 if [ "$RESTART" = 1 ] || [ "$PLUGIN" = 1 ]; then touch "$RESTART_PENDING"; fi
 
-replaced=("${BACKUPS[@]}")
-if [ "$PLUGIN" = 1 ]; then replaced+=("$PLUGIN_BEAM"); fi
-for path in "${replaced[@]}"; do
+for path in "${BACKUPS[@]}"; do
   name=${path#/}
   backup="$BACKUP_DIR/${name//\//_}.$STAMP"
   if [ -f "$path" ]; then cp -p "$path" "$backup"; chmod go= "$backup"; echo "backup=$path:$backup"; fi
 done
+# The plugin is several modules, its sources beside them (their hash is what the facts read):
+# kept whole, as one tar of the directory, so a rollback puts back a plugin that matches itself.
+if [ "$PLUGIN" = 1 ] && [ -d "$PLUGIN_EBIN" ]; then
+  name=${PLUGIN_DIR#/}
+  backup="$BACKUP_DIR/${name//\//_}.$STAMP.tar"
+  tar -C "$PLUGIN_DIR" -cf "$backup" ebin src; chmod go= "$backup"; echo "backup=$PLUGIN_DIR:$backup"
+fi
 
 reload=0 epmd=0 unit_written=0 rules_written=0
 set -- "${INSTALLS[@]}"
