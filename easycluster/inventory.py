@@ -251,6 +251,11 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
         chk.fail("cluster.distribution.net_ticktime", f"{ticktime}: seconds from 5 to 600 (Erlang's default is 60)")
     if pmin > pmax:
         chk.fail("cluster.distribution", f"port window {pmin}-{pmax} is empty (port_min > port_max)")
+    elif pmin == pmax:
+        # ejabberdctl's own VM listens in the same window (Debian's ejabberdctl gives it
+        # FIREWALL_WINDOW too): with one port the node holds it and every ejabberdctl call fails
+        chk.fail("cluster.distribution", f"port window {pmin}-{pmax} is one port: the node and each ejabberdctl"
+                                         " call need one each (at least 2; the default has 10)")
     if pmin <= 4369 <= pmax:
         chk.fail("cluster.distribution", f"port window {pmin}-{pmax} contains epmd's port 4369")
     clash = {p for p in ports.values() if pmin <= p <= pmax}

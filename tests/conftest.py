@@ -16,7 +16,7 @@ import pytest
 
 from easycluster_lab import Lab
 
-TEST_LAB = "test"
+TEST_LAB = os.environ.get("EASYCLUSTER_TEST_LAB", "test")   # another name: a second session alongside
 FAB = Path(sys.executable).parent / "fab"
 REPO = Path(__file__).resolve().parent.parent
 

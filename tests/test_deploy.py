@@ -234,11 +234,14 @@ def test_a_configuration_that_does_not_start_is_rolled_back_with_the_plugin_it_r
     directory, from the backups configure took, and the node runs again."""
     previous = lab.dir / "inventory-changed.yml"          # the running configuration (window 4380-4389)
     assert "port_min: 4380" in previous.read_text()
+    data = yaml.safe_load(previous.read_text())
+    data["cluster"]["distribution"].update(port_min=4390, port_max=4391)
+    broken = lab.dir / "inventory-window-taken.yml"
+    broken.write_text(yaml.safe_dump(data))
     src = "/usr/local/lib/easy_cluster/src/easy_cluster.erl"
-    ssh(lab, "lab1", f"echo '%% edited by hand' >> {src}; "
-                     "systemd-run --quiet --unit=ec-test-blocker systemd-socket-activate -l 4390 /bin/sleep infinity")
+    ssh(lab, "lab1", f"echo '%% edited by hand' >> {src}; systemd-run --quiet --unit=ec-test-blocker "
+                     "systemd-socket-activate -l 4390 -l 4391 /bin/sleep infinity")
     try:
-        broken = _edit_inventory(lab, loglevel="warning", distribution={"port_min": 4390, "port_max": 4390})
         before = managed_checksums(lab)["lab1"]
         proc = fab("deploy", "--inventory", str(broken), check=False, timeout=600)
         out = proc.stdout + proc.stderr

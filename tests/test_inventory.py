@@ -79,6 +79,7 @@ BAD = [
     ("admin other domain", variant("cluster.admins", ["ops@other.org"]), "is not in one of cluster.domains"),
     ("bad loglevel", variant("cluster.loglevel", "loud"), "cluster.loglevel: 'loud'"),
     ("reversed window", variant("cluster.distribution", {"port_min": 4400, "port_max": 4370}), "is empty (port_min > port_max)"),
+    ("one-port window", variant("cluster.distribution", {"port_min": 4390, "port_max": 4390}), "is one port: the node and each ejabberdctl"),
     ("window on epmd", variant("cluster.distribution", {"port_min": 4360, "port_max": 4380}), "contains epmd's port 4369"),
     ("window on c2s", variant("cluster.distribution", {"port_min": 5220, "port_max": 5230}), "overlaps listener port(s) [5222]"),
     ("ticktime too short", variant("cluster.distribution", {"net_ticktime": 1}), "cluster.distribution.net_ticktime: 1: seconds from 5 to 600"),
