@@ -113,8 +113,10 @@ class Bench:
             d.mkdir(exist_ok=True)
             for mf in managed_files(inv, node, self.lab.ip(node.host), cookie):
                 data = mf.data().decode()
-                if mf.path.endswith("ejabberd.yml"):
+                if mf.path.endswith("ejabberd.yml"):   # stock ejabberd: none of the plugin's modules
                     data = re.sub(r"\n  # easycluster's own module.*\n  easy_cluster: \{\}\n", "\n", data)
+                    data = re.sub(r"(?m)^cluster_backend: easy\n", "", data)
+                    data = re.sub(r"(?m)^    db_type: easy\n", "    db_type: mnesia\n", data)
                 if mf.path == "/etc/default/ejabberd":   # the interface the documented way
                     data = re.sub(r" -kernel inet_dist_use_interface \{(\d+),(\d+),(\d+),(\d+)\}", "", data)
                     data += f"INET_DIST_INTERFACE={self.lab.ip(node.host)}\n"
