@@ -46,10 +46,7 @@ took() { echo "$(( ($(now) - $1) / 1000000 )) ms"; }
 python=$repo/.venv/bin/python
 if [ -x "$python" ]; then
     paths=$("$python" - <<'EOF'
-try:
-    from easycluster_lab.lab import apt_repository, base_rootfs
-except ImportError:
-    from easycluster.lab import apt_repository, base_rootfs
+from easycluster_lab.lab import apt_repository, base_rootfs
 import sys
 log = lambda msg: print(f"dialyzer.sh: the lab: {msg}", file=sys.stderr)
 rootfs = base_rootfs(log)
