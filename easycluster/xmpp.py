@@ -27,6 +27,22 @@ def _scram_hi(self, text, salt: bytes, iterations: int) -> bytes:
 
 
 SCRAM.Hi = _scram_hi
+_scram_first = SCRAM.process_1
+
+
+def _scram_process_1(self, challenge: bytes) -> bytes:
+    """Without TLS there is no channel to bind to: say so ("n", RFC 5802 section 6) rather than
+    slixmpp's "y" (binding supported, the server thought not to offer it), which ejabberd 24.12
+    refuses as a downgrade ("Invalid channel binding"). Over TLS, slixmpp's choice stands."""
+    first = _scram_first(self, challenge)
+    if first.startswith(b"y,") and not self.security_settings["encrypted"]:
+        first = b"n," + first[2:]
+        self.gs2_header = b"n," + self.gs2_header[2:]
+        self.client_first_message = first
+    return first
+
+
+SCRAM.process_1 = _scram_process_1
 
 
 @functools.cache

@@ -40,7 +40,7 @@ took() { echo "$(( ($(now) - $1) / 1000000 )) ms"; }
 
 [ "$(id -u)" -eq 0 ] || die "needs root (it runs dialyzer in a chroot): sudo $0"
 
-# The lab's base rootfs and apt repository, as the lab finds them (and builds them, the first
+# The lab's base rootfs and apt repository (its bookworm suite: ejabberd 23.01), as the lab finds them (and builds them, the first
 # time: debootstrap, then the download of ejabberd's packages, a few minutes). Without the
 # toolkit's virtualenv, where the lab leaves them.
 python=$repo/.venv/bin/python
@@ -51,12 +51,12 @@ import sys
 log = lambda msg: print(f"dialyzer.sh: the lab: {msg}", file=sys.stderr)
 rootfs = base_rootfs(log)
 print(rootfs)
-print(apt_repository(rootfs, log))
+print(apt_repository(rootfs, log) / "bookworm")
 EOF
 ) || die "the lab's cache could not be found or built (above)"
     base=$(sed -n 1p <<<"$paths"); aptrepo=$(sed -n 2p <<<"$paths")
 else
-    base=$cache/rootfs-bookworm-systemd; aptrepo=$cache/apt-repo-bookworm-systemd
+    base=$cache/rootfs-bookworm-systemd; aptrepo=$cache/apt-repo-bookworm-systemd/bookworm
 fi
 if ! [ -f "$base.recipe" ] || ! [ -f "$aptrepo/Packages" ]; then
     die "no lab rootfs ($base) or apt repository ($aptrepo): run \`make setup\` and bring a lab up once"

@@ -1,5 +1,9 @@
 # shellcheck shell=bash
 # apt-get install the pinned ejabberd without starting it (policy-rc.d), as on any Debian.
+# A backport (a version with ~bpo, Debian's convention) is installed from the release's
+# backports suite (`-t CODENAME-backports`: its dependencies need the backported versions too).
+# Any other version is installed from the release, and the packages a backport brought along
+# go back to the release's versions with it (the way back from an upgrade to a backport).
 # params: VERSION POLICY_RC_D
 set -e
 export DEBIAN_FRONTEND=noninteractive
@@ -9,8 +13,20 @@ if [ ! -e "$POLICY_RC_D" ]; then
 fi
 trap '[ $own_policy = 1 ] && rm -f "$POLICY_RC_D"' EXIT
 new_install=0; dpkg -s ejabberd >/dev/null 2>&1 || new_install=1
+# shellcheck source=/dev/null
+codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
 apt-get update -q >/dev/null
-apt-get install -y -q --no-install-recommends "ejabberd=$VERSION" erlang-dev nftables >/dev/null
+case $VERSION in
+  *~bpo*)
+    apt-get install -y -q --no-install-recommends -t "$codename-backports" \
+      "ejabberd=$VERSION" erlang-dev nftables >/dev/null ;;
+  *)
+    # shellcheck disable=SC2016  # dpkg-query's format, not the shell's
+    mapfile -t back < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' |
+                        awk -v c="$codename" '$1 == "ii" && $3 ~ /~bpo/ && $2 != "ejabberd" {print $2 "/" c}')
+    apt-get install -y -q --no-install-recommends --allow-downgrades \
+      "ejabberd=$VERSION" erlang-dev nftables "${back[@]}" >/dev/null ;;
+esac
 # enabled by the package: a node starts at boot only once it is a member (ec_start enables it)
 if [ $new_install = 1 ]; then systemctl disable --quiet ejabberd 2>/dev/null; fi
 # shellcheck disable=SC2016  # dpkg-query's format, not the shell's

@@ -66,6 +66,11 @@ IMAGE = f"rootfs-{CODENAME}-systemd"
 IMAGE_VERSION = 1      # bump when what base_rootfs() does to the image changes
 # What the lab's apt repository serves: everything these need beyond the base.
 REPO_PACKAGES = ("ejabberd", "erlang-dev", "nftables")
+# The suites the lab's apt repository serves, each a flat repository of its own: Debian's
+# release, and its backports (ejabberd 24.12, the upgrade target), as a server with backports
+# enabled has them.
+SUITES = (CODENAME, f"{CODENAME}-backports")
+REPO_LAYOUT = 2        # bump when how apt_repository() lays the repository out changes
 MIRROR_NAME = "lab-mirror"
 MIRROR_PORT = 3142
 REQUIRED_COMMANDS = {
@@ -259,36 +264,62 @@ def base_rootfs(log: Log = _quiet) -> Path:
 
 
 def apt_repository(rootfs: Path, log: Log = _quiet) -> Path:
-    """A flat apt repository with ejabberd and everything it needs beyond the base."""
+    """The lab's apt repository: two flat repositories, as a real server with backports enabled
+    sees Debian. SUITES[0] (bookworm) has ejabberd 23.01 and everything it needs beyond the base;
+    SUITES[1] (bookworm-backports: ejabberd 24.12) everything its ejabberd needs beyond the base,
+    and a Release that says NotAutomatic (apt's priority 100: only installed when asked for, by
+    version or `-t bookworm-backports`), as Debian's backports archive does."""
     cache = cache_dir()
     repo = cache / f"apt-repo-{rootfs.name.removeprefix('rootfs-')}"
-    recipe = f"{CODENAME} {' '.join(REPO_PACKAGES)} beyond {rootfs.name} " \
-             f"{(rootfs.parent / f'{rootfs.name}.recipe').read_text().strip()}\n"
+    recipe = f"{' '.join(SUITES)} {' '.join(REPO_PACKAGES)} beyond {rootfs.name} " \
+             f"{(rootfs.parent / f'{rootfs.name}.recipe').read_text().strip()} layout-{REPO_LAYOUT}\n"
     stamp = cache / f"{repo.name}.recipe"
     with _locked(cache / ".lock"):
-        if (repo / "Release").is_file() and stamp.is_file() and stamp.read_text() == recipe:
+        if all((repo / s / "Release").is_file() for s in SUITES) and stamp.is_file() \
+                and stamp.read_text() == recipe:
             return repo
-        log(f"downloading {', '.join(REPO_PACKAGES)} and dependencies for the lab's apt repository")
+        log(f"downloading {', '.join(REPO_PACKAGES)} and dependencies for the lab's apt repository "
+            f"({' and '.join(SUITES)})")
         shutil.rmtree(repo, ignore_errors=True)
-        (repo / "partial").mkdir(parents=True)
-        # Resolve against the base image's dpkg status, so the repository holds
-        # exactly what a fresh host lacks; the machine's own packages do not matter.
-        download = ["apt-get", "-q", "-y", "-o", f"Dir::State::status={rootfs}/var/lib/dpkg/status",
-                    "-o", f"Dir::Cache::archives={repo}", "-o", "Debug::NoLocking=1",
-                    "install", "--download-only", *REPO_PACKAGES]
-        if subprocess.run(download, capture_output=True).returncode != 0:
-            _run(["apt-get", "-q", "update"], timeout=600)
-            _run(download, timeout=600)
-        shutil.rmtree(repo / "partial")
-        (repo / "lock").unlink(missing_ok=True)
-        (repo / "Packages").write_text(_ftparchive(repo, "packages"))
-        (repo / "Release").write_text(_ftparchive(repo, "release"))
+        apt = _private_apt(cache, log)
+        for suite in SUITES:
+            d = repo / suite
+            (d / "partial").mkdir(parents=True)
+            # Resolve against the base image's dpkg status, so the repository holds exactly what
+            # a fresh host lacks; the machine's own packages do not matter.
+            _run([*apt, "-o", f"Dir::State::status={rootfs}/var/lib/dpkg/status",
+                  "-o", f"Dir::Cache::archives={d}", "-t", suite,
+                  "install", "--download-only", *REPO_PACKAGES], timeout=900)
+            shutil.rmtree(d / "partial")
+            (d / "lock").unlink(missing_ok=True)
+            (d / "Packages").write_text(_ftparchive(d, "packages"))
+            backports = suite.endswith("-backports")
+            fields = {"Suite": suite, "Codename": suite, "Origin": "Debian", "Label": "lab " + suite}
+            if backports:
+                fields.update(NotAutomatic="yes", ButAutomaticUpgrades="yes")
+            (d / "Release").write_text(_ftparchive(d, "release", fields))
         stamp.write_text(recipe)
         return repo
 
 
-def _ftparchive(repo: Path, what: str) -> str:
-    proc = subprocess.run(["apt-ftparchive", what, "."], cwd=repo, capture_output=True, text=True)
+def _private_apt(cache: Path, log: Log) -> list[str]:
+    """apt-get with sources and lists of the lab's own (the machine's mirror, SUITES), so the
+    machine's apt configuration is neither needed nor touched; lists refreshed here."""
+    state = cache / "apt-state"
+    (state / "lists/partial").mkdir(parents=True, exist_ok=True)
+    mirror = debian_mirror()
+    _write(state / "sources.list", "".join(f"deb {mirror} {s} main\n" for s in SUITES), 0o644)
+    apt = ["apt-get", "-q", "-y", "-o", f"Dir::Etc::sourcelist={state}/sources.list",
+           "-o", "Dir::Etc::sourceparts=/nonexistent", "-o", f"Dir::State::Lists={state}/lists",
+           "-o", "Debug::NoLocking=1"]
+    log(f"apt-get update ({mirror}: {', '.join(SUITES)})")
+    _run([*apt, "update"], timeout=600)
+    return apt
+
+
+def _ftparchive(repo: Path, what: str, fields: dict[str, str] | None = None) -> str:
+    options = [f"-oAPT::FTPArchive::Release::{k}={v}" for k, v in (fields or {}).items()]
+    proc = subprocess.run(["apt-ftparchive", *options, what, "."], cwd=repo, capture_output=True, text=True)
     if proc.returncode != 0:
         raise LabError(f"apt-ftparchive {what} failed: {proc.stderr.strip()}")
     return proc.stdout
@@ -547,7 +578,8 @@ class Lab:
         etc = upper / "etc"
         _write(etc / "hostname", f"{host}\n", 0o644)
         _write(etc / "resolv.conf", "nameserver 127.0.0.1\n", 0o644)  # no DNS leaves the lab
-        _write(etc / "apt/sources.list", f"deb [trusted=yes] http://{MIRROR_NAME}:{MIRROR_PORT}/ ./\n", 0o644)
+        _write(etc / "apt/sources.list",
+               "".join(f"deb [trusted=yes] http://{MIRROR_NAME}:{MIRROR_PORT}/{s}/ ./\n" for s in SUITES), 0o644)
         hostkey = etc / "ssh/ssh_host_ed25519_key"
         if not hostkey.exists():
             hostkey.parent.mkdir(parents=True, exist_ok=True)
