@@ -61,6 +61,7 @@ class ClusterHealth:
 
     def as_dict(self) -> dict:
         return {"healthy": self.healthy, "partitioned": self.partitioned, "problems": self.problems,
+                "mixed_versions": mixed_versions(self.nodes),
                 "nodes": [n.as_dict() for n in self.nodes],
                 "departed": {name: {"how": how, "when": when} for name, (how, when) in self.departed.items()}}
 
@@ -116,6 +117,11 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
                             "(master nodes left set: `fab heal` clears them)")
         if not nh.master:
             problems.append(f"{nh.name}: not a master (no local copy of {', '.join(nh.missing_tables) or 'some tables'})")
+    mixed = mixed_versions(nodes)
+    if mixed:
+        problems.append(MIXED + ": " + "; ".join(f"{v} on {', '.join(hosts)}" for v, hosts in mixed.items()) +
+                        " (an upgrade under way or stopped half-way: `fab upgrade` brings every node to the "
+                        "pinned version; ejabberd's maintainers advise against running mixed versions)")
     running_names = {n.name for n in nodes if n.running}
     for nh in nodes:
         nh.member = any(nh.name in other.db_nodes for other in nodes if other.running)
@@ -128,6 +134,18 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
         if absent and not any(p.startswith(f"{a}: not a master") for a in absent for p in problems):
             problems.append(f"table {table}: no copy on {', '.join(sorted(absent))}")
     return ClusterHealth(nodes, problems, tables)
+
+
+MIXED = "mixed ejabberd versions"
+
+
+def mixed_versions(nodes: list[NodeHealth]) -> dict[str, list[str]]:
+    """Installed ejabberd version -> hosts, when the nodes do not all have the same one."""
+    by_version: dict[str, list[str]] = {}
+    for nh in nodes:
+        if nh.reachable and nh.ejabberd_version:
+            by_version.setdefault(nh.ejabberd_version, []).append(nh.host)
+    return by_version if len(by_version) > 1 else {}
 
 
 def _unit_problem(nh: NodeHealth, f: HostFacts) -> str | None:

@@ -67,6 +67,7 @@ class Cluster:
     cookie_env: str | None
     dist_tls: bool = False            # TLS for the Erlang distribution (cluster CA, a cert per node)
     dist_tls_dir: Path | None = None  # the local secrets directory holding the CA and the nodes' keys
+    mam: bool = False                 # the message archive (mod_mam, XEP-0313), stored in Mnesia
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
         "admins": (list, False), "loglevel": (str, False), "listen": (dict, False),
         "in_band_registration": (bool, False), "distribution": (dict, False), "cookie": (dict, True),
         "certfiles": (list, False), "registration_timeout": (object, False), "backups": (dict, False),
+        "mam": (bool, False),
     },
     "cluster.backups": {"keep": (int, False)},
     "cluster.listen": {"c2s": (int, False), "s2s": (int, False), "http": (int, False)},
@@ -290,7 +292,8 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
         in_band_registration=c.get("in_band_registration", False), registration_timeout=reg_timeout,
         backups_keep=keep, certfiles=tuple(certfiles), port_min=pmin, port_max=pmax,
         net_ticktime=ticktime, cookie_file=_relative(path, cookie["file"]) if "file" in cookie else None,
-        cookie_env=cookie.get("env"), dist_tls=bool(dist.get("tls")), dist_tls_dir=tls_dir)
+        cookie_env=cookie.get("env"), dist_tls=bool(dist.get("tls")), dist_tls_dir=tls_dir,
+        mam=c.get("mam", False))
 
 
 def _nodes(chk: _Checker, raw: Any) -> list[Node]:

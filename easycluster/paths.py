@@ -26,6 +26,9 @@ PLUGIN_BEAM = f"{PLUGIN_EBIN}/easy_cluster.beam"
 # Present only for a node's first start when it joins at boot: the name of the node to join
 # (read by /etc/default/ejabberd; the plugin's boot_join does the join).
 JOIN_SEED_FILE = "/etc/ejabberd/easycluster-join-seed"
+# Present only for the start after a full-stop upgrade: "all" or the node to wait for (read by
+# /etc/default/ejabberd; the plugin's boot_hold holds the start before ejabberd).
+UPGRADE_HOLD_FILE = "/etc/ejabberd/easycluster-upgrade-hold"
 # easycluster's drop-in for Debian's ejabberd.service (watchdog off, start/stop timeouts, no
 # restart after a failed join); a change is followed by `systemctl daemon-reload`.
 UNIT_DROPIN = "/etc/systemd/system/ejabberd.service.d/easycluster.conf"
@@ -54,6 +57,7 @@ LOCK_DIR = f"{STATE_DIR}/lock"                     # the cluster lock (lock.py):
 LOCK_HOLDER = f"{LOCK_DIR}/holder"                 # who holds it (JSON)
 BACKUP_DIR = "/var/backups/easycluster"            # replaced files, a wiped node's Mnesia files
 MNESIA_BACKUP_DIR = "/var/backups/easycluster-mnesia"   # written by the ejabberd VM itself
+UPGRADE_COPY_DIR = "/var/backups/easycluster-upgrade"   # a full-stop upgrade's copies of the Mnesia directory
 STAGING_TEMPLATE = "/root/.easycluster-XXXXXX"     # mktemp's: where configure's uploads wait
 POLICY_RC_D = "/usr/sbin/policy-rc.d"              # keeps apt-get from starting ejabberd (install)
 SMOKE_PASSWORD = "/root/.easycluster-smoke-password"   # .TAG: the smoke test users' (SFTP; gone once read)

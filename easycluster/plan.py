@@ -116,7 +116,9 @@ def preflight(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> li
         if f.installed and f.ejabberd_version != pin:
             problems.append(Problem(node.host, "version", f"ejabberd {f.ejabberd_version} installed, "
                                     f"the inventory pins {pin}",
-                                    "pin the installed version, or upgrade the whole cluster first"))
+                                    "`fab upgrade` moves the running cluster to the pinned version "
+                                    "(deploy never changes the version of a node holding data); or pin "
+                                    "the installed one"))
         address = dist_address(node, facts)
         if not address:
             problems.append(Problem(node.host, "resolve", f"{node.node_host} does not resolve on its own host",

@@ -13,7 +13,7 @@ from .secrets import Secret
 # on-host paths: easycluster.paths (COOKIE_PATH, EJABBERD_YML, ... were defined here and are still importable)
 from .paths import (COOKIE_PATH, DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT,
                     EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, PLUGIN_EBIN,
-                    UNIT_DROPIN)
+                    UNIT_DROPIN, UPGRADE_HOLD_FILE)
 from .tls import NodeTLS
 
 # Package data (the repository's templates/ and plugin/, mapped into the package by the build).
@@ -71,7 +71,8 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
     epmd and the distribution answer (the firewall's; None: no firewall files)."""
     context = dict(cluster=inventory.cluster, node=node, nodes=inventory.nodes,
                    dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN, dist_tls_optfile=DIST_TLS_OPTFILE,
-                   join_seed_file=JOIN_SEED_FILE)
+                   join_seed_file=JOIN_SEED_FILE, upgrade_hold_file=UPGRADE_HOLD_FILE,
+                   ejabberd_release=release(inventory.cluster.ejabberd_version))
     return firewall_files(inventory, node, members) + _tls_files(inventory, node, tls) + [
         ManagedFile(EPMD_DROPIN, render("epmd.socket.d.conf.j2", **context), 0o644, "root", "root", restart=True),
         ManagedFile(UNIT_DROPIN, render("ejabberd.service.d.conf.j2", start_timeout=UNIT_START_TIMEOUT,
@@ -84,6 +85,17 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
         # no trailing newline: the file's sha256 is the cookie's, comparable without reading it
         ManagedFile(COOKIE_PATH, cookie, 0o400, "ejabberd", "ejabberd", restart=True),
     ]
+
+
+def release(version: str) -> tuple[int, int]:
+    """ejabberd's release of a Debian package version: "24.12-3~bpo12+1" -> (24, 12). The
+    templates compare it where an option differs between releases."""
+    head = version.split(":")[-1].split("-")[0].split("~")[0]
+    parts = (head.split(".") + ["0"])[:2]
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        return 0, 0
 
 
 def firewall_files(inventory: Inventory, node: Node, members: list[str] | None) -> list[ManagedFile]:

@@ -12,7 +12,9 @@
 %%% the plugin's other modules, one per concern:
 %%%   easy_cluster_status     easy_cluster_status / _statuses
 %%%   easy_cluster_join       the boot-time join (`-s easy_cluster boot_join`)
-%%%   easy_cluster_schema     forget a node, master nodes, force_load after a full outage
+%%%   easy_cluster_upgrade    a full-stop upgrade's hold at boot (`-s easy_cluster boot_hold`)
+%%%   easy_cluster_schema     forget a node, master nodes, force_load after a full outage;
+%%%                           table records for an upgrade's plan
 %%%   easy_cluster_backup     easy_cluster_backup / _restore
 %%%   easy_cluster_partition  the partition watcher (a supervised gen_server)
 %%%   easy_cluster_offline    the heal's carry-over of offline messages
@@ -37,8 +39,9 @@
 -export([force_load/0]).
 -export([partition_clear/0, partition_forget/1]).
 -export([cookie/1]).
+-export([tables/0, records/1]).
 %% Run by init (-s) during a node's first start, before ejabberd.
--export([boot_join/0]).
+-export([boot_join/0, boot_hold/0]).
 %% Heal: offline messages stored on the losing side carried over to the winner's data.
 -export([offline_export/1, offline_import/1]).
 
@@ -184,7 +187,18 @@ commands() ->
                                    ", never from the command line.",
                         module = ?MODULE, function = cookie,
                         args_desc = ["peers, self or check"],
-                        args = [{phase, string}], result = {res, restuple}}].
+                        args = [{phase, string}], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_tables, tags = [cluster],
+                        desc = "Every table's record name, attributes, size and copies, as JSON",
+                        module = ?MODULE, function = tables,
+                        args = [], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_records, tags = [cluster],
+                        desc = "The records the headers (*.hrl) in Dir define, as JSON",
+                        longdesc = "For an upgrade's plan: Dir is the include directory of the "
+                                   "ejabberd version the cluster is to run.",
+                        module = ?MODULE, function = records,
+                        args_desc = ["Directory of *.hrl files"],
+                        args = [{dir, string}], result = {res, restuple}}].
 
 %%%===================================================================
 %%% The API: commands, calls over RPC, init's -s
@@ -229,8 +243,17 @@ partition_forget(Node) -> easy_cluster_partition:forget(Node).
 -spec cookie(string()) -> easy_cluster_json:answer().
 cookie(Phase) -> easy_cluster_cookie:cookie(Phase).
 
+-spec tables() -> easy_cluster_json:answer().
+tables() -> easy_cluster_schema:tables().
+
+-spec records(string()) -> easy_cluster_json:answer().
+records(Dir) -> easy_cluster_schema:records(Dir).
+
 -spec boot_join() -> ok.
 boot_join() -> easy_cluster_join:boot_join().
+
+-spec boot_hold() -> ok.
+boot_hold() -> easy_cluster_upgrade:boot_hold().
 
 -spec offline_export(string()) -> easy_cluster_json:answer().
 offline_export(File) -> easy_cluster_offline:offline_export(File).

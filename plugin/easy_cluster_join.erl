@@ -11,6 +11,8 @@
 -module(easy_cluster_join).
 
 -export([boot_join/0]).
+%% for the upgrade's hold at boot (easy_cluster_upgrade)
+-export([extend_start_timeout/0, start_permanent/1]).
 
 -include("logger.hrl").
 
@@ -95,6 +97,7 @@ boot_join(Seed) ->
 
 %% Under systemd: keep pushing the unit's start timeout out while the join runs (see
 %% EXTEND_EVERY_MS). Without NOTIFY_SOCKET (not started by systemd) there is nothing to do.
+-spec extend_start_timeout() -> ok.
 extend_start_timeout() ->
     Msg = "EXTEND_TIMEOUT_USEC=" ++ integer_to_list(?EXTEND_USEC),
     case sd_notify(Msg) of
@@ -316,6 +319,7 @@ wait_for_tables(Seconds) ->
         {error, Why} -> {error, Why}
     end.
 
+-spec start_permanent(atom()) -> ok | {error, term()}.
 start_permanent(App) ->
     case application:start(App, permanent) of
         ok -> ok;

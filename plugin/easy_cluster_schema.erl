@@ -1,9 +1,14 @@
 %%% easy_cluster_schema: changes to the cluster's Mnesia schema and to where tables load from,
 %%% made by the toolkit's runbooks: forget a dead node (`easy_cluster_forget`), the heal's master
 %%% nodes (`easy_cluster_set_master`), and the start after a full outage (force_load, over RPC).
+%%% And what an upgrade's plan needs: each table's record as Mnesia holds it
+%%% (`easy_cluster_tables`), and the records another ejabberd version's headers define
+%%% (`easy_cluster_records DIR`): a replicated table whose record changes between two versions
+%%% cannot be rolled (ejabberd transforms it at start, under the old nodes' feet: ejabberd #4374).
 -module(easy_cluster_schema).
 
 -export([forget/1, set_master/1, force_load/0, atomic/1]).
+-export([tables/0, records/1]).
 
 %%%===================================================================
 %%% easy_cluster_forget: offline removal of a dead node
@@ -81,3 +86,43 @@ atomic({atomic, ok}) -> ok;
 atomic({aborted, Why}) -> {error, Why};
 atomic({badrpc, Why}) -> {error, {badrpc, Why}};
 atomic(Other) -> {error, Other}.
+
+%%%===================================================================
+%%% Upgrades: records of the running tables, and of another version's headers
+%%%===================================================================
+%% Every table but the schema: its record name and attributes (what a version's code must
+%% agree with), its size, and the storage type of each copy.
+-spec tables() -> easy_cluster_json:answer().
+tables() ->
+    Tables = [T || T <- mnesia:system_info(tables), T =/= schema],
+    easy_cluster_json:ok(
+      #{tables => maps:from_list(
+                    [{T, #{record_name => mnesia:table_info(T, record_name),
+                           attributes => mnesia:table_info(T, attributes),
+                           size => easy_cluster_json:safe(fun() -> mnesia:table_info(T, size) end),
+                           copies => maps:from_list(easy_cluster_status:where_to_commit(T))}}
+                     || T <- Tables])}).
+
+%% The records the headers (*.hrl) in Dir define, with their fields in order: an ejabberd
+%% package's include directory, of the version an upgrade goes to. Headers that include
+%% others from elsewhere (xmpp's) parse all the same: the records are what matters.
+-spec records(string()) -> easy_cluster_json:answer().
+records(Dir) ->
+    case filelib:wildcard(filename:join(Dir, "*.hrl")) of
+        [] ->
+            easy_cluster_json:failed(#{ok => false, reason => <<"no headers (*.hrl) in ", (list_to_binary(Dir))/binary>>});
+        Files ->
+            Records = lists:append([file_records(F) || F <- Files]),
+            easy_cluster_json:ok(#{ok => true, headers => length(Files),
+                                   records => maps:from_list(Records)})
+    end.
+
+file_records(File) ->
+    case epp:parse_file(File, [{includes, [filename:dirname(File)]}]) of
+        {ok, Forms} -> [{R, [field_name(F) || F <- Fields]} || {attribute, _, record, {R, Fields}} <- Forms];
+        {error, _} -> []
+    end.
+
+field_name({record_field, _, {atom, _, Name}}) -> Name;
+field_name({record_field, _, {atom, _, Name}, _Default}) -> Name;
+field_name({typed_record_field, Field, _Type}) -> field_name(Field).

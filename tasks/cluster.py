@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoke import task
 from invoke.exceptions import Exit
 
+from easycluster import upgrade as upgrade_core
 from easycluster.deploy import deploy as run_deploy
 from easycluster.status import cluster_health, format_json, format_table
 
@@ -42,3 +43,17 @@ def status(c, inventory=None, json=False, tables=False):
     say(format_json(health, tables) if json else format_table(health, tables))
     if not health.healthy:
         raise Exit(code=1)
+
+
+@task(help={"inventory": INVENTORY_HELP, "dry": "print the plan (versions, strategy and why) and change nothing",
+            "revert": "after a full-stop upgrade: every node back on the pinned (old) version with its Mnesia "
+                      "directory as copied during the upgrade",
+            "copy": "with --revert: the copies' stamp (default: the newest found on every node)"})
+@operator_errors
+def upgrade(c, inventory=None, dry=False, revert=False, copy=None):
+    """Move the running cluster to the pinned ejabberd version: rolling, or a planned full stop."""
+    inv = inventory_of(c, inventory)
+    if revert:
+        say(format_table(upgrade_core.revert(inv, out=say, stamp=copy)))
+        return
+    upgrade_core.upgrade(inv, dry=dry, out=say)

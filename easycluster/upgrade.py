@@ -1,0 +1,472 @@
+"""`fab upgrade`: the running cluster to the ejabberd version the inventory pins, up or down.
+
+inventory -> facts -> plan -> apply -> verify, as deploy:
+- Facts: deploy's, plus per host (one script: upgrade_facts.sh) whether the pinned version
+  installs (apt-get's simulation), the room for a copy of the Mnesia directory, and from one
+  node the records of the running tables and those the pinned version's headers define.
+- Plan (plan_upgrade, pure): the strategy and its reason. A replicated table whose record
+  differs between the two versions is transformed by the new version at its start, and Mnesia
+  transforms a table only with every copy active and on every node at once: a node of the old
+  version holding it breaks (ejabberd #4374). So:
+    rolling    no table's record changes: one node at a time, drained, stopped, upgraded,
+               started, back with every table before the next; the cluster serves throughout.
+    full stop  a record changes: every node stopped (the first of the inventory last), a copy
+               of each Mnesia directory taken while stopped (the way back), every node
+               upgraded, then all started held (the plugin's boot_hold) so that the node that
+               stopped last transforms the tables alone once every copy is loaded. The outage
+               is measured and printed.
+- Apply: a full Mnesia backup first; the first failure stops the run and says where it is and
+  what the way back is.
+- Verify: every node runs the pinned version, healthy.
+
+The way back: after a rolling upgrade, `fab upgrade` with the old version pinned (the same
+rule applies: nothing changed, so it rolls). After a full stop, `fab upgrade --revert`: with
+the old version pinned, every node stopped, the old package installed again and each Mnesia
+directory put back as copied during the upgrade (writes since then are lost), then started.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+
+from . import facts as factmod
+from . import membership, nodectl
+from .errors import EasyClusterError
+from .facts import HostFacts
+from .health import MIXED, ClusterHealth, assess
+from .inventory import Inventory, Node
+from .lock import ClusterLock
+from .paths import STOP_ORDER
+from .plan import Problem, PreflightFailed, _file_change, dist_address, members_of
+from .progress import Out, Progress
+from .remote import Fleet, Host
+from .render import managed_files, release
+from .scripts import render
+from .secrets import Secret, load_cookie
+from .status import wait_for
+from .tls import materials as tls_materials
+
+ROLLING, FULL_STOP = "rolling", "full stop"
+COPY_MARGIN = 1.2          # room for a copy: the Mnesia directory's size times this
+BACK_BOUND = 300           # seconds for an upgraded node (or the cluster) to be back
+
+
+# --------------------------------------------------------------------------- facts
+
+@dataclass
+class UpgradeFacts:
+    """What upgrade_facts.sh found on one host."""
+    host: str
+    installable: bool = False
+    install_error: str = ""
+    changes: list[str] = field(default_factory=list)      # packages apt would install or upgrade
+    mnesia_bytes: int = 0
+    free_bytes: int = 0
+    tables: dict | None = None     # table -> {record_name, attributes, size, copies} (the running node's)
+    records: dict | None = None    # record -> [fields], from the pinned version's headers
+    records_error: str = ""
+    copies: dict[str, str] = field(default_factory=dict)  # stamp -> version: a full stop's copies here
+    error: str = ""
+
+
+def parse_upgrade_facts(host: str, text: str) -> UpgradeFacts:
+    uf = UpgradeFacts(host)
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if line.startswith(("tables:", "records:")):
+            name, _, payload = line.partition(":")
+            answer = nodectl.last_json(payload)
+            if name == "tables":
+                uf.tables = answer.get("tables")
+            elif answer.get("ok"):
+                uf.records = answer.get("records")
+            else:
+                uf.records_error = str(answer.get("reason") or payload.strip()[:300])
+        elif line.startswith("copy:"):
+            stamp, _, version = line[5:].partition("=")
+            uf.copies[stamp] = version
+        elif not sep:
+            continue
+        elif key == "installable":
+            uf.installable = value == "yes"
+        elif key == "install_error":
+            uf.install_error = value.strip()
+        elif key == "changes":
+            uf.changes = value.split()
+        elif key in ("mnesia_bytes", "free_bytes"):
+            setattr(uf, key, int(value) if value.isdigit() else 0)
+        elif key == "records_error":
+            uf.records_error = value
+    if "end=1" not in text.splitlines():
+        uf.error = "the host's answer ended early"
+    return uf
+
+
+def gather_upgrade_facts(fleet: Fleet, version: str, ask: str) -> dict[str, UpgradeFacts]:
+    def one(h: Host) -> UpgradeFacts:
+        r = h.script(render("upgrade_facts", version=version, records=h.name == ask),
+                     what="reading the upgrade's facts", timeout=300)
+        return parse_upgrade_facts(h.name, r.stdout)
+    results = fleet.parallel(one)
+    return {h: (r if isinstance(r, UpgradeFacts) else UpgradeFacts(h, error=str(r))) for h, r in results.items()}
+
+
+# --------------------------------------------------------------------------- plan (pure)
+
+@dataclass(frozen=True)
+class TableChange:
+    table: str
+    record: str
+    running: tuple[str, ...]
+    target: tuple[str, ...]
+
+    def describe(self) -> str:
+        gained = [a for a in self.target if a not in self.running]
+        lost = [a for a in self.running if a not in self.target]
+        parts = ([f"gains {', '.join(gained)}"] if gained else []) + ([f"loses {', '.join(lost)}"] if lost else [])
+        return f"{self.table} ({', '.join(parts) or 'its fields are reordered'})"
+
+
+@dataclass
+class UpgradePlan:
+    target: str
+    current: dict[str, str]                    # host -> installed version
+    strategy: str | None = None                # ROLLING | FULL_STOP; None: nothing to do
+    reason: str = ""
+    changed: list[TableChange] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)   # tables whose record the target's headers lack
+    compared: int = 0
+    order: list[str] = field(default_factory=list)     # hosts: rolling order, or the stop order
+    packages: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def changes(self) -> bool:
+        return self.strategy is not None
+
+
+def plan_upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict[str, UpgradeFacts],
+                 health: ClusterHealth) -> UpgradePlan:
+    """From the inventory (its pinned version), deploy's facts, the upgrade's facts and the
+    cluster's health: the strategy and its reason, the order, or the problems."""
+    target = inv.cluster.ejabberd_version
+    current = {n.host: facts[n.host].ejabberd_version or "-" for n in inv.nodes}
+    plan = UpgradePlan(target, current)
+    to_move = [n.host for n in inv.nodes if current[n.host] != target]
+    if not to_move:
+        return plan
+    problems = plan.problems
+    for p in health.problems:
+        if not p.startswith(MIXED):
+            problems.append(Problem("cluster", "health", p, "an upgrade starts from a healthy cluster: "
+                                    "`fab status` says what to fix first"))
+    for node in inv.nodes:
+        uf = ufacts.get(node.host)
+        if uf is None or uf.error:
+            problems.append(Problem(node.host, "facts", (uf.error if uf else "no answer"), "check the host"))
+            continue
+        if node.host in to_move and not uf.installable:
+            problems.append(Problem(node.host, "package", f"ejabberd {target} cannot be installed: "
+                                    f"{uf.install_error or 'apt-get refused'}",
+                                    "make the version available to apt (for a ~bpo version: the release's "
+                                    "backports suite in its sources)"))
+        need = int(uf.mnesia_bytes * COPY_MARGIN)
+        if uf.free_bytes and uf.free_bytes < need:
+            problems.append(Problem(node.host, "disk", f"{uf.free_bytes // 2**20} MiB free for a copy of "
+                                    f"{uf.mnesia_bytes // 2**20} MiB of Mnesia files",
+                                    "free space under /var/backups"))
+        plan.packages[node.host] = uf.changes
+    ask = next((u for u in ufacts.values() if u.tables is not None or u.records is not None or u.records_error), None)
+    if ask is None or ask.tables is None:
+        problems.append(Problem("cluster", "tables", "the running tables' records could not be read",
+                                "is the plugin loaded (`fab deploy`)?"))
+    elif ask.records is None:
+        problems.append(Problem(ask.host, "records", f"the headers of ejabberd {target} could not be read: "
+                                f"{ask.records_error or 'no answer'}", "check that apt can download it"))
+    if problems:
+        return plan
+    plan.changed, plan.unknown, plan.compared = compare_records(ask.tables, ask.records)
+    first = inv.nodes[0].host
+    if plan.changed:
+        plan.strategy = FULL_STOP
+        plan.reason = ("the record of " + "; ".join(c.describe() for c in plan.changed) +
+                       f" differs in ejabberd {target}: the new version transforms it at start, which "
+                       "Mnesia does with every copy loaded and on every node at once (a node of the old "
+                       "version holding it breaks: ejabberd #4374)")
+        plan.order = [n.host for n in reversed(inv.nodes)]          # the first node stops last
+    else:
+        plan.strategy = ROLLING
+        plan.reason = (f"no table's record differs between the running version and {target} "
+                       f"({plan.compared} tables compared)")
+        plan.order = [h for h in (n.host for n in inv.nodes) if h != first and h in to_move] + \
+                     ([first] if first in to_move else [])
+    return plan
+
+
+def compare_records(tables: dict, records: dict) -> tuple[list[TableChange], list[str], int]:
+    """The tables whose record differs between what Mnesia holds and the target's headers;
+    the tables whose record those headers do not define; how many were compared."""
+    changed, unknown, compared = [], [], 0
+    for table, info in sorted(tables.items()):
+        record = str(info.get("record_name", table))
+        running = tuple(info.get("attributes", []))
+        if record not in records:
+            unknown.append(table)
+            continue
+        compared += 1
+        target = tuple(records[record])
+        if target != running:
+            changed.append(TableChange(table, record, running, target))
+    return changed, unknown, compared
+
+
+def format_upgrade_plan(plan: UpgradePlan, inv: Inventory) -> str:
+    if not plan.changes:
+        return f"no changes: every node runs ejabberd {plan.target}"
+    out = []
+    for node in inv.nodes:
+        was = plan.current[node.host]
+        if was == plan.target:
+            out.append(f"[{node.host}] ejabberd {was}: already the pinned version")
+            continue
+        pkgs = plan.packages.get(node.host) or []
+        out.append(f"[{node.host}] ejabberd {was} -> {plan.target}"
+                   + (f" ({len(pkgs)} packages: {' '.join(pkgs)})" if pkgs else ""))
+    out.append(f"strategy: {plan.strategy}: {plan.reason}")
+    if plan.unknown:
+        out.append(f"  not in {plan.target}'s headers (record defined in its code; not compared): "
+                   f"{', '.join(plan.unknown)}")
+    if plan.strategy == ROLLING:
+        out.append("  order: " + ", ".join(plan.order) + " (one at a time: drained, stopped, upgraded, "
+                   "started, back with every table)")
+    else:
+        out.append("  stop order: " + ", ".join(plan.order) + f"; {plan.order[-1]} stops last and starts first; "
+                   "each Mnesia directory is copied while stopped (the way back: `fab upgrade --revert`)")
+    out.append("  first: a full Mnesia backup")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- apply
+
+@dataclass
+class UpgradeResult:
+    plan: UpgradePlan
+    health: ClusterHealth | None = None
+    outage: float | None = None        # full stop: seconds no node served
+    phases: list[tuple[str, float]] = field(default_factory=list)
+
+
+def upgrade(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float = 0) -> UpgradeResult:
+    progress = Progress(out)
+    cookie = load_cookie(inv.cluster, create=False)
+    tls = tls_materials(inv, create=False)
+    with Fleet(inv) as fleet:
+        with progress.phase("facts"):
+            facts = factmod.gather_via(fleet, probe_network=False)
+        effective = membership.without_departed(inv, facts, out)
+        fleet = fleet.subset(effective)
+        health = assess(effective, facts)
+        ask = effective.nodes[0].host
+        with progress.phase("upgrade facts"):
+            ufacts = gather_upgrade_facts(fleet, inv.cluster.ejabberd_version, ask)
+        plan = plan_upgrade(effective, facts, ufacts, health)
+        if plan.problems:
+            raise PreflightFailed(plan.problems)
+        out(format_upgrade_plan(plan, effective))
+        if dry or not plan.changes:
+            if dry:
+                out("dry run: nothing was changed")
+            return UpgradeResult(plan, health, phases=progress.phases)
+        with ClusterLock(fleet, list(fleet.hosts), "upgrade", lock_wait):
+            with progress.phase("backup"):
+                membership.backup(effective, fleet, ask, progress.say)
+            apply = _Upgrade(effective, fleet, facts, plan, progress, cookie, tls)
+            try:
+                health = apply.rolling() if plan.strategy == ROLLING else apply.full_stop()
+            except Exception as exc:
+                raise EasyClusterError(f"{exc}\n{apply.where_it_stopped()}") from None
+        moved = [n.name for n in health.nodes if n.ejabberd_version != plan.target]
+        if moved or not health.healthy:
+            raise EasyClusterError("the upgrade finished but the cluster is not as pinned:\n  " +
+                                   "\n  ".join(health.problems + [f"{n} does not run {plan.target}" for n in moved]))
+        if apply.outage is not None:
+            out(f"outage: {apply.outage:.1f}s with no node serving (from the last stop to the first node "
+                f"serving again); every node back {apply.all_back:.1f}s after the last stop")
+        out(f"cluster: {len(health.nodes)} nodes on ejabberd {plan.target} (healthy)")
+        timings = ", ".join(f"{name} {secs:.1f}s" for name, secs in progress.phases)
+        out(f"time: {time.monotonic() - progress.start:.1f}s ({timings})")
+        return UpgradeResult(plan, health, apply.outage, progress.phases)
+
+
+class _Upgrade:
+    """One run's apply; remembers how far it got, for the report of a failure."""
+
+    def __init__(self, inv: Inventory, fleet: Fleet, facts: dict[str, HostFacts], plan: UpgradePlan,
+                 progress: Progress, cookie: Secret, tls):
+        self.inv, self.fleet, self.facts, self.plan, self.progress = inv, fleet, facts, plan, progress
+        self.cookie, self.tls = cookie, tls
+        self.members = members_of(inv, facts)
+        self.upgraded: list[str] = []
+        self.stopped: list[str] = []
+        self.stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.outage: float | None = None
+        self.all_back: float = 0.0
+        self.build: nodectl.PluginBuild | None = None
+
+    # ---- one host's package and files
+    def install_and_configure(self, h: Host) -> None:
+        node = h.node
+        with self.progress.step(h.name, f"install ejabberd {self.plan.target}"):
+            nodectl.install(h, self.plan.target)
+        files = [mf for mf in managed_files(self.inv, node, dist_address(node, self.facts) or "", self.cookie,
+                                            (self.tls or {}).get(node.name), self.members)
+                 if _file_change(mf, self.facts[h.name]) is not None]
+        what = ", ".join([mf.path.rsplit("/", 1)[-1] for mf in files] + ["plugin (rebuilt)"])
+        with self.progress.step(h.name, f"write {what}"):
+            _, build = nodectl.configure(h, files, True, self.build)
+        self.build = self.build or build
+        self.upgraded.append(h.name)
+
+    # ---- rolling
+    def rolling(self) -> ClusterHealth:
+        health = None
+        for host in self.plan.order:
+            h = self.fleet[host]
+            with self.progress.phase(f"upgrade {host}"):
+                with self.progress.step(host, "drain (5s) and stop"):
+                    nodectl.drain_and_stop(h, 5)
+                self.stopped.append(host)
+                self.install_and_configure(h)
+                with self.progress.step(host, "start"):
+                    nodectl.start(h, self.inv.cluster.c2s_port)
+                self.stopped.remove(host)
+                with self.progress.step(host, "back in every peer's running_db_nodes, every table loaded"):
+                    health = wait_for(self.inv, self.fleet, _serving, BACK_BOUND, f"{h.node.name} back",
+                                      interval=0.5)
+        with self.progress.phase("verify"):
+            return wait_for(self.inv, self.fleet, lambda hh: hh.healthy, BACK_BOUND, "healthy", interval=0.5) \
+                if health is None or not health.healthy else health
+
+    # ---- full stop
+    def full_stop(self) -> ClusterHealth:
+        inv, fleet, progress, plan = self.inv, self.fleet, self.progress, self.plan
+        with progress.phase("stop"):
+            for host in plan.order:
+                with progress.step(host, f"stop {inv.node(host).name}, copy its Mnesia directory"):
+                    r = fleet[host].script(render("upgrade_stop", cold_copy=True, stamp=self.stamp),
+                                           what="stopping and copying", timeout=nodectl.STOP_BOUND + 600)
+                self.stopped.append(host)
+                copy = [line[5:] for line in r.stdout.splitlines() if line.startswith("copy=")]
+                progress.say(host, f"  copy: {copy[0] if copy else '?'}")
+            last_stop = time.monotonic()
+            order = [inv.node(h).name for h in plan.order]
+            record = json.dumps({"order": order, "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+            fleet.parallel(lambda h: h.script(render("stop_order", record=record), timeout=15,
+                                              what="recording the stop order"))
+        with progress.phase("install"):
+            first, rest = plan.order[-1], plan.order[:-1]
+            self.install_and_configure(fleet[first])             # compiles the plugin once
+            fleet.each(rest, self.install_and_configure)
+        with progress.phase("start"):
+            seed = inv.node(first)
+
+            def launch(h: Host) -> None:
+                hold = "all" if h.name == first else seed.name
+                with progress.step(h.name, f"start, held until {'every copy is loaded' if hold == 'all' else seed.name + ' runs'}"):
+                    h.script(render("upgrade_launch", hold=hold), what="starting held", timeout=60)
+            fleet.each(plan.order, launch)
+            self.stopped.clear()
+            first_back = None
+            deadline = time.monotonic() + BACK_BOUND
+            while True:
+                h = assess(inv, factmod.gather_via(fleet, first, probe_network=False))
+                if first_back is None and any(n.running for n in h.nodes):
+                    first_back = time.monotonic()
+                if all(n.running and n.master for n in h.nodes) and h.healthy:
+                    break
+                if time.monotonic() > deadline:
+                    raise EasyClusterError(f"the cluster did not come back within {BACK_BOUND}s:\n  " +
+                                           "\n  ".join(h.problems))
+                time.sleep(0.5)
+            self.outage = first_back - last_stop
+            self.all_back = time.monotonic() - last_stop
+            fleet.parallel(lambda hh: nodectl.remove(hh, STOP_ORDER, check=False, timeout=15))
+        return h
+
+    def where_it_stopped(self) -> str:
+        plan = self.plan
+        lines = [f"the upgrade stopped: upgraded so far: {', '.join(self.upgraded) or 'none'}; "
+                 f"stopped: {', '.join(self.stopped) or 'none'}"]
+        if plan.strategy == ROLLING:
+            lines.append("the way back: pin the version the other nodes run (cluster.ejabberd_version) and "
+                         "`fab upgrade` (nothing changed between the versions: it rolls back one node at a time); "
+                         "or fix what failed and `fab upgrade` again to go on. A full Mnesia backup was taken "
+                         "first (`fab restore --backup PATH`).")
+        else:
+            lines.append("the way back: pin the version the cluster ran before (cluster.ejabberd_version) and "
+                         f"`fab upgrade --revert`: every node gets that package again and its Mnesia directory "
+                         f"as copied while stopped ({self.stamp}); or fix what failed and `fab upgrade` again.")
+        return "\n".join(lines)
+
+
+def _serving(h: ClusterHealth) -> bool:
+    """Every node runs, sees every other and holds every table; mixed versions allowed (the
+    rolling upgrade is under way)."""
+    return all(p.startswith(MIXED) for p in h.problems)
+
+
+# --------------------------------------------------------------------------- the way back
+
+def revert(inv: Inventory, out: Out = print, stamp: str | None = None) -> ClusterHealth:
+    """After a full-stop upgrade: every node back on the pinned (old) version with its Mnesia
+    directory as the upgrade copied it. Writes since the copy are lost; a backup of the present
+    directory is kept beside the copy."""
+    progress = Progress(out)
+    cookie = load_cookie(inv.cluster, create=False)
+    tls = tls_materials(inv, create=False)
+    version = inv.cluster.ejabberd_version
+    with Fleet(inv) as fleet:
+        with progress.phase("facts"):
+            facts = factmod.gather(fleet, probe_network=False)
+            unreachable = [h for h, f in facts.items() if not f.reachable]
+            if unreachable:
+                raise EasyClusterError(f"{', '.join(unreachable)} unreachable: every node's copy is needed")
+            found = fleet.parallel(lambda h: parse_upgrade_facts(
+                h.name, h.script(render("upgrade_copies"), what="listing the upgrade's copies", timeout=30).stdout))
+        copies = {h: uf.copies for h, uf in found.items() if isinstance(uf, UpgradeFacts)}
+        stamps = set.intersection(*(set(c) for c in copies.values())) if copies else set()
+        chosen = stamp or (max(stamps) if stamps else None)
+        if not chosen or chosen not in stamps:
+            raise EasyClusterError("no copy of a full-stop upgrade found on every node"
+                                   + (f" named {stamp}" if stamp else "") +
+                                   f" (found: {', '.join(f'{h}: {sorted(c) or None}' for h, c in copies.items())})")
+        versions = {copies[h][chosen] for h in copies}
+        if versions != {version}:
+            raise EasyClusterError(f"the copies {chosen} were made with ejabberd {', '.join(sorted(versions))}; "
+                                   f"the inventory pins {version}: pin that version to go back to it")
+        order = [n.host for n in reversed(inv.nodes)]
+        with ClusterLock(fleet, list(fleet.hosts), "upgrade --revert"):
+            apply = _Upgrade(inv, fleet, facts, UpgradePlan(version, {}, FULL_STOP), progress, cookie, tls)
+            with progress.phase("stop"):
+                for host in order:
+                    with progress.step(host, f"stop {inv.node(host).name}"):
+                        nodectl.stop(fleet[host])
+            with progress.phase("install"):
+                apply.install_and_configure(fleet[order[-1]])
+                fleet.each(order[:-1], apply.install_and_configure)
+            with progress.phase("put the copies back"):
+                def put_back(h: Host) -> None:
+                    with progress.step(h.name, f"Mnesia directory as copied at {chosen}"):
+                        r = h.script(render("upgrade_revert", stamp=chosen), what="putting the copy back", timeout=600)
+                    kept = [line[5:] for line in r.stdout.splitlines() if line.startswith("kept=")]
+                    progress.say(h.name, f"  what it held is kept in {kept[0] if kept else '?'}")
+                fleet.each(order, put_back)
+            with progress.phase("start"):
+                fleet.each(order, lambda h: h.script(render("upgrade_launch", hold=""), what="starting", timeout=60))
+                health = wait_for(inv, fleet, lambda hh: hh.healthy, BACK_BOUND, "back", interval=0.5)
+        progress.say("cluster", f"reverted: {len(health.nodes)} nodes on ejabberd {version}, "
+                                f"data as of the copy {chosen}")
+        return health
