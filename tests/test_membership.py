@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import xmpp
-from conftest import JOIN_PAUSE, assert_units_clean, fab, fab_paused_in_join, ssh, unit_state
+from conftest import JOIN_PAUSE, assert_units_clean, fab, fab_paused_in_join, node_eval, ssh, unit_state
 
 USERS = [f"user{i}" for i in range(8)]
 PASSWORD = "s3cret-pw"
@@ -274,7 +274,11 @@ def test_a_first_start_join_may_wait_longer_than_the_units_start_timeout(cluster
         assert ssh(lab, "lab4", "systemctl show ejabberd -p TimeoutStartUSec").stdout.strip() == "TimeoutStartUSec=8s"
         since = time.time()
         proc = start_paused_add_master(lab, "lab4")
-        time.sleep(15)          # held in its start, before copying tables, for longer than 8 s
+        # the joining VM, connected to the cluster while ejabberd has not started, ticks at the
+        # cluster's net_ticktime (15 in the lab): at Erlang's default 60 its peers could count
+        # it down during this silent wait and see it partitioned once it is back
+        assert node_eval(lab, "lab4", "net_kernel:get_net_ticktime()") == "15"
+        time.sleep(20)          # held in its start, before copying tables, for longer than 8 s (and 15)
         assert unit_state(lab, "lab4")[0] == "activating"
         ssh(lab, "lab4", f"rm -f {PAUSE}")
         out, _ = proc.communicate(timeout=300)

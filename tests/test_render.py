@@ -47,10 +47,15 @@ def test_certfiles_turn_on_required_starttls():
     assert "certfiles" not in plain and "starttls_required" not in plain["listen"][0]
 
 
-def test_net_ticktime_is_set_in_ejabberd_yml_only():
+def test_net_ticktime_is_set_in_ejabberd_yml_and_for_a_boot_join_only():
     conf = yaml.safe_load(files(inv())[EJABBERD_YML].content)
     assert conf["net_ticktime"] == 60
-    assert "-kernel net_ticktime" not in files(inv())[EJABBERD_DEFAULT].content
+    default = files(inv())[EJABBERD_DEFAULT].content
+    erl_options = [line for line in default.splitlines() if line.startswith("ERL_OPTIONS=")]
+    assert erl_options and all("net_ticktime" not in line for line in erl_options)
+    # the VM that joins at boot is connected before ejabberd sets it: it boots with it
+    join = [line for line in default.splitlines() if "boot_join" in line and "MNESIA_OPTIONS=" in line]
+    assert len(join) == 1 and "-kernel net_ticktime 60 " in join[0]
 
 
 def test_without_admins_the_acl_is_an_empty_list():
