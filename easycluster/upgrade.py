@@ -190,6 +190,15 @@ def plan_upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict[str, 
         return plan
     plan.changed, plan.unknown, plan.compared = compare_records(ask.tables, ask.records)
     first = inv.nodes[0].host
+    older = [h for h in to_move if release(target) < release(current[h])]
+    if plan.changed and older:
+        problems.append(Problem(", ".join(older), "downgrade", "the record of " +
+                                "; ".join(c.describe() for c in plan.changed) + f" differs in ejabberd {target}: "
+                                "an older version cannot read tables a newer one transformed",
+                                "`fab upgrade --revert` puts back the Mnesia directories copied by the "
+                                "full-stop upgrade (with the old version pinned); or `fab restore` a backup "
+                                "taken before it, once the old version runs"))
+        return plan
     if plan.changed:
         plan.strategy = FULL_STOP
         plan.reason = ("the record of " + "; ".join(c.describe() for c in plan.changed) +
@@ -200,7 +209,7 @@ def plan_upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict[str, 
     else:
         plan.strategy = ROLLING
         plan.reason = (f"no table's record differs between the running version and {target} "
-                       f"({plan.compared} tables compared)")
+                       f"({plan.compared} table{'' if plan.compared == 1 else 's'} compared)")
         plan.order = [h for h in (n.host for n in inv.nodes) if h != first and h in to_move] + \
                      ([first] if first in to_move else [])
     return plan

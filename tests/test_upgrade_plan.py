@@ -1,0 +1,143 @@
+"""`fab upgrade`'s plan, without hosts: inventory + facts (installed versions, the upgrade's
+facts, the cluster's problems) -> strategy, reason, order or problems. One case per row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from easycluster.facts import HostFacts
+from easycluster.health import ClusterHealth, NodeHealth, assess, mixed_versions
+from easycluster.inventory import load_inventory
+from easycluster.upgrade import (FULL_STOP, ROLLING, UpgradeFacts, compare_records, format_upgrade_plan,
+                                 parse_upgrade_facts, plan_upgrade)
+
+OLD, NEW = "23.01-1", "24.12-3~bpo12+1"
+HOSTS = ["lab1", "lab2", "lab3"]
+MAM_OLD = ["us", "id", "timestamp", "peer", "bare_peer", "packet", "nick", "type"]
+MAM_NEW = MAM_OLD + ["origin_id"]
+PASSWD = ["us", "password"]
+
+
+def inventory(tmp_path: Path, version: str):
+    text = (f"cluster:\n  name: t\n  ejabberd_version: \"{version}\"\n  domains: [t.test]\n"
+            f"  cookie: {{file: {tmp_path}/cookie}}\nnodes:\n" + "".join(f"  - host: {h}\n" for h in HOSTS))
+    path = tmp_path / "inventory.yml"
+    path.write_text(text)
+    return load_inventory(str(path), None)
+
+
+def tables(archive: list[str] | None = MAM_OLD, extra: dict | None = None) -> dict:
+    found = {"passwd": {"record_name": "passwd", "attributes": PASSWD, "size": 3},
+             "s2s": {"record_name": "s2s", "attributes": ["fromto", "pid"], "size": 0}}
+    if archive:
+        found["archive_msg"] = {"record_name": "archive_msg", "attributes": archive, "size": 6}
+    found.update(extra or {})
+    return found
+
+
+def records(archive: list[str] = MAM_NEW) -> dict:
+    return {"passwd": PASSWD, "archive_msg": archive, "config": ["title"]}   # s2s: defined in code
+
+
+# id, pinned, installed per host, the upgrade's facts per host (overrides), the asked node's tables
+# and the target's records, the cluster's problems -> strategy, order, problem checks, words of the reason
+CASES = [
+    ("every node on the pinned version: no changes", NEW, {}, {}, tables(), records(), [],
+     None, [], [], []),
+    ("no record changes: rolling, the first node last", NEW, {}, {}, tables(archive=None), records(), [],
+     ROLLING, ["lab2", "lab3", "lab1"], [], ["(1 table compared)"]),
+    ("archive_msg gains origin_id: a full stop, the first node stops last", NEW, {}, {}, tables(), records(), [],
+     FULL_STOP, ["lab3", "lab2", "lab1"], [], ["archive_msg (gains origin_id)", "#4374"]),
+    ("a reordered record counts as a change", NEW, {}, {}, tables(archive=list(reversed(MAM_NEW))), records(), [],
+     FULL_STOP, ["lab3", "lab2", "lab1"], [], ["its fields are reordered"]),
+    ("half-way through a rolling upgrade: the rest, mixed versions allowed", NEW, {"lab2": NEW}, {},
+     tables(archive=None), records(), ["mixed ejabberd versions: ..."],
+     ROLLING, ["lab3", "lab1"], [], []),
+    ("the version cannot be installed on one host", NEW, {},
+     {"lab2": {"installable": False, "install_error": "E: Version '24.12-3~bpo12+1' for 'ejabberd' was not found"}},
+     tables(), records(), [], None, [], ["lab2 package"], []),
+    ("no room for the copy", NEW, {}, {"lab3": {"free_bytes": 10 * 2**20, "mnesia_bytes": 100 * 2**20}},
+     tables(), records(), [], None, [], ["lab3 disk"], []),
+    ("an unhealthy cluster is refused", NEW, {}, {}, tables(), records(), ["ejabberd@lab2: not running"],
+     None, [], ["cluster health"], []),
+    ("the target's headers could not be read", NEW, {}, {"lab1": {"records": None, "records_error": "no headers"}},
+     tables(), None, [], None, [], ["lab1 records"], []),
+    ("the running tables could not be read", NEW, {}, {"lab1": {"tables": None}}, None, records(), [],
+     None, [], ["cluster tables"], []),
+    ("a host did not answer", NEW, {}, {"lab3": {"error": "unreachable"}}, tables(), records(), [],
+     None, [], ["lab3 facts"], []),
+    ("back down, nothing changed between the versions: rolling", OLD, {h: NEW for h in HOSTS}, {},
+     tables(archive=None), records(), [], ROLLING, ["lab2", "lab3", "lab1"], [], []),
+    ("back down across a changed record: refused, --revert named", OLD, {h: NEW for h in HOSTS}, {},
+     tables(archive=MAM_NEW), records(archive=MAM_OLD), [], None, [], ["lab1, lab2, lab3 downgrade"], []),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_plan_upgrade(case, tmp_path):
+    (_, pinned, installed, overrides, asked_tables, target_records, cluster_problems,
+     strategy, order, problem_checks, reason_words) = case
+    inv = inventory(tmp_path, pinned)
+    current = {h: installed.get(h, OLD if pinned == NEW else NEW) for h in HOSTS}
+    if strategy is None and not problem_checks:
+        current = {h: pinned for h in HOSTS}
+    facts = {h: HostFacts(host=h, ejabberd_version=current[h]) for h in HOSTS}
+    ufacts = {h: UpgradeFacts(h, installable=True, changes=["ejabberd"], mnesia_bytes=2**20, free_bytes=2**30)
+              for h in HOSTS}
+    ufacts["lab1"].tables, ufacts["lab1"].records = asked_tables, target_records
+    for h, fields in overrides.items():
+        for k, v in fields.items():
+            setattr(ufacts[h], k, v)
+    plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], list(cluster_problems)))
+    assert [f"{p.host} {p.check}" for p in plan.problems] == problem_checks
+    assert plan.strategy == strategy
+    assert plan.order == order
+    for word in reason_words:
+        assert word in plan.reason
+    text = format_upgrade_plan(plan, inv)
+    if strategy:
+        assert f"strategy: {strategy}: " in text and "first: a full Mnesia backup" in text
+    elif not problem_checks:
+        assert text == f"no changes: every node runs ejabberd {pinned}"
+
+
+def test_records_not_in_the_targets_headers_are_listed_not_compared():
+    changed, unknown, compared = compare_records(tables(), records())
+    assert [c.table for c in changed] == ["archive_msg"] and unknown == ["s2s"] and compared == 2
+
+
+def test_the_upgrade_facts_script_output_is_parsed():
+    out = ("installable=yes\nchanges=erlang-p1-xmpp ejabberd \nmnesia_bytes=1234\nfree_bytes=99999\n"
+           'tables:{"tables": {"passwd": {"record_name": "passwd", "attributes": ["us", "password"]}}}\n'
+           'records:{"ok": true, "headers": 30, "records": {"passwd": ["us", "password"]}}\n'
+           "copy:20261202T005021Z=23.01-1\nend=1\n")
+    uf = parse_upgrade_facts("lab1", out)
+    assert uf.installable and uf.changes == ["erlang-p1-xmpp", "ejabberd"] and not uf.error
+    assert (uf.mnesia_bytes, uf.free_bytes) == (1234, 99999)
+    assert uf.tables["passwd"]["attributes"] == ["us", "password"] and uf.records == {"passwd": ["us", "password"]}
+    assert uf.copies == {"20261202T005021Z": "23.01-1"}
+    failed = parse_upgrade_facts("lab1", 'installable=no\ninstall_error=E: no such version\n'
+                                         'records:{"ok": false, "reason": "no headers (*.hrl) in /x"}\n')
+    assert not failed.installable and failed.install_error == "E: no such version"
+    assert failed.records is None and "no headers" in failed.records_error
+    assert failed.error == "the host's answer ended early"
+
+
+def test_mixed_versions_are_a_problem_of_the_cluster(tmp_path):
+    inv = inventory(tmp_path, NEW)
+    status = {"node": "", "db_nodes": [f"ejabberd@{h}" for h in HOSTS], "master": True, "missing_tables": [],
+              "running_db_nodes": [f"ejabberd@{h}" for h in HOSTS], "tables": {}}
+    facts = {h: HostFacts(host=h, ejabberd_version=NEW if h == "lab1" else OLD, ctl_status=0,
+                          cluster_status=dict(status, node=f"ejabberd@{h}"), beam_running=True) for h in HOSTS}
+    health = assess(inv, facts)
+    assert mixed_versions(health.nodes) == {NEW: ["lab1"], OLD: ["lab2", "lab3"]}
+    assert [p for p in health.problems if p.startswith("mixed ejabberd versions")] == [
+        f"mixed ejabberd versions: {NEW} on lab1; {OLD} on lab2, lab3 (an upgrade under way or stopped "
+        "half-way: `fab upgrade` brings every node to the pinned version; ejabberd's maintainers advise "
+        "against running mixed versions)"]
+    assert health.as_dict()["mixed_versions"] == {NEW: ["lab1"], OLD: ["lab2", "lab3"]}
+    same = {h: HostFacts(host=h, ejabberd_version=OLD) for h in HOSTS}
+    assert mixed_versions([NodeHealth(h, h, True, False, False, False, [], [], [], None, None, OLD, None, None)
+                           for h in same]) == {}
