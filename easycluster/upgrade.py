@@ -364,7 +364,9 @@ class _Upgrade:
         inv, fleet, progress, plan = self.inv, self.fleet, self.progress, self.plan
         with progress.phase("stop"):
             for host in plan.order:
-                with progress.step(host, f"stop {inv.node(host).name}, copy its Mnesia directory"):
+                with progress.step(host, "drain (5s) and stop"):
+                    nodectl.drain_and_stop(fleet[host], 5)
+                with progress.step(host, f"copy the Mnesia directory of {inv.node(host).name}"):
                     r = fleet[host].script(render("upgrade_stop", cold_copy=True, stamp=self.stamp),
                                            what="stopping and copying", timeout=nodectl.STOP_BOUND + 600)
                 self.stopped.append(host)
@@ -418,6 +420,8 @@ class _Upgrade:
             lines.append("the way back: pin the version the cluster ran before (cluster.ejabberd_version) and "
                          f"`fab upgrade --revert`: every node gets that package again and its Mnesia directory "
                          f"as copied while stopped ({self.stamp}); or fix what failed and `fab upgrade` again.")
+        lines.append("a host that went down keeps the cluster lock: `fab break-lock` once it is back "
+                     "(docs/runbooks/upgrade.md)")
         return "\n".join(lines)
 
 

@@ -5,7 +5,8 @@ real XMPP clients (slixmpp, default 500) stay logged in across the nodes and cha
 LOAD_RATE messages a second (default 100), each from a random connected user to a random user,
 connected or not. Meanwhile the operations run one after another: rolling-restart (LOAD_RUNS
 times, default 10), add-master, remove-node, kill -9 of a node, host poweroff and boot,
-rotate-cookie, a partition and its heal.
+rotate-cookie, a partition and its heal, `fab upgrade` 23.01 -> 24.12 (rolling), back to 23.01
+(rolling), and 23.01 -> 24.12 with the archive on (a planned full stop, its outage measured).
 
 Why slixmpp and not Tsung: Tsung drives load, but it cannot tell which message arrived; the
 claim here is about every single message. Each one has a unique body and is counted exactly
@@ -55,6 +56,7 @@ FAB = Path(sys.executable).parent / "fab"
 DOC = REPO / "docs" / "reliability.md"
 MEMBERS = ["lab1", "lab2", "lab3"]
 SPARE = "lab4"
+OLD, NEW = "23.01-1", "24.12-3~bpo12+1"     # `fab upgrade`'s versions: Debian 12's and its backport
 
 
 logging.getLogger("asyncio").setLevel(logging.CRITICAL)   # slixmpp's tasks of closed streams
@@ -251,6 +253,7 @@ class Load:
         self.inv4 = self.dir / "load-4.yml"
         self.current = self.inv3                  # the inventory of the cluster as it is now
         self.results: list[dict] = []
+        self.outages: list[float] = []            # full-stop upgrades: seconds no node served
         self.domain = f"{LAB}.test"
 
     # ---------------------------------------------------------------- commands
@@ -260,10 +263,14 @@ class Load:
 
     def fab(self, *args: str, inventory: Path | None = None, timeout: float = 600) -> float:
         t0 = time.monotonic()
+        self.fab_out(*args, inventory=inventory, timeout=timeout)
+        return time.monotonic() - t0
+
+    def fab_out(self, *args: str, inventory: Path | None = None, timeout: float = 900) -> str:
         proc = subprocess.run([str(FAB), *args], cwd=REPO, env=self.env(inventory), capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise RuntimeError(f"fab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
-        return time.monotonic() - t0
+        return proc.stdout
 
     def ssh(self, host: str, command: str, timeout: float = 120) -> str:
         return subprocess.run(["ssh", "-F", str(self.lab.ssh_config), host, command], check=True,
@@ -320,7 +327,10 @@ class Load:
         ops += [("add-master", self.add_master), ("remove-node", self.remove_node),
                 ("kill -9", self.kill_node), ("poweroff and boot", self.power_cycle),
                 ("rotate-cookie", lambda: self.fab("rotate-cookie")),
-                ("partition and heal", self.partition_heal)]
+                ("partition and heal", self.partition_heal),
+                (f"upgrade to {NEW} (rolling)", lambda: self.upgrade(NEW, mam=False)),
+                (f"back to {OLD} (rolling)", lambda: self.upgrade(OLD, mam=False)),
+                (f"upgrade to {NEW} (full stop: archive on)", self.full_stop_upgrade)]
         if ONLY:
             ops = [(n, f) for n, f in ops if any(n.startswith(o) for o in ONLY)]
         return ops
@@ -335,6 +345,22 @@ class Load:
         self.probe.addresses.pop(SPARE, None)        # as the service's DNS would, first
         self.fab("remove-node", "--host", SPARE, "--drain", "5", inventory=self.inv4)
         self.current = self.inv3
+
+    def upgrade(self, version: str, mam: bool) -> None:
+        """`fab upgrade` with VERSION pinned (and the archive on or off) in the 3 masters' inventory."""
+        data = yaml.safe_load(self.inv3.read_text())
+        data["cluster"]["ejabberd_version"], data["cluster"]["mam"] = version, mam
+        self.inv3.write_text(yaml.safe_dump(data, sort_keys=False))
+        self.current = self.inv3
+        out = self.fab_out("deploy" if version == OLD and mam else "upgrade")
+        self.outages.extend(float(line.split()[1].rstrip("s")) for line in out.splitlines() if line.startswith("outage: "))
+
+    def full_stop_upgrade(self) -> None:
+        """The archive turned on at 23.01 (a reload: the archive_msg table appears, and fills
+        with the traffic), then `fab upgrade`: its record changes in 24.02, so a full stop."""
+        self.upgrade(OLD, mam=True)
+        time.sleep(SETTLE)
+        self.upgrade(NEW, mam=True)
 
     def kill_node(self) -> None:
         self.ssh("lab2", "pkill -KILL -u ejabberd -f beam.smp")
@@ -426,6 +452,10 @@ class Load:
         if rolling:
             clean = sum(1 for r in rolling if r["lost"] == 0)
             lines += ["", f"Rolling restarts with 0 lost: **{clean} of {len(rolling)}** consecutive runs."]
+        if self.outages:
+            lines += ["", "Full-stop upgrade: no node served for " + ", ".join(f"**{o:.1f} s**" for o in self.outages) +
+                      " (`fab upgrade`'s own measure: from the last node's stop to the first node serving again); "
+                      "messages the clients could not send meanwhile are not counted as sent."]
         block = "\n".join(lines)
         text = DOC.read_text() if DOC.exists() else "<!-- LOAD -->\n<!-- /LOAD -->\n"
         head, _, rest = text.partition("<!-- LOAD -->")

@@ -109,7 +109,8 @@ def unit_state(lab: Lab, host: str) -> tuple[str, str]:
 
 
 # Modules that share the session lab run in this order (each builds on the last).
-MODULE_ORDER = ["test_lab", "test_deploy", "test_package", "test_membership", "test_failover", "test_delivery"]
+MODULE_ORDER = ["test_lab", "test_deploy", "test_package", "test_membership", "test_failover", "test_delivery",
+                "test_upgrade"]
 
 
 def pytest_collection_modifyitems(items):
