@@ -31,9 +31,11 @@ def _unit(name: str, c2s_port: int, **params) -> str:
     return render(name, c2s_port=c2s_port, start_bound=START_BOUND, **params)
 
 
-def install(host: Host, version: str) -> None:
-    """apt-get install the pinned ejabberd without starting it (policy-rc.d), as on any Debian."""
-    host.script(render("install", version=version), what=f"installing ejabberd {version}", timeout=900)
+def install(host: Host, version: str, download_only: bool = False) -> None:
+    """apt-get install the pinned ejabberd without starting it (policy-rc.d), as on any Debian
+    (`download_only`: only fetch its packages into apt's cache)."""
+    host.script(render("install", version=version, download_only=download_only),
+                what=f"{'downloading' if download_only else 'installing'} ejabberd {version}", timeout=900)
 
 
 @dataclass(frozen=True)

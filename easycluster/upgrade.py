@@ -290,6 +290,9 @@ def upgrade(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: floa
                 out("dry run: nothing was changed")
             return UpgradeResult(plan, health, phases=progress.phases)
         with ClusterLock(fleet, list(fleet.hosts), "upgrade", lock_wait):
+            with progress.phase("download"):   # while every node still serves: the installs are local
+                fleet.each([h for h in plan.order], lambda h: nodectl.install(h, plan.target, download_only=True))
+            progress.say("cluster", f"packages of ejabberd {plan.target} downloaded on {', '.join(plan.order)}")
             with progress.phase("backup"):
                 membership.backup(effective, fleet, ask, progress.say)
             apply = _Upgrade(effective, fleet, facts, plan, progress, cookie, tls)
@@ -327,9 +330,18 @@ class _Upgrade:
 
     # ---- one host's package and files
     def install_and_configure(self, h: Host) -> None:
-        node = h.node
+        self.install(h)
+        self.configure(h)
+
+    def install(self, h: Host) -> None:
         with self.progress.step(h.name, f"install ejabberd {self.plan.target}"):
             nodectl.install(h, self.plan.target)
+        self.upgraded.append(h.name)
+
+    def configure(self, h: Host) -> None:
+        """The files that differ for the version now installed, and the plugin rebuilt against
+        its headers (compiled once: hosts with the same packages take that beam)."""
+        node = h.node
         files = [mf for mf in managed_files(self.inv, node, dist_address(node, self.facts) or "", self.cookie,
                                             (self.tls or {}).get(node.name), self.members)
                  if _file_change(mf, self.facts[h.name]) is not None]
@@ -337,7 +349,6 @@ class _Upgrade:
         with self.progress.step(h.name, f"write {what}"):
             _, build = nodectl.configure(h, files, True, self.build)
         self.build = self.build or build
-        self.upgraded.append(h.name)
 
     # ---- rolling
     def rolling(self) -> ClusterHealth:
@@ -377,10 +388,12 @@ class _Upgrade:
             record = json.dumps({"order": order, "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
             fleet.parallel(lambda h: h.script(render("stop_order", record=record), timeout=15,
                                               what="recording the stop order"))
+        first, rest = plan.order[-1], plan.order[:-1]
         with progress.phase("install"):
-            first, rest = plan.order[-1], plan.order[:-1]
-            self.install_and_configure(fleet[first])             # compiles the plugin once
-            fleet.each(rest, self.install_and_configure)
+            fleet.each(plan.order, self.install)
+        with progress.phase("configure"):
+            self.configure(fleet[first])                         # compiles the plugin once
+            fleet.each(rest, self.configure)
         with progress.phase("start"):
             seed = inv.node(first)
 
@@ -468,8 +481,10 @@ def revert(inv: Inventory, out: Out = print, stamp: str | None = None) -> Cluste
                     with progress.step(host, f"stop {inv.node(host).name}"):
                         nodectl.stop(fleet[host])
             with progress.phase("install"):
-                apply.install_and_configure(fleet[order[-1]])
-                fleet.each(order[:-1], apply.install_and_configure)
+                fleet.each(order, apply.install)
+            with progress.phase("configure"):
+                apply.configure(fleet[order[-1]])
+                fleet.each(order[:-1], apply.configure)
             with progress.phase("put the copies back"):
                 def put_back(h: Host) -> None:
                     with progress.step(h.name, f"Mnesia directory as copied at {chosen}"):

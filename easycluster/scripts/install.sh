@@ -4,7 +4,10 @@
 # backports suite (`-t CODENAME-backports`: its dependencies need the backported versions too).
 # Any other version is installed from the release, and the packages a backport brought along
 # go back to the release's versions with it (the way back from an upgrade to a backport).
-# params: VERSION POLICY_RC_D
+# Modified configuration files are kept (--force-confold: easycluster writes its own after).
+# DOWNLOAD_ONLY=1: only fetch the packages into apt's cache (an upgrade, while nodes still run,
+# so that its install is local).
+# params: VERSION DOWNLOAD_ONLY POLICY_RC_D
 set -e
 export DEBIAN_FRONTEND=noninteractive
 own_policy=0
@@ -16,17 +19,18 @@ new_install=0; dpkg -s ejabberd >/dev/null 2>&1 || new_install=1
 # shellcheck source=/dev/null
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
 apt-get update -q >/dev/null
+opts=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+if [ "$DOWNLOAD_ONLY" = 1 ]; then opts+=(--download-only); fi
 case $VERSION in
   *~bpo*)
-    apt-get install -y -q --no-install-recommends -t "$codename-backports" \
-      "ejabberd=$VERSION" erlang-dev nftables >/dev/null ;;
+    apt-get install "${opts[@]}" -t "$codename-backports" "ejabberd=$VERSION" erlang-dev nftables >/dev/null ;;
   *)
     # shellcheck disable=SC2016  # dpkg-query's format, not the shell's
     mapfile -t back < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' |
                         awk -v c="$codename" '$1 == "ii" && $3 ~ /~bpo/ && $2 != "ejabberd" {print $2 "/" c}')
-    apt-get install -y -q --no-install-recommends --allow-downgrades \
-      "ejabberd=$VERSION" erlang-dev nftables "${back[@]}" >/dev/null ;;
+    apt-get install "${opts[@]}" --allow-downgrades "ejabberd=$VERSION" erlang-dev nftables "${back[@]}" >/dev/null ;;
 esac
+if [ "$DOWNLOAD_ONLY" = 1 ]; then exit 0; fi
 # enabled by the package: a node starts at boot only once it is a member (ec_start enables it)
 if [ $new_install = 1 ]; then systemctl disable --quiet ejabberd 2>/dev/null; fi
 # shellcheck disable=SC2016  # dpkg-query's format, not the shell's
