@@ -141,6 +141,7 @@ class UpgradePlan:
     compared: int = 0
     order: list[str] = field(default_factory=list)     # hosts: rolling order, or the stop order
     packages: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, list[tuple[str, str]]] = field(default_factory=dict)   # host -> (path, diff): per version
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -215,6 +216,26 @@ def plan_upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict[str, 
     return plan
 
 
+def version_files(inv: Inventory, facts: dict[str, HostFacts], plan: UpgradePlan, cookie: Secret,
+                  tls) -> dict[str, list[tuple[str, str]]]:
+    """Per host to upgrade: the managed files that render differently for the pinned version
+    (templates compare ejabberd_release), with their diffs (a secret's: a note)."""
+    members = members_of(inv, facts)
+    found = {}
+    for host in plan.order:
+        node = inv.node(host)
+        found[host] = [(mf.path, diff) for mf in _changed_files(inv, node, facts, cookie, tls, members)
+                       for diff in [_file_change(mf, facts[host])]]
+    return found
+
+
+def _changed_files(inv: Inventory, node: Node, facts: dict[str, HostFacts], cookie: Secret, tls,
+                   members: list[str]) -> list:
+    return [mf for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie,
+                                       (tls or {}).get(node.name), members)
+            if _file_change(mf, facts[node.host]) is not None]
+
+
 def compare_records(tables: dict, records: dict) -> tuple[list[TableChange], list[str], int]:
     """The tables whose record differs between what Mnesia holds and the target's headers;
     the tables whose record those headers do not define; how many were compared."""
@@ -244,6 +265,10 @@ def format_upgrade_plan(plan: UpgradePlan, inv: Inventory) -> str:
         pkgs = plan.packages.get(node.host) or []
         out.append(f"[{node.host}] ejabberd {was} -> {plan.target}"
                    + (f" ({len(pkgs)} packages: {' '.join(pkgs)})" if pkgs else ""))
+        for path, diff in plan.files.get(node.host, []):
+            out.append(f"[{node.host}]   {path}: for {plan.target}")
+            out.extend(f"[{node.host}]     {line}" for line in diff.rstrip("\n").splitlines())
+        out.append(f"[{node.host}]   the plugin: rebuilt against {plan.target}'s headers")
     out.append(f"strategy: {plan.strategy}: {plan.reason}")
     if plan.unknown:
         out.append(f"  not in {plan.target}'s headers (record defined in its code; not compared): "
@@ -284,6 +309,7 @@ def upgrade(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: floa
         plan = plan_upgrade(effective, facts, ufacts, health)
         if plan.problems:
             raise PreflightFailed(plan.problems)
+        plan.files = version_files(effective, facts, plan, cookie, tls)
         out(format_upgrade_plan(plan, effective))
         if dry or not plan.changes:
             if dry:
@@ -341,10 +367,7 @@ class _Upgrade:
     def configure(self, h: Host) -> None:
         """The files that differ for the version now installed, and the plugin rebuilt against
         its headers (compiled once: hosts with the same packages take that beam)."""
-        node = h.node
-        files = [mf for mf in managed_files(self.inv, node, dist_address(node, self.facts) or "", self.cookie,
-                                            (self.tls or {}).get(node.name), self.members)
-                 if _file_change(mf, self.facts[h.name]) is not None]
+        files = _changed_files(self.inv, h.node, self.facts, self.cookie, self.tls, self.members)
         what = ", ".join([mf.path.rsplit("/", 1)[-1] for mf in files] + ["plugin (rebuilt)"])
         with self.progress.step(h.name, f"write {what}"):
             _, build = nodectl.configure(h, files, True, self.build)

@@ -141,3 +141,19 @@ def test_mixed_versions_are_a_problem_of_the_cluster(tmp_path):
     same = {h: HostFacts(host=h, ejabberd_version=OLD) for h in HOSTS}
     assert mixed_versions([NodeHealth(h, h, True, False, False, False, [], [], [], None, None, OLD, None, None)
                            for h in same]) == {}
+
+
+def test_the_plan_shows_each_hosts_packages_and_the_files_that_change_with_the_version(tmp_path):
+    inv = inventory(tmp_path, NEW)
+    facts = {h: HostFacts(host=h, ejabberd_version=OLD) for h in HOSTS}
+    ufacts = {h: UpgradeFacts(h, installable=True, changes=["erlang-p1-xmpp", "ejabberd"], free_bytes=2**30)
+              for h in HOSTS}
+    ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
+    plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], []))
+    plan.files = {"lab2": [("/etc/systemd/system/ejabberd.service.d/easycluster.conf",
+                            "--- a\n+++ b\n-WatchdogSec=0\n")]}
+    text = format_upgrade_plan(plan, inv).splitlines()
+    assert f"[lab2] ejabberd {OLD} -> {NEW} (2 packages: erlang-p1-xmpp ejabberd)" in text
+    i = text.index("[lab2]   /etc/systemd/system/ejabberd.service.d/easycluster.conf: for " + NEW)
+    assert text[i + 3] == "[lab2]     -WatchdogSec=0"
+    assert f"[lab1]   the plugin: rebuilt against {NEW}'s headers" in text
