@@ -17,7 +17,8 @@ from . import membership, nodectl
 from .errors import EasyClusterError
 from .health import ClusterHealth, assess
 from .inventory import Inventory
-from .plan import (INSTALL, JOIN, PLUGIN, RELOAD, RESET, RESTART, START, WRITE, Plan, PreflightFailed,
+from .plan import (INSTALL, JOIN, PLUGIN, RELOAD, RESET, RESTART, ROLE, SATELLITE, START, WRITE, Plan,
+                   PreflightFailed,
                    Step, as_reset, choose_seed, format_plan, make_plan, mark_boot_joins, package_nodes,
                    plan_joins)
 from .lock import ClusterLock
@@ -71,9 +72,14 @@ def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
 
 
-def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0) -> DeployResult:
-    """Bring one inventory host into the running cluster as a master; no other node restarts."""
+def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0,
+               role: str = "master") -> DeployResult:
+    """Bring one inventory host into the running cluster in its role (`role`: the one the
+    command asks for, which the inventory must give the host); no other node restarts."""
     node = inv.node(host)
+    if node.role != role:
+        raise EasyClusterError(f"{node.host} is a {node.role} in {inv.path}: `fab add-{node.role} --host "
+                               f"{node.host}` (or change nodes[].role); nothing was changed")
     progress = Progress(out)
     cookie = load_cookie(inv.cluster, create=False)
     tls = tls_materials(inv, create=True)
@@ -166,6 +172,13 @@ class _Apply:
         if resets:
             with progress.phase("reset"):
                 fleet.each(resets, self.reset_one)
+        converts = plan.hosts_with(ROLE)
+        if converts:   # membership changes: a backup first, then one at a time
+            with progress.phase("backup"):
+                membership.backup(inv, fleet, plan.seed.host, progress.say)
+            for host in converts:
+                with progress.phase(f"role {host}"):
+                    self.convert_one(fleet[host])
         installs = plan.hosts_with(INSTALL)
         if installs:
             with progress.phase("install"):
@@ -176,6 +189,10 @@ class _Apply:
             self.configure_start_and_join_at_boot(boot_joins)
         else:
             self.configure_start_and_join()
+
+        satellites = plan.hosts_with(SATELLITE)
+        if satellites:
+            self.start_satellites(satellites)
 
         ask = plan.seed.host if plan.seed.host in fleet.hosts else next(iter(fleet.hosts))
         with progress.phase("verify"):
@@ -194,6 +211,35 @@ class _Apply:
     def reset_one(self, h: Host) -> None:
         membership.wipe(self.fleet, self.inv.node(h.name), self.progress,
                         "stop the package's node and move its Mnesia directory away")
+
+    def convert_one(self, h: Host) -> None:
+        """Out of the cluster, to come back in the inventory's role later in the run: drained and
+        stopped, out of the schema (from the seed), its Mnesia directory emptied (kept in a
+        tarball). A master's data stays on the other masters; a satellite holds none."""
+        node, seed = self.inv.node(h.name), self.plan.seed
+        if self.facts[h.name].beam_running:
+            with self.progress.step(h.name, "drain (5s) and stop"):
+                nodectl.drain_and_stop(h, 5)
+        with self.progress.step(seed.host, f"remove {node.name} from the schema"):
+            nodectl.forget(self.fleet[seed.host], node.name)
+        membership.wipe(self.fleet, node, self.progress, f"empty its Mnesia directory (it becomes a {node.role})")
+
+    def start_satellites(self, hosts: list[str]) -> None:
+        """Each satellite started in turn (it joins through its masters as it starts: no copy of
+        any table is made), then seen running by the seed, holding no disc copy. A backup first
+        when the cluster ran before this run."""
+        inv, fleet, progress, seed = self.inv, self.fleet, self.progress, self.plan.seed
+        if self.facts[seed.host].running and seed.host in fleet.hosts:
+            with progress.phase("backup"):
+                membership.backup(inv, fleet, seed.host, progress.say)
+        for host in hosts:
+            node = inv.node(host)
+            with progress.phase(f"satellite {host}"):
+                with progress.step(host, "start as a satellite"):
+                    nodectl.start(fleet[host], self.c2s)
+                with progress.step(host, f"in {seed.name}'s running_db_nodes, no disc copy here"):
+                    nodectl.wait_status(fleet[seed.host], lambda st: node.name in st.get("running_db_nodes", []))
+                    membership.check_satellite(fleet[host], node)
 
     def install_one(self, h: Host) -> None:
         version = self.inv.cluster.ejabberd_version
@@ -243,9 +289,10 @@ class _Apply:
             raise StepFailed(h.name, "restart with the new configuration",
                              f"{failed.cause}\n(the previous configuration was restored and the node runs it; "
                              "fix the inventory or template and deploy again)") from None
-        with progress.step(h.name, "back in the cluster with all tables"):
+        satellite = self.inv.node(h.name).satellite    # holds no table: none is missing
+        with progress.step(h.name, "back in the cluster" + ("" if satellite else " with all tables")):
             nodectl.wait_status(h, lambda st: peers <= set(st.get("running_db_nodes", []))
-                                and not st.get("missing_tables"))
+                                and (satellite or not st.get("missing_tables")))
 
     def started_or_rolled_back(self, h: Host, seed: str) -> None:
         with self.progress.step(h.name, "ejabberd started"):
@@ -370,8 +417,10 @@ def _order(inv: Inventory):
 
 def _summary(out: Out, health: ClusterHealth, progress: Progress) -> None:
     members = [n.name for n in health.nodes if n.member]
-    masters = [n.name for n in health.nodes if n.master]
+    masters = [n.name for n in health.nodes if n.master and not n.satellite]
+    satellites = [n.name for n in health.nodes if n.satellite and n.in_role]
     out(f"cluster: {len(members)} members, {len(masters)} masters"
-        f" ({'healthy' if health.healthy else 'NOT healthy'})")
+        + (f", {len(satellites)} satellites" if any(n.satellite for n in health.nodes) else "")
+        + f" ({'healthy' if health.healthy else 'NOT healthy'})")
     timings = ", ".join(f"{name} {secs:.1f}s" for name, secs in progress.phases)
     out(f"time: {time.monotonic() - progress.start:.1f}s ({timings})")

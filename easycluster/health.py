@@ -31,6 +31,19 @@ class NodeHealth:
     unit: str = "-"                     # ejabberd.service: 'active (running)', 'activating (auto-restart)', ...
     restarts: int = 0                   # NRestarts: times systemd restarted the node by itself
     journal: list[str] = field(default_factory=list)           # the unit's last lines, when not running cleanly
+    role: str = "master"                # the inventory's: master or satellite
+    disc_tables: list[str] = field(default_factory=list)       # tables it holds on disc (a satellite: none)
+
+    @property
+    def satellite(self) -> bool:
+        return self.role == "satellite"
+
+    @property
+    def in_role(self) -> bool:
+        """Running as its role wants: a master with a copy of every table, a satellite with none on disc."""
+        if self.satellite:
+            return self.running and not self.disc_tables
+        return self.master
 
     @property
     def unit_ok(self) -> bool:
@@ -38,7 +51,7 @@ class NodeHealth:
         return self.unit == "-" or self.unit.startswith("active (running)")
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__, seen_running_by=list(self.seen_running_by))
+        return dict(self.__dict__, seen_running_by=list(self.seen_running_by), in_role=self.in_role)
 
 
 @dataclass
@@ -87,7 +100,9 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
             master_nodes=sorted(st.get("master_nodes", [])) if st else [],
             partitioned_with=sorted(st.get("partitioned_with", [])) if st else [],
             registered_users=st.get("registered_users") if st else None,
-            unit=f.unit_state, restarts=f.restarts, journal=f.journal)
+            unit=f.unit_state, restarts=f.restarts, journal=f.journal, role=node.role,
+            disc_tables=sorted(t for t, holders in (st.get("tables", {}) if st else {}).items()
+                               if holders.get(node.name) in ("disc_copies", "disc_only_copies")))
         nodes.append(nh)
         if st:
             for table, holders in st.get("tables", {}).items():
@@ -115,7 +130,15 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
         if nh.master_nodes:
             problems.append(f"{nh.name}: loads its tables only from {', '.join(nh.master_nodes)} at its next start "
                             "(master nodes left set: `fab heal` clears them)")
-        if not nh.master:
+        if nh.satellite:
+            if nh.disc_tables:
+                problems.append(f"{nh.name}: a satellite holding disc copies ({', '.join(nh.disc_tables[:5])}"
+                                f"{', ...' if len(nh.disc_tables) > 5 else ''}): `fab deploy` makes it a satellite again")
+            masters_seen = [n for n in inv.masters if n.name in nh.running_db_nodes]
+            if not masters_seen:
+                problems.append(f"{nh.name}: a satellite with no master running: it cannot serve stored data "
+                                "(logins fail) until one is back")
+        elif not nh.master:
             problems.append(f"{nh.name}: not a master (no local copy of {', '.join(nh.missing_tables) or 'some tables'})")
     mixed = mixed_versions(nodes)
     if mixed:
@@ -123,14 +146,17 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
                         " (an upgrade under way or stopped half-way: `fab upgrade` brings every node to the "
                         "pinned version; ejabberd's maintainers advise against running mixed versions)")
     running_names = {n.name for n in nodes if n.running}
+    masters_running = {n.name for n in nodes if n.running and not n.satellite}
+    if inv.satellites and not masters_running:
+        problems.append("no master runs: the satellites hold no data of their own")
     for nh in nodes:
         nh.member = any(nh.name in other.db_nodes for other in nodes if other.running)
         nh.seen_running_by = sorted(o.name for o in nodes if o.running and nh.name in o.running_db_nodes)
-    for table, holders in sorted(tables.items()):
-        types = {t for node, t in holders.items() if node in running_names}
+    for table, holders in sorted(tables.items()):   # satellites hold no copy: they do not count as replicas
+        types = {t for node, t in holders.items() if node in masters_running}
         if len(types) > 1:
             problems.append(f"table {table}: storage types differ across nodes ({', '.join(sorted(types))})")
-        absent = [n for n in running_names if n not in holders]
+        absent = [n for n in masters_running if n not in holders]
         if absent and not any(p.startswith(f"{a}: not a master") for a in absent for p in problems):
             problems.append(f"table {table}: no copy on {', '.join(sorted(absent))}")
     return ClusterHealth(nodes, problems, tables)

@@ -31,6 +31,8 @@ NODE_NAME = re.compile(r"^[A-Za-z0-9_-]+@[A-Za-z0-9][A-Za-z0-9.-]*$")
 IPV4 = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")
 CLUSTER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+MASTER, SATELLITE = "master", "satellite"
+ROLES = (MASTER, SATELLITE)
 LOGLEVELS = ("none", "emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
 
 
@@ -39,6 +41,11 @@ class Node:
     host: str                    # how SSH reaches it (a name in ssh_config, DNS, or an address)
     name: str                    # Erlang node name, e.g. ejabberd@xmpp1
     dist_interface: str | None   # address the distribution binds to; None: what `name`'s host resolves to
+    role: str = "master"         # master: a disc copy of every table; satellite: none (docs/runbooks/satellites.md)
+
+    @property
+    def satellite(self) -> bool:
+        return self.role == SATELLITE
 
     @property
     def node_host(self) -> str:
@@ -78,6 +85,14 @@ class Inventory:
     ssh_config: Path | None
     ssh_user: str | None
 
+    @property
+    def masters(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if not n.satellite)
+
+    @property
+    def satellites(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.satellite)
+
     def node(self, host_or_name: str) -> Node:
         for node in self.nodes:
             if host_or_name in (node.host, node.name):
@@ -104,7 +119,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
                              "tls": (bool, False), "tls_dir": (str, False)},
     "cluster.cookie": {"file": (str, False), "env": (str, False)},
     "ssh": {"config": (str, False), "user": (str, False)},
-    "node": {"host": (str, True), "name": (str, False), "dist_interface": (str, False)},
+    "node": {"host": (str, True), "name": (str, False), "dist_interface": (str, False), "role": (str, False)},
 }
 
 
@@ -198,10 +213,23 @@ def _parse_inventory(text: str, path: Path) -> Inventory:
     nodes = _nodes(chk, top.get("nodes", []))
     ssh = chk.section(top.get("ssh", {}), "ssh", "ssh")
     ssh_config = _relative(path, ssh["config"]) if "config" in ssh else None
+    _roles(chk, nodes, cluster)
     if chk.problems:
         raise InventoryError(path, chk.problems)
     return Inventory(path=path, cluster=cluster, nodes=tuple(nodes), ssh_config=ssh_config,
                      ssh_user=ssh.get("user"))
+
+
+def _roles(chk: _Checker, nodes: list[Node], cluster: Cluster | None) -> None:
+    """The first node seeds a new cluster: a master. The archive cannot run on a satellite."""
+    if not nodes:
+        return
+    if nodes[0].satellite:
+        chk.fail("nodes[0].role", "satellite: the first node seeds a new cluster and must be a master "
+                                  "(list a master first)")
+    if cluster and cluster.mam and any(n.satellite for n in nodes):
+        chk.fail("cluster.mam", "the archive (mod_mam) needs a local copy of its table on every node, and a "
+                                "satellite holds none: no satellites with cluster.mam")
 
 
 def _relative(inventory: Path, value: str) -> Path:
@@ -327,7 +355,11 @@ def _nodes(chk: _Checker, raw: Any) -> list[Node]:
         iface = n.get("dist_interface")
         if iface is not None and not IPV4.match(iface):
             chk.fail(f"{key}.dist_interface", f"{iface!r} is not an IPv4 address")
-        nodes.append(Node(host=host, name=name, dist_interface=iface))
+        role = n.get("role", MASTER)
+        if role not in ROLES:
+            chk.fail(f"{key}.role", f"{role!r}: master (a disc copy of every table) or satellite (none)")
+            continue
+        nodes.append(Node(host=host, name=name, dist_interface=iface, role=role))
         index.append(i)
     for attr, what in (("host", "host"), ("name", "node name")):
         seen: dict[str, int] = {}

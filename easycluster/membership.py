@@ -109,6 +109,18 @@ def verify_joined(inv: Inventory, fleet: Fleet, node: Node, seed: str, statuses:
     return None
 
 
+def check_satellite(h, node: Node) -> None:
+    """A satellite must hold no disc copy of any table, and its schema in RAM."""
+    st = nodectl.status(h)
+    if not isinstance(st, dict):
+        raise MembershipError(f"[{node.host}] {node.name} does not answer")
+    disc = sorted(t for t, holders in st.get("tables", {}).items()
+                  if holders.get(node.name) in ("disc_copies", "disc_only_copies"))
+    if st.get("schema") != "ram_copies" or disc:
+        raise MembershipError(f"[{node.host}] {node.name} is not a satellite: schema {st.get('schema')}, "
+                              f"disc copies of {', '.join(disc) or 'nothing'}")
+
+
 def roll_back_join(inv: Inventory, fleet: Fleet, node: Node, seed: str, reachable: bool) -> str:
     """Take a half-joined node out: stop it, remove it from the schema (from the seed),
     wipe its Mnesia directory. With the node cut off, only the schema part can be done
@@ -341,7 +353,7 @@ def close_firewall(inv: Inventory, fleet: Fleet, survivors: list[Node], facts, g
 def _verify_survivors(inv: Inventory, fleet: Fleet, survivors: list[Node], progress: Progress) -> ClusterHealth:
     sub = replace(inv, nodes=tuple(survivors))
     health = assess(sub, factmod.gather(fleet, [n.host for n in survivors], probe_network=False))
-    masters = sum(1 for n in health.nodes if n.master)
+    masters = sum(1 for n in health.nodes if n.master and not n.satellite)
     progress.say("cluster", f"{len(survivors)} members, {masters} masters "
                             f"({'healthy' if health.healthy else 'NOT healthy'})")
     if not health.healthy:

@@ -84,7 +84,7 @@ def start_cluster(inv: Inventory, progress: Progress, wait: float = 120,
         watched = {n.name for n in survivors if n not in dead and n.host not in failed}
         try:   # the whole inventory is observed: the health returned shows the lost nodes too
             with progress.phase("wait"):
-                health = wait_for(inv, fleet, lambda h: all(n.running and n.master and n.unit_ok for n in h.nodes
+                health = wait_for(inv, fleet, lambda h: all(n.running and n.in_role and n.unit_ok for n in h.nodes
                                                             if n.name in watched)
                                   and not h.partitioned, wait, "all back")
         except EasyClusterError:

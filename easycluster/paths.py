@@ -15,6 +15,7 @@ EJABBERD_DEFAULT = "/etc/default/ejabberd"
 MNESIA_DIR = "/var/lib/ejabberd"                 # the ejabberd user's home: Mnesia's files and the cookie
 COOKIE_PATH = f"{MNESIA_DIR}/.erlang.cookie"
 TRANSLATIONS_CACHE = f"{MNESIA_DIR}/translations.cache"   # built by a node's first start
+MNESIA_SCHEMA_FILE = f"{MNESIA_DIR}/ejabberd.schema"   # a satellite's per-table storage types (ejabberd_mnesia)
 EJABBERD_RUN_DIR = "/run/ejabberd"
 EJABBERD_ERROR_LOG = "/var/log/ejabberd/error.log"
 

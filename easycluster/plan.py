@@ -18,8 +18,9 @@ from .secrets import Secret
 from .tls import NodeTLS
 
 # Step kinds, in the order apply runs their phases.
-RESET, INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN = (
-    "reset", "install", "write", "plugin", "reload", "start", "restart", "join")
+RESET, ROLE, INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE = (
+    "reset", "role", "install", "write", "plugin", "reload", "start", "restart", "join", "satellite")
+KIND_ORDER = (RESET, ROLE, INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE)
 # The node name Debian's package runs under when nobody configured one (its postinst starts it).
 PACKAGE_NODE = "ejabberd@localhost"
 
@@ -48,6 +49,7 @@ class Plan:
     steps: list[Step]
     seed: Node
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)     # warnings that do not stop the run
 
     def by_kind(self, kind: str) -> list[Step]:
         return [s for s in self.steps if s.kind == kind]
@@ -81,6 +83,40 @@ def package_nodes(inv: Inventory, facts: dict[str, HostFacts]) -> list[str]:
         f = facts[node.host]
         ours = "Managed by easycluster" in (f.files.get(EJABBERD_DEFAULT) or "")
         if f.reachable and f.beam_running and f.beam_node == PACKAGE_NODE != node.name and not ours:
+            found.append(node.host)
+    return found
+
+
+def current_role(node: Node, facts: dict[str, HostFacts], seed_status: dict | None) -> str | None:
+    """What the node is now: master (its Mnesia schema on disc), satellite (in RAM), or None
+    (not a member, nothing known). A running node says so itself; a stopped member is seen in
+    the storage type of its schema copy on the seed; a stopped node with a schema on its disc
+    was a master (or a standalone node)."""
+    f = facts[node.host]
+    st = f.cluster_status if f.running else None
+    schema_type = (st or {}).get("schema") if st else ((seed_status or {}).get("tables", {})
+                                                         .get("schema", {}).get(node.name))
+    if schema_type == "ram_copies":
+        return SATELLITE
+    if schema_type in ("disc_copies", "disc_only_copies") or (not st and f.mnesia_schema):
+        return "master"
+    return None
+
+
+def role_changes(inv: Inventory, facts: dict[str, HostFacts]) -> list[str]:
+    """Hosts whose node is a member in the other role than the inventory gives it: converted
+    by taking it out (stopped, out of the schema, its Mnesia directory emptied) and bringing it
+    back in its role. Nothing is lost: a master's data is on the other masters, a satellite has
+    none."""
+    seed, members = choose_seed(inv, facts)
+    seed_f = facts[seed.host]
+    seed_status = seed_f.cluster_status if seed_f.running else None
+    found = []
+    for node in inv.nodes:
+        if node is seed or (node.name not in members and not facts[node.host].running):
+            continue
+        now = current_role(node, facts, seed_status)
+        if now is not None and now != node.role and (node.name in members):
             found.append(node.host)
     return found
 
@@ -207,8 +243,8 @@ def choose_seed(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[Node, set[
     names = {n.name for n in inv.nodes}
     for i, node in enumerate(inv.nodes):
         status = facts[node.host].cluster_status if facts[node.host].running else None
-        if not status:
-            continue
+        if not status or node.satellite or status.get("schema") == "ram_copies":
+            continue   # a satellite never seeds: it holds no copy to join from
         db_nodes = set(status.get("db_nodes", [node.name]))
         score = (len(db_nodes & names), -i)
         if best is None or score > best:
@@ -216,11 +252,15 @@ def choose_seed(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[Node, set[
     return seed, members
 
 
-def plan_joins(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[list[Step], list[Problem]]:
+def plan_joins(inv: Inventory, facts: dict[str, HostFacts],
+               leaving: tuple[str, ...] = ()) -> tuple[list[Step], list[Problem]]:
+    """Joins of masters (a satellite joins by starting: SATELLITE steps). `leaving`: hosts
+    taken out of the cluster earlier in the run (a role change), members no more."""
     seed, members = choose_seed(inv, facts)
+    members = members - {inv.node(h).name for h in leaving}
     steps, problems = [], []
     for node in inv.nodes:
-        if node is seed or node.name in members:
+        if node is seed or node.name in members or node.satellite:
             continue
         f = facts[node.host]
         status = f.cluster_status if f.running else None
@@ -251,12 +291,21 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
     resets = package_nodes(inv, facts)
     facts = as_reset(facts, resets)
     problems = preflight(inv, facts, cookie)
+    converts = role_changes(inv, facts) if not problems else []
+    notes = role_notes(inv)
     seed, _ = choose_seed(inv, facts)
     if problems:
-        return Plan([], seed, problems)
+        return Plan([], seed, problems, notes)
     steps: list[Step] = [Step(RESET, h, f"reset {PACKAGE_NODE}, which the package started before easycluster "
                                         "configured it: stop it, keep its Mnesia directory in a tarball")
                          for h in resets]
+    for h in converts:
+        node = inv.node(h)
+        other = "satellite" if node.role == "master" else "master"
+        steps.append(Step(ROLE, h, f"make {node.name} a {node.role} (it is a {other}) -- drain and stop it, take it "
+                                   f"out of the schema on {seed.name}, empty its Mnesia directory (kept in a "
+                                   f"tarball); it comes back as a {node.role} below"))
+    facts = as_reset(facts, converts)
     plugin_sha = plugin_sha256()
     members = members_of(inv, facts) if members is None else members
     for node in inv.nodes:
@@ -278,7 +327,10 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
         if f.plugin_sha256 != plugin_sha:
             steps.append(Step(PLUGIN, node.host, "compile and install the easy_cluster plugin"))
             restart = True
-        if not f.running:
+        if not f.running and node.satellite:
+            steps.append(Step(SATELLITE, node.host, f"start {node.name} as a satellite (it joins through its "
+                                                    "masters, holding no disc copy)"))
+        elif not f.running:
             steps.append(Step(START, node.host, f"start {node.name}"))
         elif restart:
             steps.append(Step(RESTART, node.host, f"restart {node.name} (its configuration changed)"))
@@ -286,12 +338,20 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
             steps.append(Step(RESTART, node.host, f"restart {node.name} (left pending by an earlier run)"))
         elif reload:
             steps.append(Step(RELOAD, node.host, f"reload {node.name}'s ejabberd.yml (no restart)"))
-    joins, join_problems = plan_joins(inv, facts)
+    joins, join_problems = plan_joins(inv, facts, tuple(converts))
     if join_problems:
-        return Plan([], seed, join_problems)
-    order = {k: i for i, k in enumerate((RESET, INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN))}
-    steps.sort(key=lambda s: order[s.kind])  # stable: inventory order within a phase
-    return Plan(mark_boot_joins(inv, steps + joins, facts), seed)
+        return Plan([], seed, join_problems, notes)
+    order = {k: i for i, k in enumerate(KIND_ORDER)}
+    steps = sorted(steps + joins, key=lambda s: order[s.kind])  # stable: inventory order within a phase
+    return Plan(mark_boot_joins(inv, steps, facts), seed, notes=notes)
+
+
+def role_notes(inv: Inventory) -> list[str]:
+    masters = inv.masters
+    if inv.satellites and len(masters) < 2:
+        return [f"one master only ({masters[0].name}): while it is down, the satellites serve no stored data "
+                "(logins fail); two or more masters are advised"]
+    return []
 
 
 def mark_boot_joins(inv: Inventory, steps: list[Step], facts: dict[str, HostFacts]) -> list[Step]:
@@ -329,9 +389,10 @@ def _file_change(mf: ManagedFile, f: HostFacts) -> str | None:
 
 
 def format_plan(plan: Plan, inv: Inventory) -> str:
+    notes = [f"note: {n}" for n in plan.notes]
     if not plan.steps:
-        return "no changes: the cluster matches the inventory"
-    out = []
+        return "\n".join(notes + ["no changes: the cluster matches the inventory"])
+    out = notes
     for node in inv.nodes:
         mine = [s for s in plan.steps if s.host == node.host and s.kind != JOIN]
         if not mine:
@@ -344,4 +405,7 @@ def format_plan(plan: Plan, inv: Inventory) -> str:
     if joins:
         out.append("joins, one at a time, in this order:")
         out.extend(f"  {i}. {s.summary}" for i, s in enumerate(joins, 1))
+    satellites = plan.by_kind(SATELLITE)
+    if satellites:
+        out.append("then the satellites, one at a time: " + ", ".join(inv.node(s.host).name for s in satellites))
     return "\n".join(out)

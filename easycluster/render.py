@@ -12,8 +12,8 @@ from .inventory import Inventory, Node
 from .secrets import Secret
 # on-host paths: easycluster.paths (COOKIE_PATH, EJABBERD_YML, ... were defined here and are still importable)
 from .paths import (COOKIE_PATH, DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT,
-                    EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, PLUGIN_EBIN,
-                    UNIT_DROPIN, UPGRADE_HOLD_FILE)
+                    EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, MNESIA_SCHEMA_FILE,
+                    PLUGIN_EBIN, UNIT_DROPIN, UPGRADE_HOLD_FILE)
 from .tls import NodeTLS
 
 # Package data (the repository's templates/ and plugin/, mapped into the package by the build).
@@ -72,6 +72,7 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
     context = dict(cluster=inventory.cluster, node=node, nodes=inventory.nodes,
                    dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN, dist_tls_optfile=DIST_TLS_OPTFILE,
                    join_seed_file=JOIN_SEED_FILE, upgrade_hold_file=UPGRADE_HOLD_FILE,
+                   mnesia_schema_file=MNESIA_SCHEMA_FILE,
                    ejabberd_release=release(inventory.cluster.ejabberd_version))
     return firewall_files(inventory, node, members) + _tls_files(inventory, node, tls) + [
         ManagedFile(EPMD_DROPIN, render("epmd.socket.d.conf.j2", **context), 0o644, "root", "root", restart=True),
@@ -82,6 +83,8 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
                     restart=True),
         ManagedFile(EJABBERD_YML, render("ejabberd.yml.j2", **context), 0o600, "ejabberd", "ejabberd",
                     restart=False),
+    ] + ([ManagedFile(MNESIA_SCHEMA_FILE, render("ejabberd.schema.j2", path=MNESIA_SCHEMA_FILE, **context), 0o644,
+                      "ejabberd", "ejabberd", restart=True)] if node.satellite else []) + [
         # no trailing newline: the file's sha256 is the cookie's, comparable without reading it
         ManagedFile(COOKIE_PATH, cookie, 0o400, "ejabberd", "ejabberd", restart=True),
     ]

@@ -45,12 +45,13 @@ def wait_for(inv: Inventory, fleet: Fleet, ready: Callable[[ClusterHealth], bool
         time.sleep(interval)
 
 def format_table(health: ClusterHealth, tables: bool = False) -> str:
-    rows = [("node", "host", "running", "unit (restarts)", "member", "master", "sees running", "seen by", "sessions",
-             "versions")]
+    rows = [("node", "host", "role", "running", "unit (restarts)", "member", "in role", "sees running", "seen by",
+             "sessions", "versions")]
     running = sum(1 for n in health.nodes if n.running)
     for n in health.nodes:
-        rows.append((n.name, n.host, "yes" if n.running else ("NO" if n.reachable else "UNREACHABLE"),
-                     f"{n.unit} ({n.restarts})" if n.reachable else "-", "yes" if n.member else "no", "yes" if n.master else "no",
+        rows.append((n.name, n.host, n.role, "yes" if n.running else ("NO" if n.reachable else "UNREACHABLE"),
+                     f"{n.unit} ({n.restarts})" if n.reachable else "-", "yes" if n.member else "no",
+                     "yes" if n.in_role else "no",
                      str(len(n.running_db_nodes)) if n.running else "-",
                      f"{len(n.seen_running_by)}/{running}",
                      str(n.sessions) if n.sessions is not None else "-",

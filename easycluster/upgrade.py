@@ -432,7 +432,7 @@ class _Upgrade:
                 h = assess(inv, factmod.gather_via(fleet, first, probe_network=False))
                 if first_back is None and any(n.running for n in h.nodes):
                     first_back = time.monotonic()
-                if all(n.running and n.master for n in h.nodes) and h.healthy:
+                if all(n.running and n.in_role for n in h.nodes) and h.healthy:
                     break
                 if time.monotonic() > deadline:
                     raise EasyClusterError(f"the cluster did not come back within {BACK_BOUND}s:\n  " +

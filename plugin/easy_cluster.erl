@@ -13,6 +13,7 @@
 %%%   easy_cluster_status     easy_cluster_status / _statuses
 %%%   easy_cluster_join       the boot-time join (`-s easy_cluster boot_join`)
 %%%   easy_cluster_upgrade    a full-stop upgrade's hold at boot (`-s easy_cluster boot_hold`)
+%%%   easy_cluster_satellite  a satellite's start: waits for a running master (`boot_satellite`)
 %%%   easy_cluster_schema     forget a node, master nodes, force_load after a full outage;
 %%%                           table records for an upgrade's plan
 %%%   easy_cluster_backup     easy_cluster_backup / _restore
@@ -41,7 +42,7 @@
 -export([cookie/1]).
 -export([tables/0, records/1]).
 %% Run by init (-s) during a node's first start, before ejabberd.
--export([boot_join/0, boot_hold/0]).
+-export([boot_join/0, boot_hold/0, boot_satellite/0]).
 %% Heal: offline messages stored on the losing side carried over to the winner's data.
 -export([offline_export/1, offline_import/1]).
 
@@ -254,6 +255,9 @@ boot_join() -> easy_cluster_join:boot_join().
 
 -spec boot_hold() -> ok.
 boot_hold() -> easy_cluster_upgrade:boot_hold().
+
+-spec boot_satellite() -> ok.
+boot_satellite() -> easy_cluster_satellite:boot_satellite().
 
 -spec offline_export(string()) -> easy_cluster_json:answer().
 offline_export(File) -> easy_cluster_offline:offline_export(File).

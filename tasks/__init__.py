@@ -17,7 +17,7 @@ ENTRY_POINTS = "easycluster.collections"
 
 ns = Collection()
 for _task in (cluster.deploy, cluster.plan, cluster.status, cluster.upgrade,
-              membership.add_master, membership.remove_node, membership.forget_node, membership.backup,
+              membership.add_master, membership.add_satellite, membership.remove_node, membership.forget_node, membership.backup,
               membership.break_lock,
               runbooks.smoke, runbooks.stop_cluster, runbooks.start_cluster, runbooks.rolling_restart,
               runbooks.heal, runbooks.restore,

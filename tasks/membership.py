@@ -1,4 +1,4 @@
-"""`fab add-master`, `remove-node`, `forget-node`, `backup`, `break-lock`: changing who is in
+"""`fab add-master`, `add-satellite`, `remove-node`, `forget-node`, `backup`, `break-lock`: changing who is in
 the cluster, one change at a time under the cluster lock, each after a Mnesia backup."""
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from ._common import INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_erro
 @operator_errors
 def add_master(c, host, inventory=None, lock_wait=0):
     """Provision, configure, start and join one host as a master; no other node restarts."""
-    core.add_master(inventory_of(c, inventory), host, out=say, lock_wait=float(lock_wait))
+    core.add_master(inventory_of(c, inventory), host, out=say, lock_wait=float(lock_wait), role="master")
+
+
+@task(help={"host": "inventory host to add (role: satellite)", "inventory": INVENTORY_HELP,
+            "lock_wait": LOCK_WAIT_HELP})
+@operator_errors
+def add_satellite(c, host, inventory=None, lock_wait=0):
+    """Provision, configure and start one host as a satellite (no disc copy); no other node restarts."""
+    core.add_master(inventory_of(c, inventory), host, out=say, lock_wait=float(lock_wait), role="satellite")
 
 
 @task(help={"host": "member to remove", "inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP,

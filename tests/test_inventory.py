@@ -41,6 +41,11 @@ def variant(path: str, value, base=GOOD) -> str:
 DELETE = object()
 
 
+def variant_data(path: str, value, base=GOOD) -> dict:
+    """As variant, as data (a base for another variant)."""
+    return yaml.safe_load(variant(path, value, base))
+
+
 def test_a_good_inventory_parses_with_defaults():
     inv = parse_inventory(yaml.safe_dump(GOOD), PATH)
     assert [n.name for n in inv.nodes] == ["ejabberd@xmpp1", "ejabberd@xmpp2", "ejabberd@xmpp3"]
@@ -88,6 +93,10 @@ BAD = [
     ("two cookie sources", variant("cluster.cookie", {"file": "a", "env": "B"}), "set exactly one of `file`"),
     ("cookie env name", variant("cluster.cookie", {"env": "my-cookie"}), "is not an environment variable name"),
     ("relative certfile", variant("cluster.certfiles", ["certs/a.pem"]), "cluster.certfiles[0]: 'certs/a.pem' is not an absolute path"),
+    ("unknown role", variant("nodes.1.role", "replica"), "nodes[1].role: 'replica': master (a disc copy of every table) or satellite (none)"),
+    ("satellite first", variant("nodes.0.role", "satellite"), "nodes[0].role: satellite: the first node seeds a new cluster and must be a master"),
+    ("archive with satellites", variant("nodes.1.role", "satellite", variant_data("cluster.mam", True)),
+     "cluster.mam: the archive (mod_mam) needs a local copy of its table on every node, and a satellite holds none"),
     ("registration timeout word", variant("cluster.registration_timeout", "never"),
      "cluster.registration_timeout: 'never': seconds (0 or more) or \"infinity\""),
     ("registration timeout negative", variant("cluster.registration_timeout", -1), "cluster.registration_timeout: -1"),

@@ -56,12 +56,19 @@ def fresh(inv: Inventory, host: str) -> HostFacts:
 
 
 def status(inv: Inventory, host: str, **fields) -> dict:
-    """easy_cluster_status of a running master: in a cluster of `db_nodes` (default: every node
-    of the inventory), all running, every table copied on each; `fields` change any of it."""
+    """easy_cluster_status of a running node in its role: in a cluster of `db_nodes` (default:
+    every node of the inventory), all running, every table copied on each master, a satellite
+    holding the RAM tables only and its schema in RAM; `fields` change any of it."""
     db_nodes = fields.get("db_nodes", [n.name for n in inv.nodes])
-    st = {"node": inv.node(host).name, "db_nodes": list(db_nodes), "running_db_nodes": list(db_nodes),
-          "master": True, "missing_tables": [], "sessions": 0, "registered_users": 0,
-          "tables": {t: {n: typ for n in db_nodes} for t, typ in TABLES.items()}, "started_at": 1}
+    satellites = {n.name for n in inv.nodes if n.satellite}
+    me = inv.node(host)
+    tables = {t: {n: typ for n in db_nodes if n not in satellites or typ == "ram_copies"}
+              for t, typ in TABLES.items()}
+    tables["schema"] = {n: "ram_copies" if n in satellites else "disc_copies" for n in db_nodes}
+    st = {"node": me.name, "db_nodes": list(db_nodes), "running_db_nodes": list(db_nodes),
+          "master": not me.satellite, "schema": "ram_copies" if me.satellite else "disc_copies",
+          "missing_tables": [t for t, typ in TABLES.items() if me.satellite and typ != "ram_copies"],
+          "sessions": 0, "registered_users": 0, "tables": tables, "started_at": 1}
     st.update(fields)
     return st
 
@@ -77,7 +84,7 @@ def converged(inv: Inventory, host: str, **status_fields) -> HostFacts:
         else:
             f.files[mf.path] = mf.data().decode()
     f.plugin_sha256 = PLUGIN_SHA
-    f.ctl_status, f.beam_running, f.mnesia_schema = 0, True, True
+    f.ctl_status, f.beam_running, f.mnesia_schema = 0, True, not inv.node(host).satellite
     f.cluster_status = status(inv, host, **status_fields)
     return f
 
@@ -351,3 +358,32 @@ def test_the_firewall_of_a_converged_host_lets_in_every_node_of_the_inventory():
     rules = converged(inv, "lab1").files[FIREWALL_RULES]
     assert "elements = { 10.9.0.11, 10.9.0.12, 10.9.0.13 }" in rules
     assert "reject with tcp reset" in rules and "tcp dport { 4369, 4370-4379 } ip saddr @members accept" in rules
+
+
+def test_health_of_satellites():
+    """A satellite holds no disc copy and is no replica; it needs a running master."""
+    inv = parse_inventory(yaml.safe_dump({
+        "cluster": {"name": "t", "ejabberd_version": "23.01-1", "domains": ["t.test"],
+                    "cookie": {"file": "/nonexistent/cookie"}},
+        "nodes": [{"host": "lab1"}, {"host": "lab2"}, {"host": "lab3", "role": "satellite"}]}), INVENTORY_PATH)
+    facts = {n.host: converged(inv, n.host) for n in inv.nodes}
+    health = assess(inv, facts)
+    assert health.healthy, health.problems
+    assert [(n.role, n.in_role, n.master) for n in health.nodes] == [
+        ("master", True, True), ("master", True, True), ("satellite", True, False)]
+    assert health.as_dict()["nodes"][2]["role"] == "satellite"
+    # a satellite that got a disc copy back is not one any more
+    for f in facts.values():
+        f.cluster_status["tables"]["passwd"]["ejabberd@lab3"] = "disc_only_copies"
+    health = assess(inv, facts)
+    assert ("ejabberd@lab3: a satellite holding disc copies (passwd): `fab deploy` makes it a satellite again"
+            in health.problems) and not health.nodes[2].in_role
+    # masters down: the satellite cannot serve stored data
+    facts = {n.host: converged(inv, n.host) for n in inv.nodes}
+    for h in ("lab1", "lab2"):
+        facts[h] = stopped(facts[h])
+    facts["lab3"].cluster_status["running_db_nodes"] = ["ejabberd@lab3"]
+    problems = assess(inv, facts).problems
+    assert "no master runs: the satellites hold no data of their own" in problems
+    assert ("ejabberd@lab3: a satellite with no master running: it cannot serve stored data (logins fail) "
+            "until one is back") in problems
