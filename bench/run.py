@@ -9,7 +9,10 @@ trial). Measured, each REPS times, medians reported:
   5. `fab add-master` of a 4th node into a cluster holding USERS users and USERS roster
      items, against the manual way (config, start, `ejabberdctl join_cluster`) into the same;
   6. SSH connections per host in one `fab deploy`, counted in each host's sshd log;
-  7. a full Mnesia backup of that data: `ejabberdctl backup` against the toolkit's own.
+  7. a full Mnesia backup of that data: `ejabberdctl backup` against the toolkit's own;
+  8. satellites: `fab deploy` of 3 masters + 4 satellites; `fab add-satellite` of the 4th node
+     into the cluster holding USERS users (against add-master's); an XMPP login and a roster
+     read on a satellite against on a master (LATENCY_TRIES each, medians).
 Results: printed, and written into docs/performance.md between its BENCH markers.
 """
 
@@ -44,7 +47,8 @@ USERS = int(os.environ.get("BENCH_USERS", "100000"))
 FAB = Path(sys.executable).parent / "fab"
 DOC = REPO / "docs" / "performance.md"
 PRISTINE = "/root/easycluster-bench-pristine.tgz"
-HOSTS = [f"lab{i}" for i in range(1, 6)]
+HOSTS = [f"lab{i}" for i in range(1, 8)]
+LATENCY_TRIES = 20
 
 
 def log(msg: str) -> None:
@@ -59,10 +63,10 @@ class Bench:
         self.notes: dict[str, str] = {}
 
     # ---------------------------------------------------------------- lab and state
-    def inventory(self, hosts: list[str]) -> Path:
+    def inventory(self, hosts: list[str], satellites: tuple[str, ...] = ()) -> Path:
         data = yaml.safe_load(self.lab.inventory.read_text())
-        data["nodes"] = [{"host": h} for h in hosts]
-        path = self.tmp / f"inv-{len(hosts)}-{hosts[-1]}.yml"
+        data["nodes"] = [{"host": h, **({"role": "satellite"} if h in satellites else {})} for h in hosts]
+        path = self.tmp / f"inv-{len(hosts)}-{hosts[-1]}-{len(satellites)}s.yml"
         path.write_text(yaml.safe_dump(data))
         return path
 
@@ -232,6 +236,10 @@ class Bench:
             took, out = self.fab("deploy", "--inventory", str(inv5))
             self.record("deploy 5 nodes", took)
             self.phases("deploy 5 nodes", out)
+            self.reset(HOSTS)
+            took, out = self.fab("deploy", "--inventory", str(self.inventory(HOSTS, tuple(HOSTS[3:]))))
+            self.record("deploy 3 masters + 4 satellites", took)
+            self.phases("deploy 3 masters + 4 satellites", out)
         self.big_join()
 
     def big_join(self) -> None:
@@ -277,6 +285,42 @@ class Bench:
             self.mend_unit(fourth)
             assert self.ssh(fourth, f"ejabberdctl registered_users {domain} | wc -l").strip() == str(USERS)
             self.forget("lab1", fourth)
+        inv_sat = self.inventory(three + [fourth], (fourth,))
+        for i in range(REPS):
+            log(f"satellite round {i + 1}/{REPS}")
+            took, out = self.fab("add-satellite", "--host", fourth, "--inventory", str(inv_sat))
+            self.record(f"add-satellite, {USERS} users", took)
+            self.phases(f"add-satellite, {USERS} users", out)
+            if i == 0:
+                for host in ("lab1", fourth):
+                    kind = "satellite" if host == fourth else "master"
+                    logins, rosters = self.latencies(self.lab.ip(host), domain)
+                    self.notes[f"XMPP login on a {kind} (ms, median of {LATENCY_TRIES})"] = f"{logins:.1f}"
+                    self.notes[f"roster read on a {kind} (ms, median of {LATENCY_TRIES})"] = f"{rosters:.1f}"
+            self.forget("lab1", fourth)
+
+    @staticmethod
+    def latencies(address: str, domain: str) -> tuple[float, float]:
+        """Medians (ms) of LATENCY_TRIES XMPP logins (connect, SCRAM, bind, presence echoed) and
+        of as many roster reads (an iq get of a user holding one item), by a real client."""
+        import asyncio
+        from easycluster.xmpp import Client, connect
+
+        async def measure() -> tuple[list[float], list[float]]:
+            logins, rosters = [], []
+            for i in range(LATENCY_TRIES):
+                client = Client(f"bench{i + 1}@{domain}", "pw")
+                t0 = time.monotonic()
+                await connect(client, address, 5222)
+                logins.append((time.monotonic() - t0) * 1000)
+                t1 = time.monotonic()
+                await client.get_roster()
+                rosters.append((time.monotonic() - t1) * 1000)
+                client.disconnect()
+                await asyncio.sleep(0.05)
+            return logins, rosters
+        logins, rosters = asyncio.run(measure())
+        return statistics.median(logins), statistics.median(rosters)
 
     # ---------------------------------------------------------------- report
     def report(self) -> str:
@@ -310,6 +354,15 @@ class Bench:
                 "`ejabberdctl join_cluster` alone.", "",
                 "| measurement | runs (s) | median (s) |", "|---|---|---|"]
         out += [f"| {k.strip()} | {runs} | {m} |" for k, runs, m in rows]
+        sat_key, master_key = f"add-satellite, {USERS} users", f"add-master, {USERS} users"
+        if sat_key in med:
+            out += ["", f"Satellites: joining one into the cluster holding {USERS} users took "
+                    f"{med[sat_key]:.2f} s (`fab add-satellite`, whole command) against {med[master_key]:.2f} s "
+                    "for a master (`fab add-master`): a satellite copies no table, only RAM tables "
+                    "(sessions, routes), so its join does not grow with the data. The price is remote "
+                    "access: every login and roster read on a satellite reads the masters' copies over "
+                    "the distribution (and ejabberd's caches are off for tables with no local copy); "
+                    "see the latencies below, and docs/runbooks/satellites.md for when the trade pays."]
         out += ["", "Where the time goes (the toolkit's own phase timings, last run):", ""]
         out += [f"- {k}: {v}" for k, v in self.notes.items()]
         return "\n".join(out)
