@@ -190,7 +190,10 @@ class _Apply:
         else:
             self.configure_start_and_join()
 
-        satellites = plan.hosts_with(SATELLITE)
+        # satellites last: started, or restarted for a new configuration, once every master's
+        # work is done (a satellite joins through the masters at every start)
+        satellites = [n.host for n in inv.nodes if n.host in plan.hosts_with(SATELLITE) or
+                      (n.satellite and n.host in plan.hosts_with(RESTART))]
         if satellites:
             self.start_satellites(satellites)
 
@@ -229,12 +232,16 @@ class _Apply:
         any table is made), then seen running by the seed, holding no disc copy. A backup first
         when the cluster ran before this run."""
         inv, fleet, progress, seed = self.inv, self.fleet, self.progress, self.plan.seed
-        if self.facts[seed.host].running and seed.host in fleet.hosts:
+        joining = [h for h in hosts if h in self.plan.hosts_with(SATELLITE)]
+        if joining and self.facts[seed.host].running and seed.host in fleet.hosts:
             with progress.phase("backup"):
                 membership.backup(inv, fleet, seed.host, progress.say)
         for host in hosts:
             node = inv.node(host)
             with progress.phase(f"satellite {host}"):
+                if host not in joining:
+                    self.restart_and_rejoin(fleet[host])
+                    continue
                 with progress.step(host, "start as a satellite"):
                     nodectl.start(fleet[host], self.c2s)
                 with progress.step(host, f"in {seed.name}'s running_db_nodes, no disc copy here"):
@@ -277,6 +284,7 @@ class _Apply:
         progress, replaced = self.progress, self.replaced.get(h.name, [])
         before = self.facts[h.name].cluster_status
         peers = set(before.get("running_db_nodes", [])) if before else set()
+        peers -= {self.inv.node(c).name for c in self.plan.hosts_with(ROLE)}   # out until later in this run
         try:
             with progress.step(h.name, "restart"):
                 nodectl.restart(h, self.c2s)
@@ -321,6 +329,8 @@ class _Apply:
                 fleet.each(starts, self.start_one)
 
         for host in plan.hosts_with(RESTART):   # one at a time: the cluster stays up
+            if inv.node(host).satellite:
+                continue                        # with the satellites, after the joins
             with progress.phase(f"restart {host}"):
                 self.restart_and_rejoin(fleet[host])
 

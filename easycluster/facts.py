@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 from .inventory import Inventory
 from .paths import (DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT, EJABBERD_YML,
-                    EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, UNIT_DROPIN)
+                    EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, MNESIA_SCHEMA_FILE, UNIT_DROPIN)
 from .remote import Fleet, Host
 from .scripts import render
 
 READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, EPMD_DROPIN, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, DIST_TLS_CA,
-                  DIST_TLS_CERT, DIST_TLS_OPTFILE)
+                  DIST_TLS_CERT, DIST_TLS_OPTFILE, MNESIA_SCHEMA_FILE)
 SECRET_FILES = (DIST_TLS_KEY,)   # only their hash is read, like the cookie's
 
 

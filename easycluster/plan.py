@@ -361,7 +361,8 @@ def mark_boot_joins(inv: Inventory, steps: list[Step], facts: dict[str, HostFact
     brings data of its own (membership would be known only once it runs) and nothing restarts."""
     joins = [s for s in steps if s.kind == JOIN]
     starts = {s.host for s in steps if s.kind == START}
-    if not joins or any(s.kind == RESTART for s in steps) or any(facts[h].mnesia_schema for h in starts):
+    restarts = [s for s in steps if s.kind == RESTART and not inv.node(s.host).satellite]   # satellites: after
+    if not joins or restarts or any(facts[h].mnesia_schema for h in starts):
         return steps
     seed = inv.node(joins[0].seed)
     if not (facts[seed.host].running or seed.host in starts):

@@ -19,6 +19,8 @@ import yaml
 from conftest import fab, own_lab, ssh
 from easycluster import xmpp
 
+pytestmark = pytest.mark.lab   # a lab of its own (own_lab), not the session's
+
 LAB = "sat"
 MASTERS, SATELLITES = ["lab1", "lab2", "lab3"], ["lab4", "lab5"]
 PASSWORD = "sat-pw"
