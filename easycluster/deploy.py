@@ -165,6 +165,7 @@ class _Apply:
         self.configure = sorted(set(plan.hosts_with(WRITE) + plan.hosts_with(PLUGIN)), key=_order(inv))
         self.replaced: dict[str, list[tuple[str, str]]] = {}   # host -> (path, backup) of files written
         self.plugin_once = _CompiledOnce(next((h for h in self.configure if h in plan.hosts_with(PLUGIN)), None))
+        self.backed_up = False     # a backup taken earlier in this run covers the later membership changes
 
     def run(self) -> ClusterHealth:
         inv, fleet, plan, progress = self.inv, self.fleet, self.plan, self.progress
@@ -176,6 +177,7 @@ class _Apply:
         if converts:   # membership changes: a backup first, then one at a time
             with progress.phase("backup"):
                 membership.backup(inv, fleet, plan.seed.host, progress.say)
+            self.backed_up = True
             for host in converts:
                 with progress.phase(f"role {host}"):
                     self.convert_one(fleet[host])
@@ -233,7 +235,7 @@ class _Apply:
         when the cluster ran before this run."""
         inv, fleet, progress, seed = self.inv, self.fleet, self.progress, self.plan.seed
         joining = [h for h in hosts if h in self.plan.hosts_with(SATELLITE)]
-        if joining and self.facts[seed.host].running and seed.host in fleet.hosts:
+        if joining and self.facts[seed.host].running and seed.host in fleet.hosts and not self.backed_up:
             with progress.phase("backup"):
                 membership.backup(inv, fleet, seed.host, progress.say)
         for host in hosts:
