@@ -11,8 +11,8 @@
 -module(easy_cluster_join).
 
 -export([boot_join/0]).
-%% for the upgrade's hold at boot (easy_cluster_upgrade)
--export([extend_start_timeout/0, start_permanent/1]).
+%% for the other waits before ejabberd starts (easy_cluster_upgrade, easy_cluster_satellite)
+-export([extend_start_timeout/0, start_permanent/1, poll_until/3]).
 
 -include("logger.hrl").
 
@@ -79,7 +79,7 @@ boot_join(Seed) ->
     _ = code:ensure_modules_loaded(Modules),   % off the joins' critical path
     build_translation_cache(),
     T0 = erlang:monotonic_time(millisecond),
-    ok = wait_for_file(?GO_FILE, T0 + ?GO_MAX_MS),
+    _ = poll_until(fun() -> filelib:is_file(?GO_FILE) end, T0 + ?GO_MAX_MS, 20),   % wait_for_turn checks
     Steps = [{wait_for_turn, fun() -> wait_for_turn(T0) end, none},
              {ping, fun() -> ping(Seed) end, none},
              {versions, fun() -> same_versions(Seed) end, none},
@@ -143,12 +143,6 @@ wait_for_turn(T0) ->
     case filelib:is_file(?GO_FILE) of
         true -> {ok, #{waited_ms => erlang:monotonic_time(millisecond) - T0}};
         false -> {error, {no_turn_within_ms, ?GO_MAX_MS}}
-    end.
-
-wait_for_file(File, Deadline) ->
-    case filelib:is_file(File) orelse erlang:monotonic_time(millisecond) >= Deadline of
-        true -> ok;
-        false -> timer:sleep(20), wait_for_file(File, Deadline)
     end.
 
 run_steps(Seed, [], Done, _Undo) ->
@@ -317,6 +311,18 @@ wait_for_tables(Seconds) ->
         ok -> ok;
         {timeout, Bad} -> {error, {tables_not_loaded_within, Seconds, Bad}};
         {error, Why} -> {error, Why}
+    end.
+
+%% Ready() every PollMs until it holds (ok) or the monotonic Deadline (ms) passes (timeout).
+-spec poll_until(fun(() -> boolean()), integer(), pos_integer()) -> ok | timeout.
+poll_until(Ready, Deadline, PollMs) ->
+    case Ready() of
+        true -> ok;
+        false ->
+            case erlang:monotonic_time(millisecond) < Deadline of
+                true -> timer:sleep(PollMs), poll_until(Ready, Deadline, PollMs);
+                false -> timeout
+            end
     end.
 
 -spec start_permanent(atom()) -> ok | {error, term()}.

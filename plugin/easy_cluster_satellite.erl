@@ -21,7 +21,8 @@ boot_satellite() ->
     case application:get_env(mnesia, extra_db_nodes) of
         {ok, [_ | _] = Masters} ->
             Extender = spawn_link(fun easy_cluster_join:extend_start_timeout/0),
-            Result = wait(Masters, erlang:monotonic_time(millisecond) + ?WAIT_MAX_MS),
+            Result = easy_cluster_join:poll_until(fun() -> lists:any(fun runs_mnesia/1, Masters) end,
+                                                  erlang:monotonic_time(millisecond) + ?WAIT_MAX_MS, ?POLL_MS),
             unlink(Extender),
             exit(Extender, kill),
             case Result of
@@ -29,16 +30,6 @@ boot_satellite() ->
                 timeout -> erlang:halt(1)
             end;
         _ -> ok
-    end.
-
-wait(Masters, Deadline) ->
-    case lists:any(fun runs_mnesia/1, Masters) of
-        true -> ok;
-        false ->
-            case erlang:monotonic_time(millisecond) < Deadline of
-                true -> timer:sleep(?POLL_MS), wait(Masters, Deadline);
-                false -> timeout
-            end
     end.
 
 runs_mnesia(Node) ->

@@ -47,18 +47,11 @@ hold(What, Deadline) ->
                         "all" -> fun all_copies_active/0;
                         Node -> fun() -> ejabberd_runs(list_to_atom(Node)) end
                     end,
-            wait(Ready, Deadline);
+            case easy_cluster_join:poll_until(Ready, Deadline, ?POLL_MS) of
+                ok -> released;
+                timeout -> timeout
+            end;
         {error, Why} -> {error, Why}
-    end.
-
-wait(Ready, Deadline) ->
-    case Ready() of
-        true -> released;
-        false ->
-            case erlang:monotonic_time(millisecond) < Deadline of
-                true -> timer:sleep(?POLL_MS), wait(Ready, Deadline);
-                false -> timeout
-            end
     end.
 
 %% Every table is loaded on every node that holds a copy of it (a local_content table's
