@@ -145,6 +145,25 @@ def test_a_master_killed_the_satellites_serve_on(cluster):
         assert_satellite(lab, sat)
 
 
+def test_every_master_stopped_the_satellites_say_so_and_recover_by_themselves(cluster):
+    lab, _, inv, expected = cluster
+    for h in reversed(MASTERS):
+        ssh(lab, h, "systemctl stop ejabberd")
+    st = status(inv)
+    assert "no master runs: the satellites hold no data of their own" in st["problems"], st["problems"]
+    assert any(p.startswith("ejabberd@lab4: a satellite with no master running") for p in st["problems"])
+    for h in MASTERS:                                  # as an operator brings them back: the unit
+        ssh(lab, h, "systemctl start --no-block ejabberd")
+    deadline = time.monotonic() + 180
+    while not (st := status(inv))["healthy"]:          # no step on the satellites
+        assert time.monotonic() < deadline, st["problems"]
+        time.sleep(1)
+    for sat in SATELLITES:
+        assert_satellite(lab, sat)
+        assert users_and_roster(lab, sat) == expected
+        assert xmpp.can_login(lab.ip(sat), jid(USERS[2]), PASSWORD), f"no login on {sat}"
+
+
 def test_a_satellite_removed_and_added_back(cluster):
     lab, _, inv, expected = cluster
     out = sfab(inv, "remove-node", "--host", "lab5", "--drain", "1").stdout
