@@ -401,8 +401,8 @@ class _Upgrade:
                 with progress.step(host, "drain (5s) and stop"):
                     nodectl.drain_and_stop(fleet[host], 5)
                 with progress.step(host, f"copy the Mnesia directory of {inv.node(host).name}"):
-                    r = fleet[host].script(render("upgrade_stop", cold_copy=True, stamp=self.stamp),
-                                           what="stopping and copying", timeout=nodectl.STOP_BOUND + 600)
+                    r = fleet[host].script(render("upgrade_copy", stamp=self.stamp),
+                                           what="copying the Mnesia directory", timeout=600)
                 self.stopped.append(host)
                 copy = [line[5:] for line in r.stdout.splitlines() if line.startswith("copy=")]
                 progress.say(host, f"  copy: {copy[0] if copy else '?'}")
@@ -426,19 +426,14 @@ class _Upgrade:
                     h.script(render("upgrade_launch", hold=hold), what="starting held", timeout=60)
             fleet.each(plan.order, launch)
             self.stopped.clear()
-            first_back = None
-            deadline = time.monotonic() + BACK_BOUND
-            while True:
-                h = assess(inv, factmod.gather_via(fleet, first, probe_network=False))
-                if first_back is None and any(n.running for n in h.nodes):
-                    first_back = time.monotonic()
-                if all(n.running and n.in_role for n in h.nodes) and h.healthy:
-                    break
-                if time.monotonic() > deadline:
-                    raise EasyClusterError(f"the cluster did not come back within {BACK_BOUND}s:\n  " +
-                                           "\n  ".join(h.problems))
-                time.sleep(0.5)
-            self.outage = first_back - last_stop
+            first_back: list[float] = []
+
+            def back(hh: ClusterHealth) -> bool:   # and when the first node served again: the outage's end
+                if not first_back and any(n.running for n in hh.nodes):
+                    first_back.append(time.monotonic())
+                return hh.healthy and all(n.running and n.in_role for n in hh.nodes)
+            h = wait_for(inv, fleet, back, BACK_BOUND, "back", interval=0.5)
+            self.outage = first_back[0] - last_stop
             self.all_back = time.monotonic() - last_stop
             fleet.parallel(lambda hh: nodectl.remove(hh, STOP_ORDER, check=False, timeout=15))
         return h
