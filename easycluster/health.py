@@ -101,8 +101,7 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
             partitioned_with=sorted(st.get("partitioned_with", [])) if st else [],
             registered_users=st.get("registered_users") if st else None,
             unit=f.unit_state, restarts=f.restarts, journal=f.journal, role=node.role,
-            disc_tables=sorted(t for t, holders in (st.get("tables", {}) if st else {}).items()
-                               if holders.get(node.name) in ("disc_copies", "disc_only_copies")))
+            disc_tables=disc_tables(st, node.name))
         nodes.append(nh)
         if st:
             for table, holders in st.get("tables", {}).items():
@@ -160,6 +159,12 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
         if absent and not any(p.startswith(f"{a}: not a master") for a in absent for p in problems):
             problems.append(f"table {table}: no copy on {', '.join(sorted(absent))}")
     return ClusterHealth(nodes, problems, tables)
+
+
+def disc_tables(status: dict | None, name: str) -> list[str]:
+    """The tables node `name` holds on disc, as a node's easy_cluster_status shows them."""
+    return sorted(t for t, holders in ((status or {}).get("tables") or {}).items()
+                  if holders.get(name) in ("disc_copies", "disc_only_copies"))
 
 
 MIXED = "mixed ejabberd versions"

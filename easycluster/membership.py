@@ -16,7 +16,7 @@ from . import nodectl
 from .errors import EasyClusterError
 from .errors import MembershipError  # noqa: F401  (defined in errors.py, imported from here too)
 from .facts import HostFacts
-from .health import ClusterHealth, assess
+from .health import ClusterHealth, assess, disc_tables
 from .inventory import Inventory, Node
 from .lock import ClusterLock
 from .paths import COOKIE_PATH, MNESIA_DIR
@@ -114,8 +114,7 @@ def check_satellite(h, node: Node) -> None:
     st = nodectl.status(h)
     if not isinstance(st, dict):
         raise MembershipError(f"[{node.host}] {node.name} does not answer")
-    disc = sorted(t for t, holders in st.get("tables", {}).items()
-                  if holders.get(node.name) in ("disc_copies", "disc_only_copies"))
+    disc = disc_tables(st, node.name)
     if st.get("schema") != "ram_copies" or disc:
         raise MembershipError(f"[{node.host}] {node.name} is not a satellite: schema {st.get('schema')}, "
                               f"disc copies of {', '.join(disc) or 'nothing'}")
