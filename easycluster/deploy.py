@@ -12,16 +12,20 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
+from . import database as dbmod
 from . import facts as factmod
 from . import membership, nodectl
 from .errors import EasyClusterError
 from .health import ClusterHealth, assess
 from .inventory import Inventory
-from .plan import (INSTALL, JOIN, PLUGIN, RELOAD, RESET, RESTART, ROLE, SATELLITE, START, WRITE, Plan,
-                   PreflightFailed,
+from .plan import (DATABASE, DB_CONF, DB_CREATE, DB_HBA, DB_INSTALL, DB_ROLE, DB_SCHEMA, INSTALL, JOIN, PLUGIN,
+                   RELOAD, RESET, RESTART, ROLE, SATELLITE, START, WRITE, DbView, Plan, PreflightFailed,
                    Step, as_reset, choose_seed, format_plan, make_plan, mark_boot_joins, package_nodes,
                    plan_joins)
 from .lock import ClusterLock
+from .paths import PG_CONF_NAME, PG_HBA_BEGIN, PG_HBA_END
+from .plan import dist_address
+from .scripts import render as render_script
 from .progress import Out, Progress, StepFailed
 from .remote import Fleet, Host, RemoteError
 from .secrets import COOKIE_ALPHABET, Secret, load_cookie
@@ -39,12 +43,13 @@ def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float
     progress = Progress(out)
     cookie = _cookie_for(inv, dry)
     tls = tls_materials(inv, create=not dry)
+    password = _db_password_for(inv, dry)
     with Fleet(inv) as fleet:
         with progress.phase("facts"):
-            facts = factmod.gather_via(fleet, probe_network=True)
+            facts, db = gather_all(fleet, password)
         effective = membership.without_departed(inv, facts, out)
         fleet = fleet.subset(effective)
-        plan = make_plan(effective, facts, cookie, tls)
+        plan = make_plan(effective, facts, cookie, tls, db=db)
         if plan.problems:
             raise PreflightFailed(plan.problems)
         if dry:
@@ -61,15 +66,52 @@ def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float
         with ClusterLock(fleet, list(fleet.hosts), "deploy", lock_wait):
             if _recover_joins(effective, fleet, facts, progress):
                 facts = factmod.gather(fleet)
-                plan = make_plan(effective, facts, cookie, tls)
+                plan = make_plan(effective, facts, cookie, tls, db=db)
                 if plan.problems:
                     raise PreflightFailed(plan.problems)
             out(format_plan(plan, effective))
             facts = as_reset(facts, plan.hosts_with(RESET))
             with progress.phase("apply"):
-                health = _Apply(effective, fleet, plan, facts, progress).run()
+                health = _Apply(effective, fleet, plan, facts, progress, password).run()
         _summary(out, health, progress)
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
+
+
+def gather_all(fleet: Fleet, password: dbmod.Secret | None, probe_network: bool = True
+               ) -> tuple[dict[str, factmod.HostFacts], DbView | None]:
+    """Every node's facts and, with cluster.database, the database host's and the database as
+    each node sees it: all at once."""
+    d = fleet.inventory.cluster.database
+    if d is None or password is None:
+        return factmod.gather_via(fleet, probe_network=probe_network), None
+    box: dict = {}
+
+    def database() -> None:
+        box["host"] = dbmod.db_probe(fleet.database_host(), d) if d.managed else None
+        box["sql"] = sql_everywhere(fleet, password)
+    worker = threading.Thread(target=database, daemon=True)
+    worker.start()
+    facts = factmod.gather_via(fleet, probe_network=probe_network)
+    worker.join()
+    return facts, DbView(box.get("host"), box.get("sql", {}), password)
+
+
+def sql_everywhere(fleet: Fleet, password: dbmod.Secret) -> dict[str, dbmod.SqlFacts]:
+    """The database as each node sees it (logged in from there, over its SSH connection)."""
+    d = fleet.inventory.cluster.database
+    results = fleet.parallel(lambda h: dbmod.sql_facts(h, d, password))
+    return {h: (r if isinstance(r, dbmod.SqlFacts) else dbmod.SqlFacts(host=h, error=str(r)))
+            for h, r in results.items()}
+
+
+def _db_password_for(inv: Inventory, dry: bool) -> dbmod.Secret | None:
+    d = inv.cluster.database
+    if d is None:
+        return None
+    if dry and d.managed and d.password_file and not d.password_file.exists():
+        # a dry run creates nothing: a password that no role has, shown as to be set
+        return dbmod.Secret(_random.token_hex(20))
+    return dbmod.load_password(inv.cluster, create=not dry)
 
 
 def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0,
@@ -83,9 +125,10 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
     progress = Progress(out)
     cookie = load_cookie(inv.cluster, create=False)
     tls = tls_materials(inv, create=True)
+    password = _db_password_for(inv, dry=False)
     with Fleet(inv) as fleet:
         with progress.phase("facts"):
-            facts = factmod.gather_via(fleet, probe_network=True)
+            facts, db = gather_all(fleet, password)
         f = facts[node.host]
         if f.error:
             raise EasyClusterError(f"{node.host}: {f.error}; nothing was changed")
@@ -110,25 +153,28 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
                     nodectl.forget(fleet[seed.host], node.name)
             if f.joining or departed:   # the node changed under us: look again
                 with progress.phase("facts"):
-                    facts = factmod.gather_via(fleet, probe_network=True)
-            # the firewall of every member lets in every node of the inventory, the new one too
-            plan = make_plan(sub, facts, cookie, tls, membership.firewall_members(inv, facts, joining=node))
+                    facts, db = gather_all(fleet, password)
+            # the firewall of every member lets in every node of the inventory, the new one too;
+            # so does the database's pg_hba.conf
+            db = replace(db, let_in=inv.nodes) if db else None
+            plan = make_plan(sub, facts, cookie, tls, membership.firewall_members(inv, facts, joining=node), db)
             if plan.problems:
                 raise PreflightFailed(plan.problems)
 
             def firewall(s: Step) -> bool:
                 return s.kind == WRITE and s.file is not None and s.file.live
-            drift = sorted({s.host for s in plan.steps if s.host != node.host and s.kind != JOIN and not firewall(s)})
+            drift = sorted({s.host for s in plan.steps if s.host != node.host and s.kind not in (JOIN, DATABASE)
+                            and not firewall(s)})
             if drift:
                 out(f"note: {', '.join(drift)} differ from the inventory; add-master leaves them as they "
                     "are (`fab deploy --dry` shows how)")
             facts = as_reset(facts, plan.hosts_with(RESET))
-            plan = Plan(mark_boot_joins(sub, [s for s in plan.steps if s.host == node.host or firewall(s)], facts),
-                        plan.seed)
+            plan = Plan(mark_boot_joins(sub, [s for s in plan.steps if s.host == node.host or firewall(s)
+                                              or s.kind == DATABASE], facts), plan.seed)
             if plan.steps:
                 out(format_plan(plan, sub))
                 with progress.phase("apply"):
-                    health = _Apply(sub, fleet, plan, facts, progress).run()
+                    health = _Apply(sub, fleet, plan, facts, progress, password).run()
             else:   # an interrupted join that had completed: verified above
                 health = assess(sub, facts)
                 out(f"{node.name} is a member; nothing to do")
@@ -159,8 +205,10 @@ def _cookie_for(inv: Inventory, dry: bool) -> Secret:
 class _Apply:
     """One run's apply: the plan's steps on the fleet, phase by phase; the first failure stops it."""
 
-    def __init__(self, inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress):
+    def __init__(self, inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress,
+                 password: dbmod.Secret | None = None):
         self.inv, self.fleet, self.plan, self.facts, self.progress = inv, fleet, plan, facts, progress
+        self.password = password   # the database role's (cluster.database)
         self.c2s = inv.cluster.c2s_port
         self.configure = sorted(set(plan.hosts_with(WRITE) + plan.hosts_with(PLUGIN)), key=_order(inv))
         self.replaced: dict[str, list[tuple[str, str]]] = {}   # host -> (path, backup) of files written
@@ -182,9 +230,18 @@ class _Apply:
                 with progress.phase(f"role {host}"):
                     self.convert_one(fleet[host])
         installs = plan.hosts_with(INSTALL)
-        if installs:
+        provision = [s for s in plan.by_kind(DATABASE) if s.action != DB_SCHEMA]
+        if installs or provision:   # the nodes' packages and the database host at once
             with progress.phase("install"):
-                fleet.each(installs, self.install_one)
+                worker = _Background(lambda: self.provision_database(provision)) if provision else None
+                try:
+                    fleet.each(installs, self.install_one)
+                finally:
+                    if worker:
+                        worker.result()
+        if inv.cluster.database and plan.by_kind(DATABASE):
+            with progress.phase("database"):
+                self.database_ready([s for s in plan.by_kind(DATABASE) if s.action == DB_SCHEMA])
 
         boot_joins = [s for s in plan.by_kind(JOIN) if s.at_boot]
         if boot_joins:
@@ -210,6 +267,50 @@ class _Apply:
         if not health.healthy:
             raise EasyClusterError("deploy finished but the cluster is not healthy:\n  " + "\n  ".join(health.problems))
         return health
+
+    # ----------------------------------------------------------------- the database
+
+    def provision_database(self, steps: list[Step]) -> None:
+        """The database host's steps, in one script: its files and the role's verifier go by SFTP."""
+        d, h = self.inv.cluster.database, self.fleet.database_host()
+        actions = {s.action for s in steps}
+        facts = self.facts_db_host()
+        with self.progress.step(h.name, "PostgreSQL: " + ", ".join(a for a in (DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE,
+                                                                                DB_CREATE) if a in actions)):
+            staging = h.script(render_script("staging"), what="making a staging directory").stdout.strip()
+            conf, hba = dbmod.host_files(self.inv, [(n, a) for n in self.inv.nodes
+                                                    for a in [dist_address(n, self.facts)] if a], facts.resolve or "")
+            if DB_CONF in actions:
+                h.put_bytes(conf.encode(), f"{staging}/conf")
+            if DB_HBA in actions:
+                h.put_bytes(hba.encode(), f"{staging}/hba")
+            if DB_ROLE in actions:
+                h.put_bytes(dbmod.scram_verifier(self.password).reveal().encode(), f"{staging}/verifier")
+            h.script(render_script("db_provision", staging=staging, install=DB_INSTALL in actions,
+                                   write_conf=DB_CONF in actions, write_hba=DB_HBA in actions,
+                                   set_role=DB_ROLE in actions, create_database=DB_CREATE in actions,
+                                   db_name=d.name, db_user=d.user, password_sha256=self.password.sha256(),
+                                   pg_conf_name=PG_CONF_NAME, pg_hba_begin=PG_HBA_BEGIN, pg_hba_end=PG_HBA_END),
+                     what="provisioning PostgreSQL", timeout=600)
+
+    def facts_db_host(self) -> dbmod.DbHostFacts:
+        return dbmod.db_probe(self.fleet.database_host(), self.inv.cluster.database)
+
+    def database_ready(self, schema: list[Step]) -> None:
+        """ejabberd's schema loaded (from the first node's package), then every node logs in
+        and sees this cluster's mark: before any node is configured to use the database."""
+        d, name = self.inv.cluster.database, self.inv.cluster.name
+        for step in schema:
+            h = self.fleet[step.host]
+            with self.progress.step(h.name, f"load ejabberd's schema into {d.where}"):
+                text = h.run(f"cat {dbmod.SCHEMA_FILE}", what=f"reading {dbmod.SCHEMA_FILE}").stdout
+                dbmod.load_schema(h, d, self.password, name, text)
+        with self.progress.step("*", f"every node logs in to {d.where}"):
+            seen = sql_everywhere(self.fleet, self.password)
+            wrong = [f"{h}: {s.error or f'the database is marked for cluster {s.marker!r}'}"
+                     for h, s in seen.items() if not s.ok or s.marker != name]
+            if wrong:
+                raise EasyClusterError("the database is not usable from every node:\n  " + "\n  ".join(wrong))
 
     # ----------------------------------------------------------------- one host's steps
 
@@ -253,7 +354,7 @@ class _Apply:
     def install_one(self, h: Host) -> None:
         version = self.inv.cluster.ejabberd_version
         with self.progress.step(h.name, f"install ejabberd {version}"):
-            nodectl.install(h, version)
+            nodectl.install(h, version, extra=nodectl.packages(self.inv))
 
     def configure_one(self, h: Host) -> None:
         plan, progress, plugin_once = self.plan, self.progress, self.plugin_once
@@ -401,6 +502,27 @@ class _Apply:
             raise
         with progress.phase("started"):
             fleet.each(joining, lambda h: self.started_or_rolled_back(h, seed.name))
+
+
+class _Background:
+    """A function run in a thread alongside other work; result() waits and raises its error."""
+
+    def __init__(self, func):
+        self._box: dict = {}
+        self._thread = threading.Thread(target=self._run, args=(func,), daemon=True)
+        self._thread.start()
+
+    def _run(self, func) -> None:
+        try:
+            self._box["value"] = func()
+        except BaseException as exc:   # raised again in result()
+            self._box["error"] = exc
+
+    def result(self):
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box.get("value")
 
 
 class _CompiledOnce:

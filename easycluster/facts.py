@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 from .inventory import Inventory
 from .paths import (DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT, EJABBERD_YML,
-                    EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, MNESIA_SCHEMA_FILE, UNIT_DROPIN)
+                    EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, MNESIA_SCHEMA_FILE, SQL_SECRET_FILE, UNIT_DROPIN)
 from .remote import Fleet, Host
 from .scripts import render
 
 READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, EPMD_DROPIN, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, DIST_TLS_CA,
                   DIST_TLS_CERT, DIST_TLS_OPTFILE, MNESIA_SCHEMA_FILE)
-SECRET_FILES = (DIST_TLS_KEY,)   # only their hash is read, like the cookie's
+SECRET_FILES = (DIST_TLS_KEY, SQL_SECRET_FILE)   # only their hash is read, like the cookie's
 
 
 @dataclass
@@ -31,6 +31,7 @@ class HostFacts:
     addresses: list[str] = field(default_factory=list)
     ejabberd_version: str | None = None   # installed package version
     erlang_version: str | None = None
+    pgsql_driver: str | None = None      # erlang-p1-pgsql's version (ejabberd's PostgreSQL driver)
     systemd: bool = False
     nft: bool = False                   # nftables installed (the firewall of epmd and the distribution)
     unit: dict[str, str] = field(default_factory=dict)   # ejabberd.service: LoadState, ActiveState, ...
@@ -136,7 +137,7 @@ def parse_facts(host: str, output: str) -> HostFacts:
             f.beam_node = value or None
         elif key == "addresses":
             f.addresses = value.split()
-        elif key in ("ejabberd_version", "erlang_version", "cookie_sha256", "plugin_sha256"):
+        elif key in ("ejabberd_version", "erlang_version", "pgsql_driver", "cookie_sha256", "plugin_sha256"):
             setattr(f, key, value or None)
         elif key in ("os_id", "os_version", "hostname"):
             setattr(f, key, value)

@@ -75,6 +75,30 @@ class Cluster:
     dist_tls: bool = False            # TLS for the Erlang distribution (cluster CA, a cert per node)
     dist_tls_dir: Path | None = None  # the local secrets directory holding the CA and the nodes' keys
     mam: bool = False                 # the message archive (mod_mam, XEP-0313), stored in Mnesia
+    database: "Database | None" = None   # PostgreSQL for persistent data (default_db: sql); None: Mnesia
+
+
+@dataclass(frozen=True)
+class Database:
+    """cluster.database: PostgreSQL holding the persistent data (docs/database.md). Either
+    provisioned by easycluster on `managed_host` (an SSH host, not a node), or an existing
+    server (`managed_host` None)."""
+    type: str                         # postgresql
+    managed_host: str | None          # the SSH host easycluster installs PostgreSQL on; None: external
+    server: str                       # what the nodes connect to (host name or address)
+    port: int
+    name: str                         # the database
+    user: str                         # the role ejabberd logs in as
+    password_file: Path | None        # a local secrets file (created for a managed database)
+    password_env: str | None          # or an environment variable
+
+    @property
+    def managed(self) -> bool:
+        return self.managed_host is not None
+
+    @property
+    def where(self) -> str:
+        return f"{self.type} {self.name} on {self.server}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -111,8 +135,14 @@ _SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
         "admins": (list, False), "loglevel": (str, False), "listen": (dict, False),
         "in_band_registration": (bool, False), "distribution": (dict, False), "cookie": (dict, True),
         "certfiles": (list, False), "registration_timeout": (object, False), "backups": (dict, False),
-        "mam": (bool, False),
+        "mam": (bool, False), "database": (dict, False),
     },
+    "cluster.database": {"type": (str, True), "host": (str, False), "address": (str, False),
+                         "name": (str, False), "user": (str, False), "password_file": (str, False),
+                         "password_env": (str, False), "external": (dict, False)},
+    "cluster.database.external": {"host": (str, True), "port": (int, False), "name": (str, False),
+                                  "user": (str, False), "password_file": (str, False),
+                                  "password_env": (str, False)},
     "cluster.backups": {"keep": (int, False)},
     "cluster.listen": {"c2s": (int, False), "s2s": (int, False), "http": (int, False)},
     "cluster.distribution": {"port_min": (int, False), "port_max": (int, False), "net_ticktime": (int, False),
@@ -227,7 +257,11 @@ def _roles(chk: _Checker, nodes: list[Node], cluster: Cluster | None) -> None:
     if nodes[0].satellite:
         chk.fail("nodes[0].role", "satellite: the first node seeds a new cluster and must be a master "
                                   "(list a master first)")
-    if cluster and cluster.mam and any(n.satellite for n in nodes):
+    db = cluster.database if cluster else None
+    if db and db.managed_host in {n.host for n in nodes}:
+        chk.fail("cluster.database.host", f"{db.managed_host!r} is a node: the database needs a host of its own "
+                                          "(a node's death must not take the data with it)")
+    if cluster and cluster.mam and not db and any(n.satellite for n in nodes):
         chk.fail("cluster.mam", "the archive (mod_mam) needs a local copy of its table on every node, and a "
                                 "satellite holds none: no satellites with cluster.mam")
 
@@ -312,6 +346,7 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
         elif "env" in cookie:
             chk.fail("cluster.distribution.tls_dir", "required with cookie.env: the local directory "
                                                      "(kept like a secret) for the CA and the nodes' keys")
+    database = _database(chk, c["database"], path, name, cookie) if "database" in c else None
     if chk.problems:
         return None
     return Cluster(
@@ -321,7 +356,64 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
         backups_keep=keep, certfiles=tuple(certfiles), port_min=pmin, port_max=pmax,
         net_ticktime=ticktime, cookie_file=_relative(path, cookie["file"]) if "file" in cookie else None,
         cookie_env=cookie.get("env"), dist_tls=bool(dist.get("tls")), dist_tls_dir=tls_dir,
-        mam=c.get("mam", False))
+        mam=c.get("mam", False), database=database)
+
+
+SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+DATABASE_TYPES = ("postgresql",)
+
+
+def _database(chk: _Checker, raw: Any, path: Path, cluster_name: str, cookie: dict) -> Database | None:
+    """`{type: postgresql, host: H}`: a database host easycluster provisions; or `{type:
+    postgresql, external: {host, port, name, user, password_file | password_env}}`."""
+    key = "cluster.database"
+    d = chk.section(raw, key, key)
+    kind = d.get("type")
+    if kind is not None and kind not in DATABASE_TYPES:
+        chk.fail(f"{key}.type", f"{kind!r}: one of {', '.join(DATABASE_TYPES)}")
+    if ("host" in d) == ("external" in d):
+        chk.fail(key, "set exactly one of `host` (a host easycluster provisions with PostgreSQL) or `external` "
+                      "(an existing server)")
+        return None
+    if "external" in d:
+        for k in ("address", "name", "user", "password_file", "password_env"):
+            if k in d:
+                chk.fail(f"{key}.{k}", "goes under cluster.database.external for an existing server")
+        key = f"{key}.external"
+        e = chk.section(d["external"], key, key)
+        if "host" not in e:
+            return None
+        managed, server, port, given = None, e["host"], e.get("port", 5432), e
+        if len(e.keys() & {"password_file", "password_env"}) != 1:
+            chk.fail(key, "set exactly one of `password_file` (a local secrets file) or `password_env` (a variable "
+                          "name): the password of the existing server's role")
+    else:
+        managed = d["host"]
+        if not (HOSTNAME.match(managed) or IPV4.match(managed)):
+            chk.fail(f"{key}.host", f"{managed!r} is not a host name or address")
+        server, port, given = d.get("address", managed), 5432, d
+        if "password_file" in d and "password_env" in d:
+            chk.fail(key, "set at most one of `password_file` or `password_env`")
+    if not (HOSTNAME.match(server) or IPV4.match(server)):
+        chk.fail(f"{key}.{'address' if managed else 'host'}", f"{server!r} is not a host name or address")
+    if not 1 <= port <= 65535:
+        chk.fail(f"{key}.port", f"{port} is not a TCP port")
+    db_name, user = given.get("name", "ejabberd"), given.get("user", "ejabberd")
+    for k, v in (("name", db_name), ("user", user)):
+        if not SQL_NAME.match(v):
+            chk.fail(f"{key}.{k}", f"{v!r}: use lowercase letters, digits and '_' (not starting with a digit)")
+    env = given.get("password_env")
+    if env is not None and not ENV_NAME.match(env):
+        chk.fail(f"{key}.password_env", f"{env!r} is not an environment variable name")
+    password_file = _relative(path, given["password_file"]) if "password_file" in given else None
+    if managed and password_file is None and env is None:
+        if "file" in cookie:   # next to the cookie, in the same secrets directory
+            password_file = _relative(path, cookie["file"]).parent / f"{cluster_name}-database.password"
+        elif "env" in cookie:
+            chk.fail(f"{key}.password_file", "required with cookie.env: the local secrets file for the "
+                                             "database password easycluster generates (or set password_env)")
+    return Database(type=kind or "postgresql", managed_host=managed, server=server, port=port, name=db_name,
+                    user=user, password_file=password_file, password_env=env)
 
 
 def _nodes(chk: _Checker, raw: Any) -> list[Node]:

@@ -31,10 +31,15 @@ def _unit(name: str, c2s_port: int, **params) -> str:
     return render(name, c2s_port=c2s_port, start_bound=START_BOUND, **params)
 
 
-def install(host: Host, version: str, download_only: bool = False) -> None:
+def packages(inv) -> tuple[str, ...]:
+    """Packages a node has along with ejabberd: its PostgreSQL driver with cluster.database."""
+    return ("erlang-p1-pgsql",) if inv.cluster.database else ()
+
+
+def install(host: Host, version: str, download_only: bool = False, extra: tuple[str, ...] = ()) -> None:
     """apt-get install the pinned ejabberd without starting it (policy-rc.d), as on any Debian
-    (`download_only`: only fetch its packages into apt's cache)."""
-    host.script(render("install", version=version, download_only=download_only),
+    (`download_only`: only fetch its packages into apt's cache; `extra`: packages along)."""
+    host.script(render("install", version=version, download_only=download_only, extra=extra),
                 what=f"{'downloading' if download_only else 'installing'} ejabberd {version}", timeout=900)
 
 

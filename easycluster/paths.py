@@ -47,6 +47,19 @@ DIST_TLS_CERT = f"{DIST_TLS_DIR}/node.pem"
 DIST_TLS_KEY = f"{DIST_TLS_DIR}/node.key"
 DIST_TLS_OPTFILE = f"{DIST_TLS_DIR}/ssl_dist.conf"
 
+# cluster.database: the sql_* options holding the database password (0400, the ejabberd user's),
+# pulled in by ejabberd.yml's include_config_file: ejabberd.yml itself stays diffable.
+SQL_SECRET_FILE = "/etc/ejabberd/easycluster-sql.yml"
+
+# --------------------------------------------------------------------------- a database host's (cluster.database.host)
+# PostgreSQL's settings of easycluster's (listen address), a file in the cluster's conf.d, and
+# its lines in pg_hba.conf (between these two markers): every path under /etc/postgresql/VER/NAME/
+PG_CONF_NAME = "conf.d/easycluster.conf"
+PG_HBA_BEGIN = "# BEGIN easycluster: the cluster's nodes (managed; edits are overwritten)"
+PG_HBA_END = "# END easycluster"
+DB_PASSWORD_SHA256 = "/var/lib/easycluster/database-password.sha256"   # which password the role has (root's)
+PG_DUMP_DIR = "/var/backups/easycluster-postgresql"   # fab backup's pg_dump files
+
 # --------------------------------------------------------------------------- the toolkit's own state
 STATE_DIR = "/var/lib/easycluster"               # the toolkit's markers on each host
 RESTART_PENDING = f"{STATE_DIR}/restart-pending"   # config written, restart not yet done

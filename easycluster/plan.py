@@ -10,17 +10,22 @@ from dataclasses import dataclass, field, replace
 
 # PreflightFailed (an EasyClusterError) and its table: defined in errors.py, imported from here too
 from .errors import PreflightFailed, format_problems  # noqa: F401
+from .database import DbHostFacts, SqlFacts, host_files
 from .facts import HostFacts
 from .inventory import Inventory, Node
-from .paths import COOKIE_PATH, EJABBERD_DEFAULT
+from .paths import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML
 from .render import ManagedFile, managed_files, plugin_sha256
 from .secrets import Secret
 from .tls import NodeTLS
 
 # Step kinds, in the order apply runs their phases.
-RESET, ROLE, INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE = (
-    "reset", "role", "install", "write", "plugin", "reload", "start", "restart", "join", "satellite")
-KIND_ORDER = (RESET, ROLE, INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE)
+RESET, ROLE, INSTALL, DATABASE, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE = (
+    "reset", "role", "install", "database", "write", "plugin", "reload", "start", "restart", "join", "satellite")
+KIND_ORDER = (RESET, ROLE, INSTALL, DATABASE, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE)
+# What a DATABASE step does (Step.action), in this order: on the database host, then (from the
+# first node, which has ejabberd's schema file) in the database.
+DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE, DB_CREATE, DB_SCHEMA = (
+    "install", "conf", "hba", "role", "create", "schema")
 # The node name Debian's package runs under when nobody configured one (its postinst starts it).
 PACKAGE_NODE = "ejabberd@localhost"
 
@@ -42,6 +47,7 @@ class Step:
     file: ManagedFile | None = None
     seed: str | None = None          # join: the running member to join
     at_boot: bool = False            # join: during the node's first start (plugin boot_join)
+    action: str = ""                 # database: which of DB_* (the host is the database host's)
 
 
 @dataclass
@@ -229,6 +235,112 @@ def _configured_node_name(f: HostFacts) -> str | None:
     return "ejabberd@localhost" if f.installed else None
 
 
+# --------------------------------------------------------------------------- the database
+
+@dataclass(frozen=True)
+class DbView:
+    """What a run knows of cluster.database: the database host's facts (one easycluster
+    provisions), the database as each node sees it (logged in as the cluster's role), and
+    the password (only its hash is compared)."""
+    host: DbHostFacts | None
+    sql: dict[str, SqlFacts]
+    password: Secret
+    let_in: tuple[Node, ...] | None = None   # the nodes pg_hba lets in (None: the plan's inventory's)
+
+
+def sql_in_use(f: HostFacts) -> bool:
+    """The node's ejabberd.yml keeps its persistent data in the database (default_db: sql)."""
+    return "\ndefault_db: sql\n" in (f.files.get(EJABBERD_YML) or "")
+
+
+def plan_database(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tuple[list[Step], list[Problem]]:
+    """The database host made what the inventory says (PostgreSQL, its listen address and
+    pg_hba lines for the nodes, the role and its password, the database), then ejabberd's
+    schema loaded; and what must stop the run first: a database host in no state to be
+    provisioned, a node that cannot log in (when nothing is left to provision), a database
+    holding another cluster's data, or a cluster whose data is still in Mnesia."""
+    d = inv.cluster.database
+    assert d is not None
+    steps: list[Step] = []
+    problems: list[Problem] = []
+    where = d.managed_host or d.server
+    if d.managed:
+        hf = db.host
+        assert hf is not None
+        if not hf.reachable:
+            problems.append(Problem(where, "ssh", hf.error or "unreachable",
+                                    "check the database host is up and that ssh_config, user and key are right"))
+        elif not hf.systemd or hf.os_id not in ("debian", "ubuntu"):
+            problems.append(Problem(where, "os", f"{hf.os_id or 'unknown'}{'' if hf.systemd else ', no systemd'}",
+                                    "the database host runs Debian's PostgreSQL under systemd: a Debian host"))
+        elif not hf.resolve or hf.resolve not in hf.addresses:
+            problems.append(Problem(where, "resolve", f"{d.server} " + (
+                f"resolves to {hf.resolve} there, not an address of the host" if hf.resolve else
+                "does not resolve on the database host"),
+                "set cluster.database.address to the address the nodes reach it at (listen_addresses uses it)"))
+        else:
+            addresses = [(n, dist_address(n, facts)) for n in (db.let_in or inv.nodes)]
+            conf, hba = host_files(inv, [(n, a) for n, a in addresses if a], hf.resolve)
+            if not hf.postgresql:
+                steps.append(Step(DATABASE, where, "install PostgreSQL (Debian's postgresql, under its systemd unit)",
+                                  action=DB_INSTALL))
+            if hf.conf != conf:
+                steps.append(Step(DATABASE, where, f"write {_pg_dir(hf)}/conf.d/easycluster.conf (listen address)",
+                                  diff=_diff(hf.conf, conf, "easycluster.conf"), action=DB_CONF))
+            if hf.hba != hba:
+                steps.append(Step(DATABASE, where, f"write easycluster's lines of {_pg_dir(hf)}/pg_hba.conf (the nodes)",
+                                  diff=_diff(hf.hba or None, hba, "pg_hba.conf"), action=DB_HBA))
+            if not hf.role or hf.password_sha256 != db.password.sha256():
+                what = (f"set the password of role {d.user} (the secrets file's)" if hf.role else
+                        f"create role {d.user} (login, SCRAM)")
+                steps.append(Step(DATABASE, where, f"{what}: given as a SCRAM verifier, the password stays here",
+                                  action=DB_ROLE))
+            if not hf.owner:
+                steps.append(Step(DATABASE, where, f"create database {d.name} owned by {d.user} (UTF8)",
+                                  action=DB_CREATE))
+            elif hf.owner != d.user:
+                problems.append(Problem(where, "database", f"database {d.name} belongs to {hf.owner}, not {d.user}",
+                                        "give the cluster a database of its own (cluster.database.name)"))
+    provisioning = bool(steps) or bool(problems)
+    seen = [s for s in db.sql.values() if s.ok]
+    for node in inv.nodes:
+        s = db.sql.get(node.host)
+        if s is not None and not s.ok and not provisioning:
+            problems.append(Problem(node.host, "database", s.error or "?",
+                                    "check the server and port, its pg_hba.conf (this node's address), the role "
+                                    "and its password (cluster.database)"))
+    marker = next((s.marker for s in seen if s.marker), None)
+    if marker and marker != inv.cluster.name:
+        problems.append(Problem(where, "database", f"{d.where} holds the data of cluster {marker!r}",
+                                "point cluster.database at this cluster's own database; never share one"))
+    elif not marker and any(s.ejabberd_tables for s in seen):
+        users = max((s.users or 0) for s in seen)
+        problems.append(Problem(where, "database", f"{d.where} has ejabberd's tables ({users} accounts), "
+                                "not loaded by easycluster for this cluster",
+                                "give the cluster an empty database: easycluster loads ejabberd's schema itself"))
+    elif not marker:
+        steps.append(Step(DATABASE, inv.nodes[0].host, f"load ejabberd's schema (pg.new.sql of the installed "
+                                                       f"package, from {inv.nodes[0].host}) into {d.where}",
+                          action=DB_SCHEMA))
+    in_mnesia = {n.host: (facts[n.host].cluster_status or {}).get("registered_users", 0) for n in inv.nodes
+                 if facts[n.host].running and not sql_in_use(facts[n.host])}
+    if any(in_mnesia.values()):
+        problems.append(Problem("*", "database", f"the cluster's data is in Mnesia ({max(in_mnesia.values())} "
+                                "accounts): switching the nodes to the database would hide it",
+                                "`fab migrate-to-sql` moves it into the database, then switches the nodes"))
+    return steps, problems
+
+
+def _pg_dir(hf: DbHostFacts) -> str:
+    return f"/etc/postgresql/{hf.cluster}" if hf.cluster else "/etc/postgresql/VERSION/main"
+
+
+def _diff(current: str | None, new: str, name: str) -> str:
+    return "".join(difflib.unified_diff(
+        (current or "").splitlines(keepends=True), new.splitlines(keepends=True),
+        fromfile=f"{name} (on host)" if current is not None else "/dev/null", tofile=f"{name} (new)"))
+
+
 # --------------------------------------------------------------------------- membership
 
 def choose_seed(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[Node, set[str]]:
@@ -286,17 +398,24 @@ def members_of(inv: Inventory, facts: dict[str, HostFacts]) -> list[str]:
 
 
 def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
-              tls: dict[str, NodeTLS] | None = None, members: list[str] | None = None) -> Plan:
-    """`members`: the addresses the firewall lets in (default: every node of `inv`)."""
+              tls: dict[str, NodeTLS] | None = None, members: list[str] | None = None,
+              db: DbView | None = None) -> Plan:
+    """`members`: the addresses the firewall lets in (default: every node of `inv`); `db`:
+    what is known of cluster.database (required with one)."""
     resets = package_nodes(inv, facts)
     facts = as_reset(facts, resets)
     problems = preflight(inv, facts, cookie)
+    db_steps: list[Step] = []
+    if inv.cluster.database:
+        assert db is not None, "a cluster.database needs its facts (DbView)"
+        db_steps, db_problems = plan_database(inv, facts, db)
+        problems += db_problems
     converts = role_changes(inv, facts) if not problems else []
     notes = role_notes(inv)
     seed, _ = choose_seed(inv, facts)
     if problems:
         return Plan([], seed, problems, notes)
-    steps: list[Step] = [Step(RESET, h, f"reset {PACKAGE_NODE}, which the package started before easycluster "
+    steps: list[Step] = db_steps + [Step(RESET, h, f"reset {PACKAGE_NODE}, which the package started before easycluster "
                                         "configured it: stop it, keep its Mnesia directory in a tarball")
                          for h in resets]
     for h in converts:
@@ -310,13 +429,16 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
     members = members_of(inv, facts) if members is None else members
     for node in inv.nodes:
         f = facts[node.host]
+        driver = ", erlang-p1-pgsql" if inv.cluster.database else ""
         if not f.installed:
-            steps.append(Step(INSTALL, node.host, f"install ejabberd {inv.cluster.ejabberd_version}, nftables"))
-        elif not f.nft:
-            steps.append(Step(INSTALL, node.host, "install nftables (the firewall of epmd and the distribution)"))
+            steps.append(Step(INSTALL, node.host, f"install ejabberd {inv.cluster.ejabberd_version}, nftables{driver}"))
+        elif not f.nft or (driver and not f.pgsql_driver):
+            steps.append(Step(INSTALL, node.host, "install " + ", ".join(
+                (["nftables (the firewall of epmd and the distribution)"] if not f.nft else []) +
+                (["erlang-p1-pgsql (ejabberd's PostgreSQL driver)"] if driver and not f.pgsql_driver else []))))
         restart = reload = False
         for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie, (tls or {}).get(node.name),
-                                members):
+                                members, db.password if db else None):
             diff = _file_change(mf, f)
             if diff is None:
                 continue
@@ -394,8 +516,12 @@ def format_plan(plan: Plan, inv: Inventory) -> str:
     if not plan.steps:
         return "\n".join(notes + ["no changes: the cluster matches the inventory"])
     out = notes
+    for s in plan.by_kind(DATABASE):
+        tag = f"database, via {s.host}" if s.action == DB_SCHEMA else f"database {s.host}"
+        out.append(f"[{tag}] {s.summary}")
+        out.extend(f"[{tag}]   {line}" for line in s.diff.rstrip("\n").splitlines())
     for node in inv.nodes:
-        mine = [s for s in plan.steps if s.host == node.host and s.kind != JOIN]
+        mine = [s for s in plan.steps if s.host == node.host and s.kind not in (JOIN, DATABASE)]
         if not mine:
             out.append(f"[{node.host}] no changes")
             continue

@@ -88,6 +88,11 @@ class Host:
             self.connections += 1
         return self._conn
 
+    def transport(self) -> paramiko.Transport:
+        """This host's SSH transport: channels to what the host reaches (direct-tcpip) ride on
+        the one connection."""
+        return self._connection().client.get_transport()
+
     def run(self, command: str, *, check: bool = True, timeout: float | None = None,
             stdin: str | None = None, what: str | None = None) -> Result:
         if self._cut_off:
@@ -168,11 +173,21 @@ class Fleet:
         self.inventory = inventory
         self.hosts = {n.host: Host(inventory, n) for n in inventory.nodes}
         self._print_lock = threading.Lock()
+        self._database: list[Host] = []    # the database host's connection, once opened
+
+    def database_host(self) -> Host:
+        """The host easycluster provisions PostgreSQL on (cluster.database.host): not a node."""
+        db = self.inventory.cluster.database
+        assert db is not None and db.managed_host is not None
+        if not self._database:
+            self._database.append(Host(self.inventory, Node(host=db.managed_host, name=f"postgresql@{db.managed_host}",
+                                                            dist_interface=None, role="database")))
+        return self._database[0]
 
     def subset(self, inventory: Inventory) -> "Fleet":
         """The same connections, for an inventory holding some of these nodes."""
         sub = Fleet.__new__(Fleet)
-        sub.inventory, sub._print_lock = inventory, self._print_lock
+        sub.inventory, sub._print_lock, sub._database = inventory, self._print_lock, self._database
         sub.hosts = {n.host: self.hosts[n.host] for n in inventory.nodes}
         return sub
 
@@ -200,10 +215,10 @@ class Fleet:
                 raise results[h]
 
     def connections_opened(self) -> dict[str, int]:
-        return {h: host.connections for h, host in self.hosts.items()}
+        return {h: host.connections for h, host in [*self.hosts.items(), *((d.name, d) for d in self._database)]}
 
     def close(self) -> None:
-        for host in self.hosts.values():
+        for host in [*self.hosts.values(), *self._database]:
             host.close()
 
     def __enter__(self) -> "Fleet":

@@ -13,7 +13,7 @@ from .secrets import Secret
 # on-host paths: easycluster.paths (COOKIE_PATH, EJABBERD_YML, ... were defined here and are still importable)
 from .paths import (COOKIE_PATH, DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT,
                     EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, MNESIA_SCHEMA_FILE,
-                    PLUGIN_EBIN, UNIT_DROPIN, UPGRADE_HOLD_FILE)
+                    PLUGIN_EBIN, SQL_SECRET_FILE, UNIT_DROPIN, UPGRADE_HOLD_FILE)
 from .tls import NodeTLS
 
 # Package data (the repository's templates/ and plugin/, mapped into the package by the build).
@@ -65,16 +65,21 @@ def render(template: str, **context) -> str:
 
 
 def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie: Secret,
-                  tls: NodeTLS | None = None, members: list[str] | None = None) -> list[ManagedFile]:
+                  tls: NodeTLS | None = None, members: list[str] | None = None,
+                  sql_password: Secret | None = None, sql_default: bool = True) -> list[ManagedFile]:
     """Everything deploy writes on `node`'s host, in the order it writes it; `tls`: the
     node's distribution certificate, with cluster.distribution.tls; `members`: the addresses
-    epmd and the distribution answer (the firewall's; None: no firewall files)."""
-    context = dict(cluster=inventory.cluster, node=node, nodes=inventory.nodes,
+    epmd and the distribution answer (the firewall's; None: no firewall files). With
+    cluster.database: `sql_password` (read from its secrets file when not given), and
+    `sql_default` False while `fab migrate-to-sql` has the data still in Mnesia."""
+    context = dict(cluster=inventory.cluster, node=node, nodes=inventory.nodes, sql_default=sql_default,
+                   sql_secret_file=SQL_SECRET_FILE,
                    dist_interface=dist_interface, plugin_ebin=PLUGIN_EBIN, dist_tls_optfile=DIST_TLS_OPTFILE,
                    join_seed_file=JOIN_SEED_FILE, upgrade_hold_file=UPGRADE_HOLD_FILE,
                    mnesia_schema_file=MNESIA_SCHEMA_FILE,
                    ejabberd_release=release(inventory.cluster.ejabberd_version))
-    return firewall_files(inventory, node, members) + _tls_files(inventory, node, tls) + [
+    return firewall_files(inventory, node, members) + _tls_files(inventory, node, tls) + _sql_files(
+        inventory, sql_password) + [
         ManagedFile(EPMD_DROPIN, render("epmd.socket.d.conf.j2", **context), 0o644, "root", "root", restart=True),
         ManagedFile(UNIT_DROPIN, render("ejabberd.service.d.conf.j2", start_timeout=UNIT_START_TIMEOUT,
                                         stop_timeout=UNIT_STOP_TIMEOUT, **context), 0o644, "root", "root",
@@ -88,6 +93,17 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
         # no trailing newline: the file's sha256 is the cookie's, comparable without reading it
         ManagedFile(COOKIE_PATH, cookie, 0o400, "ejabberd", "ejabberd", restart=True),
     ]
+
+
+def _sql_files(inventory: Inventory, password: Secret | None) -> list[ManagedFile]:
+    """The database password, in the file ejabberd.yml includes (written before it)."""
+    if not inventory.cluster.database:
+        return []
+    if password is None:
+        from .database import load_password
+        password = load_password(inventory.cluster)
+    text = render("ejabberd-sql.yml.j2", cluster=inventory.cluster, password=password.reveal())
+    return [ManagedFile(SQL_SECRET_FILE, Secret(text), 0o400, "ejabberd", "ejabberd", restart=True)]
 
 
 def release(version: str) -> tuple[int, int]:

@@ -317,7 +317,8 @@ def upgrade(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: floa
             return UpgradeResult(plan, health, phases=progress.phases)
         with ClusterLock(fleet, list(fleet.hosts), "upgrade", lock_wait):
             with progress.phase("download"):   # while every node still serves: the installs are local
-                fleet.each([h for h in plan.order], lambda h: nodectl.install(h, plan.target, download_only=True))
+                fleet.each([h for h in plan.order], lambda h: nodectl.install(h, plan.target, download_only=True,
+                                                                                   extra=nodectl.packages(inv)))
             progress.say("cluster", f"packages of ejabberd {plan.target} downloaded on {', '.join(plan.order)}")
             with progress.phase("backup"):
                 membership.backup(effective, fleet, ask, progress.say)
@@ -361,7 +362,7 @@ class _Upgrade:
 
     def install(self, h: Host) -> None:
         with self.progress.step(h.name, f"install ejabberd {self.plan.target}"):
-            nodectl.install(h, self.plan.target)
+            nodectl.install(h, self.plan.target, extra=nodectl.packages(self.inv))
         self.upgraded.append(h.name)
 
     def configure(self, h: Host) -> None:

@@ -113,7 +113,53 @@ BAD = [
     ("mixed short and long", variant("nodes", [{"host": "a", "name": "ejabberd@a"}, {"host": "b", "name": "ejabberd@b.example.com"}]),
      "mixes short and long node names"),
     ("dist_interface not ip", variant("nodes", [{"host": "a", "dist_interface": "eth0"}]), "'eth0' is not an IPv4 address"),
+    ("database type", variant("cluster.database", {"type": "mysql", "host": "db1"}),
+     "cluster.database.type: 'mysql': one of postgresql"),
+    ("database without host", variant("cluster.database", {"type": "postgresql"}),
+     "cluster.database: set exactly one of `host` (a host easycluster provisions with PostgreSQL) or `external`"),
+    ("database host and external", variant("cluster.database", {"type": "postgresql", "host": "db1",
+                                                                "external": {"host": "db2"}}),
+     "cluster.database: set exactly one of `host`"),
+    ("database host is a node", variant("cluster.database", {"type": "postgresql", "host": "xmpp2.example.com"}),
+     "cluster.database.host: 'xmpp2.example.com' is a node: the database needs a host of its own"),
+    ("database bad name", variant("cluster.database", {"type": "postgresql", "host": "db1", "name": "ejab-berd"}),
+     "cluster.database.name: 'ejab-berd': use lowercase letters, digits and '_'"),
+    ("database typo", variant("cluster.database", {"type": "postgresql", "host": "db1", "pasword_file": "x"}),
+     "cluster.database.pasword_file: unknown key (did you mean 'password_file'?)"),
+    ("external without password", variant("cluster.database", {"type": "postgresql", "external": {"host": "db9"}}),
+     "cluster.database.external: set exactly one of `password_file` (a local secrets file) or `password_env`"),
+    ("external bad port", variant("cluster.database", {"type": "postgresql", "external": {
+        "host": "db9", "port": 70000, "password_env": "DB_PW"}}), "cluster.database.external.port: 70000 is not a TCP port"),
+    ("external keys outside", variant("cluster.database", {"type": "postgresql", "user": "x", "external": {
+        "host": "db9", "password_env": "DB_PW"}}), "cluster.database.user: goes under cluster.database.external"),
+    ("external bad env", variant("cluster.database", {"type": "postgresql", "external": {
+        "host": "db9", "password_env": "db-pw"}}), "cluster.database.external.password_env: 'db-pw' is not an environment"),
+    ("managed with cookie env", variant("cluster.database", {"type": "postgresql", "host": "db1"},
+                                        variant_data("cluster.cookie", {"env": "COOKIE"})),
+     "cluster.database.password_file: required with cookie.env"),
 ]
+
+
+def test_database_defaults_managed_and_external():
+    inv = parse_inventory(variant("cluster.database", {"type": "postgresql", "host": "db1.example.com"}), PATH)
+    db = inv.cluster.database
+    assert (db.managed, db.managed_host, db.server, db.port, db.name, db.user) == (
+        True, "db1.example.com", "db1.example.com", 5432, "ejabberd", "ejabberd")
+    assert db.password_file == Path("/srv/inv/../secrets/xmpp-prod-database.password") and db.password_env is None
+    inv = parse_inventory(variant("cluster.database", {"type": "postgresql", "host": "db1", "address": "10.0.0.9"}), PATH)
+    assert inv.cluster.database.server == "10.0.0.9"
+    inv = parse_inventory(variant("cluster.database", {"type": "postgresql", "external": {
+        "host": "pg.corp", "port": 6432, "name": "xmpp", "user": "xmpp", "password_file": "pw"}}), PATH)
+    db = inv.cluster.database
+    assert (db.managed, db.server, db.port, db.name, db.user, db.password_file) == (
+        False, "pg.corp", 6432, "xmpp", "xmpp", Path("/srv/inv/pw"))
+    assert parse_inventory(yaml.safe_dump(GOOD), PATH).cluster.database is None
+
+
+def test_satellites_may_archive_when_the_archive_is_in_sql():
+    base = variant_data("cluster.database", {"type": "postgresql", "host": "db1"}, variant_data("cluster.mam", True))
+    inv = parse_inventory(variant("nodes.1.role", "satellite", base), PATH)
+    assert inv.satellites and inv.cluster.mam
 
 
 @pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in BAD], ids=[c for c, _, _ in BAD])

@@ -7,7 +7,8 @@
 # Modified configuration files are kept (--force-confold: easycluster writes its own after).
 # DOWNLOAD_ONLY=1: only fetch the packages into apt's cache (an upgrade, while nodes still run,
 # so that its install is local).
-# params: VERSION DOWNLOAD_ONLY POLICY_RC_D
+# EXTRA: packages installed along (erlang-p1-pgsql: ejabberd's PostgreSQL driver).
+# params: VERSION EXTRA DOWNLOAD_ONLY POLICY_RC_D
 set -e
 export DEBIAN_FRONTEND=noninteractive
 own_policy=0
@@ -23,12 +24,12 @@ opts=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::
 if [ "$DOWNLOAD_ONLY" = 1 ]; then opts+=(--download-only); fi
 case $VERSION in
   *~bpo*)
-    apt-get install "${opts[@]}" -t "$codename-backports" "ejabberd=$VERSION" erlang-dev nftables >/dev/null ;;
+    apt-get install "${opts[@]}" -t "$codename-backports" "ejabberd=$VERSION" erlang-dev nftables "${EXTRA[@]}" >/dev/null ;;
   *)
     # shellcheck disable=SC2016  # dpkg-query's format, not the shell's
     mapfile -t back < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' |
                         awk -v c="$codename" '$1 == "ii" && $3 ~ /~bpo/ && $2 != "ejabberd" {print $2 "/" c}')
-    apt-get install "${opts[@]}" --allow-downgrades "ejabberd=$VERSION" erlang-dev nftables "${back[@]}" >/dev/null ;;
+    apt-get install "${opts[@]}" --allow-downgrades "ejabberd=$VERSION" erlang-dev nftables "${EXTRA[@]}" "${back[@]}" >/dev/null ;;
 esac
 if [ "$DOWNLOAD_ONLY" = 1 ]; then exit 0; fi
 # enabled by the package: a node starts at boot only once it is a member (ec_start enables it)

@@ -64,8 +64,9 @@ BASE_PACKAGES = ("openssh-server", "iproute2", "procps", "netbase", "iputils-pin
                  "systemd", "systemd-sysv", "dbus", "libpam-systemd")
 IMAGE = f"rootfs-{CODENAME}-systemd"
 IMAGE_VERSION = 1      # bump when what base_rootfs() does to the image changes
-# What the lab's apt repository serves: everything these need beyond the base.
-REPO_PACKAGES = ("ejabberd", "erlang-dev", "nftables")
+# What the lab's apt repository serves: everything these need beyond the base. PostgreSQL
+# (Debian's, for a database host) and ejabberd's PostgreSQL driver (a Suggests of ejabberd).
+REPO_PACKAGES = ("ejabberd", "erlang-dev", "nftables", "postgresql", "erlang-p1-pgsql")
 # The suites the lab's apt repository serves, each a flat repository of its own: Debian's
 # release, and its backports (ejabberd 24.12, the upgrade target), as a server with backports
 # enabled has them.

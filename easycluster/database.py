@@ -1,0 +1,268 @@
+"""cluster.database: PostgreSQL holding the cluster's persistent data (docs/database.md).
+
+Two kinds of facts. A database host easycluster provisions is probed over SSH like a node
+(db_probe.sh: package, settings, pg_hba lines, role, database). And the database itself is
+asked from each node, through that node's own SSH connection (an SSH channel the node's
+sshd opens to the server: the node's address, its route, pg_hba's view of it), with
+pg8000: before anything is installed on a node, the preflight knows whether it can log in.
+The password goes to PostgreSQL only as a SCRAM verifier, to the nodes only as a 0400 file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets as _random
+import socket
+import stat
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pg8000.native
+import scramp
+
+from .errors import EasyClusterError
+from .inventory import Cluster, Database, Inventory, Node
+from .paths import DB_PASSWORD_SHA256, PG_CONF_NAME, PG_HBA_BEGIN, PG_HBA_END
+from .remote import Host, RemoteError
+from .secrets import Secret
+from .scripts import render as render_script
+
+PASSWORD_LENGTH = 40
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+CONNECT_TIMEOUT = 10
+# easycluster's mark in the database: which cluster's data it holds, and since when. Made in
+# the transaction that loads ejabberd's schema, so a database holds both or neither.
+MARKER_TABLE = "easycluster_cluster"
+# ejabberd's schema (new_sql_schema: every table has server_host), from the installed package
+SCHEMA_FILE = "/usr/share/ejabberd/sql/pg.new.sql"
+
+
+# --------------------------------------------------------------------------- the password
+
+def load_password(cluster: Cluster, create: bool = False) -> Secret:
+    """The database role's password: from password_env, or the local secrets file (0600; for
+    a database easycluster provisions, created with a random password when `create`)."""
+    db = cluster.database
+    assert db is not None
+    if db.password_env:
+        value = os.environ.get(db.password_env)
+        if not value:
+            raise EasyClusterError(f"cluster.database password_env: environment variable {db.password_env} is not set")
+        return Secret(value)
+    path = db.password_file
+    assert path is not None
+    if not path.exists():
+        if create and db.managed:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            value = "".join(_random.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value + "\n")
+            return Secret(value)
+        made = " (the first `fab deploy` creates it)" if db.managed else " (the existing server's role password)"
+        raise EasyClusterError(f"cluster.database password_file {path} does not exist{made}")
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise EasyClusterError(f"cluster.database password_file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise EasyClusterError(f"cluster.database password_file {path} is readable by others (mode {mode:04o}): "
+                               f"chmod 600 {path}")
+    if not value:
+        raise EasyClusterError(f"cluster.database password_file {path} is empty")
+    return Secret(value)
+
+
+def scram_verifier(password: Secret, salt: bytes | None = None, iterations: int = 4096) -> Secret:
+    """What PostgreSQL stores for a SCRAM-SHA-256 password (its rolpassword format): given to
+    ALTER ROLE instead of the password, which then never reaches the database host."""
+    salt, stored, server, iterations = scramp.ScramMechanism("SCRAM-SHA-256").make_auth_info(
+        password.reveal(), iteration_count=iterations, salt=salt or _random.token_bytes(16))
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return Secret(f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}")
+
+
+# --------------------------------------------------------------------------- the database host's facts
+
+@dataclass
+class DbHostFacts:
+    host: str
+    error: str | None = None
+    os_id: str = ""
+    systemd: bool = False
+    addresses: list[str] = field(default_factory=list)
+    resolve: str | None = None          # what cluster.database.address resolves to there
+    postgresql: str | None = None       # the installed package's version
+    cluster: str | None = None          # "15/main"
+    online: bool = False
+    conf: str | None = None             # easycluster's settings file (None: missing)
+    hba: str = ""                       # easycluster's block of pg_hba.conf
+    role: bool = False
+    owner: str | None = None            # the database's owner (None: no database)
+    password_sha256: str | None = None  # of the password the role was given by easycluster
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
+
+
+def parse_db_facts(host: str, output: str) -> DbHostFacts:
+    f = DbHostFacts(host=host)
+    complete = False
+    for line in output.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key in ("conf", "hba"):
+            text = None if value == "-" else base64.b64decode(value).decode(errors="replace")
+            setattr(f, key, text if key == "conf" else (text or ""))
+        elif key in ("systemd", "online"):
+            setattr(f, key, value == "yes")
+        elif key == "role":
+            f.role = value == "1"
+        elif key == "addresses":
+            f.addresses = value.split()
+        elif key in ("os_id",):
+            f.os_id = value
+        elif key in ("resolve", "postgresql", "cluster", "password_sha256"):
+            setattr(f, key, value or None)
+        elif key == "database":
+            f.owner = value or None
+        elif key == "end":
+            complete = True
+    if not complete:
+        f.error = "fact probe did not finish"
+    return f
+
+
+def db_probe(host: Host, db: Database) -> DbHostFacts:
+    try:
+        result = host.script(render_script("db_probe", server=db.server, db_name=db.name, db_user=db.user,
+                                           pg_conf_name=PG_CONF_NAME, pg_hba_begin=PG_HBA_BEGIN,
+                                           pg_hba_end=PG_HBA_END),
+                             check=False, timeout=20, what="gathering the database host's facts")
+    except RemoteError as exc:
+        return DbHostFacts(host=host.name, error=exc.detail or exc.what)
+    return parse_db_facts(host.name, result.stdout)
+
+
+# --------------------------------------------------------------------------- the database, from a node
+
+@dataclass
+class SqlFacts:
+    """The database as one node sees it (logged in as the cluster's role)."""
+    host: str
+    error: str | None = None            # could not log in: why (unreachable, refused, password...)
+    version: str = ""                   # server_version
+    size: int = 0                       # bytes (pg_database_size)
+    marker: str | None = None           # the cluster whose data it holds (MARKER_TABLE)
+    ejabberd_tables: bool = False       # ejabberd's schema is there (its `users` table)
+    users: int | None = None            # rows of `users` (None: no table)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _ChannelSocket:
+    """A paramiko channel as pg8000 uses a socket (makefile, close, settimeout)."""
+
+    def __init__(self, channel):
+        self._channel = channel
+
+    def makefile(self, mode: str = "rwb"):
+        return self._channel.makefile(mode)
+
+    def settimeout(self, seconds):
+        self._channel.settimeout(seconds)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __getattr__(self, name):
+        return getattr(self._channel, name)
+
+
+def connect(host: Host, db: Database, password: Secret, timeout: float = CONNECT_TIMEOUT) -> pg8000.native.Connection:
+    """A session with the database, opened from `host` (its sshd connects to the server)."""
+    transport = host.transport()
+    try:
+        channel = transport.open_channel("direct-tcpip", (db.server, db.port), ("127.0.0.1", 0), timeout=timeout)
+    except Exception as exc:   # paramiko's ChannelException carries the node's own errno text
+        reason = getattr(exc, "text", None) or str(exc) or type(exc).__name__
+        raise SqlError(f"cannot reach {db.server}:{db.port} from {host.name} ({reason})") from None
+    channel.settimeout(timeout + 20)
+    try:
+        return pg8000.native.Connection(db.user, database=db.name, password=password.reveal(),
+                                        sock=_ChannelSocket(channel), ssl_context=False, timeout=timeout,
+                                        application_name="easycluster")
+    except pg8000.native.DatabaseError as exc:
+        info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        raise SqlError(f"{db.server}:{db.port} refused {db.user} from {host.name}: "
+                       f"{info.get('M', str(exc)).strip()}") from None
+    except (pg8000.native.InterfaceError, socket.error, EOFError) as exc:
+        raise SqlError(f"{db.server}:{db.port} from {host.name}: {exc}") from None
+
+
+class SqlError(EasyClusterError):
+    """The database could not be reached or refused us (the message says which, from where)."""
+
+
+def sql_facts(host: Host, db: Database, password: Secret) -> SqlFacts:
+    try:
+        conn = connect(host, db, password)
+    except SqlError as exc:
+        return SqlFacts(host=host.name, error=str(exc))
+    try:
+        (version, size, marker_table, users_table), = conn.run(
+            "SELECT current_setting('server_version'), pg_database_size(current_database()),"
+            " to_regclass(:m) IS NOT NULL, to_regclass('users') IS NOT NULL", m=MARKER_TABLE)
+        marker = conn.run(f"SELECT name FROM {MARKER_TABLE} LIMIT 1")[0][0] if marker_table else None
+        users = conn.run("SELECT count(*) FROM users")[0][0] if users_table else None
+        return SqlFacts(host.name, None, version, size, marker, users_table, users)
+    except pg8000.native.DatabaseError as exc:
+        info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        return SqlFacts(host=host.name, error=f"{db.where}: {info.get('M', exc)}")
+    finally:
+        conn.close()
+
+
+def load_schema(host: Host, db: Database, password: Secret, cluster: str, schema: str) -> None:
+    """ejabberd's schema and easycluster's mark, in one transaction: both or neither."""
+    conn = connect(host, db, password)
+    try:
+        conn.run("BEGIN")
+        conn.execute_simple(schema)
+        conn.run(f"CREATE TABLE {MARKER_TABLE} (name text PRIMARY KEY, schema text NOT NULL,"
+                 " created timestamptz NOT NULL DEFAULT now())")
+        conn.run(f"INSERT INTO {MARKER_TABLE} (name, schema) VALUES (:n, :s)", n=cluster,
+                 s=hashlib.sha256(schema.encode()).hexdigest())
+        conn.run("COMMIT")
+    except pg8000.native.DatabaseError as exc:
+        info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        raise SqlError(f"loading ejabberd's schema into {db.where} failed: {info.get('M', exc)}") from None
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- the database host's files
+
+def host_files(inv: Inventory, node_addresses: list[tuple[Node, str]], listen: str) -> tuple[str, str]:
+    """easycluster's settings file and pg_hba.conf block for the database host."""
+    from .render import render
+    db = inv.cluster.database
+    conf = render("postgresql.conf.j2", cluster=inv.cluster, database=db, listen=listen)
+    hba = render("pg_hba.conf.j2", database=db, nodes=node_addresses, begin=PG_HBA_BEGIN, end=PG_HBA_END)
+    return conf, hba
+
+
+def password_sha256(password: Secret) -> str:
+    return password.sha256()
+
+
+__all__ = ["DbHostFacts", "SqlFacts", "SqlError", "load_password", "scram_verifier", "db_probe", "sql_facts",
+           "load_schema", "connect", "host_files", "DB_PASSWORD_SHA256"]
