@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import secrets as _random
 import socket
@@ -26,9 +27,12 @@ import scramp
 from .errors import EasyClusterError
 from .inventory import Cluster, Database, Inventory, Node
 from .paths import DB_PASSWORD_SHA256, PG_CONF_NAME, PG_HBA_BEGIN, PG_HBA_END
-from .remote import Host, RemoteError
+from .remote import Fleet, Host, RemoteError
 from .secrets import Secret
 from .scripts import render as render_script
+
+# paramiko logs a refused channel itself ("Secsh channel 0 open FAILED"): connect() reports it
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 PASSWORD_LENGTH = 40
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
@@ -162,6 +166,7 @@ class SqlFacts:
     marker: str | None = None           # the cluster whose data it holds (MARKER_TABLE)
     ejabberd_tables: bool = False       # ejabberd's schema is there (its `users` table)
     users: int | None = None            # rows of `users` (None: no table)
+    migration: str | None = None        # fab migrate-to-sql's progress (MARKER_TABLE; None: none)
 
     @property
     def ok(self) -> bool:
@@ -221,14 +226,23 @@ def sql_facts(host: Host, db: Database, password: Secret) -> SqlFacts:
         (version, size, marker_table, users_table), = conn.run(
             "SELECT current_setting('server_version'), pg_database_size(current_database()),"
             " to_regclass(:m) IS NOT NULL, to_regclass('users') IS NOT NULL", m=MARKER_TABLE)
-        marker = conn.run(f"SELECT name FROM {MARKER_TABLE} LIMIT 1")[0][0] if marker_table else None
+        marker, migration = conn.run(f"SELECT name, migration FROM {MARKER_TABLE} LIMIT 1")[0] if marker_table \
+            else (None, None)
         users = conn.run("SELECT count(*) FROM users")[0][0] if users_table else None
-        return SqlFacts(host.name, None, version, size, marker, users_table, users)
+        return SqlFacts(host.name, None, version, size, marker, users_table, users, migration)
     except pg8000.native.DatabaseError as exc:
         info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
         return SqlFacts(host=host.name, error=f"{db.where}: {info.get('M', exc)}")
     finally:
         conn.close()
+
+
+def sql_everywhere(fleet: Fleet, password: Secret) -> dict[str, SqlFacts]:
+    """The database as each node sees it (logged in from there, over its SSH connection)."""
+    d = fleet.inventory.cluster.database
+    results = fleet.parallel(lambda h: sql_facts(h, d, password))
+    return {h: (r if isinstance(r, SqlFacts) else SqlFacts(host=h, error=str(r)))
+            for h, r in results.items()}
 
 
 def load_schema(host: Host, db: Database, password: Secret, cluster: str, schema: str) -> None:
@@ -238,7 +252,7 @@ def load_schema(host: Host, db: Database, password: Secret, cluster: str, schema
         conn.run("BEGIN")
         conn.execute_simple(schema)
         conn.run(f"CREATE TABLE {MARKER_TABLE} (name text PRIMARY KEY, schema text NOT NULL,"
-                 " created timestamptz NOT NULL DEFAULT now())")
+                 " created timestamptz NOT NULL DEFAULT now(), migration text)")
         conn.run(f"INSERT INTO {MARKER_TABLE} (name, schema) VALUES (:n, :s)", n=cluster,
                  s=hashlib.sha256(schema.encode()).hexdigest())
         conn.run("COMMIT")
@@ -247,6 +261,50 @@ def load_schema(host: Host, db: Database, password: Secret, cluster: str, schema
         raise SqlError(f"loading ejabberd's schema into {db.where} failed: {info.get('M', exc)}") from None
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------- migrate-to-sql
+
+# What the migration compares: a Mnesia table and the SQL table its records become, one row
+# each (ejabberd's export: ejd2sql). Tables whose records split or merge (privacy lists,
+# pubsub items and states, motd) are exported but not counted.
+COUNTED = (("passwd", "users"), ("roster", "rosterusers"), ("offline_msg", "spool"), ("vcard", "vcard"),
+           ("private_storage", "private_storage"), ("last_activity", "last"), ("muc_room", "muc_room"),
+           ("muc_registered", "muc_registered"), ("sr_group", "sr_group"), ("roster_version", "roster_version"),
+           ("archive_msg", "archive"))
+
+
+def set_migration(conn: pg8000.native.Connection, state: str | None) -> None:
+    conn.run(f"UPDATE {MARKER_TABLE} SET migration = :s", s=state)
+
+
+def clear_data(conn: pg8000.native.Connection) -> list[str]:
+    """Every table of ejabberd's emptied (not easycluster's mark): a migration that had not
+    switched any node yet starts its export again from a clean database."""
+    tables = [r[0] for r in conn.run("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                                     " AND tablename <> :m ORDER BY tablename", m=MARKER_TABLE)]
+    if tables:
+        conn.run("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY")
+    return tables
+
+
+def after_export(conn: pg8000.native.Connection, domains: tuple[str, ...]) -> None:
+    """What ejabberd 23.01's export leaves to fix: identifiers written explicitly (pubsub
+    nodes, privacy lists) without advancing their sequences, and room archives exported once
+    per MUC service and once more for the vhost, under the service's name rather than the
+    vhost's (where the archive looks for them)."""
+    for table, column, sequence in (("pubsub_node", "nodeid", "pubsub_node_nodeid_seq"),
+                                    ("privacy_list", "id", "privacy_list_id_seq")):
+        conn.run(f"SELECT setval('{sequence}', COALESCE((SELECT max({column}) FROM {table}), 0) + 1, false)")
+    conn.run("DELETE FROM archive a USING archive b WHERE a.id > b.id AND a.username = b.username"
+             " AND a.timestamp = b.timestamp AND a.peer = b.peer AND a.xml = b.xml")
+    for domain in domains:
+        conn.run("UPDATE archive SET server_host = :d WHERE server_host LIKE :like AND NOT server_host = ANY(:all)",
+                 d=domain, like=f"%.{domain}", all=list(domains))
+
+
+def sql_counts(conn: pg8000.native.Connection) -> dict[str, int]:
+    return {sql: conn.run(f"SELECT count(*) FROM {sql}")[0][0] for _, sql in COUNTED}
 
 
 # --------------------------------------------------------------------------- the database host's files

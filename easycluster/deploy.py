@@ -27,7 +27,7 @@ from .paths import PG_CONF_NAME, PG_HBA_BEGIN, PG_HBA_END
 from .plan import dist_address
 from .scripts import render as render_script
 from .progress import Out, Progress, StepFailed
-from .remote import Fleet, Host, RemoteError
+from .remote import Background, Fleet, Host, RemoteError
 from .secrets import COOKIE_ALPHABET, Secret, load_cookie
 from .tls import materials as tls_materials
 
@@ -88,20 +88,12 @@ def gather_all(fleet: Fleet, password: dbmod.Secret | None, probe_network: bool 
 
     def database() -> None:
         box["host"] = dbmod.db_probe(fleet.database_host(), d) if d.managed else None
-        box["sql"] = sql_everywhere(fleet, password)
+        box["sql"] = dbmod.sql_everywhere(fleet, password)
     worker = threading.Thread(target=database, daemon=True)
     worker.start()
     facts = factmod.gather_via(fleet, probe_network=probe_network)
     worker.join()
     return facts, DbView(box.get("host"), box.get("sql", {}), password)
-
-
-def sql_everywhere(fleet: Fleet, password: dbmod.Secret) -> dict[str, dbmod.SqlFacts]:
-    """The database as each node sees it (logged in from there, over its SSH connection)."""
-    d = fleet.inventory.cluster.database
-    results = fleet.parallel(lambda h: dbmod.sql_facts(h, d, password))
-    return {h: (r if isinstance(r, dbmod.SqlFacts) else dbmod.SqlFacts(host=h, error=str(r)))
-            for h, r in results.items()}
 
 
 def _db_password_for(inv: Inventory, dry: bool) -> dbmod.Secret | None:
@@ -233,7 +225,7 @@ class _Apply:
         provision = [s for s in plan.by_kind(DATABASE) if s.action != DB_SCHEMA]
         if installs or provision:   # the nodes' packages and the database host at once
             with progress.phase("install"):
-                worker = _Background(lambda: self.provision_database(provision)) if provision else None
+                worker = Background(lambda: self.provision_database(provision)) if provision else None
                 try:
                     fleet.each(installs, self.install_one)
                 finally:
@@ -306,7 +298,7 @@ class _Apply:
                 text = h.run(f"cat {dbmod.SCHEMA_FILE}", what=f"reading {dbmod.SCHEMA_FILE}").stdout
                 dbmod.load_schema(h, d, self.password, name, text)
         with self.progress.step("*", f"every node logs in to {d.where}"):
-            seen = sql_everywhere(self.fleet, self.password)
+            seen = dbmod.sql_everywhere(self.fleet, self.password)
             wrong = [f"{h}: {s.error or f'the database is marked for cluster {s.marker!r}'}"
                      for h, s in seen.items() if not s.ok or s.marker != name]
             if wrong:
@@ -353,8 +345,12 @@ class _Apply:
 
     def install_one(self, h: Host) -> None:
         version = self.inv.cluster.ejabberd_version
-        with self.progress.step(h.name, f"install ejabberd {version}"):
+        with self.progress.step(h.name, f"install ejabberd {version}" + (
+                ", " + ", ".join(nodectl.packages(self.inv)) if nodectl.packages(self.inv) else "")):
             nodectl.install(h, version, extra=nodectl.packages(self.inv))
+        if self.facts[h.name].running:   # a driver installed under a running node: on its code path now
+            with self.progress.step(h.name, "the new libraries on the running node's code path"):
+                nodectl.ctl_json(h, "easy_cluster_code_path", what="adding the new libraries to the code path")
 
     def configure_one(self, h: Host) -> None:
         plan, progress, plugin_once = self.plan, self.progress, self.plugin_once
@@ -502,27 +498,6 @@ class _Apply:
             raise
         with progress.phase("started"):
             fleet.each(joining, lambda h: self.started_or_rolled_back(h, seed.name))
-
-
-class _Background:
-    """A function run in a thread alongside other work; result() waits and raises its error."""
-
-    def __init__(self, func):
-        self._box: dict = {}
-        self._thread = threading.Thread(target=self._run, args=(func,), daemon=True)
-        self._thread.start()
-
-    def _run(self, func) -> None:
-        try:
-            self._box["value"] = func()
-        except BaseException as exc:   # raised again in result()
-            self._box["error"] = exc
-
-    def result(self):
-        self._thread.join()
-        if "error" in self._box:
-            raise self._box["error"]
-        return self._box.get("value")
 
 
 class _CompiledOnce:

@@ -60,6 +60,7 @@ class ClusterHealth:
     problems: list[str] = field(default_factory=list)
     tables: dict[str, dict[str, str]] = field(default_factory=dict)   # table -> node -> storage type
     departed: dict[str, tuple[str, str]] = field(default_factory=dict)  # node -> (how, when): left on purpose
+    database: dict | None = None   # cluster.database as the nodes see it (database_health)
 
     @property
     def healthy(self) -> bool:
@@ -75,13 +76,30 @@ class ClusterHealth:
     def as_dict(self) -> dict:
         return {"healthy": self.healthy, "partitioned": self.partitioned, "problems": self.problems,
                 "mixed_versions": mixed_versions(self.nodes),
-                "nodes": [n.as_dict() for n in self.nodes],
+                "nodes": [n.as_dict() for n in self.nodes], "database": self.database,
                 "departed": {name: {"how": how, "when": when} for name, (how, when) in self.departed.items()}}
 
 
-def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
+def database_health(inv: Inventory, sql: dict) -> tuple[dict, list[str]]:
+    """cluster.database as each node sees it (database.SqlFacts per host): where it is, the
+    server's version and the database's size, who reaches it; a problem per node that cannot
+    log in (its clients cannot log in either)."""
+    d = inv.cluster.database
+    ok = [s for s in sql.values() if s.ok]
+    info = {"where": d.where, "host": d.managed_host, "external": not d.managed,
+            "version": ok[0].version if ok else None, "size_bytes": ok[0].size if ok else None,
+            "accounts": ok[0].users if ok else None,
+            "reachable_from": sorted(h for h, s in sql.items() if s.ok),
+            "errors": {h: s.error for h, s in sorted(sql.items()) if not s.ok}}
+    problems = [f"{h}: cannot use the database: {s.error}" for h, s in sorted(sql.items()) if not s.ok]
+    return info, problems
+
+
+def assess(inv: Inventory, facts: dict[str, HostFacts], sql: dict | None = None) -> ClusterHealth:
     """Healthy: every inventory node running, a member in everyone's view, and a master
-    (a local copy of every table, with the same storage type as on the others)."""
+    (a local copy of every table, with the same storage type as on the others); with
+    cluster.database, every reachable node able to log in to it (`sql`: database.SqlFacts
+    per host)."""
     names = [n.name for n in inv.nodes]
     nodes, problems = [], []
     tables: dict[str, dict[str, str]] = {}
@@ -158,7 +176,12 @@ def assess(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
         absent = [n for n in masters_running if n not in holders]
         if absent and not any(p.startswith(f"{a}: not a master") for a in absent for p in problems):
             problems.append(f"table {table}: no copy on {', '.join(sorted(absent))}")
-    return ClusterHealth(nodes, problems, tables)
+    database = None
+    if inv.cluster.database and sql is not None:
+        database, db_problems = database_health(
+            inv, {h: s for h, s in sql.items() if facts.get(h) and facts[h].reachable})
+        problems += db_problems
+    return ClusterHealth(nodes, problems, tables, database=database)
 
 
 def disc_tables(status: dict | None, name: str) -> list[str]:

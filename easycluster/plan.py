@@ -246,6 +246,7 @@ class DbView:
     sql: dict[str, SqlFacts]
     password: Secret
     let_in: tuple[Node, ...] | None = None   # the nodes pg_hba lets in (None: the plan's inventory's)
+    migrating: frozenset[str] = frozenset()  # hosts kept on Mnesia, connected (fab migrate-to-sql)
 
 
 def sql_in_use(f: HostFacts) -> bool:
@@ -323,7 +324,7 @@ def plan_database(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
                                                        f"package, from {inv.nodes[0].host}) into {d.where}",
                           action=DB_SCHEMA))
     in_mnesia = {n.host: (facts[n.host].cluster_status or {}).get("registered_users", 0) for n in inv.nodes
-                 if facts[n.host].running and not sql_in_use(facts[n.host])}
+                 if facts[n.host].running and not sql_in_use(facts[n.host]) and n.host not in db.migrating}
     if any(in_mnesia.values()):
         problems.append(Problem("*", "database", f"the cluster's data is in Mnesia ({max(in_mnesia.values())} "
                                 "accounts): switching the nodes to the database would hide it",
@@ -438,7 +439,8 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
                 (["erlang-p1-pgsql (ejabberd's PostgreSQL driver)"] if driver and not f.pgsql_driver else []))))
         restart = reload = False
         for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie, (tls or {}).get(node.name),
-                                members, db.password if db else None):
+                                members, db.password if db else None,
+                                sql_default=not db or node.host not in db.migrating):
             diff = _file_change(mf, f)
             if diff is None:
                 continue

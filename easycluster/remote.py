@@ -61,6 +61,7 @@ class Host:
                                 connect_timeout=CONNECT_TIMEOUT)
         self._opened = False
         self._cut_off = False
+        self._opening = threading.Lock()   # two threads of one run (facts, the database) share it
         self.connections = 0
 
     @property
@@ -69,6 +70,10 @@ class Host:
         return self._conn.host
 
     def _connection(self) -> Connection:
+        with self._opening:
+            return self._open()
+
+    def _open(self) -> Connection:
         if not self._opened:
             client = self._conn.client
             known = self._conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")
@@ -226,3 +231,24 @@ class Fleet:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Background:
+    """A function run in a thread alongside other work; result() waits and raises its error."""
+
+    def __init__(self, func):
+        self._box: dict = {}
+        self._thread = threading.Thread(target=self._run, args=(func,), daemon=True)
+        self._thread.start()
+
+    def _run(self, func) -> None:
+        try:
+            self._box["value"] = func()
+        except BaseException as exc:   # raised again in result()
+            self._box["error"] = exc
+
+    def result(self):
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box.get("value")

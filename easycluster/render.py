@@ -103,7 +103,8 @@ def _sql_files(inventory: Inventory, password: Secret | None) -> list[ManagedFil
         from .database import load_password
         password = load_password(inventory.cluster)
     text = render("ejabberd-sql.yml.j2", cluster=inventory.cluster, password=password.reveal())
-    return [ManagedFile(SQL_SECRET_FILE, Secret(text), 0o400, "ejabberd", "ejabberd", restart=True)]
+    # read again by a reload (include_config_file): the pools' new connections log in with it
+    return [ManagedFile(SQL_SECRET_FILE, Secret(text), 0o400, "ejabberd", "ejabberd", restart=False)]
 
 
 def release(version: str) -> tuple[int, int]:

@@ -8,11 +8,12 @@ import time
 from typing import Callable
 
 from . import facts as factmod
+from .database import load_password, sql_everywhere
 from .errors import EasyClusterError
 from .health import ClusterHealth, assess
 from .inventory import Inventory
 from .membership import departed, without_departed
-from .remote import Fleet
+from .remote import Background, Fleet
 
 
 def cluster_health(inv: Inventory) -> ClusterHealth:
@@ -23,10 +24,16 @@ def cluster_health(inv: Inventory) -> ClusterHealth:
 def observe(inv: Inventory, fleet: Fleet) -> ClusterHealth:
     """The cluster as its nodes report it now, read in parallel over the fleet's connections.
     Nodes removed or forgotten on purpose are listed as departed, not as failures."""
+    sql = None
+    if inv.cluster.database:   # the database as each node sees it, alongside the nodes' facts
+        password = load_password(inv.cluster)
+        worker = Background(lambda: sql_everywhere(fleet, password))
     facts = factmod.gather(fleet, probe_network=False)
+    if inv.cluster.database:
+        sql = worker.result()
     gone = departed(facts)
     effective = without_departed(inv, facts, lambda _line: None)
-    health = assess(effective, facts)
+    health = assess(effective, facts, sql)
     health.departed = {n.name: gone[n.name] for n in inv.nodes if n.name in gone}
     return health
 
@@ -61,6 +68,14 @@ def format_table(health: ClusterHealth, tables: bool = False) -> str:
     verdict = "healthy" if health.healthy else ("PARTITIONED" if health.partitioned else "NOT healthy")
     lines.append(f"cluster: {verdict}")
     lines += [f"  departed: {name} ({how} on {when})" for name, (how, when) in sorted(health.departed.items())]
+    db = health.database
+    if db:
+        size = f", {db['size_bytes'] / 1e6:.1f} MB" if db.get("size_bytes") is not None else ""
+        accounts = f", {db['accounts']} accounts" if db.get("accounts") is not None else ""
+        lines.append(f"database: {db['where']}" + (f" (PostgreSQL {db['version']}{size}{accounts})" if db["version"]
+                                                    else " (NOT reachable)") +
+                     f"; reachable from {len(db['reachable_from'])}/{len(db['reachable_from']) + len(db['errors'])} "
+                     "nodes")
     lines += [f"  - {p}" for p in health.problems]
     for n in health.nodes:
         if n.journal and (not n.running or not n.unit.startswith("active (running)")):

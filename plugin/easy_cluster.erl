@@ -22,6 +22,7 @@
 %%%   easy_cluster_drain      a node's sessions out of routing before a stop
 %%%   easy_cluster_delivery   hooks closing races around sessions that start
 %%%   easy_cluster_cookie     cookie rotation at runtime
+%%%   easy_cluster_sql        migrate-to-sql: the export into the database, and what came after
 %%%   easy_cluster_json       the commands' JSON answers
 %%% and, configured on their own in ejabberd.yml: ejabberd_cluster_easy (`cluster_backend: easy`,
 %%% whose courier this module starts) and mod_offline_easy (`mod_offline: db_type: easy`).
@@ -41,6 +42,7 @@
 -export([partition_clear/0, partition_forget/1]).
 -export([cookie/1]).
 -export([tables/0, records/1]).
+-export([sql_export/1, sql_delta/2, code_path/0]).
 %% Run by init (-s) during a node's first start, before ejabberd.
 -export([boot_join/0, boot_hold/0, boot_satellite/0]).
 %% Heal: offline messages stored on the losing side carried over to the winner's data.
@@ -193,6 +195,22 @@ commands() ->
                         desc = "Every table's record name, attributes, size and copies, as JSON",
                         module = ?MODULE, function = tables,
                         args = [], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_code_path, tags = [cluster],
+                        desc = "Add library directories installed since the node started to its code path",
+                        longdesc = "A driver installed while the node runs (erlang-p1-pgsql) then loads "
+                                   "without a restart.",
+                        module = ?MODULE, function = code_path, args = [], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_sql_export, tags = [cluster],
+                        desc = "Export the vhost's stores from Mnesia into the SQL database (fab migrate-to-sql)",
+                        module = ?MODULE, function = sql_export,
+                        args_desc = ["vhost"], args = [{host, string}], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_sql_delta, tags = [cluster],
+                        desc = "Copy what Mnesia received after an export into the SQL database",
+                        longdesc = "Accounts and roster items the database lacks, and offline messages "
+                                   "stored at or after Since (Unix seconds).",
+                        module = ?MODULE, function = sql_delta,
+                        args_desc = ["vhost", "Unix seconds"], args = [{host, string}, {since, string}],
+                        result = {res, restuple}},
      #ejabberd_commands{name = easy_cluster_records, tags = [cluster],
                         desc = "The records the headers (*.hrl) in Dir define, as JSON",
                         longdesc = "For an upgrade's plan: Dir is the include directory of the "
@@ -249,6 +267,15 @@ tables() -> easy_cluster_schema:tables().
 
 -spec records(string()) -> easy_cluster_json:answer().
 records(Dir) -> easy_cluster_schema:records(Dir).
+
+-spec code_path() -> easy_cluster_json:answer().
+code_path() -> easy_cluster_sql:code_path().
+
+-spec sql_export(string()) -> easy_cluster_json:answer().
+sql_export(Host) -> easy_cluster_sql:export(Host).
+
+-spec sql_delta(string(), string()) -> easy_cluster_json:answer().
+sql_delta(Host, Since) -> easy_cluster_sql:delta(Host, Since).
 
 -spec boot_join() -> ok.
 boot_join() -> easy_cluster_join:boot_join().

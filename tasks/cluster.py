@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoke import task
 from invoke.exceptions import Exit
 
+from easycluster import migrate as migrate_core
 from easycluster import upgrade as upgrade_core
 from easycluster.deploy import deploy as run_deploy
 from easycluster.status import cluster_health, format_json, format_table
@@ -57,3 +58,11 @@ def upgrade(c, inventory=None, dry=False, revert=False, copy=None):
         say(format_table(upgrade_core.revert(inv, out=say, stamp=copy)))
         return
     upgrade_core.upgrade(inv, dry=dry, out=say)
+
+
+@task(name="migrate-to-sql", help={"inventory": INVENTORY_HELP,
+                                   "dry": "print what would be done (database, export, switch) and change nothing"})
+@operator_errors
+def migrate_to_sql(c, inventory=None, dry=False):
+    """Move a running Mnesia cluster's data into cluster.database, then switch the nodes to it one at a time."""
+    migrate_core.migrate_to_sql(inventory_of(c, inventory), dry=dry, out=say)
