@@ -18,6 +18,7 @@ the remaining nodes are switched and the copy-over runs.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 
@@ -38,6 +39,9 @@ from .secrets import load_cookie
 from .tls import materials as tls_materials
 
 EXPORTING, EXPORTED, SWITCHED, DONE = "exporting", "exported", "switched", "done"
+# Fault injection (the tests'): a local file; while it exists the migration waits between its
+# export and the first switch, saying so, as a slow operator's run would.
+PAUSE_ENV = "EASYCLUSTER_MIGRATE_PAUSE"
 
 
 @dataclass
@@ -99,6 +103,11 @@ def migrate_to_sql(inv: Inventory, dry: bool = False, out: Out = print, lock_wai
                     since, result.counts = work.export()
             else:
                 since = _since(state)
+            pause = os.environ.get(PAUSE_ENV)
+            if pause and os.path.exists(pause):
+                progress.say(seed.host, f"paused after the export while {pause} exists")
+                while os.path.exists(pause):
+                    time.sleep(0.2)
             for host in on_mnesia:
                 with progress.phase(f"switch {host}"):
                     work.switch(host, facts, cookie, tls)
