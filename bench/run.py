@@ -12,7 +12,9 @@ trial). Measured, each REPS times, medians reported:
   7. a full Mnesia backup of that data: `ejabberdctl backup` against the toolkit's own;
   8. satellites: `fab deploy` of 3 masters + 4 satellites; `fab add-satellite` of the 4th node
      into the cluster holding USERS users (against add-master's); an XMPP login and a roster
-     read on a satellite against on a master (LATENCY_TRIES each, medians).
+     read on a satellite against on a master (LATENCY_TRIES each, medians);
+  9. cluster.database: `fab add-master` of the 4th node into a 3-node cluster whose USERS users
+     and USERS roster items live in PostgreSQL (on DB_HOST), against add-master's into Mnesia.
 Results: printed, and written into docs/performance.md between its BENCH markers.
 """
 
@@ -48,6 +50,7 @@ FAB = Path(sys.executable).parent / "fab"
 DOC = REPO / "docs" / "performance.md"
 PRISTINE = "/root/easycluster-bench-pristine.tgz"
 HOSTS = [f"lab{i}" for i in range(1, 8)]
+DB_HOST = "lab8"     # the database host of the cluster.database measurement (not a node)
 LATENCY_TRIES = 20
 
 
@@ -63,10 +66,13 @@ class Bench:
         self.notes: dict[str, str] = {}
 
     # ---------------------------------------------------------------- lab and state
-    def inventory(self, hosts: list[str], satellites: tuple[str, ...] = ()) -> Path:
+    def inventory(self, hosts: list[str], satellites: tuple[str, ...] = (), sql: bool = False) -> Path:
         data = yaml.safe_load(self.lab.inventory.read_text())
         data["nodes"] = [{"host": h, **({"role": "satellite"} if h in satellites else {})} for h in hosts]
-        path = self.tmp / f"inv-{len(hosts)}-{hosts[-1]}-{len(satellites)}s.yml"
+        if sql:
+            data["cluster"]["database"] = {"type": "postgresql", "host": DB_HOST,
+                                           "password_file": str(self.tmp / "database.password")}
+        path = self.tmp / f"inv-{len(hosts)}-{hosts[-1]}-{len(satellites)}s{'-sql' if sql else ''}.yml"
         path.write_text(yaml.safe_dump(data))
         return path
 
@@ -84,8 +90,8 @@ class Bench:
             list(pool.map(func, hosts))
 
     def setup(self) -> None:
-        log(f"lab {LAB!r}: {len(HOSTS)} hosts, ejabberd installed, state saved")
-        self.lab.up(len(HOSTS), fresh=True)
+        log(f"lab {LAB!r}: {len(HOSTS)} hosts, ejabberd installed, state saved; {DB_HOST} for PostgreSQL")
+        self.lab.up(len(HOSTS) + 1, fresh=True)
         inv = load_inventory(self.inventory(HOSTS))
         load_cookie(inv.cluster, create=True)
         with Fleet(inv) as fleet:
@@ -241,6 +247,32 @@ class Bench:
             self.record("deploy 3 masters + 4 satellites", took)
             self.phases("deploy 3 masters + 4 satellites", out)
         self.big_join()
+        self.sql_join()
+
+    def sql_join(self) -> None:
+        """add-master into a cluster whose data lives in PostgreSQL: the join copies the RAM
+        tables only (and the schema), whatever the number of users."""
+        three, fourth = HOSTS[:3], HOSTS[3]
+        inv3, inv4 = self.inventory(three, sql=True), self.inventory(three + [fourth], sql=True)
+        domain = load_inventory(inv3).cluster.domains[0]
+        self.reset(HOSTS)
+        self.fab("deploy", "--inventory", str(inv3))
+        log(f"loading {USERS} users and {USERS} roster items into PostgreSQL on {DB_HOST}")
+        sql = (f"INSERT INTO users (username, server_host, password) SELECT 'bench' || i, '{domain}', 'pw' "
+               f"FROM generate_series(1, {USERS}) i; "
+               "INSERT INTO rosterusers (username, server_host, jid, nick, subscription, ask, askmessage, server, "
+               f"subscribe, type) SELECT 'bench' || i, '{domain}', 'bench' || (i % {USERS} + 1) || '@{domain}', '', "
+               f"'B', 'N', '', 'N', '', 'item' FROM generate_series(1, {USERS}) i;")
+        self.ssh(DB_HOST, f"cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d ejabberd", stdin=sql)
+        n = int(self.ssh("lab1", f"ejabberdctl registered_users {domain} | wc -l").strip())
+        assert n == USERS, f"lab1 counts {n} of {USERS} users in the database"
+        for i in range(REPS):
+            log(f"sql join round {i + 1}/{REPS}")
+            took, out = self.fab("add-master", "--host", fourth, "--inventory", str(inv4))
+            self.record(f"add-master, {USERS} users in PostgreSQL", took)
+            self.phases(f"add-master, {USERS} users in PostgreSQL", out)
+            assert self.ssh(fourth, f"ejabberdctl registered_users {domain} | wc -l").strip() == str(USERS)
+            self.forget("lab1", fourth)
 
     def big_join(self) -> None:
         three, fourth = HOSTS[:3], HOSTS[3]
@@ -363,6 +395,13 @@ class Bench:
                     "access: every login and roster read on a satellite reads the masters' copies over "
                     "the distribution (and ejabberd's caches are off for tables with no local copy); "
                     "see the latencies below, and docs/runbooks/satellites.md for when the trade pays."]
+        sql_key = f"add-master, {USERS} users in PostgreSQL"
+        if sql_key in med:
+            out += ["", f"cluster.database: joining a master into the cluster whose {USERS} users and {USERS} "
+                    f"roster items live in PostgreSQL took {med[sql_key]:.2f} s (`fab add-master`, whole "
+                    f"command) against {med[master_key]:.2f} s when they live in Mnesia "
+                    f"({med[sql_key] / med[master_key]:.2f}x): with `default_db: sql` Mnesia holds RAM tables "
+                    "only (sessions, routes), so the join copies the schema and those, whatever the data."]
         out += ["", "Where the time goes (the toolkit's own phase timings, last run):", ""]
         out += [f"- {k}: {v}" for k, v in self.notes.items()]
         return "\n".join(out)

@@ -21,7 +21,7 @@ from .tls import NodeTLS
 # Step kinds, in the order apply runs their phases.
 RESET, ROLE, INSTALL, DATABASE, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE = (
     "reset", "role", "install", "database", "write", "plugin", "reload", "start", "restart", "join", "satellite")
-KIND_ORDER = (RESET, ROLE, INSTALL, DATABASE, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE)
+KIND_ORDER = (RESET, ROLE, DATABASE, INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE)
 # What a DATABASE step does (Step.action), in this order: on the database host, then (from the
 # first node, which has ejabberd's schema file) in the database.
 DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE, DB_CREATE, DB_SCHEMA = (

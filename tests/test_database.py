@@ -241,7 +241,7 @@ def test_database_host_powered_off_is_reported_clients_refused_cleanly_then_all_
     assert "no changes: the cluster matches the inventory" in dfab(invs["sql"], "deploy").stdout
 
 
-def test_backup_takes_a_pg_dump_on_the_database_host(setup):
+def test_backup_takes_a_pg_dump_and_the_restore_runbook_puts_it_back(setup):
     lab, _, invs, _ = setup
     out = dfab(invs["sql"], "backup").stdout
     line = next(line for line in out.splitlines() if "pg_dump of ejabberd:" in line)
@@ -249,3 +249,11 @@ def test_backup_takes_a_pg_dump_on_the_database_host(setup):
     listing = ssh(lab, DB_HOST, f"cd / && runuser -u postgres -- pg_restore --list {path}").stdout
     assert "TABLE DATA public users" in listing and "TABLE DATA public spool" in listing, listing
     assert ssh(lab, DB_HOST, f"stat -c %a {Path(path).parent}").stdout.strip() == "700"
+    # docs/runbooks/restore.md, "With cluster.database": an account lost after the dump comes back
+    ssh(lab, "lab1", f"ejabberdctl unregister u4 {D}")
+    assert psql(lab, "SELECT count(*) FROM users WHERE username = 'u4'") == "0"
+    ssh(lab, DB_HOST, f"cd / && runuser -u postgres -- pg_restore --clean --if-exists --single-transaction "
+                      f"--dbname=ejabberd {path}")
+    dfab(invs["sql"], "rolling-restart", "--drain", "1")
+    assert psql(lab, "SELECT count(*) FROM users WHERE username = 'u4'") == "1"
+    assert xmpp.can_login(lab.ip("lab2"), f"u4@{D}", PW)

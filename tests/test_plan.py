@@ -21,13 +21,17 @@ from easycluster.errors import PreflightFailed
 from easycluster.facts import HostFacts, parse_facts
 from easycluster.health import assess
 from easycluster.inventory import Inventory, parse_inventory
-from easycluster.plan import JOIN, format_plan, make_plan
+from easycluster.database import DbHostFacts, SqlFacts, host_files
+from easycluster.paths import COOKIE_PATH
+from easycluster.plan import JOIN, DbView, format_plan, make_plan
 from easycluster.render import EJABBERD_DEFAULT, EJABBERD_YML, FIREWALL_RULES, managed_files
 from easycluster.secrets import Secret
 
 CASES = Path(__file__).parent / "cases" / "plan"
 INVENTORY_PATH = Path("/inv/t.yml")
 COOKIE = Secret("C" * 40)      # the cookie of every case: a `converged` host has it
+DB_PASSWORD = Secret("P" * 40)  # cluster.database's password in every case (a `ready` database host has it)
+DB_ADDRESS = "10.9.0.50"       # where a case's database host is
 PLUGIN_SHA = "p" * 64          # the plugin every case deploys: a `converged` host has it
 ERLANG = "1:25.2.3"
 TABLES = {"passwd": "disc_only_copies", "roster": "disc_only_copies", "session": "ram_copies"}
@@ -77,10 +81,14 @@ def converged(inv: Inventory, host: str, **status_fields) -> HostFacts:
     """state: converged -- a running master whose files, cookie and plugin all match `inv`."""
     f = fresh(inv, host)
     f.ejabberd_version, f.erlang_version = inv.cluster.ejabberd_version, ERLANG
+    f.pgsql_driver = "1.1.20-1" if inv.cluster.database else None
     members = [address(inv, n.host) for n in inv.nodes]
-    for mf in managed_files(inv, inv.node(host), address(inv, host), COOKIE, members=members):
-        if mf.secret:
+    for mf in managed_files(inv, inv.node(host), address(inv, host), COOKIE, members=members,
+                            sql_password=DB_PASSWORD if inv.cluster.database else None):
+        if mf.path == COOKIE_PATH:
             f.cookie_sha256 = mf.sha256()
+        elif mf.secret:
+            f.secret_sha256[mf.path] = mf.sha256()
         else:
             f.files[mf.path] = mf.data().decode()
     f.plugin_sha256 = PLUGIN_SHA
@@ -155,7 +163,46 @@ def _reach(f: HostFacts, given: dict) -> dict:
 # --------------------------------------------------------------------------- the case tables
 
 CASE_KEYS = {"inventory", "deployed", "facts", "firewall_members", "steps", "diffs", "problems", "error", "seed",
-             "printed"}
+             "printed", "database"}
+
+
+def database_view(inv: Inventory, given: dict | None) -> DbView | None:
+    """A case's `database:` -- `host:` the database host's facts from a `state` (new: a Debian
+    server with nothing installed; ready: provisioned for `inv`'s nodes) then DbHostFacts
+    fields; `sql:` per node (or '*') the database as that node sees it, SqlFacts fields (by
+    default: logged in, ejabberd's schema with this cluster's mark; `state: unreachable` for
+    a database host not provisioned yet)."""
+    d = inv.cluster.database
+    if d is None:
+        assert not given, "database: facts for an inventory without cluster.database"
+        return None
+    given = given or {}
+    host = None
+    if d.managed:
+        spec = dict(given.get("host", {"state": "ready"}))
+        state = spec.pop("state", "ready")
+        host = DbHostFacts(host=d.managed_host, os_id="debian", systemd=True, addresses=[DB_ADDRESS],
+                           resolve=DB_ADDRESS)
+        if state == "ready":
+            conf, hba = host_files(inv, [(n, address(inv, n.host)) for n in inv.nodes], DB_ADDRESS)
+            host.postgresql, host.cluster, host.online, host.conf, host.hba = "15+248", "15/main", True, conf, hba
+            host.role, host.owner, host.password_sha256 = True, d.user, DB_PASSWORD.sha256()
+        else:
+            assert state == "new", f"database host: state new or ready, not {state!r}"
+        for key, value in spec.items():
+            setattr(host, key, value)
+    sql = {}
+    for node in inv.nodes:
+        spec = dict(given.get("sql", {}).get(node.host, given.get("sql", {}).get("*", {})))
+        state = spec.pop("state", "ready")
+        if state == "unreachable":
+            f = SqlFacts(node.host, error=f"cannot reach {d.server}:{d.port} from {node.host} (Connect failed)")
+        else:
+            f = SqlFacts(node.host, None, "15.18", 8_000_000, inv.cluster.name, True, 0)
+        for key, value in spec.items():
+            setattr(f, key, value)
+        sql[node.host] = f
+    return DbView(host, sql, DB_PASSWORD)
 
 
 def load_case(path: Path) -> tuple[Inventory, dict[str, HostFacts], dict]:
@@ -168,6 +215,7 @@ def load_case(path: Path) -> tuple[Inventory, dict[str, HostFacts], dict]:
     missing = [n.host for n in inv.nodes if n.host not in given and "*" not in given]
     assert not missing, f"{path.name}: no facts for {', '.join(missing)}"
     facts = {n.host: host_facts(inv, deployed, n.host, given.get(n.host, given.get("*"))) for n in inv.nodes}
+    case["_db"] = database_view(inv, case.get("database"))
     return inv, facts, case
 
 
@@ -191,7 +239,7 @@ def changed_lines(diff: str) -> list[str]:
 @pytest.mark.parametrize("path", sorted(CASES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_plan_case(path):
     inv, facts, case = load_case(path)
-    plan = make_plan(inv, facts, COOKIE, members=case.get("firewall_members"))
+    plan = make_plan(inv, facts, COOKIE, members=case.get("firewall_members"), db=case["_db"])
 
     assert [f"{p.host} {p.check}" for p in plan.problems] == [str(p) for p in case.get("problems", [])]
     assert [step_line(s) for s in plan.steps] == [_one_line(s) for s in case.get("steps", [])]
@@ -199,6 +247,7 @@ def test_plan_case(path):
     # what the operator reads: the printed plan, or the preflight failure
     printed = format_plan(plan, inv)
     assert COOKIE.reveal() not in printed, "the cookie never appears in a plan"
+    assert DB_PASSWORD.reveal() not in printed, "the database password never appears in a plan"
     for text in case.get("printed", []):
         assert text in printed, printed
     errors = case.get("error", [])
