@@ -318,8 +318,11 @@ def host_files(inv: Inventory, node_addresses: list[tuple[Node, str]], listen: s
     return conf, hba
 
 
-def password_sha256(password: Secret) -> str:
-    return password.sha256()
+def pgpass_line(db: Database, password: Secret) -> str:
+    """The password as a .pgpass line (PostgreSQL's client tools read it from a file, never
+    from their command line): ':' and '\\' escaped."""
+    escape = lambda v: str(v).replace("\\", "\\\\").replace(":", "\\:")  # noqa: E731
+    return ":".join(escape(v) for v in (db.server, db.port, db.name, db.user, password.reveal())) + "\n"
 
 
 __all__ = ["DbHostFacts", "SqlFacts", "SqlError", "load_password", "scram_verifier", "db_probe", "sql_facts",

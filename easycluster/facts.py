@@ -32,6 +32,7 @@ class HostFacts:
     ejabberd_version: str | None = None   # installed package version
     erlang_version: str | None = None
     pgsql_driver: str | None = None      # erlang-p1-pgsql's version (ejabberd's PostgreSQL driver)
+    pg_client: bool = False              # PostgreSQL's client tools (pg_dump), for an external database
     systemd: bool = False
     nft: bool = False                   # nftables installed (the firewall of epmd and the distribution)
     unit: dict[str, str] = field(default_factory=dict)   # ejabberd.service: LoadState, ActiveState, ...
@@ -141,7 +142,7 @@ def parse_facts(host: str, output: str) -> HostFacts:
             setattr(f, key, value or None)
         elif key in ("os_id", "os_version", "hostname"):
             setattr(f, key, value)
-        elif key in ("systemd", "nft", "mnesia_schema", "beam_running", "restart_pending"):
+        elif key in ("systemd", "nft", "pg_client", "mnesia_schema", "beam_running", "restart_pending"):
             setattr(f, key, value == "yes")
         elif key == "ctl_status":
             f.ctl_status = int(value)

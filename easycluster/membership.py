@@ -19,7 +19,7 @@ from .facts import HostFacts
 from .health import ClusterHealth, assess, disc_tables
 from .inventory import Inventory, Node
 from .lock import ClusterLock
-from .paths import COOKIE_PATH, MNESIA_DIR, PG_DUMP_DIR
+from .paths import COOKIE_PATH, MNESIA_DIR, PG_DUMP_DIR, STAGING_TEMPLATE
 from .plan import members_of
 from .render import firewall_files
 from .progress import Out, Progress
@@ -181,22 +181,26 @@ def backup_on_demand(inv: Inventory, host: str | None, say) -> str:
             raise MembershipError("no running master to take a backup on")
         path = backup(inv, fleet, masters[0].host, say)
         if inv.cluster.database:
-            database_dump(inv, fleet, say)
+            database_dump(inv, fleet, say, masters[0].host)
         return path
 
 
-def database_dump(inv: Inventory, fleet: Fleet, say) -> str | None:
-    """A pg_dump of cluster.database on the database host easycluster provisions (an external
-    server's backups are its operators': said so)."""
+def database_dump(inv: Inventory, fleet: Fleet, say, node_host: str | None = None) -> str:
+    """A pg_dump of cluster.database: on the database host easycluster provisions, or, for an
+    external server, on a node (`node_host`) with PostgreSQL's client, as the cluster's role."""
+    from .database import load_password, pgpass_line
     d = inv.cluster.database
-    if not d.managed:
-        say("*", f"{d.where} is an external server: back it up with its own tooling (no pg_dump taken)")
-        return None
-    h = fleet.database_host()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = f"{PG_DUMP_DIR}/{inv.cluster.name}-{d.name}.{stamp}.dump"
-    r = h.script(render("db_dump", db_name=d.name, dump=path, keep=inv.cluster.backups_keep),
-                 what="taking a pg_dump", timeout=3600)
+    pgpass = "-"
+    if d.managed:
+        h = fleet.database_host()
+    else:
+        h = fleet[node_host or next(iter(fleet.hosts))]
+        pgpass = f"{STAGING_TEMPLATE.removesuffix('XXXXXX')}pgpass.{stamp}"
+        h.put_bytes(pgpass_line(d, load_password(inv.cluster)).encode(), pgpass)
+    r = h.script(render("db_dump", db_name=d.name, dump=path, keep=inv.cluster.backups_keep, pgpass=pgpass,
+                        server=d.server, port=d.port, db_user=d.user), what="taking a pg_dump", timeout=3600)
     size = int(r.stdout.strip().splitlines()[-1])
     say(h.name, f"pg_dump of {d.name}: {path} ({size / 1e6:.1f} MB; newest {inv.cluster.backups_keep} kept)")
     return path

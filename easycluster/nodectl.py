@@ -32,8 +32,12 @@ def _unit(name: str, c2s_port: int, **params) -> str:
 
 
 def packages(inv) -> tuple[str, ...]:
-    """Packages a node has along with ejabberd: its PostgreSQL driver with cluster.database."""
-    return ("erlang-p1-pgsql",) if inv.cluster.database else ()
+    """Packages a node has along with ejabberd: with cluster.database, ejabberd's PostgreSQL
+    driver, and for an external server PostgreSQL's client (`fab backup`'s pg_dump runs on a node)."""
+    db = inv.cluster.database
+    if not db:
+        return ()
+    return ("erlang-p1-pgsql",) if db.managed else ("erlang-p1-pgsql", "postgresql-client")
 
 
 def install(host: Host, version: str, download_only: bool = False, extra: tuple[str, ...] = ()) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 # PreflightFailed (an EasyClusterError) and its table: defined in errors.py, imported from here too
 from .errors import PreflightFailed, format_problems  # noqa: F401
 from .database import DbHostFacts, SqlFacts, host_files
+from .nodectl import packages as nodectl_packages
 from .facts import HostFacts
 from .inventory import Inventory, Node
 from .paths import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML
@@ -430,13 +431,17 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
     members = members_of(inv, facts) if members is None else members
     for node in inv.nodes:
         f = facts[node.host]
-        driver = ", erlang-p1-pgsql" if inv.cluster.database else ""
+        extra = nodectl_packages(inv)
+        missing = ((["nftables (the firewall of epmd and the distribution)"] if not f.nft else []) +
+                   (["erlang-p1-pgsql (ejabberd's PostgreSQL driver)"] if "erlang-p1-pgsql" in extra
+                    and not f.pgsql_driver else []) +
+                   (["postgresql-client (pg_dump, for fab backup)"] if "postgresql-client" in extra
+                    and not f.pg_client else []))
         if not f.installed:
-            steps.append(Step(INSTALL, node.host, f"install ejabberd {inv.cluster.ejabberd_version}, nftables{driver}"))
-        elif not f.nft or (driver and not f.pgsql_driver):
-            steps.append(Step(INSTALL, node.host, "install " + ", ".join(
-                (["nftables (the firewall of epmd and the distribution)"] if not f.nft else []) +
-                (["erlang-p1-pgsql (ejabberd's PostgreSQL driver)"] if driver and not f.pgsql_driver else []))))
+            steps.append(Step(INSTALL, node.host, f"install ejabberd {inv.cluster.ejabberd_version}, "
+                                                  + ", ".join(("nftables",) + extra)))
+        elif missing:
+            steps.append(Step(INSTALL, node.host, "install " + ", ".join(missing)))
         restart = reload = False
         for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie, (tls or {}).get(node.name),
                                 members, db.password if db else None,

@@ -257,3 +257,24 @@ def test_backup_takes_a_pg_dump_and_the_restore_runbook_puts_it_back(setup):
     dfab(invs["sql"], "rolling-restart", "--drain", "1")
     assert psql(lab, "SELECT count(*) FROM users WHERE username = 'u4'") == "1"
     assert xmpp.can_login(lab.ip("lab2"), f"u4@{D}", PW)
+
+
+def test_an_external_server_is_used_as_is_and_backed_up_from_a_node(setup):
+    """The same database, named as an existing server (`external`): nothing changes on the
+    database host; the nodes get PostgreSQL's client, and fab backup's pg_dump runs on a node,
+    logging in with a password file that is gone afterwards."""
+    lab, directory, _, _ = setup
+    inv = write_inventory(lab, directory, "external-same", {"type": "postgresql", "external": {
+        "host": DB_HOST, "password_file": str(directory / "db.password")}})
+    hba = ssh(lab, DB_HOST, "md5sum /etc/postgresql/*/main/pg_hba.conf").stdout
+    out = dfab(inv, "deploy").stdout
+    assert "install postgresql-client (pg_dump, for fab backup)" in out, out
+    assert "[database" not in out, out
+    assert ssh(lab, DB_HOST, "md5sum /etc/postgresql/*/main/pg_hba.conf").stdout == hba
+    backup = dfab(inv, "backup").stdout
+    line = next(line for line in backup.splitlines() if "pg_dump of ejabberd:" in line)
+    assert line.startswith("[lab1] "), line
+    path = line.split("pg_dump of ejabberd: ", 1)[1].split(" (")[0]
+    assert "TABLE DATA public users" in ssh(lab, "lab1", f"pg_restore --list {path}").stdout
+    assert ssh(lab, "lab1", "ls /root/.easycluster-pgpass.* 2>/dev/null | wc -l").stdout.strip() == "0"
+    assert "no changes: the cluster matches the inventory" in dfab(inv, "deploy").stdout
