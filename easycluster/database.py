@@ -25,6 +25,7 @@ import pg8000.native
 import scramp
 
 from .errors import EasyClusterError
+from .facts import probe_lines
 from .inventory import Cluster, Database, Inventory, Node
 from .paths import DB_PASSWORD_SHA256, PG_CONF_NAME, PG_HBA_BEGIN, PG_HBA_END
 from .remote import Fleet, Host, RemoteError
@@ -116,11 +117,8 @@ class DbHostFacts:
 
 def parse_db_facts(host: str, output: str) -> DbHostFacts:
     f = DbHostFacts(host=host)
-    complete = False
-    for line in output.splitlines():
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
+    pairs, complete = probe_lines(output)
+    for key, value in pairs:
         if key in ("conf", "hba"):
             text = None if value == "-" else base64.b64decode(value).decode(errors="replace")
             setattr(f, key, text if key == "conf" else (text or ""))
@@ -136,8 +134,6 @@ def parse_db_facts(host: str, output: str) -> DbHostFacts:
             setattr(f, key, value or None)
         elif key == "database":
             f.owner = value or None
-        elif key == "end":
-            complete = True
     if not complete:
         f.error = "fact probe did not finish"
     return f

@@ -101,13 +101,16 @@ def probe_script(inventory: Inventory, host: str, probe_network: bool = True, ct
                   ports=ports, ctl_mode=ctl)
 
 
+def probe_lines(output: str) -> tuple[list[tuple[str, str]], bool]:
+    """A probe script's `key=value` lines, and whether it finished (printed its end=1)."""
+    pairs = [(key, value) for key, sep, value in (line.partition("=") for line in output.splitlines()) if sep]
+    return [p for p in pairs if p[0] != "end"], ("end", "1") in pairs
+
+
 def parse_facts(host: str, output: str) -> HostFacts:
     f = HostFacts(host=host)
-    complete = False
-    for line in output.splitlines():
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
+    pairs, complete = probe_lines(output)
+    for key, value in pairs:
         if key.startswith("file:"):
             f.files[key[5:]] = None if value == "-" else base64.b64decode(value).decode(errors="replace")
         elif key.startswith("secret:"):
@@ -156,8 +159,6 @@ def parse_facts(host: str, output: str) -> HostFacts:
                 f.cluster_status = json.loads(value)
             except json.JSONDecodeError:
                 f.cluster_status = None
-        elif key == "end":
-            complete = True
     if not complete:
         f.error = "fact probe did not finish"
     return f
