@@ -154,8 +154,12 @@ def psql_ok(lab, query: str) -> str:
 
 def test_accounts_roster_and_offline_messages_work_across_nodes_in_postgresql(setup):
     lab, _, _, _ = setup
-    xmpp.register(lab.ip("lab2"), f"fresh@{D}", PW)                  # in-band, through lab2
-    assert psql(lab, f"SELECT server_host FROM users WHERE username = 'fresh'") == D
+    for node in NODES:                                                # in-band, through each node
+        xmpp.register(lab.ip(node), f"via{node}@{D}", PW)
+    assert psql(lab, "SELECT string_agg(username, ' ' ORDER BY username) FROM users WHERE username LIKE 'via%'"
+                ) == "vialab1 vialab2 vialab3"
+    xmpp.register(lab.ip("lab2"), f"fresh@{D}", PW)
+    assert psql(lab, "SELECT server_host FROM users WHERE username = 'fresh'") == D
     ssh(lab, "lab1", f"ejabberdctl add_rosteritem fresh {D} u5 {D} u5 mates both")
     assert f"u5@{D}" in ssh(lab, "lab3", f"ejabberdctl get_roster fresh {D}").stdout
     assert psql(lab, "SELECT jid FROM rosterusers WHERE username = 'fresh'") == f"u5@{D}"
