@@ -41,6 +41,10 @@ CONNECT_TIMEOUT = 10
 # easycluster's mark in the database: which cluster's data it holds, and since when. Made in
 # the transaction that loads ejabberd's schema, so a database holds both or neither.
 MARKER_TABLE = "easycluster_cluster"
+# What a DATABASE step does (plan.Step.action), in this order: on the database host, then (from
+# the first node, which has ejabberd's schema file) in the database.
+DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE, DB_CREATE, DB_SCHEMA = (
+    "install", "conf", "hba", "role", "create", "schema")
 # ejabberd's schema (new_sql_schema: every table has server_host), from the installed package
 SCHEMA_FILE = "/usr/share/ejabberd/sql/pg.new.sql"
 
@@ -312,6 +316,27 @@ def host_files(inv: Inventory, node_addresses: list[tuple[Node, str]], listen: s
     conf = render("postgresql.conf.j2", cluster=inv.cluster, database=db, listen=listen)
     hba = render("pg_hba.conf.j2", database=db, nodes=node_addresses, begin=PG_HBA_BEGIN, end=PG_HBA_END)
     return conf, hba
+
+
+def provision(host: Host, inv: Inventory, actions: set[str], password: Secret | None,
+              conf: str | None = None, hba: str | None = None) -> None:
+    """The database host's steps (DB_INSTALL ... DB_CREATE among `actions`) in one script:
+    easycluster's settings file `conf` and pg_hba block `hba` (what the plan rendered) and the
+    role's SCRAM verifier go by SFTP to a staging directory the script removes."""
+    d = inv.cluster.database
+    staging = host.script(render_script("staging"), what="making a staging directory").stdout.strip()
+    if DB_CONF in actions:
+        host.put_bytes(conf.encode(), f"{staging}/conf")
+    if DB_HBA in actions:
+        host.put_bytes(hba.encode(), f"{staging}/hba")
+    if DB_ROLE in actions:
+        host.put_bytes(scram_verifier(password).reveal().encode(), f"{staging}/verifier")
+    host.script(render_script("db_provision", staging=staging, install=DB_INSTALL in actions,
+                              write_conf=DB_CONF in actions, write_hba=DB_HBA in actions,
+                              set_role=DB_ROLE in actions, create_database=DB_CREATE in actions,
+                              db_name=d.name, db_user=d.user, password_sha256=password.sha256() if password else "-",
+                              pg_conf_name=PG_CONF_NAME, pg_hba_begin=PG_HBA_BEGIN, pg_hba_end=PG_HBA_END),
+                what="provisioning PostgreSQL", timeout=600)
 
 
 def pgpass_line(db: Database, password: Secret) -> str:

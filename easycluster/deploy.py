@@ -23,9 +23,6 @@ from .plan import (DATABASE, DB_CONF, DB_CREATE, DB_HBA, DB_INSTALL, DB_ROLE, DB
                    Step, as_reset, choose_seed, format_plan, make_plan, mark_boot_joins, package_nodes,
                    plan_joins)
 from .lock import ClusterLock
-from .paths import PG_CONF_NAME, PG_HBA_BEGIN, PG_HBA_END
-from .plan import dist_address
-from .scripts import render as render_script
 from .progress import Out, Progress, StepFailed
 from .remote import Background, Fleet, Host, RemoteError
 from .secrets import COOKIE_ALPHABET, Secret, load_cookie
@@ -148,7 +145,8 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
                     facts, db = gather_all(fleet, password)
             # the firewall of every member lets in every node of the inventory, the new one too;
             # so does the database's pg_hba.conf
-            db = replace(db, let_in=inv.nodes) if db else None
+            away = membership.departed(facts)
+            db = replace(db, let_in=tuple(n for n in inv.nodes if n is node or n.name not in away)) if db else None
             plan = make_plan(sub, facts, cookie, tls, membership.firewall_members(inv, facts, joining=node), db)
             if plan.problems:
                 raise PreflightFailed(plan.problems)
@@ -263,30 +261,13 @@ class _Apply:
     # ----------------------------------------------------------------- the database
 
     def provision_database(self, steps: list[Step]) -> None:
-        """The database host's steps, in one script: its files and the role's verifier go by SFTP."""
-        d, h = self.inv.cluster.database, self.fleet.database_host()
+        """The database host's steps, in one script (database.provision), with the files the plan rendered."""
         actions = {s.action for s in steps}
-        facts = self.facts_db_host()
+        content = {s.action: s.file.content for s in steps if s.file is not None}
+        h = self.fleet.database_host()
         with self.progress.step(h.name, "PostgreSQL: " + ", ".join(a for a in (DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE,
                                                                                 DB_CREATE) if a in actions)):
-            staging = h.script(render_script("staging"), what="making a staging directory").stdout.strip()
-            conf, hba = dbmod.host_files(self.inv, [(n, a) for n in self.inv.nodes
-                                                    for a in [dist_address(n, self.facts)] if a], facts.resolve or "")
-            if DB_CONF in actions:
-                h.put_bytes(conf.encode(), f"{staging}/conf")
-            if DB_HBA in actions:
-                h.put_bytes(hba.encode(), f"{staging}/hba")
-            if DB_ROLE in actions:
-                h.put_bytes(dbmod.scram_verifier(self.password).reveal().encode(), f"{staging}/verifier")
-            h.script(render_script("db_provision", staging=staging, install=DB_INSTALL in actions,
-                                   write_conf=DB_CONF in actions, write_hba=DB_HBA in actions,
-                                   set_role=DB_ROLE in actions, create_database=DB_CREATE in actions,
-                                   db_name=d.name, db_user=d.user, password_sha256=self.password.sha256(),
-                                   pg_conf_name=PG_CONF_NAME, pg_hba_begin=PG_HBA_BEGIN, pg_hba_end=PG_HBA_END),
-                     what="provisioning PostgreSQL", timeout=600)
-
-    def facts_db_host(self) -> dbmod.DbHostFacts:
-        return dbmod.db_probe(self.fleet.database_host(), self.inv.cluster.database)
+            dbmod.provision(h, self.inv, actions, self.password, content.get(DB_CONF), content.get(DB_HBA))
 
     def database_ready(self, schema: list[Step]) -> None:
         """ejabberd's schema loaded (from the first node's package), then every node logs in
@@ -474,8 +455,8 @@ class _Apply:
             elif h.name in plan.hosts_with(START):
                 self.start_one(h)
 
-        hosts = sorted({s.host for s in plan.steps if s.kind != JOIN} | ({backup_on} if backup_on else set()),
-                       key=_order(inv))
+        hosts = sorted({s.host for s in plan.steps if s.kind not in (JOIN, DATABASE)} |
+                       ({backup_on} if backup_on else set()), key=_order(inv))
         waiting_from = 0    # joining[waiting_from:] wait for their turn
         try:
             with progress.phase("configure and start"):

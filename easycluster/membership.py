@@ -20,7 +20,8 @@ from .health import ClusterHealth, assess, disc_tables
 from .inventory import Inventory, Node
 from .lock import ClusterLock
 from .paths import COOKIE_PATH, MNESIA_DIR, PG_DUMP_DIR, STAGING_TEMPLATE
-from .plan import members_of
+from .database import DB_HBA, host_files, provision
+from .plan import dist_address, members_of
 from .render import firewall_files
 from .progress import Out, Progress
 from .remote import Fleet, Host, RemoteError
@@ -353,6 +354,7 @@ def _take_out(inv: Inventory, fleet: Fleet, node: Node, survivors: list[Node], f
         progress.say(master.host, f"  db_nodes now: {', '.join(answer.get('db_nodes', []))}")
         record_departure(fleet, hosts, node, how)
         close_firewall(inv, fleet, survivors, facts, node, progress)
+        close_database(inv, fleet, facts, node, progress)
 
 
 def firewall_members(inv: Inventory, facts, joining: Node | None = None, leaving: Node | None = None) -> list[str]:
@@ -371,6 +373,21 @@ def close_firewall(inv: Inventory, fleet: Fleet, survivors: list[Node], facts, g
         with progress.step(h.name, f"firewall: {gone.name} no longer let in"):
             nodectl.configure(h, firewall_files(inv, inv.node(h.name), members), plugin=False)
     fleet.each([n.host for n in survivors], close)
+
+
+def close_database(inv: Inventory, fleet: Fleet, facts, gone: Node, progress: Progress) -> None:
+    """The database host easycluster provisions no longer lets the departed node log in: its
+    pg_hba.conf lines are those of the nodes still in (an external server's are its operators')."""
+    d = inv.cluster.database
+    if not d or not d.managed:
+        return
+    away = departed(facts)
+    nodes = [(n, a) for n in inv.nodes if n is not gone and n.name not in away
+             for a in [dist_address(n, facts)] if a]
+    _conf, hba = host_files(inv, nodes, "")
+    h = fleet.database_host()
+    with progress.step(h.name, f"pg_hba.conf: {gone.name} no longer let in"):
+        provision(h, inv, {DB_HBA}, None, hba=hba)
 
 
 def _verify_survivors(inv: Inventory, fleet: Fleet, survivors: list[Node], progress: Progress) -> ClusterHealth:

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field, replace
 
 # PreflightFailed (an EasyClusterError) and its table: defined in errors.py, imported from here too
 from .errors import PreflightFailed, format_problems  # noqa: F401
-from .database import DbHostFacts, SqlFacts, host_files
+# What a DATABASE step does (Step.action): database.py's DB_* (imported from here too)
+from .database import (DB_CONF, DB_CREATE, DB_HBA, DB_INSTALL, DB_ROLE, DB_SCHEMA,  # noqa: F401
+                       DbHostFacts, SqlFacts, host_files)
 from .nodectl import packages as nodectl_packages
 from .facts import HostFacts
 from .inventory import Inventory, Node
@@ -23,10 +25,7 @@ from .tls import NodeTLS
 RESET, ROLE, INSTALL, DATABASE, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE = (
     "reset", "role", "install", "database", "write", "plugin", "reload", "start", "restart", "join", "satellite")
 KIND_ORDER = (RESET, ROLE, DATABASE, INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE)
-# What a DATABASE step does (Step.action), in this order: on the database host, then (from the
-# first node, which has ejabberd's schema file) in the database.
-DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE, DB_CREATE, DB_SCHEMA = (
-    "install", "conf", "hba", "role", "create", "schema")
+
 # The node name Debian's package runs under when nobody configured one (its postinst starts it).
 PACKAGE_NODE = "ejabberd@localhost"
 
@@ -287,11 +286,15 @@ def plan_database(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
                 steps.append(Step(DATABASE, where, "install PostgreSQL (Debian's postgresql, under its systemd unit)",
                                   action=DB_INSTALL))
             if hf.conf != conf:
-                steps.append(Step(DATABASE, where, f"write {_pg_dir(hf)}/conf.d/easycluster.conf (listen address)",
-                                  diff=_diff(hf.conf, conf, "easycluster.conf"), action=DB_CONF))
+                path = f"{_pg_dir(hf)}/conf.d/easycluster.conf"
+                steps.append(Step(DATABASE, where, f"write {path} (listen address)", action=DB_CONF,
+                                  diff=_diff(hf.conf, conf, "easycluster.conf"),
+                                  file=ManagedFile(path, conf, 0o644, "postgres", "postgres", restart=True)))
             if hf.hba != hba:
-                steps.append(Step(DATABASE, where, f"write easycluster's lines of {_pg_dir(hf)}/pg_hba.conf (the nodes)",
-                                  diff=_diff(hf.hba or None, hba, "pg_hba.conf"), action=DB_HBA))
+                path = f"{_pg_dir(hf)}/pg_hba.conf"
+                steps.append(Step(DATABASE, where, f"write easycluster's lines of {path} (the nodes)", action=DB_HBA,
+                                  diff=_diff(hf.hba or None, hba, "pg_hba.conf"),
+                                  file=ManagedFile(path, hba, 0o640, "postgres", "postgres", restart=False)))
             if not hf.role or hf.password_sha256 != db.password.sha256():
                 what = (f"set the password of role {d.user} (the secrets file's)" if hf.role else
                         f"create role {d.user} (login, SCRAM)")

@@ -263,6 +263,22 @@ def test_backup_takes_a_pg_dump_and_the_restore_runbook_puts_it_back(setup):
     assert xmpp.can_login(lab.ip("lab2"), f"u4@{D}", PW)
 
 
+def test_a_node_removed_is_shut_out_of_the_database_and_let_in_again_when_added(setup):
+    lab, _, invs, _ = setup
+    def hba() -> str:
+        return ssh(lab, DB_HOST, "cat /etc/postgresql/*/main/pg_hba.conf").stdout
+    line = f"host  ejabberd  ejabberd  {lab.ip('lab3')}/32  scram-sha-256"
+    out = dfab(invs["sql"], "remove-node", "--host", "lab3", "--drain", "1").stdout
+    assert "[lab4] pg_hba.conf: ejabberd@lab3 no longer let in: ok" in out, out
+    assert line not in hba() and f"{lab.ip('lab2')}/32" in hba()
+    out = dfab(invs["sql"], "add-master", "--host", "lab3").stdout
+    assert "[database lab4] write easycluster's lines of" in out and "during its first start" in out, out
+    assert line in hba()
+    users = psql(lab, "SELECT count(*) FROM users")
+    assert ssh(lab, "lab3", f"ejabberdctl registered_users {D} | wc -l").stdout.strip() == users
+    assert xmpp.can_login(lab.ip("lab3"), f"u5@{D}", PW)
+
+
 def test_an_external_server_is_used_as_is_and_backed_up_from_a_node(setup):
     """The same database, named as an existing server (`external`): nothing changes on the
     database host; the nodes get PostgreSQL's client, and fab backup's pg_dump runs on a node,
