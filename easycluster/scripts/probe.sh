@@ -44,8 +44,13 @@ echo "restart_pending=$([ -f "$RESTART_PENDING" ] && echo yes || echo no)"
 for d in "$DEPARTED"/*; do [ -f "$d" ] && echo "departed:${d##*/}=$(head -c 200 "$d")"; done
 for h in "${RESOLVE[@]}"; do echo "resolve:$h=$(getent ahostsv4 "$h" | awk '{print $1; exit}')"; done
 probe() {  # host port -> open | refused | timeout | unreachable
-  out=$(timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>&1); rc=$?
-  if [ $rc = 0 ]; then r=open; elif [ $rc = 124 ]; then r=timeout;
+  # a timeout is tried once more, longer: on a busy host (every probe at once) starting the
+  # probe itself can take a second
+  for t in 1 4; do
+    out=$(timeout "$t" bash -c "exec 3<>/dev/tcp/$1/$2" 2>&1); rc=$?
+    [ $rc = 124 ] || break
+  done
+  if [ "$rc" = 0 ]; then r=open; elif [ "$rc" = 124 ]; then r=timeout;
   else case "$out" in *refused*) r=refused;; *) r=unreachable;; esac; fi
   echo "reach:$1:$2=$r"
 }
