@@ -326,8 +326,8 @@ class _Apply:
 
     def install_one(self, h: Host) -> None:
         version = self.inv.cluster.ejabberd_version
-        with self.progress.step(h.name, f"install ejabberd {version}" + (
-                ", " + ", ".join(nodectl.packages(self.inv)) if nodectl.packages(self.inv) else "")):
+        step = next(s for s in self.plan.by_kind(INSTALL) if s.host == h.name)
+        with self.progress.step(h.name, step.summary):
             nodectl.install(h, version, extra=nodectl.packages(self.inv))
         if self.facts[h.name].running:   # a driver installed under a running node: on its code path now
             with self.progress.step(h.name, "the new libraries on the running node's code path"):
