@@ -204,6 +204,7 @@ class _Apply:
         self.replaced: dict[str, list[tuple[str, str]]] = {}   # host -> (path, backup) of files written
         self.plugin_once = _CompiledOnce(next((h for h in self.configure if h in plan.hosts_with(PLUGIN)), None))
         self.backed_up = False     # a backup taken earlier in this run covers the later membership changes
+        self.reload_order = _FirstThenRest([n.host for n in inv.nodes if n.host in plan.hosts_with(RELOAD)])
 
     def run(self) -> ClusterHealth:
         inv, fleet, plan, progress = self.inv, self.fleet, self.plan, self.progress
@@ -352,8 +353,14 @@ class _Apply:
             progress.say(h.name, f"  previous version kept in {backup}")
 
     def reload_one(self, h: Host) -> None:
-        with self.progress.step(h.name, "reload ejabberd.yml"):
-            nodectl.reload_config(h)
+        """In the order of _FirstThenRest: a module the new ejabberd.yml starts (mod_mam) creates
+        its Mnesia tables on the first node alone, and the others add their copies. Created by
+        several nodes at once, a table can end with no copy on one of them (seen: "not a master
+        (no local copy of archive_prefs)" after cluster.mam was turned on)."""
+        def reload() -> None:
+            with self.progress.step(h.name, "reload ejabberd.yml"):
+                nodectl.reload_config(h)
+        self.reload_order.run(h.name, reload)
 
     def start_one(self, h: Host) -> None:
         with self.progress.step(h.name, "start"):
@@ -479,6 +486,24 @@ class _Apply:
             raise
         with progress.phase("started"):
             fleet.each(joining, lambda h: self.started_or_rolled_back(h, seed.name))
+
+
+class _FirstThenRest:
+    """The first of `hosts` does its part alone; the others wait until it is done (or failed),
+    then go at once."""
+
+    def __init__(self, hosts: list[str]):
+        self.first = hosts[0] if hosts else None
+        self._done = threading.Event()
+
+    def run(self, host: str, func) -> None:
+        if host != self.first:
+            self._done.wait(timeout=600)
+        try:
+            func()
+        finally:
+            if host == self.first:
+                self._done.set()
 
 
 class _CompiledOnce:
