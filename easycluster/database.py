@@ -19,7 +19,6 @@ import socket
 import stat
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pg8000.native
 import scramp
@@ -27,7 +26,7 @@ import scramp
 from .errors import EasyClusterError
 from .facts import probe_lines
 from .inventory import Cluster, Database, Inventory, Node
-from .paths import DB_PASSWORD_SHA256, PG_CONF_NAME, PG_HBA_BEGIN, PG_HBA_END
+from .paths import PG_CONF_NAME, PG_HBA_BEGIN, PG_HBA_END
 from .remote import Fleet, Host, RemoteError
 from .secrets import Secret
 from .scripts import render as render_script
@@ -206,11 +205,15 @@ def connect(host: Host, db: Database, password: Secret, timeout: float = CONNECT
                                         sock=_ChannelSocket(channel), ssl_context=False, timeout=timeout,
                                         application_name="easycluster")
     except pg8000.native.DatabaseError as exc:
-        info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-        raise SqlError(f"{db.server}:{db.port} refused {db.user} from {host.name}: "
-                       f"{info.get('M', str(exc)).strip()}") from None
+        raise SqlError(f"{db.server}:{db.port} refused {db.user} from {host.name}: {server_says(exc)}") from None
     except (pg8000.native.InterfaceError, socket.error, EOFError) as exc:
         raise SqlError(f"{db.server}:{db.port} from {host.name}: {exc}") from None
+
+
+def server_says(exc: Exception) -> str:
+    """The server's own message in a pg8000 DatabaseError (its fields: M is the message)."""
+    info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    return str(info.get("M", exc)).strip()
 
 
 class SqlError(EasyClusterError):
@@ -231,8 +234,7 @@ def sql_facts(host: Host, db: Database, password: Secret) -> SqlFacts:
         users = conn.run("SELECT count(*) FROM users")[0][0] if users_table else None
         return SqlFacts(host.name, None, version, size, marker, users_table, users, migration)
     except pg8000.native.DatabaseError as exc:
-        info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-        return SqlFacts(host=host.name, error=f"{db.where}: {info.get('M', exc)}")
+        return SqlFacts(host=host.name, error=f"{db.where}: {server_says(exc)}")
     finally:
         conn.close()
 
@@ -257,8 +259,7 @@ def load_schema(host: Host, db: Database, password: Secret, cluster: str, schema
                  s=hashlib.sha256(schema.encode()).hexdigest())
         conn.run("COMMIT")
     except pg8000.native.DatabaseError as exc:
-        info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-        raise SqlError(f"loading ejabberd's schema into {db.where} failed: {info.get('M', exc)}") from None
+        raise SqlError(f"loading ejabberd's schema into {db.where} failed: {server_says(exc)}") from None
     finally:
         conn.close()
 
@@ -345,6 +346,3 @@ def pgpass_line(db: Database, password: Secret) -> str:
     escape = lambda v: str(v).replace("\\", "\\\\").replace(":", "\\:")  # noqa: E731
     return ":".join(escape(v) for v in (db.server, db.port, db.name, db.user, password.reveal())) + "\n"
 
-
-__all__ = ["DbHostFacts", "SqlFacts", "SqlError", "load_password", "scram_verifier", "db_probe", "sql_facts",
-           "load_schema", "connect", "host_files", "DB_PASSWORD_SHA256"]

@@ -48,9 +48,11 @@ def dfab(inv: str, *args: str, check: bool = True, timeout: float = 900, env: di
     return fab(*args, "-i", inv, lab=LAB, check=check, timeout=timeout, env=env)
 
 
-def psql(lab, query: str) -> str:
-    """A query on the database host, as PostgreSQL's superuser (not through the toolkit)."""
-    return ssh(lab, DB_HOST, f"cd / && runuser -u postgres -- psql -X -q -t -A -d ejabberd -c \"{query}\"").stdout.strip()
+def psql(lab, query: str, check: bool = True) -> str:
+    """A query on the database host, as PostgreSQL's superuser (not through the toolkit);
+    without `check`, "" while the database or the table is not there yet."""
+    r = ssh(lab, DB_HOST, f"cd / && runuser -u postgres -- psql -X -q -t -A -d ejabberd -c \"{query}\"", check=check)
+    return r.stdout.strip() if r.returncode == 0 else ""
 
 
 def inbox(address: str, jid: str, password: str, expect: set[str], bound: float = 20) -> set[str]:
@@ -113,7 +115,7 @@ def test_migration_moves_every_store_with_equal_counts_and_the_switch_loses_noth
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
-        while psql_ok(lab, "SELECT migration FROM easycluster_cluster").split(" ")[0] != "exported":
+        while psql(lab, "SELECT migration FROM easycluster_cluster", check=False).split(" ")[0] != "exported":
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "the migration never finished its export"
             time.sleep(0.5)
@@ -144,12 +146,6 @@ def test_migration_moves_every_store_with_equal_counts_and_the_switch_loses_noth
     again = dfab(invs["sql"], "migrate-to-sql").stdout
     assert "nothing to migrate" in again, again
     assert "no changes: the cluster matches the inventory" in dfab(invs["sql"], "deploy").stdout
-
-
-def psql_ok(lab, query: str) -> str:
-    """As psql, "" while the database or the table is not there yet."""
-    r = ssh(lab, DB_HOST, f"cd / && runuser -u postgres -- psql -X -q -t -A -d ejabberd -c \"{query}\"", check=False)
-    return r.stdout.strip() if r.returncode == 0 else ""
 
 
 def test_accounts_roster_and_offline_messages_work_across_nodes_in_postgresql(setup):
