@@ -38,9 +38,14 @@ unit: setup
 dialyzer: setup
 	scripts/dialyzer.sh
 
-# The benchmark (docs/performance.md): a lab of its own, ~4 min. BENCH_REPS, BENCH_USERS to scale.
-bench: setup
+# The benchmark (docs/performance.md, docs/scaling.png): a lab of its own. BENCH_REPS, BENCH_USERS to scale
+# (README: how long each takes).
+bench: setup $(VENV)/.bench
 	$(VENV)/bin/python bench/run.py
+
+$(VENV)/.bench: pyproject.toml
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	touch $@
 
 # Operations under real XMPP traffic, every message counted (docs/reliability.md): a lab of its
 # own, ~10 min. LOAD_USERS, LOAD_RATE (messages/s), LOAD_RUNS (rolling restarts), LOAD_OPS to scale.

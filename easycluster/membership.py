@@ -62,11 +62,9 @@ def _joining(inv: Inventory, fleet: Fleet, node: Node, seed: str, say, run) -> d
     """Run a join (`run(progress)`), reporting per-table progress and the plugin's step timings;
     on failure roll back whatever it changed and raise MembershipError saying so."""
     def table_progress(line: str) -> None:
-        parts = line.split()
-        if parts[:1] == ["table"] and len(parts) == 5 and (int(parts[4]) >= 1000 or int(parts[3]) >= 1000):
-            say(node.host, f"  copied {parts[1]} ({parts[2]}, {parts[3]} records) in {int(parts[4]) / 1000:.1f}s")
-        elif parts[:1] == ["paused"]:
-            say(node.host, "  join paused before copying tables (fault injection file present)")
+        shown = progress_line(line)
+        if shown:
+            say(node.host, shown)
 
     try:
         answer = run(table_progress)
@@ -82,6 +80,33 @@ def _joining(inv: Inventory, fleet: Fleet, node: Node, seed: str, say, run) -> d
     if steps:
         say(node.host, "  " + ", ".join(f"{s.get('step')} {s.get('ms', 0)}ms" for s in steps))
     return answer
+
+
+def progress_line(line: str) -> str | None:
+    """What an operator sees of a line of the plugin's join progress (None: nothing): tables
+    being copied (a line a second while one copies), tables copied that took a second or held
+    a thousand records, a paused join."""
+    parts = line.split()
+    if parts[:1] == ["copying"] and len(parts) == 8 and parts[3].isdigit() and parts[4].isdigit() \
+            and parts[6].isdigit():
+        done, total, unit, secs, stage = int(parts[3]), int(parts[4]), parts[5], int(parts[6]) / 1000, parts[7]
+        head = f"  copying {parts[1]} ({parts[2]}), {secs:.0f}s: "
+        if stage == "indexing":
+            return head + "received, building its index"
+        if stage == "closing":
+            return head + "received, closing its file"
+        share = f" ({min(99, 100 * done // total)}%)" if total else ""
+        if unit == "received":
+            return head + f"{done / 1e6:.1f} MB received of {total / 1e6:.1f} MB{share}"
+        if unit == "written":     # dets writes each byte several times: no share of a total
+            return head + f"{done / 1e6:.1f} MB written"
+        return head + f"{done} of {total} records{share}"
+    if parts[:1] == ["table"] and len(parts) == 5 and parts[3].isdigit() and parts[4].isdigit() \
+            and (int(parts[4]) >= 1000 or int(parts[3]) >= 1000):
+        return f"  copied {parts[1]} ({parts[2]}, {parts[3]} records) in {int(parts[4]) / 1000:.1f}s"
+    if parts[:1] == ["paused"]:
+        return "  join paused before copying tables (fault injection file present)"
+    return None
 
 
 def check_joined(inv: Inventory, fleet: Fleet, node: Node, seed: str, statuses: dict | None = None) -> None:

@@ -37,6 +37,8 @@
 %% long wait for its turn or a big table copy never hits the unit's start timeout.
 -define(EXTEND_EVERY_MS, 10000).
 -define(EXTEND_USEC, 60000000).
+%% A table that takes longer than this to copy gets a progress line this often.
+-define(COPY_TICK_MS, 1000).
 
 %% Each step returns ok | {ok, Info} | {error, Reason}; the first error stops the join and
 %% Undo (what the steps so far did, newest first) is run to roll back.
@@ -263,7 +265,12 @@ copy_tables(Seed, [T | Rest], N) ->
     case storage_type_on(Seed, T) of
         {ok, Type} ->
             T0 = erlang:monotonic_time(millisecond),
-            case mnesia:add_table_copy(T, node(), Type) of
+            %% linked, so it goes with the join; it never fails (a progress line is not worth one)
+            Ticker = spawn_link(fun() -> try copy_ticker(Seed, T, Type, T0) catch _:_ -> ok end end),
+            Copied = mnesia:add_table_copy(T, node(), Type),
+            unlink(Ticker),
+            exit(Ticker, kill),
+            case Copied of
                 {atomic, ok} ->
                     progress("table ~s ~s ~B ~B", [T, Type, mnesia:table_info(T, size),
                                                    erlang:monotonic_time(millisecond) - T0]),
@@ -272,6 +279,69 @@ copy_tables(Seed, [T | Rest], N) ->
                 {aborted, Why} -> {error, {add_table_copy, T, Type, Why}}
             end;
         {error, Why} -> {error, {storage_type, T, Why}}
+    end.
+
+%% While a table copies, a line every COPY_TICK_MS: "copying Table Type Done Total Unit Ms Stage".
+%% A disc_only copy is counted in bytes received over the distribution since the copy began,
+%% against the seed's file (Unit "received"; the file mnesia builds, <Table>.TMP, is laid out at
+%% full size at once and its dets server is too busy to answer). Where the distribution is not
+%% plain TCP (TLS: no port to ask) the bytes this VM has written stand in (Unit "written": dets
+%% writes each byte several times, so no share of a total is shown). Stage is "receiving" until
+%% that file has been renamed into place, then "indexing" (a table with indexes has them built
+%% from the copy, a pass over every record) or "closing". Any other copy is counted in records
+%% (the ets table being filled, against the seed's size).
+-spec copy_ticker(node(), atom(), atom(), integer()) -> no_return().
+copy_ticker(Seed, T, disc_only_copies, T0) ->
+    {Unit, Count} = case received() of
+                        {ok, _} -> {received, fun() -> {ok, N} = received(), N end};
+                        error -> {written, fun written/0}
+                    end,
+    C0 = Count(),
+    Total = rpc:call(Seed, dets, info, [T, file_size], 10000),
+    Tmp = filename:join(mnesia:system_info(directory), atom_to_list(T) ++ ".TMP"),
+    After = case mnesia:table_info(T, index) of [] -> closing; _ -> indexing end,
+    copy_ticker(T, disc_only_copies, T0, Unit, Total, fun() -> Count() - C0 end,
+                fun(Seen) -> case {filelib:is_file(Tmp), Seen} of
+                                 {true, _} -> {receiving, true};
+                                 {false, true} -> {After, true};
+                                 {false, false} -> {receiving, false}
+                             end
+                end, false);
+copy_ticker(Seed, T, Type, T0) ->
+    Total = rpc:call(Seed, mnesia, table_info, [T, size], 10000),
+    copy_ticker(T, Type, T0, records, Total,
+                fun() -> case ets:info(T, size) of N when is_integer(N) -> N; _ -> 0 end end,
+                fun(Seen) -> {receiving, Seen} end, false).
+
+copy_ticker(T, Type, T0, Unit, Total, Done, Stage, Seen) ->
+    timer:sleep(?COPY_TICK_MS),
+    {Now, Seen1} = Stage(Seen),
+    progress("copying ~s ~s ~B ~B ~s ~B ~s", [T, Type, Done(), case Total of N when is_integer(N) -> N; _ -> 0 end,
+                                               Unit, erlang:monotonic_time(millisecond) - T0, Now]),
+    copy_ticker(T, Type, T0, Unit, Total, Done, Stage, Seen1).
+
+%% Bytes received over every distribution connection that is a TCP port; error if one is not.
+-spec received() -> {ok, non_neg_integer()} | error.
+received() ->
+    Stats = [case is_port(Ctrl) andalso inet:getstat(Ctrl, [recv_oct]) of
+                 {ok, [{recv_oct, N}]} -> N;
+                 _ -> error
+             end || {_Node, Ctrl} <- erlang:system_info(dist_ctrl)],
+    case lists:member(error, Stats) of
+        true -> error;
+        false -> {ok, lists:sum(Stats)}
+    end.
+
+%% Bytes this VM has written (write calls, /proc/self/io's wchar); 0 where there is no /proc.
+-spec written() -> non_neg_integer().
+written() ->
+    case file:read_file("/proc/self/io") of
+        {ok, Io} ->
+            case re:run(Io, <<"wchar: (\\d+)">>, [{capture, all_but_first, binary}]) of
+                {match, [N]} -> binary_to_integer(N);
+                nomatch -> 0
+            end;
+        {error, _} -> 0
     end.
 
 storage_type_on(Seed, T) ->
