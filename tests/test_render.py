@@ -58,6 +58,21 @@ def test_net_ticktime_is_set_in_ejabberd_yml_and_for_a_boot_join_only():
     assert len(join) == 1 and "-kernel net_ticktime 60 " in join[0]
 
 
+@pytest.mark.parametrize("command,ticks", [
+    ("foreground", False), ("start", False), ("live", False),   # ejabberd's own VM: ejabberd.yml sets it
+    ("backup", True), ("status", True), ("easy_cluster_backup", True), ("debug", True), ("", True),
+])
+def test_ejabberdctls_own_node_ticks_at_the_clusters_net_ticktime(tmp_path, command, ticks):
+    """ejabberdctl reads /etc/default/ejabberd with the command as $1: its own node gets the
+    cluster's net_ticktime, or a command silent longer than that is cut off by the node it asks."""
+    import subprocess
+    path = tmp_path / "ejabberd"
+    path.write_text(files(inv(distribution={"net_ticktime": 15}))[EJABBERD_DEFAULT].content)
+    out = subprocess.run(["sh", "-c", f'. "{path}"; echo "$ERL_OPTIONS"', "ejabberdctl", *([command] if command else [])],
+                         capture_output=True, text=True, check=True).stdout
+    assert ("-kernel net_ticktime 15" in out) is ticks, out
+
+
 def test_without_admins_the_acl_is_an_empty_list():
     conf = yaml.safe_load(files(inv(admins=[]))[EJABBERD_YML].content)
     assert conf["acl"]["admin"]["user"] == []
