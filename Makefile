@@ -43,7 +43,7 @@ dialyzer: setup
 bench: setup $(VENV)/.bench
 	$(VENV)/bin/python bench/run.py
 
-$(VENV)/.bench: pyproject.toml
+$(VENV)/.bench: pyproject.toml $(VENV)/.installed
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	touch $@
 
