@@ -106,18 +106,8 @@ class Prober(threading.Thread):
         self.done.set()
         self.join()
 
-    def longest_outage(self) -> float:
-        """Seconds from the first failed probe of a run of failures to the next answered one."""
-        longest, down_since = 0.0, None
-        for t, ok in self.seen:
-            if not ok and down_since is None:
-                down_since = t
-            elif ok and down_since is not None:
-                longest, down_since = max(longest, t - down_since), None
-        assert down_since is None, f"{self.address} was still without service at the end"
-        return longest
-
     def outages(self) -> list[tuple[float, float]]:
+        """(first failed probe, next answered one) for each run of failures."""
         spans, down_since = [], None
         for t, ok in self.seen:
             if not ok and down_since is None:
@@ -125,7 +115,11 @@ class Prober(threading.Thread):
             elif ok and down_since is not None:
                 spans.append((down_since, t))
                 down_since = None
+        assert down_since is None, f"{self.address} was still without service at the end"
         return spans
+
+    def longest_outage(self) -> float:
+        return max((b - a for a, b in self.outages()), default=0.0)
 
     @staticmethod
     def all_down(probers: list["Prober"]) -> float:
@@ -309,16 +303,17 @@ class Bench:
         log(f"loaded {users} users and {users} roster items in {time.monotonic() - t0:.1f}s")
 
     def table_sizes(self, host: str) -> dict[str, str]:
-        """passwd's and roster's storage type and size on the node (stock ejabberd's
+        """passwd's and roster's storage type and size on the node, in one ssh (stock ejabberd's
         `mnesia_table_info`: a table's size, where `ejabberdctl registered_users` prints every
         user, ~21 s at 1M)."""
-        out = {}
-        for table in ("passwd", "roster"):
-            info = self.ssh(host, f"ejabberdctl mnesia_table_info {table}")
+        tables = ("passwd", "roster")
+        out = self.ssh(host, " && ".join(f"ejabberdctl mnesia_table_info {t} && echo @@" for t in tables))
+        sizes = {}
+        for table, info in zip(tables, out.split("@@\n")):
             size = re.search(r"\{size,(\d+)\}", info)
             storage = re.search(r"\{storage_type,(\w+)\}", info)
-            out[table] = f"{size.group(1) if size else '?'} ({storage.group(1) if storage else '?'})"
-        return out
+            sizes[table] = f"{size.group(1) if size else '?'} ({storage.group(1) if storage else '?'})"
+        return sizes
 
     def assert_holds(self, host: str, users: int) -> None:
         sizes = self.table_sizes(host)
@@ -443,7 +438,8 @@ class Bench:
         with its features): each node's time without service is its longest run of failed probes."""
         for i in range(REPS):
             log(f"rolling restart round {i + 1}/{REPS}, {users} users")
-            probers = {h: Prober(self.lab.ip(h), load_inventory(inv).cluster.domains[0]) for h in hosts}
+            domain = load_inventory(inv).cluster.domains[0]
+            probers = {h: Prober(self.lab.ip(h), domain) for h in hosts}
             for p in probers.values():
                 p.start()
             try:

@@ -450,8 +450,12 @@ class _Apply:
         backup_on = seed.host if facts[seed.host].running else None
 
         def prepare(h: Host) -> None:
-            if h.name in plan.hosts_with(WRITE) or h.name in plan.hosts_with(PLUGIN):
-                self.configure_one(h)
+            try:
+                if h.name in plan.hosts_with(WRITE) or h.name in plan.hosts_with(PLUGIN):
+                    self.configure_one(h)
+            except BaseException:   # failed before its reload: the first must not hold the others' back
+                self.reload_order.release(h.name)
+                raise
             if h.name in plan.hosts_with(RELOAD):
                 self.reload_one(h)
             if h.name == backup_on:
@@ -502,8 +506,12 @@ class _FirstThenRest:
         try:
             func()
         finally:
-            if host == self.first:
-                self._done.set()
+            self.release(host)
+
+    def release(self, host: str) -> None:
+        """The first is done with its part, or will never do it (it failed before): the others go."""
+        if host == self.first:
+            self._done.set()
 
 
 class _CompiledOnce:

@@ -297,7 +297,7 @@ copy_ticker(Seed, T, disc_only_copies, T0) ->
                         error -> {written, fun written/0}
                     end,
     C0 = Count(),
-    Total = rpc:call(Seed, dets, info, [T, file_size], 10000),
+    Total = count_or_zero(rpc:call(Seed, dets, info, [T, file_size], 10000)),
     Tmp = filename:join(mnesia:system_info(directory), atom_to_list(T) ++ ".TMP"),
     After = case mnesia:table_info(T, index) of [] -> closing; _ -> indexing end,
     copy_ticker(T, disc_only_copies, T0, Unit, Total, fun() -> Count() - C0 end,
@@ -308,17 +308,20 @@ copy_ticker(Seed, T, disc_only_copies, T0) ->
                              end
                 end, false);
 copy_ticker(Seed, T, Type, T0) ->
-    Total = rpc:call(Seed, mnesia, table_info, [T, size], 10000),
+    Total = count_or_zero(rpc:call(Seed, mnesia, table_info, [T, size], 10000)),
     copy_ticker(T, Type, T0, records, Total,
-                fun() -> case ets:info(T, size) of N when is_integer(N) -> N; _ -> 0 end end,
+                fun() -> count_or_zero(ets:info(T, size)) end,
                 fun(Seen) -> {receiving, Seen} end, false).
 
 copy_ticker(T, Type, T0, Unit, Total, Done, Stage, Seen) ->
     timer:sleep(?COPY_TICK_MS),
     {Now, Seen1} = Stage(Seen),
-    progress("copying ~s ~s ~B ~B ~s ~B ~s", [T, Type, Done(), case Total of N when is_integer(N) -> N; _ -> 0 end,
-                                               Unit, erlang:monotonic_time(millisecond) - T0, Now]),
+    progress("copying ~s ~s ~B ~B ~s ~B ~s", [T, Type, Done(), Total, Unit, erlang:monotonic_time(millisecond) - T0, Now]),
     copy_ticker(T, Type, T0, Unit, Total, Done, Stage, Seen1).
+
+%% A size or count as answered, or 0 for anything else (a failed rpc, no such table yet).
+count_or_zero(N) when is_integer(N) -> N;
+count_or_zero(_) -> 0.
 
 %% Bytes received over every distribution connection that is a TCP port; error if one is not.
 -spec received() -> {ok, non_neg_integer()} | error.
