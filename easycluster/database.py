@@ -101,6 +101,7 @@ class DbHostFacts:
     host: str
     error: str | None = None
     os_id: str = ""
+    os_version: str = ""
     systemd: bool = False
     addresses: list[str] = field(default_factory=list)
     resolve: str | None = None          # what cluster.database.address resolves to there
@@ -131,8 +132,8 @@ def parse_db_facts(host: str, output: str) -> DbHostFacts:
             f.role = value == "1"
         elif key == "addresses":
             f.addresses = value.split()
-        elif key in ("os_id",):
-            f.os_id = value
+        elif key in ("os_id", "os_version"):
+            setattr(f, key, value)
         elif key in ("resolve", "postgresql", "cluster", "password_sha256"):
             setattr(f, key, value or None)
         elif key == "database":

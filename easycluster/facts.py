@@ -10,6 +10,7 @@ import base64
 import json
 from dataclasses import dataclass, field
 
+from . import releases
 from .inventory import Inventory
 from .paths import (DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT, EJABBERD_YML,
                     EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, MNESIA_SCHEMA_FILE, SQL_SECRET_FILE, UNIT_DROPIN)
@@ -27,6 +28,7 @@ class HostFacts:
     error: str | None = None            # SSH failed: nothing else is known
     os_id: str = ""
     os_version: str = ""
+    os_codename: str = ""
     hostname: str = ""
     addresses: list[str] = field(default_factory=list)
     ejabberd_version: str | None = None   # installed package version
@@ -57,6 +59,11 @@ class HostFacts:
     @property
     def reachable(self) -> bool:
         return self.error is None
+
+    @property
+    def os_release(self) -> str:
+        """'Debian 13 (trixie)', or what an unknown release says it is."""
+        return releases.describe(self.os_id, self.os_version)
 
     @property
     def installed(self) -> bool:
@@ -143,7 +150,7 @@ def parse_facts(host: str, output: str) -> HostFacts:
             f.addresses = value.split()
         elif key in ("ejabberd_version", "erlang_version", "pgsql_driver", "cookie_sha256", "plugin_sha256"):
             setattr(f, key, value or None)
-        elif key in ("os_id", "os_version", "hostname"):
+        elif key in ("os_id", "os_version", "os_codename", "hostname"):
             setattr(f, key, value)
         elif key in ("systemd", "nft", "pg_client", "mnesia_schema", "beam_running", "restart_pending"):
             setattr(f, key, value == "yes")

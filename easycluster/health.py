@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import releases
 from .facts import HostFacts
 from .inventory import Inventory
 
@@ -33,6 +34,9 @@ class NodeHealth:
     journal: list[str] = field(default_factory=list)           # the unit's last lines, when not running cleanly
     role: str = "master"                # the inventory's: master or satellite
     disc_tables: list[str] = field(default_factory=list)       # tables it holds on disc (a satellite: none)
+    os_release: str = ""                # 'Debian 13 (trixie)'
+    os: str = ""                        # 'Debian 13', as the table prints it
+    erlang_version: str | None = None   # erlang-base's package version (installed, running or not)
 
     @property
     def satellite(self) -> bool:
@@ -75,7 +79,7 @@ class ClusterHealth:
 
     def as_dict(self) -> dict:
         return {"healthy": self.healthy, "partitioned": self.partitioned, "problems": self.problems,
-                "mixed_versions": mixed_versions(self.nodes),
+                "mixed_versions": mixed_versions(self.nodes), "mixed_releases": mixed_releases(self.nodes),
                 "nodes": [n.as_dict() for n in self.nodes], "database": self.database,
                 "departed": {name: {"how": how, "when": when} for name, (how, when) in self.departed.items()}}
 
@@ -119,7 +123,9 @@ def assess(inv: Inventory, facts: dict[str, HostFacts], sql: dict | None = None)
             partitioned_with=sorted(st.get("partitioned_with", [])) if st else [],
             registered_users=st.get("registered_users") if st else None,
             unit=f.unit_state, restarts=f.restarts, journal=f.journal, role=node.role,
-            disc_tables=disc_tables(st, node.name))
+            disc_tables=disc_tables(st, node.name),
+            os_release=f.os_release if f.reachable else "", os=releases.short(f.os_id, f.os_version) if f.reachable else "",
+            erlang_version=f.erlang_version)
         nodes.append(nh)
         if st:
             for table, holders in st.get("tables", {}).items():
@@ -162,6 +168,10 @@ def assess(inv: Inventory, facts: dict[str, HostFacts], sql: dict | None = None)
         problems.append(MIXED + ": " + "; ".join(f"{v} on {', '.join(hosts)}" for v, hosts in mixed.items()) +
                         " (an upgrade under way or stopped half-way: `fab upgrade` brings every node to the "
                         "pinned version; ejabberd's maintainers advise against running mixed versions)")
+    mixed_os = mixed_releases(nodes)
+    if mixed_os:
+        problems.append(MIXED_RELEASES + ": " + "; ".join(f"{r} on {', '.join(hosts)}" for r, hosts in mixed_os.items()) +
+                        " (a cluster runs one release: deploy refuses to change a cluster of mixed releases)")
     running_names = {n.name for n in nodes if n.running}
     masters_running = {n.name for n in nodes if n.running and not n.satellite}
     if inv.satellites and not masters_running:
@@ -191,6 +201,12 @@ def disc_tables(status: dict | None, name: str) -> list[str]:
 
 
 MIXED = "mixed ejabberd versions"
+MIXED_RELEASES = "mixed operating system releases"
+
+
+def mixed_releases(nodes: list[NodeHealth]) -> dict[str, list[str]]:
+    """OS release -> hosts, when the reachable nodes do not all run the same one."""
+    return releases.mixed({nh.host: nh.os_release for nh in nodes if nh.reachable and nh.os_release})
 
 
 def mixed_versions(nodes: list[NodeHealth]) -> dict[str, list[str]]:

@@ -14,6 +14,7 @@ from .errors import PreflightFailed, format_problems  # noqa: F401
 from .database import (DB_CONF, DB_CREATE, DB_HBA, DB_INSTALL, DB_ROLE, DB_SCHEMA,  # noqa: F401
                        DbHostFacts, SqlFacts, host_files)
 from .nodectl import packages as nodectl_packages
+from . import releases
 from .facts import HostFacts
 from .inventory import Inventory, Node
 from .paths import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML
@@ -152,9 +153,9 @@ def preflight(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> li
                                     "stop it and move its data away deliberately (renaming a node holding data "
                                     "is a runbook of its own), or fix the inventory"))
             continue
-        if f.os_id not in ("debian", "ubuntu"):
-            problems.append(Problem(node.host, "os", f"{f.os_id or 'unknown'} {f.os_version}".strip(),
-                                    "easycluster provisions Debian and Ubuntu hosts only"))
+        if not releases.known(f.os_id, f.os_version):
+            problems.append(Problem(node.host, "os", f"{f.os_release}: a release easycluster does not know",
+                                    f"easycluster runs clusters on {releases.supported()} only"))
         if f.installed and f.ejabberd_version != pin:
             problems.append(Problem(node.host, "version", f"ejabberd {f.ejabberd_version} installed, "
                                     f"the inventory pins {pin}",
@@ -211,6 +212,16 @@ def preflight(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> li
                                         f"{_ports(blocked)}",
                                         f"open 4369 and {inv.cluster.port_min}-{inv.cluster.port_max}/tcp "
                                         "between the cluster's nodes"))
+    mixed = releases.mixed({n.host: facts[n.host].os_release for n in inv.nodes
+                            if facts[n.host].reachable and releases.known(facts[n.host].os_id, facts[n.host].os_version)})
+    if mixed:
+        problems.append(Problem("*", "release", "the hosts run different operating system releases: " +
+                                "; ".join(f"{r} on {', '.join(hosts)}" for r, hosts in mixed.items()),
+                                "a cluster runs one release (one ejabberd and one Erlang/OTP on every node): put "
+                                "every host on the same one. A new host joins a cluster on the cluster's release; "
+                                "moving a running cluster from Debian 12 to 13 is an OS upgrade, node by node, that "
+                                "deploy does not do"))
+        return problems     # every other version check follows from this one
     erlangs = {facts[n.host].erlang_version for n in inv.nodes
                if facts[n.host].reachable and facts[n.host].erlang_version}
     if len(erlangs) > 1:
@@ -271,9 +282,10 @@ def plan_database(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
         if not hf.reachable:
             problems.append(Problem(where, "ssh", hf.error or "unreachable",
                                     "check the database host is up and that ssh_config, user and key are right"))
-        elif not hf.systemd or hf.os_id not in ("debian", "ubuntu"):
-            problems.append(Problem(where, "os", f"{hf.os_id or 'unknown'}{'' if hf.systemd else ', no systemd'}",
-                                    "the database host runs Debian's PostgreSQL under systemd: a Debian host"))
+        elif not hf.systemd or not releases.known(hf.os_id, hf.os_version):
+            problems.append(Problem(where, "os", f"{releases.describe(hf.os_id, hf.os_version)}"
+                                    f"{'' if hf.systemd else ', no systemd'}",
+                                    f"the database host runs Debian's PostgreSQL under systemd: {releases.supported()}"))
         elif not hf.resolve or hf.resolve not in hf.addresses:
             problems.append(Problem(where, "resolve", f"{d.server} " + (
                 f"resolves to {hf.resolve} there, not an address of the host" if hf.resolve else

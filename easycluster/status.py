@@ -8,6 +8,7 @@ import time
 from typing import Callable
 
 from . import facts as factmod
+from . import releases
 from .database import load_password, sql_everywhere
 from .errors import EasyClusterError
 from .health import ClusterHealth, assess
@@ -62,7 +63,8 @@ def format_table(health: ClusterHealth, tables: bool = False) -> str:
                      str(len(n.running_db_nodes)) if n.running else "-",
                      f"{len(n.seen_running_by)}/{running}",
                      str(n.sessions) if n.sessions is not None else "-",
-                     f"{n.ejabberd_version or '-'} OTP {n.otp_release or '-'} plugin {n.plugin_version or '-'}"))
+                     f"{n.os or '-'} {n.ejabberd_version or '-'} "
+                     f"OTP {releases.erlang_short(n.erlang_version) or n.otp_release or '-'} plugin {n.plugin_version or '-'}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     verdict = "healthy" if health.healthy else ("PARTITIONED" if health.partitioned else "NOT healthy")

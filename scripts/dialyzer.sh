@@ -1,11 +1,14 @@
 #!/bin/bash
 # dialyzer over the plugin (plugin/*.erl), against the Erlang/OTP and ejabberd the lab hosts run:
-#   sudo scripts/dialyzer.sh
+#   sudo scripts/dialyzer.sh [RELEASE]
+# RELEASE: the lab hosts' Debian release, trixie (13: ejabberd 24.12 on OTP 27, the default, or
+# $EASYCLUSTER_LAB_RELEASE) or bookworm (12: ejabberd 23.01 on OTP 25); with SUITE=backports, the
+# release's backports (trixie: 26.07; bookworm: 24.12).
 #
 # Erlang need not be installed on this machine: the analysis runs in a chroot of a copy of the
 # lab's base root filesystem (the one every lab host starts from, built once by the lab), into
 # which erlang-dialyzer and ejabberd are installed from the lab's own apt repository (the very
-# packages a lab host installs: OTP 25.2.3, ejabberd 23.01). The lab's rootfs and repository
+# packages a lab host of that release installs). The lab's rootfs and repository
 # are only read. Needs root (chroot); run after `make setup` (the lab's cache is built here if
 # no lab was ever brought up).
 #
@@ -13,7 +16,7 @@
 # +warn_missing_spec +warnings_as_errors: an exported function without a -spec fails the run.
 # Then dialyzer, with WARNINGS below on top of its defaults, on the sources.
 #
-# Cached in $EASYCLUSTER_CACHE (default /var/cache/easycluster)/dialyzer-bookworm:
+# Cached in $EASYCLUSTER_CACHE (default /var/cache/easycluster)/dialyzer-<suite>:
 #   root/                          the copy, rebuilt when the lab's rootfs or apt repository change
 #   root/var/cache/plt/otp.plt     erts kernel stdlib mnesia crypto (built once, the slow part)
 #   root/var/cache/plt/deps-*.plt  otp.plt + the modules outside those the plugin needs (see
@@ -25,7 +28,10 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${EASYCLUSTER_CACHE:-/var/cache/easycluster}
-work=$cache/dialyzer-bookworm
+release=${1:-${EASYCLUSTER_LAB_RELEASE:-trixie}}
+case $release in trixie|bookworm) ;; *) echo "dialyzer.sh: no lab release $release: trixie or bookworm" >&2; exit 1 ;; esac
+suite=$release${SUITE:+-$SUITE}
+work=$cache/dialyzer-$suite
 root=$work/root
 ENV_VERSION=1                            # bump when what goes into the copy changes
 # Warnings on top of dialyzer's defaults.
@@ -40,23 +46,23 @@ took() { echo "$(( ($(now) - $1) / 1000000 )) ms"; }
 
 [ "$(id -u)" -eq 0 ] || die "needs root (it runs dialyzer in a chroot): sudo $0"
 
-# The lab's base rootfs and apt repository (its bookworm suite: ejabberd 23.01), as the lab finds them (and builds them, the first
+# The lab's base rootfs and apt repository of the release (its suite), as the lab finds them (and builds them, the first
 # time: debootstrap, then the download of ejabberd's packages, a few minutes). Without the
 # toolkit's virtualenv, where the lab leaves them.
 python=$repo/.venv/bin/python
 if [ -x "$python" ]; then
-    paths=$("$python" - <<'EOF'
+    paths=$(RELEASE=$release SUITE=$suite "$python" - <<'EOF'
 from easycluster_lab.lab import apt_repository, base_rootfs
-import sys
+import os, sys
 log = lambda msg: print(f"dialyzer.sh: the lab: {msg}", file=sys.stderr)
-rootfs = base_rootfs(log)
+rootfs = base_rootfs(os.environ["RELEASE"], log)
 print(rootfs)
-print(apt_repository(rootfs, log) / "bookworm")
+print(apt_repository(rootfs, os.environ["RELEASE"], log) / os.environ["SUITE"])
 EOF
 ) || die "the lab's cache could not be found or built (above)"
     base=$(sed -n 1p <<<"$paths"); aptrepo=$(sed -n 2p <<<"$paths")
 else
-    base=$cache/rootfs-bookworm-systemd; aptrepo=$cache/apt-repo-bookworm-systemd/bookworm
+    base=$cache/rootfs-$release-systemd; aptrepo=$cache/apt-repo-$release-systemd/$suite
 fi
 if ! [ -f "$base.recipe" ] || ! [ -f "$aptrepo/Packages" ]; then
     die "no lab rootfs ($base) or apt repository ($aptrepo): run \`make setup\` and bring a lab up once"

@@ -39,11 +39,11 @@ def test_the_pgpass_line_escapes_what_libpq_reads_specially(password, line):
 
 def test_database_host_facts_are_parsed():
     conf = base64.b64encode(b"listen_addresses = 'localhost,10.0.0.9'\n").decode()
-    out = "\n".join(["os_id=debian", "systemd=yes", "addresses=10.0.0.9 172.17.0.1", "resolve=10.0.0.9",
+    out = "\n".join(["os_id=debian", "os_version=13", "systemd=yes", "addresses=10.0.0.9 172.17.0.1", "resolve=10.0.0.9",
                      "postgresql=15+248", "cluster=15/main", "online=yes", f"conf={conf}", "hba=",
                      "role=1", "database=ejabberd", "password_sha256=abc", "end=1"])
     f = parse_db_facts("db1", out)
-    assert f.reachable and f.systemd and f.online and f.role
+    assert f.reachable and f.systemd and f.online and f.role and (f.os_id, f.os_version) == ("debian", "13")
     assert (f.resolve, f.postgresql, f.cluster, f.owner, f.password_sha256) == (
         "10.0.0.9", "15+248", "15/main", "ejabberd", "abc")
     assert f.conf == "listen_addresses = 'localhost,10.0.0.9'\n" and f.hba == ""

@@ -181,7 +181,7 @@ def database_view(inv: Inventory, given: dict | None) -> DbView | None:
     if d.managed:
         spec = dict(given.get("host", {"state": "ready"}))
         state = spec.pop("state", "ready")
-        host = DbHostFacts(host=d.managed_host, os_id="debian", systemd=True, addresses=[DB_ADDRESS],
+        host = DbHostFacts(host=d.managed_host, os_id="debian", os_version="12", systemd=True, addresses=[DB_ADDRESS],
                            resolve=DB_ADDRESS)
         if state == "ready":
             conf, hba = host_files(inv, [(n, address(inv, n.host)) for n in inv.nodes], DB_ADDRESS)

@@ -132,3 +132,16 @@ def test_no_message_is_bounced_or_dropped_by_configuration():
     assert conf["modules"]["mod_stream_mgmt"]["resend_on_timeout"] is True
     assert conf["cluster_backend"] == "easy"
     assert conf["modules"]["mod_offline"]["db_type"] == "easy"     # stored in a transaction
+
+
+@pytest.mark.parametrize("version, watchdog_off", [
+    ("23.01-1", True),              # Debian 12's unit has WatchdogSec=30: turned off
+    ("24.12-3~bpo12+1", False),     # Debian 12's backport: its unit has no watchdog
+    ("24.12-3+deb13u2", False),     # Debian 13's: no watchdog either
+    ("26.07-1~bpo13+1", False),
+])
+def test_the_unit_drop_in_sets_only_what_the_installed_units_need(version, watchdog_off):
+    from easycluster.paths import UNIT_DROPIN
+    dropin = files(inv(ejabberd_version=version))[UNIT_DROPIN].content
+    assert ("\nWatchdogSec=0\n" in dropin) is watchdog_off
+    assert "\nRestartPreventExitStatus=78\n" in dropin and "\nTimeoutStopSec=" in dropin

@@ -7,6 +7,7 @@
 # shellcheck source=/dev/null
 . /etc/os-release 2>/dev/null
 echo "os_id=$ID"
+echo "os_version=$VERSION_ID"
 echo "systemd=$([ -d /run/systemd/system ] && echo yes || echo no)"
 echo "addresses=$(hostname -I 2>/dev/null)"
 echo "resolve=$(getent ahostsv4 "$SERVER" | awk '{print $1; exit}')"

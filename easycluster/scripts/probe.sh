@@ -10,6 +10,7 @@
 . /etc/os-release 2>/dev/null
 echo "os_id=$ID"
 echo "os_version=$VERSION_ID"
+echo "os_codename=$VERSION_CODENAME"
 echo "hostname=$(hostname)"
 echo "addresses=$(hostname -I 2>/dev/null)"
 # shellcheck disable=SC2016  # dpkg-query's format, not the shell's

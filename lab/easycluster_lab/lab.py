@@ -1,21 +1,25 @@
 """The lab: several real SSH hosts on one machine, for developing and testing.
 
-A lab host is a fresh Debian 12 server in miniature: systemd 252 boots as its
-PID 1 (`systemd-nspawn --boot`), as on a real server, so the toolkit's systemctl
+A lab host is a fresh Debian server in miniature, of either release the toolkit supports
+(RELEASES: Debian 13 "trixie", the default, or Debian 12 "bookworm"; one lab may hold both):
+its release's systemd (257 or 252) boots as its PID 1 (`systemd-nspawn --boot`), as on a real
+server, so the toolkit's systemctl
 paths run for real. It has its own network namespace with an address on the
 lab's bridge, its own hostname and PID namespace, its own cgroup subtree
 (managed by its own systemd), its own copy-on-write disk over a base root
 filesystem built once with debootstrap, and its own sshd (ssh.service) accepting
 the lab key as root. The hosts reach nothing but the lab; a small apt repository
-of pre-downloaded packages is served to them on the bridge address, so
-`apt-get update && apt-get install ejabberd` works as on a real server.
+of pre-downloaded packages (each release's suite and its backports) is served to them on the
+bridge address, so `apt-get update && apt-get install ejabberd` works as on a real server.
 
 Everything here needs root. Layout on the machine:
-  CACHE (/var/cache/easycluster)   base root filesystem and apt repository,
-                                   shared by every lab, built once
+  CACHE (/var/cache/easycluster)   a base root filesystem and an apt repository per
+                                   release, shared by every lab, each built once;
+                                   apt-mirror/: what the labs' mirrors serve (every
+                                   suite built, as a link)
   LABS/<name> (/var/lib/easycluster/labs/<name>)
                                    one lab: key, ssh_config, known_hosts,
-                                   inventory.yml, hosts/<host>/{upper,work,...}
+                                   inventory.yml, hosts/<host>/{release,upper,work,...}
   <cgroup>/easycluster/<name>/<host>
                                    the cgroup each host is launched from, in
                                    the name=systemd and cgroup2 hierarchies
@@ -58,19 +62,17 @@ class LabError(EasyClusterError):
 
 DEFAULT_LAB = "lab"
 MAX_HOSTS = 20
-CODENAME = "bookworm"
+# The Debian releases a lab host can run: codename -> version. Debian 13 is the stable release
+# (the default); Debian 12 (oldstable) for clusters still on it, and for moving them.
+RELEASES = {"trixie": "13", "bookworm": "12"}
+DEFAULT_RELEASE = "trixie"
 # What a minimal Debian server has, with systemd as its init (as real servers run).
 BASE_PACKAGES = ("openssh-server", "iproute2", "procps", "netbase", "iputils-ping",
                  "systemd", "systemd-sysv", "dbus", "libpam-systemd")
-IMAGE = f"rootfs-{CODENAME}-systemd"
 IMAGE_VERSION = 1      # bump when what base_rootfs() does to the image changes
 # What the lab's apt repository serves: everything these need beyond the base. PostgreSQL
 # (Debian's, for a database host) and ejabberd's PostgreSQL driver (a Suggests of ejabberd).
 REPO_PACKAGES = ("ejabberd", "erlang-dev", "nftables", "postgresql", "erlang-p1-pgsql")
-# The suites the lab's apt repository serves, each a flat repository of its own: Debian's
-# release, and its backports (ejabberd 24.12, the upgrade target), as a server with backports
-# enabled has them.
-SUITES = (CODENAME, f"{CODENAME}-backports")
 REPO_LAYOUT = 2        # bump when how apt_repository() lays the repository out changes
 MIRROR_NAME = "lab-mirror"
 MIRROR_PORT = 3142
@@ -99,6 +101,25 @@ Log = Callable[[str], None]
 
 def _quiet(_msg: str) -> None:
     pass
+
+
+def default_release() -> str:
+    """The release of a new lab host: $EASYCLUSTER_LAB_RELEASE, else Debian's stable release."""
+    return check_release(os.environ.get("EASYCLUSTER_LAB_RELEASE") or DEFAULT_RELEASE)
+
+
+def check_release(release: str) -> str:
+    if release not in RELEASES:
+        raise LabError(f"no Debian release {release!r} for lab hosts: use one of "
+                       f"{', '.join(f'{c} ({v})' for c, v in RELEASES.items())}")
+    return release
+
+
+def suites(release: str) -> tuple[str, str]:
+    """The suites the lab's apt repository serves for a release, each a flat repository of its
+    own: Debian's release, and its backports (the next ejabberd), as a server with backports
+    enabled has them."""
+    return release, f"{release}-backports"
 
 
 def cache_dir() -> Path:
@@ -203,33 +224,37 @@ def debian_mirror() -> str:
                 fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.M))
                 if fields.get("Enabled", "yes") == "no" or "deb" not in fields.get("Types", ""):
                     continue
-                if CODENAME in fields.get("Suites", "").split() and "main" in fields.get("Components", ""):
+                if set(RELEASES) & set(fields.get("Suites", "").split()) and "main" in fields.get("Components", ""):
                     return fields["URIs"].split()[0]
         elif src.suffix == ".list" or src.name == "sources.list":
             for line in text.splitlines():
                 m = re.match(r"^\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)\s+(.*)$", line)
-                if m and m.group(2) == CODENAME and "main" in m.group(3).split():
+                if m and m.group(2) in RELEASES and "main" in m.group(3).split():
                     return m.group(1)
-    raise LabError(f"no Debian {CODENAME} mirror found in /etc/apt/sources.list*: set EASYCLUSTER_MIRROR")
+    raise LabError(f"no Debian mirror ({' or '.join(RELEASES)}) found in /etc/apt/sources.list*: "
+                   "set EASYCLUSTER_MIRROR")
 
 
-def base_rootfs(log: Log = _quiet) -> Path:
-    """The base root filesystem every host's disk starts from: built once, then reused.
-    A quiet Debian server booting systemd: no timers, no machine-id, no host keys."""
+def base_rootfs(release: str, log: Log = _quiet) -> Path:
+    """The base root filesystem of a release, every host of that release's disk starts from:
+    built once, then reused. A quiet Debian server booting systemd: no timers, no machine-id,
+    no host keys."""
+    check_release(release)
     cache = cache_dir()
-    rootfs = cache / IMAGE
-    recipe = f"{CODENAME} minbase {','.join(BASE_PACKAGES)} image-{IMAGE_VERSION}\n"
-    stamp = cache / f"{IMAGE}.recipe"
+    image = f"rootfs-{release}-systemd"
+    rootfs = cache / image
+    recipe = f"{release} minbase {','.join(BASE_PACKAGES)} image-{IMAGE_VERSION}\n"
+    stamp = cache / f"{image}.recipe"
     with _locked(cache / ".lock"):
         if rootfs.is_dir() and stamp.is_file() and stamp.read_text() == recipe:
             return rootfs
-        log(f"building the base root filesystem (debootstrap {CODENAME} with systemd, once, ~2 min)")
-        tmp = cache / f"{IMAGE}.tmp"
+        log(f"building the base root filesystem (debootstrap {release} with systemd, once, ~1 min)")
+        tmp = cache / f"{image}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(rootfs, ignore_errors=True)
         proc = subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-             CODENAME, str(tmp), debian_mirror()],
+             release, str(tmp), debian_mirror()],
             capture_output=True, text=True)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
@@ -259,61 +284,86 @@ def base_rootfs(log: Log = _quiet) -> Path:
         if not wants.is_symlink():
             wants.parent.mkdir(parents=True, exist_ok=True)
             wants.symlink_to("/lib/systemd/system/ssh.service")
+        # Apt's sources are each host's own (the lab's mirror); Debian 13's debootstrap leaves
+        # them in deb822 form too.
+        (tmp / "etc/apt/sources.list.d/debian.sources").unlink(missing_ok=True)
         tmp.rename(rootfs)
         stamp.write_text(recipe)
         return rootfs
 
 
-def apt_repository(rootfs: Path, log: Log = _quiet) -> Path:
-    """The lab's apt repository: two flat repositories, as a real server with backports enabled
-    sees Debian. SUITES[0] (bookworm) has ejabberd 23.01 and everything it needs beyond the base;
-    SUITES[1] (bookworm-backports: ejabberd 24.12) everything its ejabberd needs beyond the base,
-    and a Release that says NotAutomatic (apt's priority 100: only installed when asked for, by
-    version or `-t bookworm-backports`), as Debian's backports archive does."""
+def apt_repository(rootfs: Path, release: str, log: Log = _quiet) -> Path:
+    """The lab's apt repository of a release: two flat repositories, as a real server with
+    backports enabled sees Debian. suites(release)[0] (bookworm: ejabberd 23.01; trixie: 24.12)
+    has everything its ejabberd, PostgreSQL and the driver need beyond the base;
+    suites(release)[1] (the backports: bookworm's 24.12, trixie's 26.07) the same from
+    backports, and a Release that says NotAutomatic (apt's priority 100: only installed when
+    asked for, by version or `-t <release>-backports`), as Debian's backports archive does.
+    Linked into mirror_root(), which every lab's mirror serves."""
     cache = cache_dir()
     repo = cache / f"apt-repo-{rootfs.name.removeprefix('rootfs-')}"
-    recipe = f"{' '.join(SUITES)} {' '.join(REPO_PACKAGES)} beyond {rootfs.name} " \
+    wanted = suites(release)
+    recipe = f"{' '.join(wanted)} {' '.join(REPO_PACKAGES)} beyond {rootfs.name} " \
              f"{(rootfs.parent / f'{rootfs.name}.recipe').read_text().strip()} layout-{REPO_LAYOUT}\n"
     stamp = cache / f"{repo.name}.recipe"
     with _locked(cache / ".lock"):
-        if all((repo / s / "Release").is_file() for s in SUITES) and stamp.is_file() \
-                and stamp.read_text() == recipe:
-            return repo
-        log(f"downloading {', '.join(REPO_PACKAGES)} and dependencies for the lab's apt repository "
-            f"({' and '.join(SUITES)})")
-        shutil.rmtree(repo, ignore_errors=True)
-        apt = _private_apt(cache, log)
-        for suite in SUITES:
-            d = repo / suite
-            (d / "partial").mkdir(parents=True)
-            # Resolve against the base image's dpkg status, so the repository holds exactly what
-            # a fresh host lacks; the machine's own packages do not matter.
-            _run([*apt, "-o", f"Dir::State::status={rootfs}/var/lib/dpkg/status",
-                  "-o", f"Dir::Cache::archives={d}", "-t", suite,
-                  "install", "--download-only", *REPO_PACKAGES], timeout=900)
-            shutil.rmtree(d / "partial")
-            (d / "lock").unlink(missing_ok=True)
-            (d / "Packages").write_text(_ftparchive(d, "packages"))
-            backports = suite.endswith("-backports")
-            fields = {"Suite": suite, "Codename": suite, "Origin": "Debian", "Label": "lab " + suite}
-            if backports:
-                fields.update(NotAutomatic="yes", ButAutomaticUpgrades="yes")
-            (d / "Release").write_text(_ftparchive(d, "release", fields))
-        stamp.write_text(recipe)
+        if not (all((repo / s / "Release").is_file() for s in wanted) and stamp.is_file()
+                and stamp.read_text() == recipe):
+            log(f"downloading {', '.join(REPO_PACKAGES)} and dependencies for the lab's apt repository "
+                f"({' and '.join(wanted)})")
+            shutil.rmtree(repo, ignore_errors=True)
+            apt = _private_apt(cache, release, log)
+            for suite in wanted:
+                d = repo / suite
+                (d / "partial").mkdir(parents=True)
+                # Resolve against the base image's dpkg status, so the repository holds exactly
+                # what a fresh host lacks; the machine's own packages do not matter.
+                _run([*apt, "-o", f"Dir::State::status={rootfs}/var/lib/dpkg/status",
+                      "-o", f"Dir::Cache::archives={d}", "-t", suite,
+                      "install", "--download-only", *REPO_PACKAGES], timeout=900)
+                shutil.rmtree(d / "partial")
+                (d / "lock").unlink(missing_ok=True)
+                (d / "Packages").write_text(_ftparchive(d, "packages"))
+                backports = suite.endswith("-backports")
+                fields = {"Suite": suite, "Codename": suite, "Origin": "Debian", "Label": "lab " + suite}
+                if backports:
+                    fields.update(NotAutomatic="yes", ButAutomaticUpgrades="yes")
+                (d / "Release").write_text(_ftparchive(d, "release", fields))
+            stamp.write_text(recipe)
+        for suite in wanted:
+            link = mirror_root() / suite
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not (link.is_symlink() and os.readlink(link) == str(repo / suite)):
+                link.unlink(missing_ok=True)
+                link.symlink_to(repo / suite)
         return repo
 
 
-def _private_apt(cache: Path, log: Log) -> list[str]:
-    """apt-get with sources and lists of the lab's own (the machine's mirror, SUITES), so the
-    machine's apt configuration is neither needed nor touched; lists refreshed here."""
-    state = cache / "apt-state"
+def mirror_root() -> Path:
+    """What every lab's mirror serves: each suite built so far, as a link to its repository (a
+    host of one release can be pointed at another's suites, as an OS upgrade does)."""
+    return cache_dir() / "apt-mirror"
+
+
+def release_image(release: str, log: Log = _quiet) -> Path:
+    """A release's base root filesystem, with its apt repository ready in the mirror."""
+    rootfs = base_rootfs(release, log)
+    apt_repository(rootfs, release, log)
+    return rootfs
+
+
+def _private_apt(cache: Path, release: str, log: Log) -> list[str]:
+    """apt-get with sources and lists of the lab's own (the machine's mirror, the release's
+    suites), so the machine's apt configuration is neither needed nor touched; lists refreshed
+    here."""
+    state = cache / f"apt-state-{release}"
     (state / "lists/partial").mkdir(parents=True, exist_ok=True)
     mirror = debian_mirror()
-    _write(state / "sources.list", "".join(f"deb {mirror} {s} main\n" for s in SUITES), 0o644)
+    _write(state / "sources.list", "".join(f"deb {mirror} {s} main\n" for s in suites(release)), 0o644)
     apt = ["apt-get", "-q", "-y", "-o", f"Dir::Etc::sourcelist={state}/sources.list",
            "-o", "Dir::Etc::sourceparts=/nonexistent", "-o", f"Dir::State::Lists={state}/lists",
            "-o", "Debug::NoLocking=1"]
-    log(f"apt-get update ({mirror}: {', '.join(SUITES)})")
+    log(f"apt-get update ({mirror}: {', '.join(suites(release))})")
     _run([*apt, "update"], timeout=600)
     return apt
 
@@ -336,6 +386,7 @@ class HostState:
     pid: int | None
     processes: int
     link_up: bool
+    release: str = ""
 
 
 class Lab:
@@ -403,6 +454,17 @@ class Lab:
 
     def host_dir(self, host: str) -> Path:
         return self.dir / "hosts" / host
+
+    def release(self, host: str) -> str:
+        """The Debian release the host's disk was made with (a disk from before releases were
+        recorded is bookworm's: the only one there was)."""
+        with contextlib.suppress(OSError):
+            return (self.host_dir(host) / "release").read_text().strip()
+        return "bookworm"
+
+    def releases(self) -> dict[str, str]:
+        """host -> release, for every host of the lab."""
+        return {h: self.release(h) for h in self.hosts()}
 
     def hosts(self) -> list[str]:
         """Hosts this lab has (a disk, running or not), in order."""
@@ -525,9 +587,11 @@ class Lab:
             pass
         return None
 
-    def _mirror_up(self, repo: Path) -> None:
+    def _mirror_up(self) -> None:
+        """The lab's apt mirror on the bridge: mirror_root(), every release's suites."""
         if self._mirror_pid():
             return
+        repo = mirror_root()
         log = open(self.dir / "mirror.log", "ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "http.server", str(MIRROR_PORT), "--bind", self.bridge_ip,
@@ -570,17 +634,21 @@ class Lab:
         lines += [f"{self.ip(h)}\t{h}\n" for h in self.hosts()]
         return "".join(lines)
 
-    def _prepare_disk(self, host: str) -> None:
-        """Give the host what a freshly installed server has: name, keys, sources."""
+    def _prepare_disk(self, host: str, release: str | None = None) -> None:
+        """Give the host what a freshly installed server of its release has: name, keys,
+        sources. `release` is that of a new disk; an existing disk keeps its own."""
         d = self.host_dir(host)
         upper = d / "upper"
+        new = not (d / "upper").is_dir()
         for sub in ("upper", "work", "merged"):
             (d / sub).mkdir(parents=True, exist_ok=True)
+        if not (d / "release").is_file():     # a disk from before releases were recorded: bookworm's
+            _write(d / "release", f"{check_release(release or default_release()) if new else 'bookworm'}\n", 0o644)
+        release = self.release(host)
         etc = upper / "etc"
         _write(etc / "hostname", f"{host}\n", 0o644)
         _write(etc / "resolv.conf", "nameserver 127.0.0.1\n", 0o644)  # no DNS leaves the lab
-        _write(etc / "apt/sources.list",
-               "".join(f"deb [trusted=yes] http://{MIRROR_NAME}:{MIRROR_PORT}/{s}/ ./\n" for s in SUITES), 0o644)
+        self._write_sources(etc, release)
         hostkey = etc / "ssh/ssh_host_ed25519_key"
         if not hostkey.exists():
             hostkey.parent.mkdir(parents=True, exist_ok=True)
@@ -599,6 +667,19 @@ class Lab:
         if not machine_id.is_file() or not machine_id.read_text().strip():
             _write(machine_id, f"{uuid.uuid4().hex}\n", 0o444)
 
+    @staticmethod
+    def _write_sources(etc: Path, release: str) -> None:
+        """apt's sources: the lab mirror's suites of the release, as a server with backports
+        enabled has them; in the form the release's installer writes (Debian 13: deb822)."""
+        url = f"http://{MIRROR_NAME}:{MIRROR_PORT}"
+        if release == "bookworm":
+            _write(etc / "apt/sources.list",
+                   "".join(f"deb [trusted=yes] {url}/{s}/ ./\n" for s in suites(release)), 0o644)
+        else:
+            _write(etc / "apt/sources.list.d/debian.sources",
+                   "\n".join(f"Types: deb\nURIs: {url}/{s}/\nSuites: ./\nTrusted: yes\n" for s in suites(release)),
+                   0o644)
+
     def _sync_etc_hosts(self) -> None:
         """Every host's /etc/hosts names every lab host (a lab has no DNS)."""
         text = self._etc_hosts()
@@ -610,10 +691,12 @@ class Lab:
                 _write(self.host_dir(h) / "upper/etc/hosts", text, 0o644)
 
     # ---- host lifecycle
-    def _spawn(self, host: str, rootfs: Path) -> None:
+    def _spawn(self, host: str) -> None:
         """Launch the host (returns at once): from its own cgroups, in a private mount
-        namespace holding its overlay, `systemd-nspawn --boot` of that overlay."""
+        namespace holding its overlay (over its release's base image), `systemd-nspawn --boot`
+        of that overlay."""
         d = self.host_dir(host)
+        rootfs = base_rootfs(self.release(host))
         self._host_net_up(host)
         self._clear_cgroups(host)
         for cg in self.cgroups(host):
@@ -686,13 +769,14 @@ class Lab:
         return any(unit == "ejabberd.service" for _, unit, _, _ in jobs) and \
             all(unit == "ejabberd.service" or state == "waiting" for _, unit, _, state in jobs)
 
-    def up(self, nodes: int = 3, fresh: bool = False, log: Log = _quiet) -> list[str]:
-        """Bring hosts lab1..labN up (idempotent); clear what a dead lab left behind."""
+    def up(self, nodes: int = 3, fresh: bool = False, release: str | None = None,
+           log: Log = _quiet) -> list[str]:
+        """Bring hosts lab1..labN up (idempotent); clear what a dead lab left behind. New hosts
+        run `release` (default: default_release()); a host that has a disk keeps its release."""
         check_prerequisites()
         if not 1 <= nodes <= MAX_HOSTS:
             raise LabError(f"--nodes must be between 1 and {MAX_HOSTS}, not {nodes}")
-        rootfs = base_rootfs(log)
-        repo = apt_repository(rootfs, log)
+        release = check_release(release or default_release())
         with _locked(labs_dir() / f".{self.name}.lock"):
             if fresh:
                 self._down(purge=True, log=log)
@@ -700,14 +784,18 @@ class Lab:
             self._ensure_key()
             wanted = [f"lab{i}" for i in range(1, nodes + 1)]
             for h in wanted:
-                self._prepare_disk(h)
+                self._prepare_disk(h, release)
+                if self.release(h) != release:
+                    log(f"{h}: keeps its disk's release, {self.release(h)} (`fab lab.wipe --release` to change it)")
+            for r in sorted({self.release(h) for h in wanted}):
+                release_image(r, log)
             self._sync_etc_hosts()
             self._bridge_up()
-            self._mirror_up(repo)
+            self._mirror_up()
             started = []
             for h in self.hosts():      # all boot at once...
                 if h in wanted and not self.init_pid(h):
-                    self._spawn(h, rootfs)
+                    self._spawn(h)
                     started.append(h)
             for h in started:           # ...then wait for all
                 self._wait_booted(h, log)
@@ -783,26 +871,28 @@ class Lab:
     def boot(self, host: str, log: Log = _quiet) -> bool:
         """Boot a powered-off host on its disk: its systemd starts whatever is enabled."""
         check_prerequisites()
-        rootfs = base_rootfs(log)
         with _locked(labs_dir() / f".{self.name}.lock"):
             self._known(host)
+            release_image(self.release(host), log)
             if self.init_pid(host):
                 log(f"{host}: already running")
                 return False
             self._power_cut(host)
             self._prepare_disk(host)
             self._bridge_up()
-            self._mirror_up(apt_repository(rootfs))
-            self._spawn(host, rootfs)
+            self._mirror_up()
+            self._spawn(host)
             self._wait_booted(host, log)
             return True
 
-    def wipe(self, host: str, log: Log = _quiet) -> None:
-        """Power the host off and give it a fresh disk (and new host keys), then boot it."""
+    def wipe(self, host: str, release: str | None = None, log: Log = _quiet) -> None:
+        """Power the host off and give it a fresh disk (and new host keys) of `release` (default:
+        the release it had), then boot it."""
+        release = check_release(release or self.release(self._known(host)))
         self.poweroff(host)
         with _locked(labs_dir() / f".{self.name}.lock"):
             shutil.rmtree(self.host_dir(host))
-            self._prepare_disk(host)
+            self._prepare_disk(host, release)
             self._write_lab_files()
             self._sync_etc_hosts()
         self.boot(host, log)
@@ -862,7 +952,7 @@ class Lab:
         for h in self.hosts():
             pid = self.init_pid(h)
             states.append(HostState(h, self.ip(h), pid is not None, pid,
-                                    self._processes(pid) if pid else 0, self.link_up(h)))
+                                    self._processes(pid) if pid else 0, self.link_up(h), self.release(h)))
         return states
 
     def exec(self, host: str, command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:

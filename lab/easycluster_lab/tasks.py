@@ -15,12 +15,14 @@ from .lab import Lab
 
 
 @task(help={"nodes": "how many hosts, lab1..labN (default 3)",
-            "fresh": "remove the lab's hosts and disks first"})
+            "fresh": "remove the lab's hosts and disks first",
+            "release": "the Debian release of new hosts: trixie (13, the default; or $EASYCLUSTER_LAB_RELEASE) "
+                       "or bookworm (12); hosts that have a disk keep theirs"})
 @operator_errors
-def up(c, nodes=3, fresh=False):
+def up(c, nodes=3, fresh=False, release=None):
     """Bring the lab up (idempotent; adds hosts when --nodes grows)."""
     lab = Lab()
-    lab.up(int(nodes), fresh=fresh, log=timed_say(f"lab {lab.name}: "))
+    lab.up(int(nodes), fresh=fresh, release=release, log=timed_say(f"lab {lab.name}: "))
     say(f"inventory: {lab.inventory}")
     say(f"ssh:       ssh -F {lab.ssh_config} lab1")
 
@@ -41,9 +43,9 @@ def status(c):
     if not states:
         say(f"lab {lab.name!r} has no hosts: `fab lab.up`")
         return
-    say(f"{'host':<6} {'address':<14} {'state':<8} {'pid':>7} {'procs':>5}  link")
+    say(f"{'host':<6} {'address':<14} {'release':<9} {'state':<8} {'pid':>7} {'procs':>5}  link")
     for s in states:
-        say(f"{s.name:<6} {s.ip:<14} {'running' if s.running else 'off':<8} "
+        say(f"{s.name:<6} {s.ip:<14} {s.release:<9} {'running' if s.running else 'off':<8} "
             f"{s.pid or '-':>7} {s.processes:>5}  {'up' if s.link_up else 'CUT'}")
 
 
@@ -62,11 +64,12 @@ def boot(c, host):
     Lab().boot(host, log=say)
 
 
-@task(help={"host": "lab host, e.g. lab2"})
+@task(help={"host": "lab host, e.g. lab2",
+            "release": "the new disk's Debian release: trixie or bookworm (default: the host's own)"})
 @operator_errors
-def wipe(c, host):
+def wipe(c, host, release=None):
     """Give a host a fresh disk (a newly installed server) and boot it."""
-    Lab().wipe(host, log=say)
+    Lab().wipe(host, release=release, log=say)
     say(f"{host}: wiped")
 
 

@@ -1,0 +1,50 @@
+"""The operating system releases easycluster runs clusters on (pure: no host is contacted).
+
+A host's release is read by the fact probe from /etc/os-release (ID, VERSION_ID,
+VERSION_CODENAME). Debian 13 "trixie" is Debian's stable release (ejabberd 24.12 on OTP 27,
+systemd 257, PostgreSQL 17); Debian 12 "bookworm" is oldstable (ejabberd 23.01 on OTP 25, 24.12
+in its backports, systemd 252, PostgreSQL 15). Any other release is refused by preflight,
+named: nothing easycluster does has been proven there.
+"""
+
+from __future__ import annotations
+
+# Debian's VERSION_ID -> codename, newest first: the releases easycluster supports.
+DEBIAN = {"13": "trixie", "12": "bookworm"}
+
+
+def known(os_id: str, version: str) -> bool:
+    return os_id == "debian" and version in DEBIAN
+
+
+def describe(os_id: str, version: str) -> str:
+    """'Debian 13 (trixie)' for a release easycluster knows; else what the host says it is
+    ('fedora 12', 'debian 11', 'unknown')."""
+    if known(os_id, version):
+        return f"Debian {version} ({DEBIAN[version]})"
+    return f"{os_id or 'unknown'} {version}".strip()
+
+
+def short(os_id: str, version: str) -> str:
+    """'Debian 13', as status prints it."""
+    return f"Debian {version}" if os_id == "debian" and version else describe(os_id, version)
+
+
+def supported() -> str:
+    return " and ".join(f"Debian {v} ({c})" for v, c in DEBIAN.items())
+
+
+def erlang_short(package_version: str | None) -> str | None:
+    """erlang-base's Debian version as OTP's: '1:27.3.4.1+dfsg-1+deb13u4' -> '27.3.4.1'."""
+    if not package_version:
+        return None
+    upstream = package_version.split(":", 1)[-1]
+    return upstream.split("+", 1)[0].split("-", 1)[0]
+
+
+def mixed(releases: dict[str, str]) -> dict[str, list[str]]:
+    """host -> release description, grouped: {release: [hosts]} when they are not all one."""
+    by_release: dict[str, list[str]] = {}
+    for host, release in releases.items():
+        by_release.setdefault(release, []).append(host)
+    return by_release if len(by_release) > 1 else {}
