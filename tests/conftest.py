@@ -13,12 +13,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from easycluster_lab import Lab
 
 TEST_LAB = os.environ.get("EASYCLUSTER_TEST_LAB", "test")   # another name: a second session alongside
 FAB = Path(sys.executable).parent / "fab"
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pinned_version(lab: Lab) -> str:
+    """The ejabberd version the lab's inventory pins (its first host's release's)."""
+    return yaml.safe_load(lab.inventory.read_text())["cluster"]["ejabberd_version"]
 
 
 def fab(*args: str, lab: str = TEST_LAB, check: bool = True, env: dict | None = None,
@@ -164,15 +170,15 @@ def scratch_lab(request):
 
 
 @contextlib.contextmanager
-def own_lab(name: str, hosts: int):
-    """A fresh lab of a test module's own (not the session's), gone afterwards unless
-    EASYCLUSTER_KEEP_LAB is set."""
+def own_lab(name: str, hosts: int, release: str | None = None):
+    """A fresh lab of a test module's own (not the session's), of `release` (default: the lab's,
+    Debian 13), gone afterwards unless EASYCLUSTER_KEEP_LAB is set."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
     with lab_owned(name):
         the_lab = Lab(name)
         the_lab.down(purge=True)
-        the_lab.up(hosts, fresh=True)
+        the_lab.up(hosts, fresh=True, release=release)
         try:
             yield the_lab
         finally:

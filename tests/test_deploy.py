@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import xmpp
-from conftest import JOIN_PAUSE, assert_units_clean, fab, fab_paused_in_join, ssh, unit_state
+from conftest import JOIN_PAUSE, assert_units_clean, fab, fab_paused_in_join, pinned_version, ssh, unit_state
 
 HOSTS = ["lab1", "lab2", "lab3"]
 NODES = [f"ejabberd@{h}" for h in HOSTS]
@@ -92,10 +92,10 @@ def test_a_first_deploy_whose_joining_node_dies_is_rolled_back_and_the_waiting_o
         assert left.split() == [".erlang.cookie"], (host, left)
 
 
-def test_plan_on_fresh_hosts_lists_installs_files_and_joins_in_order(deployed):
+def test_plan_on_fresh_hosts_lists_installs_files_and_joins_in_order(deployed, lab):
     dry, _ = deployed
     for host in HOSTS:
-        assert f"[{host}] install ejabberd 23.01-1" in dry
+        assert f"[{host}] install ejabberd {pinned_version(lab)}" in dry
         assert f"[{host}] write /var/lib/ejabberd/.erlang.cookie" in dry
     assert "1. join ejabberd@lab2 to ejabberd@lab1 as master" in dry
     assert "2. join ejabberd@lab3 to ejabberd@lab1 as master" in dry

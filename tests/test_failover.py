@@ -17,7 +17,7 @@ import yaml
 
 import xmpp
 from easycluster.xmpp import Client, connect
-from conftest import FAB, REPO, fab, node_eval, ssh
+from conftest import FAB, REPO, fab, node_eval, pinned_version, ssh
 from traffic import Traffic
 
 PASSWORD = "failover-pw"
@@ -92,7 +92,7 @@ def can_talk(lab, via_a: str, via_b: str) -> None:
     assert latency < 5
 
 
-def test_status_json_reports_each_node_and_the_replica_matrix(cluster):
+def test_status_json_reports_each_node_and_the_replica_matrix(cluster, lab):
     hosts, _ = cluster
     st = wait_healthy()
     assert st["partitioned"] is False and st["problems"] == []
@@ -100,12 +100,16 @@ def test_status_json_reports_each_node_and_the_replica_matrix(cluster):
     for n in st["nodes"]:
         assert n["reachable"] and n["running"] and n["member"] and n["master"]
         assert sorted(n["seen_running_by"]) == names and sorted(n["running_db_nodes"]) == names
-        assert n["ejabberd_version"] == "23.01-1" and n["otp_release"] == "25" and n["plugin_version"]
+        assert n["ejabberd_version"] == pinned_version(lab) and n["plugin_version"]
+        # the lab's hosts run Debian 13: OTP 27, as the node itself and the package say
+        assert n["os_release"] == "Debian 13 (trixie)" and n["otp_release"] == "27", n
+        assert n["erlang_version"].startswith("1:27."), n
         assert n["sessions"] == 0
     assert set(st["tables"]["passwd"]) == set(names)
     assert set(st["tables"]["passwd"].values()) == {"disc_only_copies"}
     text = fab("status", "--tables").stdout
-    assert "cluster: healthy" in text and "passwd" in text and "23.01-1 OTP 25 plugin" in text
+    assert "cluster: healthy" in text and "passwd" in text
+    assert f"Debian 13 {pinned_version(lab)} OTP 27." in text, text
 
 
 def test_smoke_logs_in_everywhere_and_cleans_up(cluster, lab):

@@ -168,12 +168,24 @@ def test_up_is_idempotent_and_adds_hosts_when_nodes_grows(scratch_lab):
     assert "nothing to do" in again.stdout
     assert {h: scratch_lab.init_pid(h) for h in pids} == pids
 
-    fab("lab.up", "--nodes", "3", lab=scratch_lab.name)
+    # a host of the other release joins the lab: both releases in one lab, each host its own
+    fab("lab.up", "--nodes", "3", "--release", "bookworm", lab=scratch_lab.name)
     assert {h: scratch_lab.init_pid(h) for h in pids} == pids, "existing hosts were restarted"
     assert ssh(scratch_lab, "lab3", "hostname").stdout.strip() == "lab3"
     assert "lab3" in ssh(scratch_lab, "lab1", "getent hosts lab3").stdout
     inventory = scratch_lab.inventory.read_text()
     assert all(f"host: lab{i}" in inventory for i in (1, 2, 3))
+    assert 'ejabberd_version: "24.12-3+deb13u2"' in inventory    # the first host's release's
+    probe = ("systemctl --version | head -n1 | cut -d' ' -f2; . /etc/os-release; echo $VERSION_CODENAME; "
+             "apt-get -q update >/dev/null && apt-cache policy ejabberd | awk '/Candidate/ {print $2}'; "
+             "apt-cache madison ejabberd | awk '{print $3}' | sort | tr '\\n' ' '")
+    seen = {h: ssh(scratch_lab, h, probe).stdout.split() for h in ("lab1", "lab3")}
+    # Debian 13: systemd 257, ejabberd 24.12 (26.07 in its backports); Debian 12: 252, 23.01 (24.12)
+    assert seen["lab1"] == ["257", "trixie", "24.12-3+deb13u2", "24.12-3+deb13u2", "26.07-1~bpo13+1"], seen
+    assert seen["lab3"] == ["252", "bookworm", "23.01-1", "23.01-1", "24.12-3~bpo12+1"], seen
+    status = fab("lab.status", lab=scratch_lab.name).stdout
+    assert any(line.split()[:3] == ["lab3", scratch_lab.ip("lab3"), "bookworm"] for line in status.splitlines()), status
+    assert any(line.split()[:3] == ["lab1", scratch_lab.ip("lab1"), "trixie"] for line in status.splitlines()), status
 
 
 @pytest.mark.parametrize("scratch_lab", ["tstale"], indirect=True)

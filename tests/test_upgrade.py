@@ -1,6 +1,7 @@
 """`fab upgrade` on real hosts: ejabberd 23.01 -> 24.12 (Debian's bookworm-backports) and back,
 with users, rosters, offline messages, a MUC room and (for the full stop) a MAM archive in
-Mnesia. Runs last on the session's lab (after test_delivery, whatever hosts it holds by then):
+Mnesia. A test of Debian 12 (bookworm), whose 23.01 and backported 24.12 these are: on a lab of its
+own, of three bookworm hosts (the session's lab runs Debian 13):
 
 1. deploy refuses another version and names `fab upgrade`;
 2. rolling 23.01 -> 24.12 under traffic: no message lost, every item on every node, smoke,
@@ -24,14 +25,27 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import FAB, REPO, TEST_LAB, fab, ssh, unit_state
+import conftest
+from conftest import FAB, REPO, own_lab, ssh, unit_state
 from easycluster_lab import Lab
 from traffic import Traffic
 
 OLD, NEW = "23.01-1", "24.12-3~bpo12+1"
+UPGRADE_LAB = "tupg"
 PASSWORD = "upgrade-pw"
 USERS = [f"up{i}" for i in range(6)]
 TABLES = ("passwd", "roster", "offline_msg", "muc_room", "archive_msg")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """This module's lab: three Debian 12 hosts (bookworm: ejabberd 23.01, 24.12 in backports)."""
+    with own_lab(UPGRADE_LAB, 3, release="bookworm") as the_lab:
+        yield the_lab
+
+
+def fab(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return conftest.fab(*args, lab=UPGRADE_LAB, **kwargs)
 
 
 def domain(lab) -> str:
@@ -175,7 +189,7 @@ def test_a_host_powered_off_mid_full_stop_upgrade_and_the_way_back(cluster, lab)
             f"{NEW}") in dry, dry
     victim = hosts[1]
     proc = subprocess.Popen([str(FAB), "upgrade", "-i", new_mam], cwd=REPO, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ, "EASYCLUSTER_LAB": TEST_LAB})
+                            stderr=subprocess.STDOUT, env={**os.environ, "EASYCLUSTER_LAB": UPGRADE_LAB})
     lines = []
     for line in proc.stdout:      # powered off once it is stopped and copied, before its package changes
         lines.append(line)
