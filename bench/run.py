@@ -19,8 +19,10 @@ trial). Measured, each REPS times, medians reported:
      read on a satellite against on a master (LATENCY_TRIES each, medians);
   5. cluster.database: `fab add-master` of the 4th node into a 3-node cluster whose
      BENCH_USERS users and roster items live in PostgreSQL (on DB_HOST).
-Results: printed, written into docs/performance.md between its BENCH markers, and drawn in
-docs/scaling.png (deploy time against N, add-master time against users).
+The lab's hosts run Debian 13 (trixie) unless BENCH_RELEASE (or EASYCLUSTER_LAB_RELEASE) says
+bookworm. Results: printed, written into docs/performance.md between the release's BENCH markers,
+and drawn in docs/scaling.png (Debian 13; docs/scaling-bookworm.png for Debian 12): deploy time
+against N, add-master time against users.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from easycluster.render import managed_files
 from easycluster.secrets import load_cookie
 
 LAB = os.environ.get("BENCH_LAB", "bench")
+RELEASE = os.environ.get("BENCH_RELEASE") or os.environ.get("EASYCLUSTER_LAB_RELEASE") or "trixie"
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 USERS = int(os.environ.get("BENCH_USERS", "100000"))
 SIZES = [n for n in (10_000, 100_000, 1_000_000) if n < USERS] + [USERS]
@@ -58,7 +61,7 @@ ROLLING_USERS = min(100_000, USERS)
 DEPLOY_SIZES = (3, 5, 8)
 FAB = Path(sys.executable).parent / "fab"
 DOC = REPO / "docs" / "performance.md"
-PLOT = REPO / "docs" / "scaling.png"
+PLOT = REPO / "docs" / ("scaling.png" if RELEASE == "trixie" else f"scaling-{RELEASE}.png")
 PRISTINE = "/root/easycluster-bench-pristine.tgz"
 HOSTS = [f"lab{i}" for i in range(1, 9)]
 DB_HOST = "lab9"     # the database host of the cluster.database measurement (not a node)
@@ -171,7 +174,7 @@ class Bench:
 
     def setup(self) -> None:
         log(f"lab {LAB!r}: {len(HOSTS)} hosts, ejabberd installed, state saved; {DB_HOST} for PostgreSQL")
-        self.lab.up(len(HOSTS) + 1, fresh=True)
+        self.lab.up(len(HOSTS) + 1, fresh=True, release=RELEASE)
         inv = load_inventory(self.inventory(HOSTS))
         load_cookie(inv.cluster, create=True)
         with Fleet(inv) as fleet:
@@ -536,12 +539,14 @@ class Bench:
         cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                     if ln.startswith("model name")), platform.processor())
         out = [f"Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `make bench` "
-               f"(BENCH_USERS={USERS}, BENCH_REPS={REPS}) on "
+               f"(BENCH_USERS={USERS}, BENCH_REPS={REPS}, BENCH_RELEASE={RELEASE}) on "
                f"{os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-               f"{platform.system()} {platform.release()}; lab hosts boot systemd as PID 1 (systemd-nspawn) "
+               f"{platform.system()} {platform.release()}; lab hosts run Debian {RELEASE} "
+               f"(ejabberd {yaml.safe_load(self.lab.inventory.read_text())['cluster']['ejabberd_version']}) "
+               "and boot its systemd as PID 1 (systemd-nspawn) "
                "in network namespaces on that machine, every node under Debian's ejabberd.service (the "
                "manual runbook's `join_cluster` is timed alone; the unit it leaves deactivating is mended "
-               f"outside the timing); {REPS} repetitions, medians. Drawn in docs/scaling.png.", "",
+               f"outside the timing); {REPS} repetitions, medians. Drawn in docs/{PLOT.name}.", "",
                "| target | measured | wanted | |", "|---|---|---|---|"]
         out += [f"| {name} | {value} | {want} | {'met' if ok else 'MISSED'} |" for name, value, want, ok in targets]
         out += ["", "Deploys (s, medians):", "", "| nodes | bare runbook | `fab deploy` | ratio |", "|---|---|---|---|"]
@@ -622,8 +627,11 @@ class Bench:
         log(f"drawn in {PLOT}")
 
     def write(self, text: str) -> None:
-        doc = DOC.read_text() if DOC.exists() else "# Performance\n\n<!-- BENCH START -->\n<!-- BENCH END -->\n"
-        start, end = "<!-- BENCH START -->", "<!-- BENCH END -->"
+        """Between the release's markers (a page without them gets them at its end)."""
+        start, end = f"<!-- BENCH START {RELEASE} -->", f"<!-- BENCH END {RELEASE} -->"
+        doc = DOC.read_text() if DOC.exists() else "# Performance\n"
+        if start not in doc:
+            doc += f"\n{start}\n{end}\n"
         head, _, rest = doc.partition(start)
         _, _, tail = rest.partition(end)
         DOC.write_text(f"{head}{start}\n{text}\n{end}{tail}")

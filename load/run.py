@@ -15,7 +15,11 @@ message the server never acknowledged is sent again by its client on its next se
 XEP asks), delivered live or from offline storage at the receiver's next login, lost (never
 delivered by the end), or delivered twice. Clients reconnect by themselves, to the next node.
 
-Results: printed, and written into docs/reliability.md between its LOAD markers.
+The lab's hosts run Debian 13 (trixie) unless LOAD_RELEASE (or EASYCLUSTER_LAB_RELEASE) says
+bookworm. The upgrades are Debian 12's (23.01 -> 24.12 from its backports): on Debian 13 they
+are left out (its 24.12 -> 26.07 is another upgrade, with a passwd transform).
+
+Results: printed, and written into docs/reliability.md between the release's LOAD markers.
 Bounded: traffic only to lab addresses; every operation has a time limit; MAX_SECONDS overall.
 """
 
@@ -56,6 +60,7 @@ FAB = Path(sys.executable).parent / "fab"
 DOC = REPO / "docs" / "reliability.md"
 MEMBERS = ["lab1", "lab2", "lab3"]
 SPARE = "lab4"
+RELEASE = os.environ.get("LOAD_RELEASE") or os.environ.get("EASYCLUSTER_LAB_RELEASE") or "trixie"
 OLD, NEW = "23.01-1", "24.12-3~bpo12+1"     # `fab upgrade`'s versions: Debian 12's and its backport
 
 
@@ -294,7 +299,7 @@ class Load:
             self.register(users)
             return users
         log(f"lab {LAB}: 4 hosts")
-        self.lab.up(4, fresh=True)
+        self.lab.up(4, fresh=True, release=RELEASE)
         data = yaml.safe_load(self.lab.inventory.read_text())
         data["cluster"]["in_band_registration"] = False
         for path, hosts in ((self.inv3, MEMBERS), (self.inv4, MEMBERS + [SPARE])):
@@ -327,10 +332,11 @@ class Load:
         ops += [("add-master", self.add_master), ("remove-node", self.remove_node),
                 ("kill -9", self.kill_node), ("poweroff and boot", self.power_cycle),
                 ("rotate-cookie", lambda: self.fab("rotate-cookie")),
-                ("partition and heal", self.partition_heal),
-                (f"upgrade to {NEW} (rolling)", lambda: self.upgrade(NEW, mam=False)),
-                (f"back to {OLD} (rolling)", lambda: self.upgrade(OLD, mam=False)),
-                (f"upgrade to {NEW} (full stop: archive on)", self.full_stop_upgrade)]
+                ("partition and heal", self.partition_heal)]
+        if RELEASE == "bookworm":
+            ops += [(f"upgrade to {NEW} (rolling)", lambda: self.upgrade(NEW, mam=False)),
+                    (f"back to {OLD} (rolling)", lambda: self.upgrade(OLD, mam=False)),
+                    (f"upgrade to {NEW} (full stop: archive on)", self.full_stop_upgrade)]
         if ONLY:
             ops = [(n, f) for n, f in ops if any(n.startswith(o) for o in ONLY)]
         return ops
@@ -441,7 +447,8 @@ class Load:
     def write_doc(self) -> None:
         rolling = [r for r in self.results if r["operation"].startswith("rolling-restart")]
         lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `make load`: {USERS} users, "
-                 f"{RATE:.0f} messages/s, lab {LAB} (3 masters, systemd hosts).", "",
+                 f"{RATE:.0f} messages/s, lab {LAB} (3 masters, systemd hosts), Debian {RELEASE}, ejabberd "
+                 f"{yaml.safe_load(self.inv3.read_text())['cluster']['ejabberd_version']}.", "",
                  "| operation | users | messages sent | lost | duplicates | resent (unacked) | "
                  "no service p50 | p99 | duration |",
                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -457,10 +464,13 @@ class Load:
                       " (`fab upgrade`'s own measure: from the last node's stop to the first node serving again); "
                       "messages the clients could not send meanwhile are not counted as sent."]
         block = "\n".join(lines)
-        text = DOC.read_text() if DOC.exists() else "<!-- LOAD -->\n<!-- /LOAD -->\n"
-        head, _, rest = text.partition("<!-- LOAD -->")
-        _, _, tail = rest.partition("<!-- /LOAD -->")
-        DOC.write_text(f"{head}<!-- LOAD -->\n{block}\n<!-- /LOAD -->{tail}")
+        start, end = f"<!-- LOAD {RELEASE} -->", f"<!-- /LOAD {RELEASE} -->"
+        text = DOC.read_text() if DOC.exists() else ""
+        if start not in text:
+            text += f"\n{start}\n{end}\n"
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        DOC.write_text(f"{head}{start}\n{block}\n{end}{tail}")
         print(block)
 
 

@@ -173,8 +173,10 @@ say "compiled the plugin in $(took "$t") ms"
 if ! [ -f $plts/otp.plt ]; then
     t=$(now)
     say "building the OTP PLT ($OTP_APPS): once, a few minutes"
-    dialyzer --build_plt --output_plt $plts/otp.plt.tmp --apps $OTP_APPS >$plts/otp.log 2>&1 \
-        || { tail -n 20 $plts/otp.log >&2; exit 1; }
+    # exit 2: warnings (OTP 27 names the calls into applications outside OTP_APPS, compile and
+    # yecc, as unknown): the PLT is built all the same. 1: it is not.
+    rc=0; dialyzer --build_plt --output_plt $plts/otp.plt.tmp --apps $OTP_APPS >$plts/otp.log 2>&1 || rc=$?
+    if [ $rc != 0 ] && [ $rc != 2 ]; then tail -n 20 $plts/otp.log >&2; exit 1; fi
     mv $plts/otp.plt.tmp $plts/otp.plt
     say "OTP PLT built in $(took "$t") ms"
 fi
@@ -187,8 +189,8 @@ if ! [ -f "$deps_plt" ]; then
     t=$(now)
     say "adding $(echo "$deps" | wc -l) modules to the PLT: $(echo "$deps" | xargs -n1 basename | sed 's/\.beam$//' | tr '\n' ' ')"
     rm -f $plts/deps-*.plt
-    dialyzer --add_to_plt --plt $plts/otp.plt --output_plt "$deps_plt.tmp" $deps >$plts/deps.log 2>&1 \
-        || { tail -n 20 $plts/deps.log >&2; exit 1; }
+    rc=0; dialyzer --add_to_plt --plt $plts/otp.plt --output_plt "$deps_plt.tmp" $deps >$plts/deps.log 2>&1 || rc=$?
+    if [ $rc != 0 ] && [ $rc != 2 ]; then tail -n 20 $plts/deps.log >&2; exit 1; fi
     mv "$deps_plt.tmp" "$deps_plt"
     say "deps PLT built in $(took "$t") ms"
 fi

@@ -145,3 +145,16 @@ def test_the_unit_drop_in_sets_only_what_the_installed_units_need(version, watch
     dropin = files(inv(ejabberd_version=version))[UNIT_DROPIN].content
     assert ("\nWatchdogSec=0\n" in dropin) is watchdog_off
     assert "\nRestartPreventExitStatus=78\n" in dropin and "\nTimeoutStopSec=" in dropin
+
+
+@pytest.mark.parametrize("version, pinned_off", [
+    ("23.01-1", False),             # no schema updater (an unknown option there)
+    ("24.12-3+deb13u2", True),      # update_sql_schema on by default since 24.06: turned off
+    ("26.07-1~bpo13+1", True),
+])
+def test_with_a_database_ejabberds_own_schema_updater_is_off_where_it_exists(version, pinned_off, monkeypatch):
+    monkeypatch.setenv("DBPW", "x" * 20)
+    database = {"type": "postgresql", "host": "db1", "password_env": "DBPW"}
+    conf = yaml.safe_load(files(inv(ejabberd_version=version, database=database))[EJABBERD_YML].content)
+    assert conf["new_sql_schema"] is True
+    assert conf.get("update_sql_schema", "absent") == (False if pinned_off else "absent")
