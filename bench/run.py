@@ -254,7 +254,7 @@ class Bench:
             self.manual_join(h)
         took = time.monotonic() - t0
         self.parallel(self.mend_unit, hosts[1:])
-        running = self.ssh(hosts[0], "ejabberdctl mnesia running_db_nodes")
+        running = self.ssh(hosts[0], "ejabberdctl list_cluster")
         assert all(f"ejabberd@{h}" in running for h in hosts), running
         return took
 

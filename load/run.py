@@ -386,8 +386,8 @@ class Load:
         time.sleep(5)
         self.lab.partition("lab3")
         try:
-            self.until(lambda: "ejabberd@lab3" not in self.ssh("lab1", "ejabberdctl mnesia running_db_nodes")
-                       and "ejabberd@lab1" not in self.lab.exec("lab3", "ejabberdctl mnesia running_db_nodes").stdout,
+            self.until(lambda: "ejabberd@lab3" not in self.ssh("lab1", "ejabberdctl list_cluster")
+                       and "ejabberd@lab1" not in self.lab.exec("lab3", "ejabberdctl list_cluster").stdout,
                        120, "both sides of the partition to notice it")
         finally:
             self.lab.heal_link("lab3")

@@ -88,8 +88,9 @@ def setup(tmp_path_factory):
         script = "; ".join(f"ejabberdctl register {u} {D} {PW} >/dev/null" for u in USERS)
         script += "; " + "; ".join(f"ejabberdctl add_rosteritem u0 {D} {u} {D} {u} friends both" for u in USERS[1:5])
         script += "; " + "; ".join(f"ejabberdctl send_message chat u1@{D} u2@{D} s 'stored {i}'" for i in range(3))
-        opts = '[{"name":"persistent","value":"true"}]'
-        script += "; " + "; ".join(f"ejabberdctl create_room_with_opts room{i} conference.{D} {D} '{opts}'"
+        # (create_room_with_opts' list syntax differs between 23.01 and 24.12: these two read alike)
+        script += "; " + "; ".join(f"ejabberdctl create_room room{i} conference.{D} {D}; "
+                                   f"ejabberdctl change_room_option room{i} conference.{D} persistent true"
                                    for i in range(2))
         script += f"; ejabberdctl set_vcard u1 {D} FN 'User One'"
         ssh(lab, "lab1", script)

@@ -213,7 +213,7 @@ def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab)
     d = domain(lab)
 
     def sees(host: str, inside: bool = False) -> str:
-        cmd = "ejabberdctl mnesia running_db_nodes"
+        cmd = "ejabberdctl list_cluster"
         return lab.exec(host, cmd).stdout if inside else ssh(lab, host, cmd).stdout
 
     def offline(host: str) -> int:
