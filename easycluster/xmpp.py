@@ -81,6 +81,10 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
         self.add_event_handler("failed_all_auth", lambda _e: self._fail("no usable authentication"))
         self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed: {e}"))
+        # A stream the server closes before the session is a refusal too, not something to wait
+        # out while slixmpp reconnects: ejabberd 24.12 closes it when the login's ban check
+        # cannot read the database (its c2s process crashes on {error, db_failure}).
+        self.add_event_handler("disconnected", lambda _e: self._fail("the server closed the stream before the session"))
         self.add_event_handler("message", self._message)
         if register:
             self.register_plugin("xep_0077")

@@ -45,6 +45,11 @@ def test_each_host_boots_systemd_as_pid_1_with_sshd_as_its_service(lab):
         # the host's systemd runs in the host's own cgroup subtree, on the machine's side too
         for cg in lab.cgroups(host):
             assert str(pid) in (cg / "payload/init.scope/cgroup.procs").read_text().split()
+        # the lab waited for sshd without connecting to it: OpenSSH 10 (Debian 13) penalises a
+        # source whose connections never authenticate, and refused the machine for minutes
+        probes = ssh(lab, host, f"journalctl -u ssh -b -o cat | grep -c 'Connection closed by {lab.bridge_ip} port'",
+                     check=False).stdout.strip()
+        assert probes == "0", f"{host}: {probes} unauthenticated connections from the machine"
     # each host has its own machine-id
     ids = {ssh(lab, h, "cat /etc/machine-id").stdout.strip() for h in HOSTS}
     assert len(ids) == len(HOSTS) and "" not in ids

@@ -737,9 +737,9 @@ class Lab:
                 proc = _run(["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w",
                              "systemctl", "is-system-running"], check=False, timeout=10)
                 state = proc.stdout.strip() or "no answer"
-                if state in ("running", "degraded") and _tcp_open(self.ip(host), 22):
+                if state in ("running", "degraded") and self._sshd_listening(host):
                     break
-                if state == "starting" and _tcp_open(self.ip(host), 22) and self._only_ejabberd_starting(pid):
+                if state == "starting" and self._sshd_listening(host) and self._only_ejabberd_starting(pid):
                     state = "running, ejabberd still starting"   # e.g. waiting for its peers' tables
                     break
                 if state in ("stopping", "offline") and not self._nspawn_pid(host):
@@ -748,7 +748,7 @@ class Lab:
                 raise LabError(f"{host} did not boot: see {d / 'console.log'}")
             if time.monotonic() > deadline:
                 raise LabError(f"{host} did not finish booting within {timeout:.0f}s (systemd: {state}, "
-                               f"sshd {'up' if _tcp_open(self.ip(host), 22) else 'down'}): "
+                               f"sshd {'up' if self._sshd_listening(host) else 'down'}): "
                                f"see {d / 'console.log'}")
             time.sleep(0.1)
         took = f" after {time.time() - launched:.1f}s" if "launched" in locals() else ""
@@ -758,6 +758,16 @@ class Lab:
             log(f"{host}: up at {self.ip(host)}{took}, degraded (failed: {', '.join(failed)})")
         else:
             log(f"{host}: up at {self.ip(host)}{took}")
+
+    def _sshd_listening(self, host: str) -> bool:
+        """sshd listens on the host's address, seen from inside its network namespace. Not by
+        connecting: OpenSSH 9.8 and later (Debian 13's 10.0) count a connection that never
+        authenticates against its source (PerSourcePenalties, noauth), and a boot's worth of
+        probes from the machine got the machine's address refused for minutes ("Error reading
+        SSH protocol banner") just as the toolkit connects."""
+        proc = _run(["ip", "netns", "exec", self.netns(host), "ss", "-Hltn", f"src {self.ip(host)}:22"],
+                    check=False, timeout=10)
+        return proc.returncode == 0 and bool(proc.stdout.strip())
 
     def _only_ejabberd_starting(self, pid: int) -> bool:
         """Booted but for ejabberd.service: the only job still running is its start, the others
@@ -1052,14 +1062,6 @@ def _kill_wait(pid: int, timeout: float = 10) -> None:
             return
         time.sleep(0.02)
     raise LabError(f"process {pid} did not die within {timeout:.0f}s")
-
-
-def _tcp_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _wait_tcp(host: str, port: int, timeout: float, what: str) -> None:
