@@ -45,7 +45,7 @@ def sides(health: ClusterHealth, winner: str | None = None) -> list[list[str]]:
     return sorted(groups, key=lambda g: (-len(g), g))
 
 
-def heal(inv: Inventory, winner: str | None, progress: Progress) -> ClusterHealth:
+def heal(inv: Inventory, winner: str | None, progress: Progress, lock_wait: float = 0) -> ClusterHealth:
     with Fleet(inv) as fleet:
         health = observe(inv, fleet)
         win = inv.node(winner) if winner else None
@@ -66,7 +66,7 @@ def heal(inv: Inventory, winner: str | None, progress: Progress) -> ClusterHealt
         losers = [inv.node(name) for g in groups if g is not winning for name in g]
         by_name = {n.name: n for n in health.nodes}
         with ClusterLock(fleet, [n.host for n in inv.nodes if by_name.get(n.name) and by_name[n.name].running],
-                         f"heal --winner {win.host}"):
+                         f"heal --winner {win.host}", lock_wait):
             for node in losers:
                 h = fleet[node.host]
                 backup(inv, fleet, node.host, lambda host, msg: progress.say(host, msg + " (its side's data)"))

@@ -27,7 +27,7 @@ from .scripts import render
 from .status import wait_for
 
 
-def stop_cluster(inv: Inventory, progress: Progress) -> list[str]:
+def stop_cluster(inv: Inventory, progress: Progress, lock_wait: float = 0) -> list[str]:
     """Stop every running node, one at a time, the first node of the inventory last; record
     the order on every host. Returns the order."""
     with Fleet(inv) as fleet:
@@ -38,7 +38,7 @@ def stop_cluster(inv: Inventory, progress: Progress) -> list[str]:
         if not running:
             progress.say("cluster", "no node is running: nothing to stop")
             return []
-        with ClusterLock(fleet, reachable, "stop-cluster"):
+        with ClusterLock(fleet, reachable, "stop-cluster", lock_wait):
             order = []
             for node in running:
                 with progress.step(node.host, f"stop {node.name}"):
@@ -53,7 +53,7 @@ def stop_cluster(inv: Inventory, progress: Progress) -> list[str]:
 
 
 def start_cluster(inv: Inventory, progress: Progress, wait: float = 120,
-                  without: tuple[str, ...] = ()) -> ClusterHealth:
+                  without: tuple[str, ...] = (), lock_wait: float = 0) -> ClusterHealth:
     """Start every stopped node at once and wait until all run, each with every table.
 
     `without`: hosts lost for good. The survivors then load their own copies of the tables
@@ -77,10 +77,13 @@ def start_cluster(inv: Inventory, progress: Progress, wait: float = 120,
         def launch(h: Host) -> None:
             with progress.step(h.name, f"start {h.node.name}"):
                 nodectl.launch(h)
-        results = fleet.parallel(launch, [n.host for n in to_start])
+        # no other change of the cluster while its nodes start (held for the starts only: the
+        # wait that follows only watches)
+        with ClusterLock(fleet, [n.host for n in survivors if n not in dead], "start-cluster", lock_wait):
+            results = fleet.parallel(launch, [n.host for n in to_start])
+            if lost:
+                _force_load(inv, fleet, survivors, facts, progress)
         failed = {h: r for h, r in results.items() if isinstance(r, Exception)}
-        if lost:
-            _force_load(inv, fleet, survivors, facts, progress)
         watched = {n.name for n in survivors if n not in dead and n.host not in failed}
         try:   # the whole inventory is observed: the health returned shows the lost nodes too
             with progress.phase("wait"):

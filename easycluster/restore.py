@@ -30,7 +30,7 @@ def find_backup(fleet: Fleet, hosts: list[str], path: str) -> str:
     return holders[0]
 
 
-def restore(inv: Inventory, path: str, progress: Progress, confirm) -> ClusterHealth:
+def restore(inv: Inventory, path: str, progress: Progress, confirm, lock_wait: float = 0) -> ClusterHealth:
     """`confirm(question) -> bool` is asked before anything changes."""
     with Fleet(inv) as fleet:
         health = observe(inv, fleet)
@@ -42,7 +42,7 @@ def restore(inv: Inventory, path: str, progress: Progress, confirm) -> ClusterHe
         if not confirm(f"replace every user, roster and other stored table on all {len(running)} nodes with "
                        f"the contents of {path} (on {host})?"):
             raise EasyClusterError("not confirmed: nothing was changed")
-        with ClusterLock(fleet, running, "restore"):
+        with ClusterLock(fleet, running, "restore", lock_wait):
             backup(inv, fleet, host, lambda h, msg: progress.say(h, msg + " (the state before the restore)"),
                    spare=path)   # the rotation must not take the very backup being restored
             with progress.step(host, f"restore {path}"):

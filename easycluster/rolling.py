@@ -22,14 +22,14 @@ from .status import observe, wait_for
 BACK_BOUND = 180   # seconds for a restarted node to be back with all tables
 
 
-def rolling_restart(inv: Inventory, progress: Progress, drain: int = 5) -> ClusterHealth:
+def rolling_restart(inv: Inventory, progress: Progress, drain: int = 5, lock_wait: float = 0) -> ClusterHealth:
     with Fleet(inv) as fleet:
         health = observe(inv, fleet)
         if not health.healthy:
             raise EasyClusterError("refusing a rolling restart of an unhealthy cluster (a restart could take "
                                    "its last copy of something away):\n  " + "\n  ".join(health.problems))
         effective = replace(inv, nodes=tuple(n for n in inv.nodes if n.name not in health.departed))
-        with ClusterLock(fleet, [n.host for n in effective.nodes], "rolling-restart"):
+        with ClusterLock(fleet, [n.host for n in effective.nodes], "rolling-restart", lock_wait):
             for node in effective.nodes:
                 with progress.phase(f"restart {node.host}"):
                     health = _cycle(effective, fleet, node, drain, progress)

@@ -465,7 +465,7 @@ def _serving(h: ClusterHealth) -> bool:
 
 # --------------------------------------------------------------------------- the way back
 
-def revert(inv: Inventory, out: Out = print, stamp: str | None = None) -> ClusterHealth:
+def revert(inv: Inventory, out: Out = print, stamp: str | None = None, lock_wait: float = 0) -> ClusterHealth:
     """After a full-stop upgrade: every node back on the pinned (old) version with its Mnesia
     directory as the upgrade copied it. Writes since the copy are lost; a backup of the present
     directory is kept beside the copy."""
@@ -493,7 +493,7 @@ def revert(inv: Inventory, out: Out = print, stamp: str | None = None) -> Cluste
             raise EasyClusterError(f"the copies {chosen} were made with ejabberd {', '.join(sorted(versions))}; "
                                    f"the inventory pins {version}: pin that version to go back to it")
         order = [n.host for n in reversed(inv.nodes)]
-        with ClusterLock(fleet, list(fleet.hosts), "upgrade --revert"):
+        with ClusterLock(fleet, list(fleet.hosts), "upgrade --revert", lock_wait):
             apply = _Upgrade(inv, fleet, facts, UpgradePlan(version, {}, FULL_STOP), progress, cookie, tls)
             with progress.phase("stop"):
                 for host in order:

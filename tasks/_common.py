@@ -14,7 +14,7 @@ from easycluster.inventory import Inventory, load_inventory
 
 INVENTORY_HELP = ("inventory file (default: $EASYCLUSTER_INVENTORY, else easycluster.inventory in"
                   " fabric.yaml, else ./inventory.yml)")
-LOCK_WAIT_HELP = "seconds to wait for another membership change to finish (default: refuse at once)"
+LOCK_WAIT_HELP = "seconds to wait for another change of the cluster to finish (default: refuse at once)"
 
 
 def inventory_of(c, given: str | None) -> Inventory:

@@ -6,13 +6,13 @@ from invoke import task
 
 from easycluster.cookie_rotation import rotate_cookie as run_rotation
 
-from ._common import INVENTORY_HELP, inventory_of, operator_errors, say
+from ._common import INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_errors, say
 
 
 
 @task(help={"inventory": INVENTORY_HELP,
             "new_cookie_file": "with cluster.cookie.env only: a file (mode 0600) holding the new cookie",
-            "lock_wait": "seconds to wait for another change to finish (default: refuse at once)"})
+            "lock_wait": LOCK_WAIT_HELP})
 @operator_errors
 def rotate_cookie(c, inventory=None, new_cookie_file=None, lock_wait=0):
     """Give the running cluster a new Erlang cookie, without downtime; rerun to finish an interrupted one."""
