@@ -254,8 +254,12 @@ class Bench:
             self.manual_join(h)
         took = time.monotonic() - t0
         self.parallel(self.mend_unit, hosts[1:])
-        running = self.ssh(hosts[0], "ejabberdctl list_cluster")
-        assert all(f"ejabberd@{h}" in running for h in hosts), running
+        # (not timed) every node back in the first one's running_db_nodes: a node just started by
+        # its unit may not be there yet when `systemctl start` returns (seen on Debian 13)
+        deadline = time.monotonic() + 60
+        while not all(f"ejabberd@{h}" in (running := self.ssh(hosts[0], "ejabberdctl list_cluster")) for h in hosts):
+            assert time.monotonic() < deadline, running
+            time.sleep(0.5)
         return took
 
     # ---------------------------------------------------------------- the toolkit
