@@ -188,7 +188,10 @@ class Bench:
     def reset(self, hosts: list[str]) -> None:
         """Back to 'package installed, never configured or started' (also without the toolkit's
         firewall and epmd binding: a node the last cluster did not list would be refused)."""
-        script = ("systemctl stop ejabberd; systemctl reset-failed ejabberd 2>/dev/null; "
+        # killed first: the data goes anyway, and a node the manual runbook's join_cluster left
+        # "deactivating" under Debian 13's unit would hold a graceful stop for its 300 s timeout
+        script = ("systemctl kill --signal=SIGKILL ejabberd 2>/dev/null; "
+                  "systemctl stop ejabberd; systemctl reset-failed ejabberd 2>/dev/null; "
                   "systemctl disable --quiet ejabberd; "
                   "systemctl disable --quiet --now easycluster-firewall 2>/dev/null; "
                   "nft delete table inet easycluster 2>/dev/null; "
@@ -239,7 +242,12 @@ class Bench:
         its application inside the VM: STOPPING=1), to be killed 300 s later; an operator must
         stop the node outside the unit and start it again (`mend_unit`, not timed: in the
         baseline's favour)."""
-        self.ssh(host, f"ejabberdctl --no-timeout join_cluster ejabberd@{seed}")
+        # ejabberd 24.12's join_cluster (Debian 13) returns before the join is done (0.7 s): the
+        # runbook waits until the node runs again with the seed in its running_db_nodes (23.01's
+        # returns when done, and the wait ends at once)
+        self.ssh(host, f"ejabberdctl --no-timeout join_cluster ejabberd@{seed} && "
+                       "until ejabberdctl status >/dev/null 2>&1 && "
+                       f"ejabberdctl list_cluster 2>/dev/null | grep -qx 'ejabberd@{seed}'; do sleep 0.2; done")
 
     def mend_unit(self, host: str) -> None:
         self.ssh(host, "if [ \"$(systemctl show ejabberd -p ActiveState --value)\" != active ]; then "
