@@ -54,6 +54,7 @@ from easycluster.secrets import load_cookie
 
 LAB = os.environ.get("BENCH_LAB", "bench")
 RELEASE = os.environ.get("BENCH_RELEASE") or os.environ.get("EASYCLUSTER_LAB_RELEASE") or "trixie"
+RELEASE_NAMES = {"trixie": "13 (trixie)", "bookworm": "12 (bookworm)"}
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 USERS = int(os.environ.get("BENCH_USERS", "100000"))
 SIZES = [n for n in (10_000, 100_000, 1_000_000) if n < USERS] + [USERS]
@@ -553,12 +554,13 @@ class Bench:
         out = [f"Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `make bench` "
                f"(BENCH_USERS={USERS}, BENCH_REPS={REPS}, BENCH_RELEASE={RELEASE}) on "
                f"{os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-               f"{platform.system()} {platform.release()}; lab hosts run Debian {RELEASE} "
+               f"{platform.system()} {platform.release()}; lab hosts run Debian {RELEASE_NAMES.get(RELEASE, RELEASE)} "
                f"(ejabberd {yaml.safe_load(self.lab.inventory.read_text())['cluster']['ejabberd_version']}) "
                "and boot its systemd as PID 1 (systemd-nspawn) "
                "in network namespaces on that machine, every node under Debian's ejabberd.service (the "
-               "manual runbook's `join_cluster` is timed alone; the unit it leaves deactivating is mended "
-               f"outside the timing); {REPS} repetitions, medians. Drawn in docs/{PLOT.name}.", "",
+               "manual runbook's `join_cluster` is timed until the node runs again in the cluster; the unit "
+               f"it leaves deactivating is mended outside the timing); {REPS} repetitions, medians. Drawn in "
+               f"docs/{PLOT.name}.", "",
                "| target | measured | wanted | |", "|---|---|---|---|"]
         out += [f"| {name} | {value} | {want} | {'met' if ok else 'MISSED'} |" for name, value, want, ok in targets]
         out += ["", "Deploys (s, medians):", "", "| nodes | bare runbook | `fab deploy` | ratio |", "|---|---|---|---|"]
