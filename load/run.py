@@ -447,7 +447,8 @@ class Load:
     def write_doc(self) -> None:
         rolling = [r for r in self.results if r["operation"].startswith("rolling-restart")]
         lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `make load`: {USERS} users, "
-                 f"{RATE:.0f} messages/s, lab {LAB} (3 masters, systemd hosts), Debian {RELEASE}, ejabberd "
+                 f"{RATE:.0f} messages/s, lab {LAB} (3 masters, systemd hosts), Debian "
+                 f"{ {'trixie': '13 (trixie)', 'bookworm': '12 (bookworm)'}.get(RELEASE, RELEASE)}, ejabberd "
                  f"{yaml.safe_load(self.inv3.read_text())['cluster']['ejabberd_version']}.", "",
                  "| operation | users | messages sent | lost | duplicates | resent (unacked) | "
                  "no service p50 | p99 | duration |",
