@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 from easycluster.inventory import load_inventory
 from easycluster_lab import Lab
+from easycluster_lab.report import release_name, write_between
 from easycluster.nodectl import install
 from easycluster.remote import Fleet
 from easycluster.render import managed_files
@@ -54,7 +55,6 @@ from easycluster.secrets import load_cookie
 
 LAB = os.environ.get("BENCH_LAB", "bench")
 RELEASE = os.environ.get("BENCH_RELEASE") or os.environ.get("EASYCLUSTER_LAB_RELEASE") or "trixie"
-RELEASE_NAMES = {"trixie": "13 (trixie)", "bookworm": "12 (bookworm)"}
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 USERS = int(os.environ.get("BENCH_USERS", "100000"))
 SIZES = [n for n in (10_000, 100_000, 1_000_000) if n < USERS] + [USERS]
@@ -554,7 +554,7 @@ class Bench:
         out = [f"Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `make bench` "
                f"(BENCH_USERS={USERS}, BENCH_REPS={REPS}, BENCH_RELEASE={RELEASE}) on "
                f"{os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-               f"{platform.system()} {platform.release()}; lab hosts run Debian {RELEASE_NAMES.get(RELEASE, RELEASE)} "
+               f"{platform.system()} {platform.release()}; lab hosts run Debian {release_name(RELEASE)} "
                f"(ejabberd {yaml.safe_load(self.lab.inventory.read_text())['cluster']['ejabberd_version']}) "
                "and boot its systemd as PID 1 (systemd-nspawn) "
                "in network namespaces on that machine, every node under Debian's ejabberd.service (the "
@@ -642,13 +642,8 @@ class Bench:
 
     def write(self, text: str) -> None:
         """Between the release's markers (a page without them gets them at its end)."""
-        start, end = f"<!-- BENCH START {RELEASE} -->", f"<!-- BENCH END {RELEASE} -->"
-        doc = DOC.read_text() if DOC.exists() else "# Performance\n"
-        if start not in doc:
-            doc += f"\n{start}\n{end}\n"
-        head, _, rest = doc.partition(start)
-        _, _, tail = rest.partition(end)
-        DOC.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+        write_between(DOC, f"<!-- BENCH START {RELEASE} -->", f"<!-- BENCH END {RELEASE} -->", text,
+                      new_page="# Performance\n")
         log(f"written to {DOC}")
 
 

@@ -44,6 +44,7 @@ import logging
 REPO = Path(__file__).resolve().parent.parent
 
 from easycluster_lab import Lab
+from easycluster_lab.report import release_name, write_between
 from easycluster.xmpp import Client, connect
 
 LAB = os.environ.get("LOAD_LAB", "load")
@@ -447,8 +448,7 @@ class Load:
     def write_doc(self) -> None:
         rolling = [r for r in self.results if r["operation"].startswith("rolling-restart")]
         lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `make load`: {USERS} users, "
-                 f"{RATE:.0f} messages/s, lab {LAB} (3 masters, systemd hosts), Debian "
-                 f"{ {'trixie': '13 (trixie)', 'bookworm': '12 (bookworm)'}.get(RELEASE, RELEASE)}, ejabberd "
+                 f"{RATE:.0f} messages/s, lab {LAB} (3 masters, systemd hosts), Debian {release_name(RELEASE)}, ejabberd "
                  f"{yaml.safe_load(self.inv3.read_text())['cluster']['ejabberd_version']}.", "",
                  "| operation | users | messages sent | lost | duplicates | resent (unacked) | "
                  "no service p50 | p99 | duration |",
@@ -465,13 +465,7 @@ class Load:
                       " (`fab upgrade`'s own measure: from the last node's stop to the first node serving again); "
                       "messages the clients could not send meanwhile are not counted as sent."]
         block = "\n".join(lines)
-        start, end = f"<!-- LOAD {RELEASE} -->", f"<!-- /LOAD {RELEASE} -->"
-        text = DOC.read_text() if DOC.exists() else ""
-        if start not in text:
-            text += f"\n{start}\n{end}\n"
-        head, _, rest = text.partition(start)
-        _, _, tail = rest.partition(end)
-        DOC.write_text(f"{head}{start}\n{block}\n{end}{tail}")
+        write_between(DOC, f"<!-- LOAD {RELEASE} -->", f"<!-- /LOAD {RELEASE} -->", block)
         print(block)
 
 
