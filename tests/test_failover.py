@@ -207,7 +207,7 @@ def test_stop_cluster_then_a_host_never_comes_back(cluster, lab):
     assert_no_user_lost(lab, hosts, everyone)
 
 
-def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab):
+def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab, request):
     hosts, everyone = cluster
     winner, loser = hosts[0], hosts[-1]
     d = domain(lab)
@@ -224,6 +224,7 @@ def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab)
 
     waiting, waiting_online = offline(winner), offline_of(USERS[2])
     held = Online(lab.ip(loser), jid(lab, USERS[2]), PASSWORD)     # a session on the loser's side
+    request.addfinalizer(held.close)   # also if the test fails: a session left behind takes the next test's messages
     fab("lab.partition", "--host", loser)
     # at once, while the winner still counts the loser as up: routed to that session, over a
     # link that is cut. Kept by the winner's courier, routed again (offline) once the loser is down.
@@ -288,6 +289,8 @@ class Online:
         assert started.wait(30), f"{user_jid} could not log in at {address}"
 
     def close(self) -> None:
+        if not self.thread.is_alive():
+            return
         self.loop.call_soon_threadsafe(self.client.disconnect)
         time.sleep(0.5)
         self.loop.call_soon_threadsafe(self.loop.stop)
