@@ -538,12 +538,16 @@ def _order(inv: Inventory):
     return lambda host: index[host]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _summary(out: Out, health: ClusterHealth, progress: Progress) -> None:
     members = [n.name for n in health.nodes if n.member]
     masters = [n.name for n in health.nodes if n.master and not n.satellite]
     satellites = [n.name for n in health.nodes if n.satellite and n.in_role]
-    out(f"cluster: {len(members)} members, {len(masters)} masters"
-        + (f", {len(satellites)} satellites" if any(n.satellite for n in health.nodes) else "")
+    out(f"cluster: {_count(len(members), 'member')}, {_count(len(masters), 'master')}"
+        + (f", {_count(len(satellites), 'satellite')}" if any(n.satellite for n in health.nodes) else "")
         + f" ({'healthy' if health.healthy else 'NOT healthy'})")
     timings = ", ".join(f"{name} {secs:.1f}s" for name, secs in progress.phases)
     out(f"time: {time.monotonic() - progress.start:.1f}s ({timings})")
