@@ -170,7 +170,7 @@ def assess(inv: Inventory, facts: dict[str, HostFacts], sql: dict | None = None)
                         "pinned version; ejabberd's maintainers advise against running mixed versions)")
     mixed_os = mixed_releases(nodes)
     if mixed_os:
-        problems.append(MIXED_RELEASES + ": " + "; ".join(f"{r} on {', '.join(hosts)}" for r, hosts in mixed_os.items()) +
+        problems.append(MIXED_RELEASES + ": " + releases.listed(mixed_os) +
                         " (a cluster runs one release: deploy refuses to change a cluster of mixed releases)")
     running_names = {n.name for n in nodes if n.running}
     masters_running = {n.name for n in nodes if n.running and not n.satellite}

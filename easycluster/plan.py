@@ -216,7 +216,7 @@ def preflight(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> li
                             if facts[n.host].reachable and releases.known(facts[n.host].os_id, facts[n.host].os_version)})
     if mixed:
         problems.append(Problem("*", "release", "the hosts run different operating system releases: " +
-                                "; ".join(f"{r} on {', '.join(hosts)}" for r, hosts in mixed.items()),
+                                releases.listed(mixed),
                                 "a cluster runs one release (one ejabberd and one Erlang/OTP on every node): put "
                                 "every host on the same one. A new host joins a cluster on the cluster's release; "
                                 "moving a running cluster from Debian 12 to 13 is an OS upgrade, node by node, that "

@@ -48,3 +48,8 @@ def mixed(releases: dict[str, str]) -> dict[str, list[str]]:
     for host, release in releases.items():
         by_release.setdefault(release, []).append(host)
     return by_release if len(by_release) > 1 else {}
+
+
+def listed(groups: dict[str, list[str]]) -> str:
+    """mixed()'s groups as one line: 'Debian 12 (bookworm) on lab1, lab2; Debian 13 (trixie) on lab3'."""
+    return "; ".join(f"{release} on {', '.join(hosts)}" for release, hosts in groups.items())
