@@ -462,10 +462,6 @@ class Lab:
             return (self.host_dir(host) / "release").read_text().strip()
         return "bookworm"
 
-    def releases(self) -> dict[str, str]:
-        """host -> release, for every host of the lab."""
-        return {h: self.release(h) for h in self.hosts()}
-
     def hosts(self) -> list[str]:
         """Hosts this lab has (a disk, running or not), in order."""
         found = [p.name for p in (self.dir / "hosts").glob("lab*") if re.fullmatch(r"lab[0-9]+", p.name)]
