@@ -25,9 +25,11 @@ demo: setup
 	$(FAB) deploy
 	$(FAB) status
 
-# The whole suite, on a lab of its own (brought up and torn down by the tests).
+# The whole suite, on labs of its own (brought up and torn down by the tests), in two streams:
+# the session lab's modules on one worker, the modules with labs of their own on the other
+# (tests/conftest.py groups them).
 test: setup
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadgroup --durations=30
 
 # Pure-logic tests only (no lab, no root).
 unit: setup

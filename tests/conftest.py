@@ -119,15 +119,26 @@ MODULE_ORDER = ["test_lab", "test_deploy", "test_package", "test_membership", "t
                 "test_upgrade"]
 
 
+# First (tryfirst): pytest-xdist reads the groups in a hook of its own, after this one.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
+    def module(item) -> str:
+        return item.module.__name__.rsplit(".", 1)[-1]
+
     def rank(item):
-        name = item.module.__name__.rsplit(".", 1)[-1]
-        return MODULE_ORDER.index(name) if name in MODULE_ORDER else -1   # pure tests first
+        return MODULE_ORDER.index(module(item)) if module(item) in MODULE_ORDER else -1   # pure tests first
     items.sort(key=rank)
-    # Lab tests are marked by using the lab fixtures; mark them for `-m "not lab"`.
     for item in items:
+        # Lab tests are marked by using the lab fixtures; mark them for `-m "not lab"`.
         if {"lab", "scratch_lab"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lab)
+        # Two streams for `make test` (-n 2 --dist loadgroup): the modules that share the session
+        # lab, in their order, on one worker; the modules with labs of their own (own_lab) on the
+        # other, one after another; pure tests wherever a worker is free.
+        if hasattr(item.module, "own_lab"):
+            item.add_marker(pytest.mark.xdist_group("own-labs"))
+        elif module(item) in MODULE_ORDER:
+            item.add_marker(pytest.mark.xdist_group("session-lab"))
 
 
 @pytest.fixture(scope="session")
