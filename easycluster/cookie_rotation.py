@@ -25,14 +25,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import facts as factmod
-from .errors import EasyClusterError
-from .health import assess
+from . import probe
+from .errors import EasyClusterError, RemoteError
+from .health import assess, without_departed
 from .inventory import Inventory
 from .lock import ClusterLock
-from .membership import without_departed
 from .progress import Out, Progress
-from .remote import Fleet, Host, RemoteError
+from .remote import Fleet, Host
 from .nodectl import ctl_json, remove
 from .paths import COOKIE_STAGING as STAGING   # the plugin reads the new cookie from there
 from .scripts import render
@@ -86,7 +85,7 @@ def rotate_cookie(inv: Inventory, new_cookie_file: str | None = None, out: Out =
         raise EasyClusterError("the new cookie is the cluster's current one")
     with Fleet(inv) as fleet:
         with progress.phase("facts"):
-            facts = factmod.gather(fleet, probe_network=False)
+            facts = probe.gather(fleet, probe_network=False)
         effective = without_departed(inv, facts, lambda _line: None)
         fleet = fleet.subset(effective)
         hosts = list(fleet.hosts)
@@ -158,7 +157,7 @@ def _switch(inv: Inventory, fleet: Fleet, new: Secret, progress: Progress) -> No
     fleet.each(hosts, as_own)
     # a fresh ejabberdctl (new file) answering proves the node and its file agree
     fleet.each(hosts, check)
-    final = factmod.gather(fleet, probe_network=False)
+    final = probe.gather(fleet, probe_network=False)
     health = assess(inv, final)
     if not health.healthy:
         raise EasyClusterError("the cookie was rotated but the cluster is not healthy:\n  "

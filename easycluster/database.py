@@ -1,6 +1,6 @@
 """cluster.database: PostgreSQL holding the cluster's persistent data (docs/database.md).
 
-Two kinds of facts. A database host easycluster provisions is probed over SSH like a node
+Two kinds of facts (their model: easycluster.facts). A database host easycluster provisions is probed over SSH like a node
 (db_probe.sh: package, settings, pg_hba lines, role, database). And the database itself is
 asked from each node, through that node's own SSH connection (an SSH channel the node's
 sshd opens to the server: the node's address, its route, pg_hba's view of it), with
@@ -13,77 +13,33 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import secrets as _random
 import socket
-import stat
-import string
-from dataclasses import dataclass, field
 
 import pg8000.native
 import scramp
 
-from .errors import EasyClusterError
-from .facts import probe_lines
-from .inventory import Cluster, Database, Inventory, Node
+from .errors import RemoteError, SqlError
+from .facts import DbHostFacts, SqlFacts, parse_db_facts
+from .inventory import Database, Inventory
 from .paths import PG_CONF_NAME, PG_HBA_BEGIN, PG_HBA_END
-from .remote import Fleet, Host, RemoteError
+from .plan import DB_CONF, DB_CREATE, DB_HBA, DB_INSTALL, DB_ROLE
+from .remote import Fleet, Host
 from .secrets import Secret
 from .scripts import render as render_script
 
 # paramiko logs a refused channel itself ("Secsh channel 0 open FAILED"): connect() reports it
 logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
-PASSWORD_LENGTH = 40
-PASSWORD_ALPHABET = string.ascii_letters + string.digits
 CONNECT_TIMEOUT = 10
 # easycluster's mark in the database: which cluster's data it holds, and since when. Made in
 # the transaction that loads ejabberd's schema, so a database holds both or neither.
 MARKER_TABLE = "easycluster_cluster"
-# What a DATABASE step does (plan.Step.action), in this order: on the database host, then (from
-# the first node, which has ejabberd's schema file) in the database.
-DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE, DB_CREATE, DB_SCHEMA = (
-    "install", "conf", "hba", "role", "create", "schema")
 # ejabberd's schema (new_sql_schema: every table has server_host), from the installed package
 SCHEMA_FILE = "/usr/share/ejabberd/sql/pg.new.sql"
 
 
-# --------------------------------------------------------------------------- the password
-
-def load_password(cluster: Cluster, create: bool = False) -> Secret:
-    """The database role's password: from password_env, or the local secrets file (0600; for
-    a database easycluster provisions, created with a random password when `create`)."""
-    db = cluster.database
-    assert db is not None
-    if db.password_env:
-        value = os.environ.get(db.password_env)
-        if not value:
-            raise EasyClusterError(f"cluster.database password_env: environment variable {db.password_env} is not set")
-        return Secret(value)
-    path = db.password_file
-    assert path is not None
-    if not path.exists():
-        if create and db.managed:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            value = "".join(_random.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(value + "\n")
-            return Secret(value)
-        made = " (the first `fab deploy` creates it)" if db.managed else " (the existing server's role password)"
-        raise EasyClusterError(f"cluster.database password_file {path} does not exist{made}")
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        value = path.read_text().strip()
-    except OSError as exc:
-        raise EasyClusterError(f"cluster.database password_file {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise EasyClusterError(f"cluster.database password_file {path} is readable by others (mode {mode:04o}): "
-                               f"chmod 600 {path}")
-    if not value:
-        raise EasyClusterError(f"cluster.database password_file {path} is empty")
-    return Secret(value)
-
+# --------------------------------------------------------------------------- the password (secrets.load_password)
 
 def scram_verifier(password: Secret, salt: bytes | None = None, iterations: int = 4096) -> Secret:
     """What PostgreSQL stores for a SCRAM-SHA-256 password (its rolpassword format): given to
@@ -95,53 +51,6 @@ def scram_verifier(password: Secret, salt: bytes | None = None, iterations: int 
 
 
 # --------------------------------------------------------------------------- the database host's facts
-
-@dataclass
-class DbHostFacts:
-    host: str
-    error: str | None = None
-    os_id: str = ""
-    os_version: str = ""
-    systemd: bool = False
-    addresses: list[str] = field(default_factory=list)
-    resolve: str | None = None          # what cluster.database.address resolves to there
-    postgresql: str | None = None       # the installed package's version
-    cluster: str | None = None          # "15/main"
-    online: bool = False
-    conf: str | None = None             # easycluster's settings file (None: missing)
-    hba: str = ""                       # easycluster's block of pg_hba.conf
-    role: bool = False
-    owner: str | None = None            # the database's owner (None: no database)
-    password_sha256: str | None = None  # of the password the role was given by easycluster
-
-    @property
-    def reachable(self) -> bool:
-        return self.error is None
-
-
-def parse_db_facts(host: str, output: str) -> DbHostFacts:
-    f = DbHostFacts(host=host)
-    pairs, complete = probe_lines(output)
-    for key, value in pairs:
-        if key in ("conf", "hba"):
-            text = None if value == "-" else base64.b64decode(value).decode(errors="replace")
-            setattr(f, key, text if key == "conf" else (text or ""))
-        elif key in ("systemd", "online"):
-            setattr(f, key, value == "yes")
-        elif key == "role":
-            f.role = value == "1"
-        elif key == "addresses":
-            f.addresses = value.split()
-        elif key in ("os_id", "os_version"):
-            setattr(f, key, value)
-        elif key in ("resolve", "postgresql", "cluster", "password_sha256"):
-            setattr(f, key, value or None)
-        elif key == "database":
-            f.owner = value or None
-    if not complete:
-        f.error = "fact probe did not finish"
-    return f
-
 
 def db_probe(host: Host, db: Database) -> DbHostFacts:
     try:
@@ -155,23 +64,6 @@ def db_probe(host: Host, db: Database) -> DbHostFacts:
 
 
 # --------------------------------------------------------------------------- the database, from a node
-
-@dataclass
-class SqlFacts:
-    """The database as one node sees it (logged in as the cluster's role)."""
-    host: str
-    error: str | None = None            # could not log in: why (unreachable, refused, password...)
-    version: str = ""                   # server_version
-    size: int = 0                       # bytes (pg_database_size)
-    marker: str | None = None           # the cluster whose data it holds (MARKER_TABLE)
-    ejabberd_tables: bool = False       # ejabberd's schema is there (its `users` table)
-    users: int | None = None            # rows of `users` (None: no table)
-    migration: str | None = None        # fab migrate-to-sql's progress (MARKER_TABLE; None: none)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
 
 class _ChannelSocket:
     """A paramiko channel as pg8000 uses a socket (makefile, close, settimeout)."""
@@ -215,10 +107,6 @@ def server_says(exc: Exception) -> str:
     """The server's own message in a pg8000 DatabaseError (its fields: M is the message)."""
     info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
     return str(info.get("M", exc)).strip()
-
-
-class SqlError(EasyClusterError):
-    """The database could not be reached or refused us (the message says which, from where)."""
 
 
 def sql_facts(host: Host, db: Database, password: Secret) -> SqlFacts:
@@ -309,16 +197,7 @@ def sql_counts(conn: pg8000.native.Connection) -> dict[str, int]:
     return {sql: conn.run(f"SELECT count(*) FROM {sql}")[0][0] for _, sql in COUNTED}
 
 
-# --------------------------------------------------------------------------- the database host's files
-
-def host_files(inv: Inventory, node_addresses: list[tuple[Node, str]], listen: str) -> tuple[str, str]:
-    """easycluster's settings file and pg_hba.conf block for the database host."""
-    from .render import render
-    db = inv.cluster.database
-    conf = render("postgresql.conf.j2", cluster=inv.cluster, database=db, listen=listen)
-    hba = render("pg_hba.conf.j2", database=db, nodes=node_addresses, begin=PG_HBA_BEGIN, end=PG_HBA_END)
-    return conf, hba
-
+# --------------------------------------------------------------------------- the database host (render.host_files)
 
 def provision(host: Host, inv: Inventory, actions: set[str], password: Secret | None,
               conf: str | None = None, hba: str | None = None) -> None:

@@ -13,19 +13,18 @@ import time
 from dataclasses import dataclass, field, replace
 
 from . import database as dbmod
-from . import facts as factmod
-from . import membership, nodectl
-from .errors import EasyClusterError
-from .health import ClusterHealth, assess
+from . import membership, nodectl, probe
+from .errors import EasyClusterError, PreflightFailed, RemoteError, StepFailed
+from .facts import HostFacts
+from .health import ClusterHealth, assess, departed, without_departed
 from .inventory import Inventory
 from .plan import (DATABASE, DB_CONF, DB_CREATE, DB_HBA, DB_INSTALL, DB_ROLE, DB_SCHEMA, INSTALL, JOIN, PLUGIN,
-                   RELOAD, RESET, RESTART, ROLE, SATELLITE, START, WRITE, DbView, Plan, PreflightFailed,
-                   Step, as_reset, choose_seed, format_plan, make_plan, mark_boot_joins, package_nodes,
-                   plan_joins)
+                   RELOAD, RESET, RESTART, ROLE, SATELLITE, START, WRITE, DbView, Plan, Step, as_reset,
+                   choose_seed, format_plan, make_plan, mark_boot_joins, package_nodes, packages, plan_joins)
 from .lock import ClusterLock
-from .progress import Out, Progress, StepFailed
-from .remote import Background, Fleet, Host, RemoteError
-from .secrets import COOKIE_ALPHABET, Secret, load_cookie
+from .progress import Out, Progress
+from .remote import Background, Fleet, Host
+from .secrets import COOKIE_ALPHABET, Secret, load_cookie, load_password
 from .tls import materials as tls_materials
 
 @dataclass
@@ -40,11 +39,11 @@ def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float
     progress = Progress(out)
     cookie = _cookie_for(inv, dry)
     tls = tls_materials(inv, create=not dry)
-    password = _db_password_for(inv, dry)
+    password = load_password(inv.cluster, create=True, dry=dry)
     with Fleet(inv) as fleet:
         with progress.phase("facts"):
             facts, db = gather_all(fleet, password)
-        effective = membership.without_departed(inv, facts, out)
+        effective = without_departed(inv, facts, out)
         fleet = fleet.subset(effective)
         plan = make_plan(effective, facts, cookie, tls, db=db)
         if plan.problems:
@@ -56,31 +55,31 @@ def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float
         if not plan.changes and not any(f.joining for f in facts.values()):
             health = assess(effective, facts)
             out(format_plan(plan, effective))
-            _summary(out, health, progress)
+            summary(out, health, progress)
             if not health.healthy:
                 raise EasyClusterError("the cluster is not healthy:\n  " + "\n  ".join(health.problems))
             return DeployResult(plan, health, progress.phases, fleet.connections_opened())
         with ClusterLock(fleet, list(fleet.hosts), "deploy", lock_wait):
             if _recover_joins(effective, fleet, facts, progress):
-                facts = factmod.gather(fleet)
+                facts = probe.gather(fleet)
                 plan = make_plan(effective, facts, cookie, tls, db=db)
                 if plan.problems:
                     raise PreflightFailed(plan.problems)
             out(format_plan(plan, effective))
             facts = as_reset(facts, plan.hosts_with(RESET))
             with progress.phase("apply"):
-                health = _Apply(effective, fleet, plan, facts, progress, password).run()
-        _summary(out, health, progress)
+                health = Apply(effective, fleet, plan, facts, progress, password).run()
+        summary(out, health, progress)
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
 
 
-def gather_all(fleet: Fleet, password: dbmod.Secret | None, probe_network: bool = True
-               ) -> tuple[dict[str, factmod.HostFacts], DbView | None]:
+def gather_all(fleet: Fleet, password: Secret | None, probe_network: bool = True
+               ) -> tuple[dict[str, HostFacts], DbView | None]:
     """Every node's facts and, with cluster.database, the database host's and the database as
     each node sees it: all at once."""
     d = fleet.inventory.cluster.database
     if d is None or password is None:
-        return factmod.gather_via(fleet, probe_network=probe_network), None
+        return probe.gather_via(fleet, probe_network=probe_network), None
     box: dict = {}
 
     def database() -> None:
@@ -88,19 +87,9 @@ def gather_all(fleet: Fleet, password: dbmod.Secret | None, probe_network: bool 
         box["sql"] = dbmod.sql_everywhere(fleet, password)
     worker = threading.Thread(target=database, daemon=True)
     worker.start()
-    facts = factmod.gather_via(fleet, probe_network=probe_network)
+    facts = probe.gather_via(fleet, probe_network=probe_network)
     worker.join()
     return facts, DbView(box.get("host"), box.get("sql", {}), password)
-
-
-def _db_password_for(inv: Inventory, dry: bool) -> dbmod.Secret | None:
-    d = inv.cluster.database
-    if d is None:
-        return None
-    if dry and d.managed and d.password_file and not d.password_file.exists():
-        # a dry run creates nothing: a password that no role has, shown as to be set
-        return dbmod.Secret(_random.token_hex(20))
-    return dbmod.load_password(inv.cluster, create=not dry)
 
 
 def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0,
@@ -114,7 +103,7 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
     progress = Progress(out)
     cookie = load_cookie(inv.cluster, create=False)
     tls = tls_materials(inv, create=True)
-    password = _db_password_for(inv, dry=False)
+    password = load_password(inv.cluster, create=True)
     with Fleet(inv) as fleet:
         with progress.phase("facts"):
             facts, db = gather_all(fleet, password)
@@ -124,28 +113,30 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
         seed, db_nodes = choose_seed(replace(inv, nodes=tuple(n for n in inv.nodes if n is not node)), facts)
         if not facts[seed.host].running:
             raise EasyClusterError("no running cluster to join (start it with `fab deploy`); nothing was changed")
-        departed = membership.departed(facts).get(node.name)
-        if node.name in db_nodes and not departed and not f.joining:
+        gone = departed(facts).get(node.name)
+        if node.name in db_nodes and not gone and not f.joining:
             raise EasyClusterError(f"{node.name} is already a member of the cluster; nothing was changed")
         sub = replace(inv, nodes=tuple(n for n in inv.nodes if n is node or (
             n.name in db_nodes and facts[n.host].running)))
         fleet = fleet.subset(sub)
         with ClusterLock(fleet, list(fleet.hosts), f"add-master --host {node.host}", lock_wait):
-            if f.joining:
-                membership.recover_interrupted_join(sub, fleet, node, f, f.joining.get("seed") or seed.name,
-                                                    progress.say)
+            if f.joining and membership.recover_interrupted_join(sub, fleet, node, f,
+                                                                 f.joining.get("seed") or seed.name, progress.say):
+                # that join completed (systemd started the killed node again, which finished it at
+                # boot): a master now, not the node removed before it, whose old files are wiped
+                gone = None
             package_node = node.host in package_nodes(inv, facts)   # reset by the plan, below
-            if departed and not package_node and (node.name in db_nodes or f.mnesia_schema or f.beam_running):
+            if gone and not package_node and (node.name in db_nodes or f.mnesia_schema or f.beam_running):
                 # a removed/forgotten node's old files would rejoin it with stale tables
-                membership.wipe(fleet, node, progress, f"reset {node.name} ({departed[0]} on {departed[1]})")
+                membership.wipe(fleet, node, progress, f"reset {node.name} ({gone[0]} on {gone[1]})")
                 if node.name in db_nodes:
                     nodectl.forget(fleet[seed.host], node.name)
-            if f.joining or departed:   # the node changed under us: look again
+            if f.joining or gone:   # the node changed under us: look again
                 with progress.phase("facts"):
                     facts, db = gather_all(fleet, password)
             # the firewall of every member lets in every node of the inventory, the new one too;
             # so does the database's pg_hba.conf
-            away = membership.departed(facts)
+            away = departed(facts)
             db = replace(db, let_in=tuple(n for n in inv.nodes if n is node or n.name not in away)) if db else None
             plan = make_plan(sub, facts, cookie, tls, membership.firewall_members(inv, facts, joining=node), db)
             if plan.problems:
@@ -164,12 +155,12 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
             if plan.steps:
                 out(format_plan(plan, sub))
                 with progress.phase("apply"):
-                    health = _Apply(sub, fleet, plan, facts, progress, password).run()
+                    health = Apply(sub, fleet, plan, facts, progress, password).run()
             else:   # an interrupted join that had completed: verified above
                 health = assess(sub, facts)
                 out(f"{node.name} is a member; nothing to do")
             membership.clear_departure(fleet, list(fleet.hosts), node)
-        _summary(out, health, progress)
+        summary(out, health, progress)
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
 
 
@@ -192,11 +183,11 @@ def _cookie_for(inv: Inventory, dry: bool) -> Secret:
     return load_cookie(inv.cluster, create=not dry)
 
 
-class _Apply:
+class Apply:
     """One run's apply: the plan's steps on the fleet, phase by phase; the first failure stops it."""
 
     def __init__(self, inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress,
-                 password: dbmod.Secret | None = None):
+                 password: Secret | None = None):
         self.inv, self.fleet, self.plan, self.facts, self.progress = inv, fleet, plan, facts, progress
         self.password = password   # the database role's (cluster.database)
         self.c2s = inv.cluster.c2s_port
@@ -249,7 +240,7 @@ class _Apply:
 
         ask = plan.seed.host if plan.seed.host in fleet.hosts else next(iter(fleet.hosts))
         with progress.phase("verify"):
-            final = factmod.gather_via(fleet, ask)
+            final = probe.gather_via(fleet, ask)
         statuses = {host: f.cluster_status for host, f in final.items()}
         for step in boot_joins:
             membership.check_joined(inv, fleet, inv.node(step.host), step.seed, statuses)
@@ -329,7 +320,7 @@ class _Apply:
         version = self.inv.cluster.ejabberd_version
         step = next(s for s in self.plan.by_kind(INSTALL) if s.host == h.name)
         with self.progress.step(h.name, step.summary):
-            nodectl.install(h, version, extra=nodectl.packages(self.inv))
+            nodectl.install(h, version, extra=packages(self.inv))
         if self.facts[h.name].running:   # a driver installed under a running node: on its code path now
             with self.progress.step(h.name, "the new libraries on the running node's code path"):
                 nodectl.ctl_json(h, "easy_cluster_code_path", what="adding the new libraries to the code path")
@@ -425,7 +416,7 @@ class _Apply:
         if plan.hosts_with(RESTART) or any(facts[h].mnesia_schema for h in starts):
             # membership of nodes that were down is known only now that they run (a node that
             # started with no Mnesia data of its own is standalone: the plan's joins stand)
-            fresh = factmod.gather(fleet, probe_network=False)
+            fresh = probe.gather(fleet, probe_network=False)
             joins, problems = plan_joins(inv, fresh)
             if problems:
                 raise PreflightFailed(problems)
@@ -542,7 +533,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _summary(out: Out, health: ClusterHealth, progress: Progress) -> None:
+def summary(out: Out, health: ClusterHealth, progress: Progress) -> None:
     members = [n.name for n in health.nodes if n.member]
     masters = [n.name for n in health.nodes if n.master and not n.satellite]
     satellites = [n.name for n in health.nodes if n.satellite and n.in_role]

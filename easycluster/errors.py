@@ -2,8 +2,8 @@
 
 Every exception an operator can see derives from EasyClusterError and is defined here, so
 that one `except EasyClusterError` (tasks/_common.py operator_errors) turns any of them into
-`error: <message>` and exit 1. The modules that raise them re-export them (`from .errors
-import RemoteError` in remote.py...), so they are still importable from there.
+`error: <message>` and exit 1. Import them from here: the modules that raise them do not
+re-export them (tests/test_layers.py). Nothing here reaches a host, or imports another module.
 """
 
 from __future__ import annotations
@@ -70,14 +70,18 @@ def format_problems(problems: list) -> str:
 
 
 class LockHeld(EasyClusterError):
-    """Another run holds the cluster lock; says who, since when, and how to break a dead one."""
+    """Another run holds the cluster lock; says who, since when (`described`: the holder as
+    lock.describe_holder words it), and how to break a dead one."""
 
-    def __init__(self, host: str, holder: dict):
-        from .lock import describe_holder   # lock.py imports this module: describe at raise time
+    def __init__(self, host: str, holder: dict, described: str):
         self.host, self.holder = host, holder
-        super().__init__(describe_holder(holder) + "\n  wait for it to finish; if that run is dead, "
+        super().__init__(described + "\n  wait for it to finish; if that run is dead, "
                          "`fab break-lock` removes the lock")
 
 
 class MembershipError(EasyClusterError):
     """A membership change (join, remove-node, forget-node, add-master) refused or failed."""
+
+
+class SqlError(EasyClusterError):
+    """The database could not be reached or refused us (the message says which, from where)."""

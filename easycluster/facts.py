@@ -1,7 +1,9 @@
-"""Facts: read-only probes of each host, one SSH command per host, all hosts at once.
+"""Facts: what the read-only probes report of each host (easycluster.probe runs them, one SSH
+command per host, all hosts at once), as data.
 
-The probe script prints `key=value` lines (file contents base64-encoded); parsing
-is pure and tested without hosts. The cookie is never read back, only its hash.
+A probe script prints `key=value` lines (file contents base64-encoded); parsing them is pure
+and tested without hosts. The cookie is never read back, only its hash. The database's facts
+are here too: its host's (db_probe.sh) and the database as each node sees it (database.py).
 """
 
 from __future__ import annotations
@@ -11,15 +13,6 @@ import json
 from dataclasses import dataclass, field
 
 from . import releases
-from .inventory import Inventory
-from .paths import (DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT, EJABBERD_YML,
-                    EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, MNESIA_SCHEMA_FILE, SQL_SECRET_FILE, UNIT_DROPIN)
-from .remote import Fleet, Host
-from .scripts import render
-
-READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, EPMD_DROPIN, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, DIST_TLS_CA,
-                  DIST_TLS_CERT, DIST_TLS_OPTFILE, MNESIA_SCHEMA_FILE)
-SECRET_FILES = (DIST_TLS_KEY, SQL_SECRET_FILE)   # only their hash is read, like the cookie's
 
 
 @dataclass
@@ -54,7 +47,7 @@ class HostFacts:
     ctl_status: int | None = None       # ejabberdctl status: 0 running, 1 starting, 3 down; None: no ejabberd
     beam_running: bool = False
     cluster_status: dict | None = None  # easy_cluster_status JSON, when the plugin answers
-    cluster_statuses: dict | None = None   # every member's, when asked from this node (gather_via)
+    cluster_statuses: dict | None = None   # every member's, when asked from this node (probe.gather_via)
 
     @property
     def reachable(self) -> bool:
@@ -94,18 +87,6 @@ class HostFacts:
             return int(self.unit.get("NRestarts", "0"))
         except ValueError:
             return 0
-
-
-def probe_script(inventory: Inventory, host: str, probe_network: bool = True, ctl: str = "self") -> str:
-    """ctl: how the node's status is read: "self" (its own ejabberdctl call), "cluster"
-    (every member's, from this node) or "none" (read from another node)."""
-    node_hosts = [n.node_host for n in inventory.nodes]
-    own = inventory.node(host).node_host
-    peers = [h for h in node_hosts if h != own] if probe_network else []
-    c = inventory.cluster
-    ports = [4369] + list(range(c.port_min, c.port_max + 1))
-    return render("probe", files=READABLE_FILES, secrets=SECRET_FILES, resolve=node_hosts, peers=peers,
-                  ports=ports, ctl_mode=ctl)
 
 
 def probe_lines(output: str) -> tuple[list[tuple[str, str]], bool]:
@@ -171,38 +152,67 @@ def parse_facts(host: str, output: str) -> HostFacts:
     return f
 
 
-def gather_one(host: Host, inventory: Inventory, probe_network: bool = True, ctl: str = "self") -> HostFacts:
-    result = host.script(probe_script(inventory, host.name, probe_network, ctl), check=False,
-                      timeout=20, what="gathering facts")
-    return parse_facts(host.name, result.stdout)
+# --------------------------------------------------------------------------- cluster.database
+
+@dataclass
+class DbHostFacts:
+    host: str
+    error: str | None = None
+    os_id: str = ""
+    os_version: str = ""
+    systemd: bool = False
+    addresses: list[str] = field(default_factory=list)
+    resolve: str | None = None          # what cluster.database.address resolves to there
+    postgresql: str | None = None       # the installed package's version
+    cluster: str | None = None          # "15/main"
+    online: bool = False
+    conf: str | None = None             # easycluster's settings file (None: missing)
+    hba: str = ""                       # easycluster's block of pg_hba.conf
+    role: bool = False
+    owner: str | None = None            # the database's owner (None: no database)
+    password_sha256: str | None = None  # of the password the role was given by easycluster
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
 
 
-def gather_via(fleet: Fleet, ask: str | None = None, probe_network: bool = False) -> dict[str, HostFacts]:
-    """As gather, but with every member's status asked from one node (`ask`, by default the
-    first host) in one ejabberdctl call rather than one per host (each boots a VM: ~0.2 s of
-    CPU). A host whose VM runs but whose status did not come that way (not a member, not
-    answering, or `ask` itself not running) is asked on its own, as gather does."""
-    hosts = list(fleet.hosts)
-    ask = ask or hosts[0]
-    results = fleet.parallel(lambda h: gather_one(h, fleet.inventory, probe_network,
-                                                  "cluster" if h.name == ask else "none"), hosts)
-    facts = {h: (r if isinstance(r, HostFacts) else HostFacts(host=h, error=str(r))) for h, r in results.items()}
-    statuses = (facts[ask].cluster_statuses or {}) if ask in facts else {}
-    again = []
-    for h, f in facts.items():
-        st = statuses.get(fleet.inventory.node(h).name)
-        if f.error or not f.beam_running:
-            continue
-        if isinstance(st, dict) and "error" not in st:
-            f.ctl_status, f.cluster_status = 0, st
-        else:
-            again.append(h)
-    if again:
-        facts.update(gather(fleet, again, probe_network=probe_network))
-    return facts
+def parse_db_facts(host: str, output: str) -> DbHostFacts:
+    f = DbHostFacts(host=host)
+    pairs, complete = probe_lines(output)
+    for key, value in pairs:
+        if key in ("conf", "hba"):
+            text = None if value == "-" else base64.b64decode(value).decode(errors="replace")
+            setattr(f, key, text if key == "conf" else (text or ""))
+        elif key in ("systemd", "online"):
+            setattr(f, key, value == "yes")
+        elif key == "role":
+            f.role = value == "1"
+        elif key == "addresses":
+            f.addresses = value.split()
+        elif key in ("os_id", "os_version"):
+            setattr(f, key, value)
+        elif key in ("resolve", "postgresql", "cluster", "password_sha256"):
+            setattr(f, key, value or None)
+        elif key == "database":
+            f.owner = value or None
+    if not complete:
+        f.error = "fact probe did not finish"
+    return f
 
 
-def gather(fleet: Fleet, hosts: list[str] | None = None, probe_network: bool = True) -> dict[str, HostFacts]:
-    """Facts of every host, in parallel; an unreachable host gets facts with .error set."""
-    results = fleet.parallel(lambda h: gather_one(h, fleet.inventory, probe_network), hosts)
-    return {h: (r if isinstance(r, HostFacts) else HostFacts(host=h, error=str(r))) for h, r in results.items()}
+@dataclass
+class SqlFacts:
+    """The database as one node sees it (logged in as the cluster's role)."""
+    host: str
+    error: str | None = None            # could not log in: why (unreachable, refused, password...)
+    version: str = ""                   # server_version
+    size: int = 0                       # bytes (pg_database_size)
+    marker: str | None = None           # the cluster whose data it holds (database.MARKER_TABLE)
+    ejabberd_tables: bool = False       # ejabberd's schema is there (its `users` table)
+    users: int | None = None            # rows of `users` (None: no table)
+    migration: str | None = None        # fab migrate-to-sql's progress (database.MARKER_TABLE; None: none)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

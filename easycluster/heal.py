@@ -13,12 +13,12 @@ saved, and stored again after its restart.
 from __future__ import annotations
 
 from . import nodectl
-from .errors import EasyClusterError
 from .health import ClusterHealth
 from .inventory import Inventory
 from .lock import ClusterLock
 from .membership import backup
 from .progress import Progress
+from . import refusals
 from .remote import Fleet, Host
 from .rolling import wait_back
 from .status import observe
@@ -27,43 +27,16 @@ from .status import observe
 DRAIN = 5   # seconds a loser's clients get to move before it restarts
 
 
-def sides(health: ClusterHealth, winner: str | None = None) -> list[list[str]]:
-    """The sides of a partition, largest first (pure): the groups of running nodes that see each
-    other; once the link is back and they all do, the winner's side is every node it has no
-    partition with."""
-    groups: list[list[str]] = []
-    running = [n for n in health.nodes if n.running]
-    for n in running:
-        view = sorted(set(n.running_db_nodes) | {n.name})
-        if view not in groups:
-            groups.append(view)
-    if len(groups) == 1 and winner:
-        split = next((set(n.partitioned_with) for n in running if n.name == winner), set())
-        if split:
-            groups = [sorted(n.name for n in running if n.name not in split),
-                      sorted(n.name for n in running if n.name in split)]
-    return sorted(groups, key=lambda g: (-len(g), g))
-
-
 def heal(inv: Inventory, winner: str | None, progress: Progress, lock_wait: float = 0) -> ClusterHealth:
     with Fleet(inv) as fleet:
         health = observe(inv, fleet)
-        win = inv.node(winner) if winner else None
-        groups = sides(health, win.name if win else None)
-        described = "; ".join("{" + ", ".join(g) + "}" for g in groups) if len(groups) > 1 else "; ".join(
-            f"{n.name} saw a partition with {', '.join(n.partitioned_with)}" for n in health.nodes if n.partitioned_with)
-        if not health.partitioned:
+        decided = refusals.heal(inv, health, winner)
+        if decided is None:
             progress.say("cluster", f"not partitioned ({'healthy' if health.healthy else 'NOT healthy'}): "
                                     "nothing to heal")
             _clear_masters(inv, fleet, health, progress)
             return health
-        if winner is None:
-            raise EasyClusterError(f"the cluster is partitioned: {described}\n  name the side whose data is kept: "
-                                   "`fab heal --winner NODE` (the other side's writes since the split are discarded)")
-        winning = next((g for g in groups if win.name in g), None)
-        if winning is None:
-            raise EasyClusterError(f"{win.name} is not running: the winner must be a running node ({described})")
-        losers = [inv.node(name) for g in groups if g is not winning for name in g]
+        win, winning, losers = decided.winner, decided.winning, decided.losers
         by_name = {n.name: n for n in health.nodes}
         with ClusterLock(fleet, [n.host for n in inv.nodes if by_name.get(n.name) and by_name[n.name].running],
                          f"heal --winner {win.host}", lock_wait):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import releases
+from .errors import EasyClusterError
 from .facts import HostFacts
 from .inventory import Inventory
+from .progress import Out
 
 
 @dataclass
@@ -85,7 +87,7 @@ class ClusterHealth:
 
 
 def database_health(inv: Inventory, sql: dict) -> tuple[dict, list[str]]:
-    """cluster.database as each node sees it (database.SqlFacts per host): where it is, the
+    """cluster.database as each node sees it (facts.SqlFacts per host): where it is, the
     server's version and the database's size, who reaches it; a problem per node that cannot
     log in (its clients cannot log in either)."""
     d = inv.cluster.database
@@ -102,7 +104,7 @@ def database_health(inv: Inventory, sql: dict) -> tuple[dict, list[str]]:
 def assess(inv: Inventory, facts: dict[str, HostFacts], sql: dict | None = None) -> ClusterHealth:
     """Healthy: every inventory node running, a member in everyone's view, and a master
     (a local copy of every table, with the same storage type as on the others); with
-    cluster.database, every reachable node able to log in to it (`sql`: database.SqlFacts
+    cluster.database, every reachable node able to log in to it (`sql`: facts.SqlFacts
     per host)."""
     names = [n.name for n in inv.nodes]
     nodes, problems = [], []
@@ -240,3 +242,29 @@ def _unit_problem(nh: NodeHealth, f: HostFacts) -> str | None:
     if nh.running or active != "inactive":
         return f"{nh.name}: ejabberd.service is {f.unit_state}, not active (running){last}"
     return None
+
+
+# --------------------------------------------------------------------------- departed nodes
+
+def departed(facts: dict[str, HostFacts]) -> dict[str, tuple[str, str]]:
+    """Nodes taken out on purpose (remove-node, forget-node), as any host records them
+    (membership.record_departure)."""
+    found: dict[str, tuple[str, str]] = {}
+    for f in facts.values():
+        for name, entry in f.departed.items():
+            if name not in found or entry[1] > found[name][1]:
+                found[name] = entry
+    return found
+
+
+def without_departed(inv: Inventory, facts: dict[str, HostFacts], out: Out) -> Inventory:
+    gone = departed(facts)
+    keep = [n for n in inv.nodes if n.name not in gone]
+    for n in inv.nodes:
+        if n.name in gone:
+            how, when = gone[n.name]
+            out(f"note: {n.name} was {how} on {when}; deploy leaves it out "
+                f"(`fab add-master --host {n.host}` brings it back; or delete it from the inventory)")
+    if not keep:
+        raise EasyClusterError("every node of the inventory was removed from the cluster")
+    return replace(inv, nodes=tuple(keep)) if len(keep) != len(inv.nodes) else inv

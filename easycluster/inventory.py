@@ -15,8 +15,7 @@ from typing import Any
 
 import yaml
 
-from .errors import EasyClusterError
-from .errors import InventoryError  # noqa: F401  (defined in errors.py, imported from here too)
+from .errors import EasyClusterError, InventoryError
 
 # Where the inventory is when nothing names it: the current directory, as an operator's
 # infrastructure repository holds it beside its fabfile.

@@ -16,8 +16,8 @@ import socket
 import time
 from datetime import datetime, timezone
 
-from .errors import LockHeld  # noqa: F401  (defined in errors.py, imported from here too)
-from .remote import Fleet, Host, RemoteError
+from .errors import LockHeld, RemoteError
+from .remote import Fleet, Host
 from .scripts import render
 
 
@@ -84,7 +84,7 @@ class ClusterLock:
                     self.release()
                     if isinstance(results[h], Exception):
                         raise results[h]
-                    raise LockHeld(h, results[h])
+                    raise LockHeld(h, results[h], describe_holder(results[h]))
 
     def _take(self, host: Host) -> dict | None:
         """None if taken here, else the holder's record."""

@@ -11,20 +11,21 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from . import facts as factmod
 from . import nodectl
-from .errors import EasyClusterError
-from .errors import MembershipError  # noqa: F401  (defined in errors.py, imported from here too)
+from . import probe
+from .errors import JoinFailed, MembershipError, RemoteError
 from .facts import HostFacts
-from .health import ClusterHealth, assess, disc_tables
+from .health import ClusterHealth, assess, departed, disc_tables
 from .inventory import Inventory, Node
 from .lock import ClusterLock
 from .paths import COOKIE_PATH, MNESIA_DIR, PG_DUMP_DIR, STAGING_TEMPLATE
-from .database import DB_HBA, host_files, provision
-from .plan import dist_address, members_of
-from .render import firewall_files
-from .progress import Out, Progress
-from .remote import Fleet, Host, RemoteError
+from .database import provision
+from .plan import DB_HBA, dist_address, members_of
+from .render import firewall_files, host_files
+from .progress import Progress
+from . import refusals
+from .refusals import running_masters
+from .remote import Fleet, Host
 from .scripts import render
 
 
@@ -68,7 +69,7 @@ def _joining(inv: Inventory, fleet: Fleet, node: Node, seed: str, say, run) -> d
 
     try:
         answer = run(table_progress)
-    except nodectl.JoinFailed as failed:
+    except JoinFailed as failed:
         if failed.changed_nothing:
             nodectl.clear_joining(fleet[node.host], member=False)
             raise MembershipError(f"[{node.host}] join of {node.name} to {seed} refused: {failed.detail} "
@@ -172,16 +173,17 @@ def roll_back_join(inv: Inventory, fleet: Fleet, node: Node, seed: str, reachabl
     return "; ".join(done)
 
 
-def recover_interrupted_join(inv: Inventory, fleet: Fleet, node: Node, f: HostFacts, seed: str, say) -> None:
+def recover_interrupted_join(inv: Inventory, fleet: Fleet, node: Node, f: HostFacts, seed: str, say) -> bool:
     """A join marker on the node: an earlier run died or lost the node mid-join. Keep the
-    join if it completed (verified now), otherwise roll it back."""
+    join if it completed (verified now: True), otherwise roll it back (False)."""
     h = fleet[node.host]
     if f.running and verify_joined(inv, fleet, node, seed) is None:
         nodectl.clear_joining(h, member=True)
         say(node.host, f"an earlier join of {node.name} was left unverified; verified now: it is a master")
-        return
+        return True
     note = roll_back_join(inv, fleet, node, seed, reachable=True)
     say(node.host, f"an earlier join of {node.name} was interrupted; rolled back: {note}")
+    return False
 
 
 # --------------------------------------------------------------------------- backups
@@ -195,7 +197,7 @@ def backup(inv: Inventory, fleet: Fleet, host: str, say, spare: str | None = Non
 
 def backup_on_demand(inv: Inventory, host: str | None, say) -> str:
     with Fleet(inv) as fleet:
-        facts = factmod.gather(fleet, probe_network=False)
+        facts = probe.gather(fleet, probe_network=False)
         masters = running_masters(list(inv.nodes), facts)
         if host is not None:
             node = inv.node(host)
@@ -214,7 +216,8 @@ def backup_on_demand(inv: Inventory, host: str | None, say) -> str:
 def database_dump(inv: Inventory, fleet: Fleet, say, node_host: str | None = None) -> str:
     """A pg_dump of cluster.database: on the database host easycluster provisions, or, for an
     external server, on a node (`node_host`) with PostgreSQL's client, as the cluster's role."""
-    from .database import load_password, pgpass_line
+    from .database import pgpass_line
+    from .secrets import load_password
     d = inv.cluster.database
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = f"{PG_DUMP_DIR}/{inv.cluster.name}-{d.name}.{stamp}.dump"
@@ -250,54 +253,7 @@ def _edit_departed(fleet: Fleet, hosts: list[str], name: str, entry: dict | None
     fleet.parallel(lambda h: h.script(script, check=False, timeout=15), hosts)
 
 
-def departed(facts) -> dict[str, tuple[str, str]]:
-    """Nodes taken out on purpose (remove-node, forget-node), as any host records them."""
-    found: dict[str, tuple[str, str]] = {}
-    for f in facts.values():
-        for name, entry in f.departed.items():
-            if name not in found or entry[1] > found[name][1]:
-                found[name] = entry
-    return found
-
-
-def without_departed(inv: Inventory, facts, out: Out) -> Inventory:
-    gone = departed(facts)
-    keep = [n for n in inv.nodes if n.name not in gone]
-    for n in inv.nodes:
-        if n.name in gone:
-            how, when = gone[n.name]
-            out(f"note: {n.name} was {how} on {when}; deploy leaves it out "
-                f"(`fab add-master --host {n.host}` brings it back; or delete it from the inventory)")
-    if not keep:
-        raise EasyClusterError("every node of the inventory was removed from the cluster")
-    return replace(inv, nodes=tuple(keep)) if len(keep) != len(inv.nodes) else inv
-
-
 # --------------------------------------------------------------------------- remove / forget
-
-def running_members(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[list[Node], set[str]]:
-    """Nodes of the inventory that run as cluster members, and the cluster's db_nodes."""
-    running = [n for n in inv.nodes if facts[n.host].running and facts[n.host].cluster_status]
-    db_nodes: set[str] = set()
-    for n in running:
-        db_nodes |= set(facts[n.host].cluster_status.get("db_nodes", []))
-    return running, db_nodes
-
-
-def sole_copies(node: Node, survivors: list[Node], facts: dict[str, HostFacts]) -> list[str]:
-    """Tables of which `node` holds the only copy among the running survivors."""
-    holders: dict[str, set[str]] = {}
-    for n in survivors + [node]:
-        st = facts[n.host].cluster_status if facts[n.host].running else None
-        for table, where in (st or {}).get("tables", {}).items():
-            holders.setdefault(table, set()).update(where)
-    alive = {n.name for n in survivors}
-    return sorted(t for t, where in holders.items() if node.name in where and not where & alive)
-
-
-def running_masters(nodes: list[Node], facts: dict[str, HostFacts]) -> list[Node]:
-    return [n for n in nodes if facts[n.host].running and (facts[n.host].cluster_status or {}).get("master")]
-
 
 def wipe(fleet: Fleet, node: Node, progress: Progress, what: str = "wipe its Mnesia directory (cookie kept)") -> None:
     """Stop the node and empty its Mnesia directory, saying where the old files went."""
@@ -310,21 +266,8 @@ def wipe(fleet: Fleet, node: Node, progress: Progress, what: str = "wipe its Mne
 def remove_node(inv: Inventory, node: Node, drain: int, lock_wait: float, progress: Progress) -> ClusterHealth:
     """Graceful: drain and stop the running node, then take it out of the schema and wipe it."""
     with Fleet(inv) as fleet:
-        facts = factmod.gather(fleet, probe_network=False)
-        if facts[node.host].error:
-            raise MembershipError(f"{node.host}: {facts[node.host].error} (a dead node is removed with "
-                                  f"`fab forget-node --host {node.host}`)")
-        survivors = _survivors(inv, node, facts, "remove")
-        if not facts[node.host].running:
-            raise MembershipError(f"{node.name} is not running: remove a stopped node with "
-                                  f"`fab forget-node --host {node.host}`")
-        if not running_masters(survivors, facts):
-            raise MembershipError(f"refusing to remove {node.name}: it is the only running master "
-                                  "(the cluster's data would go with it)")
-        sole = sole_copies(node, survivors, facts)
-        if sole:
-            raise MembershipError(f"refusing to remove {node.name}: it holds the only running copy of "
-                                  f"{', '.join(sole)}")
+        facts = probe.gather(fleet, probe_network=False)
+        survivors = refusals.remove_node(inv, facts, node)
 
         def drain_first() -> None:
             with progress.step(node.host, f"drain ({drain}s) and stop"):
@@ -337,14 +280,9 @@ def remove_node(inv: Inventory, node: Node, drain: int, lock_wait: float, progre
 def forget_node(inv: Inventory, node: Node, lock_wait: float, progress: Progress) -> ClusterHealth:
     """Offline: take a dead (stopped or unreachable) node out of the schema from a survivor."""
     with Fleet(inv) as fleet:
-        facts = factmod.gather(fleet, probe_network=False)
+        facts = probe.gather(fleet, probe_network=False)
         f = facts[node.host]
-        if f.running or (not f.error and f.beam_running):
-            raise MembershipError(f"refusing to forget {node.name}: it is running "
-                                  f"(a running node leaves with `fab remove-node --host {node.host}`)")
-        survivors = _survivors(inv, node, facts, "forget")
-        if not running_masters(survivors, facts):
-            raise MembershipError("no running master to forget it from")
+        survivors = refusals.forget_node(inv, facts, node)
         _take_out(inv, fleet, node, survivors, facts, "forgotten", progress, lock_wait)
         if not f.error:
             wipe(fleet, node, progress)
@@ -354,13 +292,6 @@ def forget_node(inv: Inventory, node: Node, lock_wait: float, progress: Progress
                                     f"bring it back only with `fab add-master --host {node.host}`, which does "
                                     "that first")
         return _verify_survivors(inv, fleet, survivors, progress)
-
-
-def _survivors(inv: Inventory, node: Node, facts: dict[str, HostFacts], verb: str) -> list[Node]:
-    running, db_nodes = running_members(inv, facts)
-    if node.name not in db_nodes:
-        raise MembershipError(f"{node.name} is not in the cluster's schema: nothing to {verb}")
-    return [n for n in running if n is not node and n.name in db_nodes]
 
 
 def _take_out(inv: Inventory, fleet: Fleet, node: Node, survivors: list[Node], facts, how: str,
@@ -417,7 +348,7 @@ def close_database(inv: Inventory, fleet: Fleet, facts, gone: Node, progress: Pr
 
 def _verify_survivors(inv: Inventory, fleet: Fleet, survivors: list[Node], progress: Progress) -> ClusterHealth:
     sub = replace(inv, nodes=tuple(survivors))
-    health = assess(sub, factmod.gather(fleet, [n.host for n in survivors], probe_network=False))
+    health = assess(sub, probe.gather(fleet, [n.host for n in survivors], probe_network=False))
     masters = sum(1 for n in health.nodes if n.master and not n.satellite)
     progress.say("cluster", f"{len(survivors)} members, {masters} masters "
                             f"({'healthy' if health.healthy else 'NOT healthy'})")

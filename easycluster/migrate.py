@@ -23,19 +23,17 @@ import time
 from dataclasses import dataclass, field, replace
 
 from . import database as dbmod
-from . import facts as factmod
-from . import membership, nodectl
-from .deploy import _Apply, _db_password_for, _summary, gather_all
-from .errors import EasyClusterError
+from . import membership, nodectl, probe
+from .deploy import Apply, gather_all, summary
+from .errors import EasyClusterError, PreflightFailed
 from .health import ClusterHealth, assess
 from .inventory import Inventory
 from .lock import ClusterLock
-from .plan import PreflightFailed, choose_seed, dist_address, format_plan, make_plan, members_of, sql_in_use, \
-    _file_change
+from .plan import choose_seed, dist_address, file_change, format_plan, make_plan, members_of, sql_in_use
 from .progress import Out, Progress
 from .remote import Fleet
 from .render import managed_files
-from .secrets import load_cookie
+from .secrets import load_cookie, load_password
 from .tls import materials as tls_materials
 
 EXPORTING, EXPORTED, SWITCHED, DONE = "exporting", "exported", "switched", "done"
@@ -60,7 +58,7 @@ def migrate_to_sql(inv: Inventory, dry: bool = False, out: Out = print, lock_wai
     progress = Progress(out)
     cookie = load_cookie(inv.cluster, create=False)
     tls = tls_materials(inv, create=False)
-    password = _db_password_for(inv, dry)
+    password = load_password(inv.cluster, create=True, dry=dry)
     result = MigrateResult()
     with Fleet(inv) as fleet:
         with progress.phase("facts"):
@@ -94,7 +92,7 @@ def migrate_to_sql(inv: Inventory, dry: bool = False, out: Out = print, lock_wai
         with ClusterLock(fleet, list(fleet.hosts), "migrate-to-sql", lock_wait):
             if plan.changes:   # the database ready and every node connected to it, data still in Mnesia
                 with progress.phase("connect"):
-                    _Apply(inv, fleet, plan, facts, progress, password).run()
+                    Apply(inv, fleet, plan, facts, progress, password).run()
             work = _Migration(inv, fleet, progress, password, seed.host)
             if fresh:
                 with progress.phase("backup"):
@@ -123,7 +121,7 @@ def migrate_to_sql(inv: Inventory, dry: bool = False, out: Out = print, lock_wai
         out("\n".join(f"  {sql:16} {m:>9} -> {s}" for sql, (m, s) in result.counts.items()))
         if any(result.delta.values()):
             out("copied over after the switch: " + ", ".join(f"{k} {v}" for k, v in result.delta.items()))
-        _summary(out, result.health, progress)
+        summary(out, result.health, progress)
         if not result.health.healthy:
             raise EasyClusterError("migrated, but the cluster is not healthy:\n  " + "\n  ".join(result.health.problems))
         result.phases = progress.phases
@@ -206,10 +204,10 @@ class _Migration:
         """The node's ejabberd.yml with default_db: sql, and a reload: ejabberd moves every store
         to the database live; then it counts its accounts there."""
         inv, h, node = self.inv, self.fleet[host], self.inv.node(host)
-        now = factmod.gather_one(h, inv, probe_network=False)   # as the connect phase left it
+        now = probe.gather_one(h, inv, probe_network=False)   # as the connect phase left it
         files = [mf for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie,
                                             (tls or {}).get(node.name), members_of(inv, facts), self.password)
-                 if _file_change(mf, now) is not None]
+                 if file_change(mf, now) is not None]
         with self.progress.step(host, "default_db: sql, reload"):
             nodectl.configure(h, files, False)
             nodectl.reload_config(h)

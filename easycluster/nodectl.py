@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .errors import JoinFailed  # noqa: F401  (defined in errors.py, imported from here too)
+from .errors import JoinFailed, RemoteError
 from .paths import HEAL_CARRY, MNESIA_BACKUP_DIR
-from .remote import Host, RemoteError, Result
+from .remote import Host, Result
 from .render import ManagedFile, plugin_sources
 from .scripts import render
 
@@ -31,18 +31,9 @@ def _unit(name: str, c2s_port: int, **params) -> str:
     return render(name, c2s_port=c2s_port, start_bound=START_BOUND, **params)
 
 
-def packages(inv) -> tuple[str, ...]:
-    """Packages a node has along with ejabberd: with cluster.database, ejabberd's PostgreSQL
-    driver, and for an external server PostgreSQL's client (`fab backup`'s pg_dump runs on a node)."""
-    db = inv.cluster.database
-    if not db:
-        return ()
-    return ("erlang-p1-pgsql",) if db.managed else ("erlang-p1-pgsql", "postgresql-client")
-
-
 def install(host: Host, version: str, download_only: bool = False, extra: tuple[str, ...] = ()) -> None:
     """apt-get install the pinned ejabberd without starting it (policy-rc.d), as on any Debian
-    (`download_only`: only fetch its packages into apt's cache; `extra`: packages along)."""
+    (`download_only`: only fetch its packages into apt's cache; `extra`: packages along, plan.packages)."""
     host.script(render("install", version=version, download_only=download_only, extra=extra),
                 what=f"{'downloading' if download_only else 'installing'} ejabberd {version}", timeout=900)
 

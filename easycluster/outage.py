@@ -13,15 +13,14 @@ import json
 import time
 from datetime import datetime, timezone
 
-from . import facts as factmod
-from . import nodectl
+from . import nodectl, probe
 from .errors import EasyClusterError
-from .health import ClusterHealth
+from .health import ClusterHealth, without_departed
 from .inventory import Inventory, Node
 from .lock import ClusterLock
-from .membership import without_departed
 from .paths import EJABBERD_ERROR_LOG, STOP_ORDER
 from .progress import Progress
+from . import refusals
 from .remote import Fleet, Host
 from .scripts import render
 from .status import wait_for
@@ -31,7 +30,7 @@ def stop_cluster(inv: Inventory, progress: Progress, lock_wait: float = 0) -> li
     """Stop every running node, one at a time, the first node of the inventory last; record
     the order on every host. Returns the order."""
     with Fleet(inv) as fleet:
-        facts = factmod.gather(fleet, probe_network=False)
+        facts = probe.gather(fleet, probe_network=False)
         effective = without_departed(inv, facts, lambda _line: None)
         reachable = [n.host for n in effective.nodes if facts[n.host].reachable]
         running = [n for n in reversed(effective.nodes) if facts[n.host].running or facts[n.host].beam_running]
@@ -60,13 +59,9 @@ def start_cluster(inv: Inventory, progress: Progress, wait: float = 120,
     instead of waiting for the lost nodes (writes only those had are lost)."""
     lost = [inv.node(h) for h in without]
     with Fleet(inv) as fleet:
-        facts = factmod.gather(fleet, probe_network=False)
+        facts = probe.gather(fleet, probe_network=False)
         effective = without_departed(inv, facts, lambda _line: None)
-        for node in lost:
-            if facts[node.host].running or facts[node.host].beam_running:
-                raise EasyClusterError(f"{node.name} is running: it is not lost (`fab start-cluster` without "
-                                       f"--without {node.host})")
-        survivors = [n for n in effective.nodes if n not in lost]
+        survivors = refusals.start_cluster(effective, facts, lost)
         dead = [n for n in survivors if not facts[n.host].reachable]
         to_start = [n for n in survivors if facts[n.host].reachable and not facts[n.host].beam_running]
         for node in survivors:
@@ -107,12 +102,7 @@ def start_cluster(inv: Inventory, progress: Progress, wait: float = 120,
 def _force_load(inv: Inventory, fleet: Fleet, survivors: list[Node], facts, progress: Progress) -> None:
     """Load the tables on one survivor (the last of them to stop, if known); the others then
     load from it. Loading on several from their own disks could leave them with different data."""
-    order = _stop_order(facts)
-    candidates = sorted((n for n in survivors if facts[n.host].reachable),
-                        key=lambda n: -order.index(n.name) if n.name in order else 1)
-    if not candidates:
-        raise EasyClusterError("no surviving node is reachable")
-    first = candidates[0]
+    first = refusals.force_load_host(survivors, facts)
     with progress.step(first.host, "load its own copies of the tables (not waiting for the lost nodes)"):
         answer = _call_when_up(fleet[first.host], first)
     progress.say(first.host, f"  {answer.get('tables')} tables loaded")
@@ -130,20 +120,12 @@ def _call_when_up(host, node: Node) -> dict:
             time.sleep(1)
 
 
-def _stop_order(facts) -> list[str]:
-    newest: dict = {}
-    for f in facts.values():
-        if f.stop_order and f.stop_order.get("when", "") > newest.get("when", ""):
-            newest = f.stop_order
-    return list(newest.get("order", []))
-
-
 def _stuck_advice(fleet: Fleet, survivors: list[Node], facts, wait: float) -> str:
     """Which nodes are not back, which wait for them, and what the operator runs next."""
-    now = factmod.gather(fleet, [n.host for n in survivors], probe_network=False)
+    now = probe.gather(fleet, [n.host for n in survivors], probe_network=False)
     missing = [n for n in survivors if not now[n.host].running]
     down = [n for n in missing if not now[n.host].beam_running]
-    order = _stop_order(facts)
+    order = refusals.stop_order(facts)
     lines = [f"the cluster did not come back within {wait:.0f}s:"]
     for n in missing:
         lines.append(f"  {n.name}: " + ("unreachable over SSH" if now[n.host].error else "not running" if n in down

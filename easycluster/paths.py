@@ -75,12 +75,16 @@ UPGRADE_COPY_DIR = "/var/backups/easycluster-upgrade"   # a full-stop upgrade's 
 STAGING_TEMPLATE = "/root/.easycluster-XXXXXX"     # mktemp's: where configure's uploads wait
 POLICY_RC_D = "/usr/sbin/policy-rc.d"              # keeps apt-get from starting ejabberd (install)
 SMOKE_PASSWORD = "/root/.easycluster-smoke-password"   # .TAG: the smoke test users' (SFTP; gone once read)
+# .TAG: the smoke test users' password where the node's own user reads it (SFTP, then 0400
+# ejabberd; the hidden node that registers them deletes it once read): never on a command line
+SMOKE_PASSWORD_NODE = f"{MNESIA_DIR}/.easycluster-smoke-password"
 
 # --------------------------------------------------------------------------- the plugin's files
 JOIN_PROGRESS = f"{EJABBERD_RUN_DIR}/easy_cluster_join.log"   # written by the plugin
 JOIN_GO = f"{EJABBERD_RUN_DIR}/easy_cluster_join.go"          # a boot join's turn (plugin boot_join)
 COOKIE_STAGING = COOKIE_PATH + ".rotate"   # rotate-cookie's new cookie; the plugin reads it from there
 HEAL_CARRY = f"{MNESIA_DIR}/easycluster-heal-offline.bin"     # a loser's offline messages (heal)
+JOIN_PAUSE = f"{EJABBERD_RUN_DIR}/easy_cluster_join.pause"    # the tests' fault injection: a join waits while it exists
 
 
 def all_paths() -> dict[str, str]:

@@ -8,17 +8,11 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field, replace
 
-# PreflightFailed (an EasyClusterError) and its table: defined in errors.py, imported from here too
-from .errors import PreflightFailed, format_problems  # noqa: F401
-# What a DATABASE step does (Step.action): database.py's DB_* (imported from here too)
-from .database import (DB_CONF, DB_CREATE, DB_HBA, DB_INSTALL, DB_ROLE, DB_SCHEMA,  # noqa: F401
-                       DbHostFacts, SqlFacts, host_files)
-from .nodectl import packages as nodectl_packages
 from . import releases
-from .facts import HostFacts
+from .facts import DbHostFacts, HostFacts, SqlFacts
 from .inventory import Inventory, Node
 from .paths import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML
-from .render import ManagedFile, managed_files, plugin_sha256
+from .render import ManagedFile, host_files, managed_files, plugin_sha256
 from .secrets import Secret
 from .tls import NodeTLS
 
@@ -26,6 +20,10 @@ from .tls import NodeTLS
 RESET, ROLE, INSTALL, DATABASE, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE = (
     "reset", "role", "install", "database", "write", "plugin", "reload", "start", "restart", "join", "satellite")
 KIND_ORDER = (RESET, ROLE, DATABASE, INSTALL, WRITE, PLUGIN, RELOAD, START, RESTART, JOIN, SATELLITE)
+# What a DATABASE step does (Step.action), in this order: on the database host (database.provision),
+# then (from the first node, which has ejabberd's schema file) in the database.
+DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE, DB_CREATE, DB_SCHEMA = (
+    "install", "conf", "hba", "role", "create", "schema")
 
 # The node name Debian's package runs under when nobody configured one (its postinst starts it).
 PACKAGE_NODE = "ejabberd@localhost"
@@ -67,6 +65,15 @@ class Plan:
     @property
     def changes(self) -> bool:
         return bool(self.steps)
+
+
+def packages(inv: Inventory) -> tuple[str, ...]:
+    """Packages a node has along with ejabberd: with cluster.database, ejabberd's PostgreSQL
+    driver, and for an external server PostgreSQL's client (`fab backup`'s pg_dump runs on a node)."""
+    db = inv.cluster.database
+    if not db:
+        return ()
+    return ("erlang-p1-pgsql",) if db.managed else ("erlang-p1-pgsql", "postgresql-client")
 
 
 def dist_address(node: Node, facts: dict[str, HostFacts]) -> str | None:
@@ -446,7 +453,7 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
     members = members_of(inv, facts) if members is None else members
     for node in inv.nodes:
         f = facts[node.host]
-        extra = nodectl_packages(inv)
+        extra = packages(inv)
         missing = ((["nftables (the firewall of epmd and the distribution)"] if not f.nft else []) +
                    (["erlang-p1-pgsql (ejabberd's PostgreSQL driver)"] if "erlang-p1-pgsql" in extra
                     and not f.pgsql_driver else []) +
@@ -461,7 +468,7 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
         for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie, (tls or {}).get(node.name),
                                 members, db.password if db else None,
                                 sql_default=not db or node.host not in db.migrating):
-            diff = _file_change(mf, f)
+            diff = file_change(mf, f)
             if diff is None:
                 continue
             steps.append(Step(WRITE, node.host, f"write {mf.path}", diff=diff, file=mf))
@@ -517,7 +524,7 @@ def mark_boot_joins(inv: Inventory, steps: list[Step], facts: dict[str, HostFact
             if s.kind == JOIN and not s.at_boot else s for s in steps]
 
 
-def _file_change(mf: ManagedFile, f: HostFacts) -> str | None:
+def file_change(mf: ManagedFile, f: HostFacts) -> str | None:
     """None if the host already has this content; else a unified diff (secrets: a note)."""
     if mf.secret:
         current = f.cookie_sha256 if mf.path == COOKIE_PATH else f.secret_sha256.get(mf.path)

@@ -12,8 +12,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from .errors import EasyClusterError, RemoteError
-from .errors import StepFailed  # noqa: F401  (defined in errors.py, imported from here too)
+from .errors import EasyClusterError, RemoteError, StepFailed
 
 Out = Callable[[str], None]
 

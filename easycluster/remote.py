@@ -21,7 +21,7 @@ from fabric import Config, Connection
 from fabric.runners import Remote
 from invoke.exceptions import CommandTimedOut
 
-from .errors import RemoteError  # noqa: F401  (defined in errors.py, imported from here too)
+from .errors import RemoteError
 from .inventory import Inventory, Node
 
 T = TypeVar("T")

@@ -8,12 +8,12 @@ from importlib import resources
 
 import jinja2
 
+from .errors import EasyClusterError
 from .inventory import Inventory, Node
-from .secrets import Secret
-# on-host paths: easycluster.paths (COOKIE_PATH, EJABBERD_YML, ... were defined here and are still importable)
 from .paths import (COOKIE_PATH, DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT,
                     EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, MNESIA_SCHEMA_FILE,
-                    PLUGIN_EBIN, SQL_SECRET_FILE, UNIT_DROPIN, UPGRADE_HOLD_FILE)
+                    PG_HBA_BEGIN, PG_HBA_END, PLUGIN_EBIN, SQL_SECRET_FILE, UNIT_DROPIN, UPGRADE_HOLD_FILE)
+from .secrets import Secret, load_password
 from .tls import NodeTLS
 
 # Package data (the repository's templates/ and plugin/, mapped into the package by the build).
@@ -60,7 +60,6 @@ def render(template: str, **context) -> str:
     try:
         return _environment().get_template(template).render(**context)
     except jinja2.UndefinedError as exc:
-        from .errors import EasyClusterError
         raise EasyClusterError(f"templates/{template}: {exc.message} (the inventory lacks it)") from None
 
 
@@ -100,7 +99,6 @@ def _sql_files(inventory: Inventory, password: Secret | None) -> list[ManagedFil
     if not inventory.cluster.database:
         return []
     if password is None:
-        from .database import load_password
         password = load_password(inventory.cluster)
     text = render("ejabberd-sql.yml.j2", cluster=inventory.cluster, password=password.reveal())
     # read again by a reload (include_config_file): the pools' new connections log in with it
@@ -137,7 +135,6 @@ def _tls_files(inventory: Inventory, node: Node, tls: NodeTLS | None) -> list[Ma
     if not inventory.cluster.dist_tls:
         return []
     if tls is None:
-        from .errors import EasyClusterError
         raise EasyClusterError(f"{node.name}: no distribution certificate (cluster.distribution.tls)")
     optfile = render("ssl_dist.conf.j2", ca=DIST_TLS_CA, cert=DIST_TLS_CERT, key=DIST_TLS_KEY)
     return [
@@ -146,6 +143,15 @@ def _tls_files(inventory: Inventory, node: Node, tls: NodeTLS | None) -> list[Ma
         ManagedFile(DIST_TLS_KEY, tls.key_pem, 0o400, "ejabberd", "ejabberd", restart=True),
         ManagedFile(DIST_TLS_OPTFILE, optfile, 0o644, "root", "root", restart=True),
     ]
+
+
+def host_files(inv: Inventory, node_addresses: list[tuple[Node, str]], listen: str) -> tuple[str, str]:
+    """easycluster's settings file and pg_hba.conf block for the database host (cluster.database
+    that easycluster provisions)."""
+    db = inv.cluster.database
+    conf = render("postgresql.conf.j2", cluster=inv.cluster, database=db, listen=listen)
+    hba = render("pg_hba.conf.j2", database=db, nodes=node_addresses, begin=PG_HBA_BEGIN, end=PG_HBA_END)
+    return conf, hba
 
 
 def plugin_sources() -> dict[str, bytes]:

@@ -15,30 +15,25 @@ from .inventory import Inventory
 from .lock import ClusterLock
 from .membership import backup
 from .progress import Progress
+from . import refusals
 from .remote import Fleet
 from .rolling import wait_back
 from .scripts import render
 from .status import observe
 
 
-def find_backup(fleet: Fleet, hosts: list[str], path: str) -> str:
-    """The host whose disk holds `path`."""
+def find_backup(fleet: Fleet, hosts: list[str], path: str) -> list[str]:
+    """The hosts whose disk holds `path`, in the order given."""
     found = fleet.parallel(lambda h: h.script(render("is_file", file=path), check=False, timeout=15).ok, hosts)
-    holders = [h for h in hosts if found[h] is True]
-    if not holders:
-        raise EasyClusterError(f"no running node has {path} (`fab backup` prints the path of each backup it takes)")
-    return holders[0]
+    return [h for h in hosts if found[h] is True]
 
 
 def restore(inv: Inventory, path: str, progress: Progress, confirm, lock_wait: float = 0) -> ClusterHealth:
     """`confirm(question) -> bool` is asked before anything changes."""
     with Fleet(inv) as fleet:
         health = observe(inv, fleet)
-        if not health.healthy:
-            raise EasyClusterError("refusing to restore into an unhealthy cluster (every node must take the "
-                                   "data):\n  " + "\n  ".join(health.problems))
-        running = [n.host for n in health.nodes if n.running]
-        host = find_backup(fleet, running, path)
+        running = refusals.restore(health)
+        host = refusals.restore_from(path, find_backup(fleet, running, path))
         if not confirm(f"replace every user, roster and other stored table on all {len(running)} nodes with "
                        f"the contents of {path} (on {host})?"):
             raise EasyClusterError("not confirmed: nothing was changed")

@@ -8,14 +8,12 @@ left untouched.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from . import nodectl
-from .errors import EasyClusterError
 from .health import ClusterHealth
 from .inventory import Inventory, Node
 from .lock import ClusterLock
 from .progress import Progress
+from . import refusals
 from .remote import Fleet
 from .status import observe, wait_for
 
@@ -25,10 +23,7 @@ BACK_BOUND = 180   # seconds for a restarted node to be back with all tables
 def rolling_restart(inv: Inventory, progress: Progress, drain: int = 5, lock_wait: float = 0) -> ClusterHealth:
     with Fleet(inv) as fleet:
         health = observe(inv, fleet)
-        if not health.healthy:
-            raise EasyClusterError("refusing a rolling restart of an unhealthy cluster (a restart could take "
-                                   "its last copy of something away):\n  " + "\n  ".join(health.problems))
-        effective = replace(inv, nodes=tuple(n for n in inv.nodes if n.name not in health.departed))
+        effective = refusals.rolling_restart(inv, health)
         with ClusterLock(fleet, [n.host for n in effective.nodes], "rolling-restart", lock_wait):
             for node in effective.nodes:
                 with progress.phase(f"restart {node.host}"):

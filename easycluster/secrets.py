@@ -1,6 +1,7 @@
-"""The Erlang cookie: full remote code execution on the cluster for whoever has it.
+"""The Erlang cookie: full remote code execution on the cluster for whoever has it; and
+cluster.database's password, kept the same way.
 
-It lives in a local secrets file (0600, its directory 0700, git-ignored) or in an
+Each lives in a local secrets file (0600, its directory 0700, git-ignored) or in an
 environment variable; it reaches hosts only by file transfer. `Secret` keeps it
 out of reprs, tracebacks and f-strings by accident: only `.reveal()` gives it.
 """
@@ -23,6 +24,9 @@ COOKIE_LENGTH = 48
 MIN_COOKIE_LENGTH = 20
 # What Erlang accepts in a cookie file without quoting surprises: an unquoted atom's characters.
 COOKIE_CHARS = re.compile(r"^[A-Za-z0-9_@.-]+$")
+# cluster.database's password, when easycluster makes one (a database it provisions)
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+PASSWORD_LENGTH = 40
 
 
 class Secret:
@@ -81,28 +85,70 @@ def load_cookie(cluster: Cluster, create: bool = False) -> Secret:
 
 def read_cookie_file(path: Path) -> Secret:
     """A cookie kept in a local file, which only its owner may read."""
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        text = path.read_text()
-    except OSError as exc:
-        raise EasyClusterError(f"cookie file {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise EasyClusterError(f"cookie file {path} is readable by others (mode {mode:04o}): chmod 600 {path}")
-    value = text.strip()
+    value = _read_private_file(path, "cookie file")
     check_cookie(value, f"cookie file {path}")
     return Secret(value)
 
 
 def generate_cookie() -> Secret:
     """COOKIE_LENGTH characters from the OS's cryptographic RNG (the `secrets` module)."""
-    return Secret("".join(secrets.choice(COOKIE_ALPHABET) for _ in range(COOKIE_LENGTH)))
+    return Secret(_random_text(COOKIE_ALPHABET, COOKIE_LENGTH))
 
 
 def create_cookie_file(path: Path) -> Secret:
     """A new random cookie in a new file (0600, its directory 0700; never overwrites one)."""
+    return _create_private_file(path, generate_cookie())
+
+
+def load_password(cluster: Cluster, create: bool = False, dry: bool = False) -> Secret | None:
+    """cluster.database's role password (None without a cluster.database): from password_env,
+    or the local secrets file (0600). For a database easycluster provisions, a file that does
+    not exist yet is made with a random password when `create`; in a `dry` run, which creates
+    nothing, the password is then a random one that no role has (the plan shows it to be set)."""
+    db = cluster.database
+    if db is None:
+        return None
+    if db.password_env:
+        value = os.environ.get(db.password_env)
+        if not value:
+            raise EasyClusterError(f"cluster.database password_env: environment variable {db.password_env} is not set")
+        return Secret(value)
+    path = db.password_file
+    assert path is not None
+    if not path.exists():
+        if dry and db.managed:
+            return Secret(secrets.token_hex(20))
+        if create and db.managed:
+            return _create_private_file(path, Secret(_random_text(PASSWORD_ALPHABET, PASSWORD_LENGTH)))
+        made = " (the first `fab deploy` creates it)" if db.managed else " (the existing server's role password)"
+        raise EasyClusterError(f"cluster.database password_file {path} does not exist{made}")
+    value = _read_private_file(path, "cluster.database password_file")
+    if not value:
+        raise EasyClusterError(f"cluster.database password_file {path} is empty")
+    return Secret(value)
+
+
+def _random_text(alphabet: str, length: int) -> str:
+    """From the OS's cryptographic RNG (the `secrets` module)."""
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _read_private_file(path: Path, what: str) -> str:
+    """A secrets file's content (stripped), refused when others may read it."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text()
+    except OSError as exc:
+        raise EasyClusterError(f"{what} {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise EasyClusterError(f"{what} {path} is readable by others (mode {mode:04o}): chmod 600 {path}")
+    return text.strip()
+
+
+def _create_private_file(path: Path, value: Secret) -> Secret:
+    """`value` in a new file (0600, its directory 0700; never overwrites one)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    value = generate_cookie().reveal()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    return Secret(value)
+        fh.write(value.reveal() + "\n")
+    return value

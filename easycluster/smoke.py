@@ -3,6 +3,13 @@
 Throwaway users (one per node) are registered for the run and unregistered afterwards,
 whatever happens. A pass proves more than `fab status`: logins, routing between nodes and
 delivery work end to end.
+
+Their password is a secret like any other: it never appears on a command line on a host
+(`ps` shows those to every user there), nor inside a script. It goes as a file's contents over
+SFTP, is handed to the ejabberd user (0400), and the toolkit's hidden Erlang node
+(scripts/node_call.sh, as that user) reads it, deletes it and registers the users inside the
+node, as `ejabberdctl register` would (ejabberd_admin:register), which would need it as an
+argument.
 """
 
 from __future__ import annotations
@@ -13,14 +20,15 @@ import time
 from dataclasses import dataclass, field
 
 from . import xmpp
-from .errors import EasyClusterError
+from .errors import EasyClusterError, RemoteError
 from .inventory import Inventory, Node
-from .paths import SMOKE_PASSWORD
-from .remote import Fleet
+from .paths import SMOKE_PASSWORD_NODE
+from .remote import Fleet, Host
 from .scripts import render
 from .status import observe
 
 DELIVERY_TIMEOUT = 10.0
+REGISTER_TIMEOUT = 30          # seconds, a user's registration inside the node at most
 
 
 @dataclass
@@ -45,21 +53,62 @@ def smoke(inv: Inventory, say) -> SmokeReport:
             raise EasyClusterError("no node is running")
         users = {node.name: f"easycluster-smoke-{tag}-{i}" for i, node in enumerate(nodes, 1)}
         admin = fleet[nodes[0].host]
-        # the password as a file's contents (SFTP), like every secret: never inside a script
-        password_file = f"{SMOKE_PASSWORD}.{tag}"
-        admin.put_bytes(password.encode(), password_file)
-        admin.script(render("smoke_register", users=list(users.values()), domain=domain, password_file=password_file),
-                     what="registering smoke-test users")
+        # the password as a file's contents (SFTP), like every secret: never inside a script,
+        # never on a command line (module docstring)
+        password_file = f"{SMOKE_PASSWORD_NODE}.{tag}"
         try:
+            admin.put_bytes(password.encode(), password_file)
+            register(admin, nodes[0].name, list(users.values()), domain, password_file)
             targets = [(node, fleet[node.host].address, f"{users[node.name]}@{domain}") for node in nodes]
             report = asyncio.run(_exchange(targets, password, inv.cluster.c2s_port, bool(inv.cluster.certfiles)))
             for n in health.nodes:   # a node that is down fails the smoke test: nobody can log in there
                 if not n.running:
                     report.logins[n.name] = (False, None, "not running" if n.reachable else "unreachable")
         finally:
-            admin.script(render("smoke_unregister", users=list(users.values()), domain=domain), check=False,
-                         what="removing smoke-test users")
+            admin.script(render("smoke_unregister", users=list(users.values()), domain=domain,
+                                password_file=password_file), check=False, what="removing smoke-test users")
     return report
+
+
+def register(admin: Host, node_name: str, users: list[str], domain: str, password_file: str) -> None:
+    """Register `users` on `domain` with the password uploaded to `password_file`: the file is
+    handed to the ejabberd user, and a hidden node of that user (node_call.sh) reads it, deletes
+    it and registers them inside `node_name`. The command line carries the file's name only."""
+    admin.script(render("smoke_stage", password_file=password_file), what="handing the smoke-test password to ejabberd")
+    flag = "-name" if "." in node_name.split("@", 1)[1] else "-sname"
+    r = admin.script(render("node_call", name_flag=flag, expr=register_expr(node_name, users, domain, password_file)),
+                     check=False, timeout=60 + REGISTER_TIMEOUT * len(users), what="registering smoke-test users")
+    if not r.ok or r.stdout.strip().splitlines()[-1:] != ["registered"]:
+        raise RemoteError(admin.name, "registering smoke-test users failed",
+                          (r.stdout + r.stderr).strip()[-300:] or f"exit {r.rc}")
+
+
+def register_expr(node_name: str, users: list[str], domain: str, password_file: str) -> str:
+    """The Erlang that node_call.sh evaluates (on its command line: no secret in it). It prints
+    `registered`, or each user not registered with why (never the password)."""
+    names = ", ".join(_binary(u) for u in users)
+    return (f"F = {_string(password_file)}, "
+            "Rs = case file:read_file(F) of "
+            "{ok, P} -> _ = file:delete(F), "
+            f"[{{U, rpc:call({_atom(node_name)}, ejabberd_admin, register, [U, {_binary(domain)}, P], {REGISTER_TIMEOUT * 1000})}} "
+            f"|| U <- [{names}]]; "
+            "Error -> _ = file:delete(F), [{password_file, Error}] end, "
+            "Bad = [{U, case R of {error, _, _, Msg} -> lists:flatten(Msg); {error, W} -> W; "
+            "{badrpc, W} when is_atom(W) -> W; {badrpc, _} -> badrpc; _ -> unexpected end} "
+            "|| {U, R} <- Rs, not (is_tuple(R) andalso element(1, R) =:= ok)], "
+            "io:format(\"~p~n\", [case Bad of [] -> registered; _ -> Bad end]), halt().")
+
+
+def _string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _binary(text: str) -> str:
+    return f"<<{_string(text)}/utf8>>"
+
+
+def _atom(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 async def _exchange(targets: list[tuple[Node, str, str]], password: str, port: int, tls: bool) -> SmokeReport:

@@ -7,14 +7,13 @@ import json
 import time
 from typing import Callable
 
-from . import facts as factmod
-from . import releases
-from .database import load_password, sql_everywhere
+from . import probe, releases
+from .database import sql_everywhere
 from .errors import EasyClusterError
-from .health import ClusterHealth, assess
+from .health import ClusterHealth, assess, departed, without_departed
 from .inventory import Inventory
-from .membership import departed, without_departed
 from .remote import Background, Fleet
+from .secrets import load_password
 
 
 def cluster_health(inv: Inventory) -> ClusterHealth:
@@ -29,7 +28,7 @@ def observe(inv: Inventory, fleet: Fleet) -> ClusterHealth:
     if inv.cluster.database:   # the database as each node sees it, alongside the nodes' facts
         password = load_password(inv.cluster)
         worker = Background(lambda: sql_everywhere(fleet, password))
-    facts = factmod.gather(fleet, probe_network=False)
+    facts = probe.gather(fleet, probe_network=False)
     if inv.cluster.database:
         sql = worker.result()
     gone = departed(facts)

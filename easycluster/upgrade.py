@@ -32,25 +32,25 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from . import facts as factmod
-from . import membership, nodectl
-from .errors import EasyClusterError
+from . import membership, nodectl, probe
+from .errors import EasyClusterError, PreflightFailed
 from .facts import HostFacts
-from .health import MIXED, ClusterHealth, assess
+from .health import MIXED, ClusterHealth, assess, without_departed
 from .inventory import Inventory, Node
 from .lock import ClusterLock
 from .paths import STOP_ORDER
-from .plan import Problem, PreflightFailed, _file_change, dist_address, members_of
+from .plan import Problem, dist_address, file_change, members_of, packages
 from .progress import Out, Progress
+from . import refusals
+from .refusals import TableChange, compare_records
 from .remote import Fleet, Host
-from .render import managed_files, release
+from .render import managed_files
 from .scripts import render
 from .secrets import Secret, load_cookie
 from .status import wait_for
 from .tls import materials as tls_materials
 
 ROLLING, FULL_STOP = "rolling", "full stop"
-COPY_MARGIN = 1.2          # room for a copy: the Mnesia directory's size times this
 BACK_BOUND = 300           # seconds for an upgraded node (or the cluster) to be back
 
 
@@ -116,20 +116,6 @@ def gather_upgrade_facts(fleet: Fleet, version: str, ask: str) -> dict[str, Upgr
 
 # --------------------------------------------------------------------------- plan (pure)
 
-@dataclass(frozen=True)
-class TableChange:
-    table: str
-    record: str
-    running: tuple[str, ...]
-    target: tuple[str, ...]
-
-    def describe(self) -> str:
-        gained = [a for a in self.target if a not in self.running]
-        lost = [a for a in self.running if a not in self.target]
-        parts = ([f"gains {', '.join(gained)}"] if gained else []) + ([f"loses {', '.join(lost)}"] if lost else [])
-        return f"{self.table} ({', '.join(parts) or 'its fields are reordered'})"
-
-
 @dataclass
 class UpgradePlan:
     target: str
@@ -159,47 +145,16 @@ def plan_upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict[str, 
     to_move = [n.host for n in inv.nodes if current[n.host] != target]
     if not to_move:
         return plan
-    problems = plan.problems
-    for p in health.problems:
-        if not p.startswith(MIXED):
-            problems.append(Problem("cluster", "health", p, "an upgrade starts from a healthy cluster: "
-                                    "`fab status` says what to fix first"))
+    plan.problems = refusals.upgrade(inv, facts, ufacts, health)
     for node in inv.nodes:
         uf = ufacts.get(node.host)
-        if uf is None or uf.error:
-            problems.append(Problem(node.host, "facts", (uf.error if uf else "no answer"), "check the host"))
-            continue
-        if node.host in to_move and not uf.installable:
-            problems.append(Problem(node.host, "package", f"ejabberd {target} cannot be installed: "
-                                    f"{uf.install_error or 'apt-get refused'}",
-                                    "make the version available to apt (for a ~bpo version: the release's "
-                                    "backports suite in its sources)"))
-        need = int(uf.mnesia_bytes * COPY_MARGIN)
-        if uf.free_bytes and uf.free_bytes < need:
-            problems.append(Problem(node.host, "disk", f"{uf.free_bytes // 2**20} MiB free for a copy of "
-                                    f"{uf.mnesia_bytes // 2**20} MiB of Mnesia files",
-                                    "free space under /var/backups"))
-        plan.packages[node.host] = uf.changes
-    ask = next((u for u in ufacts.values() if u.tables is not None or u.records is not None or u.records_error), None)
-    if ask is None or ask.tables is None:
-        problems.append(Problem("cluster", "tables", "the running tables' records could not be read",
-                                "is the plugin loaded (`fab deploy`)?"))
-    elif ask.records is None:
-        problems.append(Problem(ask.host, "records", f"the headers of ejabberd {target} could not be read: "
-                                f"{ask.records_error or 'no answer'}", "check that apt can download it"))
-    if problems:
+        if uf is not None and not uf.error:
+            plan.packages[node.host] = uf.changes
+    if plan.problems:
         return plan
+    ask = refusals.records_answer(ufacts)
     plan.changed, plan.unknown, plan.compared = compare_records(ask.tables, ask.records)
     first = inv.nodes[0].host
-    older = [h for h in to_move if release(target) < release(current[h])]
-    if plan.changed and older:
-        problems.append(Problem(", ".join(older), "downgrade", "the record of " +
-                                "; ".join(c.describe() for c in plan.changed) + f" differs in ejabberd {target}: "
-                                "an older version cannot read tables a newer one transformed",
-                                "`fab upgrade --revert` puts back the Mnesia directories copied by the "
-                                "full-stop upgrade (with the old version pinned); or `fab restore` a backup "
-                                "taken before it, once the old version runs"))
-        return plan
     if plan.changed:
         plan.strategy = FULL_STOP
         plan.reason = ("the record of " + "; ".join(c.describe() for c in plan.changed) +
@@ -225,7 +180,7 @@ def version_files(inv: Inventory, facts: dict[str, HostFacts], plan: UpgradePlan
     for host in plan.order:
         node = inv.node(host)
         found[host] = [(mf.path, diff) for mf in _changed_files(inv, node, facts, cookie, tls, members)
-                       for diff in [_file_change(mf, facts[host])]]
+                       for diff in [file_change(mf, facts[host])]]
     return found
 
 
@@ -233,24 +188,7 @@ def _changed_files(inv: Inventory, node: Node, facts: dict[str, HostFacts], cook
                    members: list[str]) -> list:
     return [mf for mf in managed_files(inv, node, dist_address(node, facts) or "", cookie,
                                        (tls or {}).get(node.name), members)
-            if _file_change(mf, facts[node.host]) is not None]
-
-
-def compare_records(tables: dict, records: dict) -> tuple[list[TableChange], list[str], int]:
-    """The tables whose record differs between what Mnesia holds and the target's headers;
-    the tables whose record those headers do not define; how many were compared."""
-    changed, unknown, compared = [], [], 0
-    for table, info in sorted(tables.items()):
-        record = str(info.get("record_name", table))
-        running = tuple(info.get("attributes", []))
-        if record not in records:
-            unknown.append(table)
-            continue
-        compared += 1
-        target = tuple(records[record])
-        if target != running:
-            changed.append(TableChange(table, record, running, target))
-    return changed, unknown, compared
+            if file_change(mf, facts[node.host]) is not None]
 
 
 def format_upgrade_plan(plan: UpgradePlan, inv: Inventory) -> str:
@@ -299,8 +237,8 @@ def upgrade(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: floa
     tls = tls_materials(inv, create=False)
     with Fleet(inv) as fleet:
         with progress.phase("facts"):
-            facts = factmod.gather_via(fleet, probe_network=False)
-        effective = membership.without_departed(inv, facts, out)
+            facts = probe.gather_via(fleet, probe_network=False)
+        effective = without_departed(inv, facts, out)
         fleet = fleet.subset(effective)
         health = assess(effective, facts)
         ask = effective.nodes[0].host
@@ -318,7 +256,7 @@ def upgrade(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: floa
         with ClusterLock(fleet, list(fleet.hosts), "upgrade", lock_wait):
             with progress.phase("download"):   # while every node still serves: the installs are local
                 fleet.each([h for h in plan.order], lambda h: nodectl.install(h, plan.target, download_only=True,
-                                                                                   extra=nodectl.packages(inv)))
+                                                                                   extra=packages(inv)))
             progress.say("cluster", f"packages of ejabberd {plan.target} downloaded on {', '.join(plan.order)}")
             with progress.phase("backup"):
                 membership.backup(effective, fleet, ask, progress.say)
@@ -362,7 +300,7 @@ class _Upgrade:
 
     def install(self, h: Host) -> None:
         with self.progress.step(h.name, f"install ejabberd {self.plan.target}"):
-            nodectl.install(h, self.plan.target, extra=nodectl.packages(self.inv))
+            nodectl.install(h, self.plan.target, extra=packages(self.inv))
         self.upgraded.append(h.name)
 
     def configure(self, h: Host) -> None:
@@ -475,7 +413,7 @@ def revert(inv: Inventory, out: Out = print, stamp: str | None = None, lock_wait
     version = inv.cluster.ejabberd_version
     with Fleet(inv) as fleet:
         with progress.phase("facts"):
-            facts = factmod.gather(fleet, probe_network=False)
+            facts = probe.gather(fleet, probe_network=False)
             unreachable = [h for h, f in facts.items() if not f.reachable]
             if unreachable:
                 raise EasyClusterError(f"{', '.join(unreachable)} unreachable: every node's copy is needed")

@@ -29,7 +29,6 @@ import asyncio
 import itertools
 import os
 import random
-import shlex
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 from easycluster_lab import Lab
 from easycluster_lab.report import release_name, write_between
+from easycluster.scripts import render as render_script
 from easycluster.xmpp import Client, connect
 
 LAB = os.environ.get("LOAD_LAB", "load")
@@ -126,6 +126,10 @@ class LoadClient(Client):
 
 
 class Probe:
+    """USERS clients chatting across the cluster, every message counted (see the module's
+    docstring). The tests' tests/traffic.py is a different instrument, for a different claim
+    (its docstring says how); both share easycluster.xmpp's Client and connect."""
+
     def __init__(self, users: list[str], domain: str, addresses: dict[str, str]):
         self.addresses = dict(addresses)          # host -> address: where clients may connect
         self.users = [User(u, f"{u}@{domain}", i) for i, u in enumerate(users)]
@@ -312,16 +316,22 @@ class Load:
         self.register(users)
         return users
 
+    def node_eval(self, host: str, expr: str, timeout: float = 120) -> str:
+        """Erlang `expr` evaluated inside HOST's node, its value printed with ~p: from the
+        toolkit's own hidden node (easycluster/scripts/node_call.sh, rendered and sent on stdin
+        as Host.script sends it), as tests/conftest.py's node_eval does."""
+        call = (f"io:format(\"~p~n\", [rpc:call('ejabberd@{host}', erlang, apply, [fun() -> {expr} end, []], "
+                "infinity)]), halt().")
+        return subprocess.run(["ssh", "-F", str(self.lab.ssh_config), host, "bash -c 'eval \"$(cat)\"'"],
+                              input=render_script("node_call", name_flag="-sname", expr=call), check=True,
+                              capture_output=True, text=True, timeout=timeout).stdout.strip()
+
     def register(self, users: list[str]) -> None:
         """USERS accounts in one Erlang call on lab1 (ejabberdctl would take ~0.4 s each)."""
         reg = (f"D = <<\"{self.domain}\">>, "
                f"R = [ejabberd_auth:try_register(<<\"u\", (integer_to_binary(I))/binary>>, D, <<\"{PASSWORD}\">>)"
-               f" || I <- lists:seq(0, {len(users) - 1})], length([ok || {{ok, _}} <- R])")
-        expr = (f"io:format(\"~p~n\", [rpc:call('ejabberd@lab1', erlang, apply, [fun() -> {reg} end, []], infinity)]), "
-                "halt().")
-        inner = ("cd /; . /etc/default/ejabberd; exec erl -sname loadreg$$ -hidden -noinput $ERL_OPTIONS "
-                 f"-eval {shlex.quote(expr)}")
-        out = self.ssh("lab1", f"su ejabberd -s /bin/sh -c {shlex.quote(inner)}").strip()
+               f" || I <- lists:seq(0, {len(users) - 1})], length([ok || ok <- R])")
+        out = self.node_eval("lab1", reg)
         n = int(self.ssh("lab1", f"ejabberdctl registered_users {self.domain} | wc -l").strip())
         assert n >= len(users), f"registered {n} of {len(users)} users ({out})"
         log(f"registered {len(users)} users")

@@ -35,7 +35,7 @@
 -module(easy_cluster).
 -behaviour(gen_mod).
 
--export([start/2, stop/1, reload/3, depends/2, mod_options/1, mod_opt_type/1, mod_doc/0]).
+-export([start/2, stop/1, reload/3, depends/2, mod_options/1, mod_doc/0]).
 -export([status/0, statuses/0, status_map/0, forget/1, set_master/1, backup/1, restore/1, drain/1]).
 %% Called over RPC from a hidden node while ejabberd itself still waits for its tables.
 -export([force_load/0]).
@@ -120,10 +120,12 @@ reload(_Host, _NewOpts, _OldOpts) ->
 depends(_Host, _Opts) ->
     [].
 
--spec mod_opt_type(atom()) -> econf:validator().
-mod_opt_type(_) ->
-    econf:any().
-
+%% The module reads no option (start/2, reload/3 and depends/2 ignore theirs), so it declares
+%% none: ejabberd builds a module's option validators from mod_options/1 alone, and refuses any
+%% option not listed there at config load ("unknown option ... There are no available options").
+%% An option added here must be read by the code, listed in mod_options/1 with its default and
+%% given its econf type by a mod_opt_type/1 clause of its own (an optional callback, and no
+%% catch-all clause: tests/test_plugin_options.py holds the three together with ejabberd.yml.j2).
 -spec mod_options(binary()) -> [{atom(), term()} | atom()].
 mod_options(_Host) ->
     [].

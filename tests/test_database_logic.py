@@ -1,17 +1,22 @@
 """cluster.database's pure parts: the SCRAM verifier, the .pgpass line, the database host's
-facts as parsed from db_probe.sh's output. (The lab tests: test_database.py.)"""
+facts as parsed from db_probe.sh's output, the password's secrets file. (The lab tests:
+test_database.py.)"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import stat
 
 import pytest
+import yaml
 
-from easycluster.database import parse_db_facts, pgpass_line, scram_verifier
-from easycluster.inventory import Database
-from easycluster.secrets import Secret
+from easycluster.database import pgpass_line, scram_verifier
+from easycluster.errors import EasyClusterError
+from easycluster.facts import parse_db_facts
+from easycluster.inventory import Database, parse_inventory
+from easycluster.secrets import PASSWORD_ALPHABET, PASSWORD_LENGTH, Secret, load_password
 
 
 def test_the_scram_verifier_is_postgresqls_for_that_password_and_salt():
@@ -50,3 +55,53 @@ def test_database_host_facts_are_parsed():
     bare = parse_db_facts("db1", "os_id=debian\nsystemd=yes\npostgresql=\nconf=-\nrole=\ndatabase=\nend=1")
     assert (bare.postgresql, bare.conf, bare.role, bare.owner) == (None, None, False, None)
     assert parse_db_facts("db1", "os_id=debian").error == "fact probe did not finish"
+
+
+# --------------------------------------------------------------------------- the password (secrets.load_password)
+
+def _cluster(tmp_path, database: dict | None):
+    cluster = {"name": "c", "ejabberd_version": "23.01-1", "domains": ["c.test"], "cookie": {"env": "COOKIE"}}
+    text = yaml.safe_dump({"cluster": cluster | ({"database": database} if database else {}),
+                           "nodes": [{"host": "n1"}]})
+    return parse_inventory(text, tmp_path / "inventory.yml").cluster
+
+
+def test_the_password_file_is_made_once_0600_and_read_back(tmp_path):
+    path = tmp_path / "secrets" / "db.password"
+    cluster = _cluster(tmp_path, {"type": "postgresql", "host": "db1", "password_file": str(path)})
+    with pytest.raises(EasyClusterError, match="does not exist .the first `fab deploy` creates it"):
+        load_password(cluster)
+    dry = load_password(cluster, create=True, dry=True)      # a dry run makes nothing
+    assert isinstance(dry, Secret) and not path.exists()
+    made = load_password(cluster, create=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert len(made.reveal()) == PASSWORD_LENGTH and set(made.reveal()) <= set(PASSWORD_ALPHABET)
+    assert load_password(cluster) == made == load_password(cluster, create=True, dry=True) != dry
+    path.chmod(0o644)
+    with pytest.raises(EasyClusterError, match=r"password_file .* is readable by others \(mode 0644\): chmod 600"):
+        load_password(cluster)
+    path.chmod(0o600)
+    path.write_text("\n")
+    with pytest.raises(EasyClusterError, match="is empty"):
+        load_password(cluster)
+
+
+def test_the_password_of_an_existing_server_is_never_made(tmp_path, monkeypatch):
+    path = tmp_path / "db.password"
+    external = {"host": "pg.example", "password_file": str(path)}
+    cluster = _cluster(tmp_path, {"type": "postgresql", "external": external})
+    for create, dry in ((False, False), (True, False), (True, True)):
+        with pytest.raises(EasyClusterError, match="the existing server's role password"):
+            load_password(cluster, create=create, dry=dry)
+    assert not path.exists()
+    cluster = _cluster(tmp_path, {"type": "postgresql", "external": {"host": "pg.example", "password_env": "DBPW"}})
+    monkeypatch.delenv("DBPW", raising=False)
+    with pytest.raises(EasyClusterError, match="environment variable DBPW is not set"):
+        load_password(cluster)
+    monkeypatch.setenv("DBPW", "s3cret")
+    assert load_password(cluster, create=True, dry=True).reveal() == "s3cret"
+
+
+def test_no_database_no_password(tmp_path):
+    cluster = _cluster(tmp_path, None)
+    assert load_password(cluster, create=True) is None

@@ -15,9 +15,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from easycluster import plan as planmod
 from easycluster import paths, tls
-from easycluster.errors import EasyClusterError
+from easycluster.errors import EasyClusterError, InventoryError
 from easycluster.facts import HostFacts, parse_facts
-from easycluster.inventory import InventoryError, parse_inventory
+from easycluster.inventory import parse_inventory
 from easycluster.plan import make_plan
 from easycluster.paths import COOKIE_PATH, EJABBERD_DEFAULT
 from easycluster.render import managed_files

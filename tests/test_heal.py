@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from easycluster.health import assess
-from easycluster.heal import sides
+from easycluster.refusals import sides
 from test_plan import HOSTS, converged, inventory, stopped
 
 L1, L2, L3 = (f"ejabberd@{h}" for h in HOSTS)

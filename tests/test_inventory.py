@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from easycluster.inventory import InventoryError, parse_inventory, load_inventory
+from easycluster.errors import InventoryError
+from easycluster.inventory import parse_inventory, load_inventory
 
 PATH = Path("/srv/inv/prod.yml")
 

@@ -163,7 +163,10 @@ def test_a_join_whose_toolkit_died_is_rolled_back_by_the_next_run(cluster, lab):
     proc = start_paused_add_master(lab, "lab4")
     proc.kill()             # the toolkit dies mid-join: no rollback, its lock and marker stay behind
     proc.communicate(timeout=30)
-    ssh(lab, "lab4", f"pkill -9 -u ejabberd -f beam; rm -f {PAUSE}")   # ...and the half-joined node dies too
+    # ...and the half-joined node dies too, and stays down: its unit stopped, or systemd would
+    # start it again (RestartSec), and it would finish the join at boot before or during the next
+    # run, which then keeps that join instead of rolling it back
+    ssh(lab, "lab4", f"systemctl kill -s KILL ejabberd; systemctl stop ejabberd; rm -f {PAUSE}")
     assert "ejabberd@lab4" in node_status(lab, "lab1")["db_nodes"], "the join never reached the schema"
     refused = fab("add-master", "--host", "lab4", check=False)
     assert refused.returncode == 1 and "that process is gone: the lock is stale" in refused.stderr, refused.stderr

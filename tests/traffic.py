@@ -1,6 +1,18 @@
 """Messages flowing through a cluster while it is being changed: one real client per node, each
 sending to the client on the next node every INTERVAL seconds, reconnecting to its own node
 whenever that node goes away. Runs in a thread of its own until stopped; bounded in time.
+
+Not load/run.py's Probe, on purpose (both are built on easycluster.xmpp's Client and connect,
+which is what they share). This one serves a test's claim about one node at a time: each
+client stays on its own node (a test counts its sessions: one cut per restart of that node),
+plain clients without stream management, and a message counts only if its sender's session
+stayed up `margin` seconds past the send (a message written on a dying connection was never
+the cluster's). Probe serves `make load`'s claim about every message: hundreds of clients with
+stream management that move between nodes as a load balancer would, resend what the server
+never acknowledged, write to users that are offline, and are counted per operation (lost,
+duplicates, time without service), inside load's own event loop. One helper for both would
+carry both sets of rules behind switches; and load/ is a script, not a package the tests can
+import (nor the other way round).
 """
 
 from __future__ import annotations

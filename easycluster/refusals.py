@@ -1,0 +1,301 @@
+"""What each command refuses, decided from facts alone: pure, tested as data without hosts.
+
+A command that changes a running cluster first reads the facts (HostFacts per host, or the
+ClusterHealth assessed from them) and then calls the function named after it here, before it
+changes anything. The function either raises the error the operator reads (the class and the
+words the command always raised) or returns what the command goes on with: the survivors of a
+removal, the sides of a partition, the nodes to restart... The command itself only gathers the
+facts and acts.
+
+    remove-node       remove_node(inv, facts, node)                    membership.remove_node
+    forget-node       forget_node(inv, facts, node)                    membership.forget_node
+    heal              heal(inv, health, winner)                        heal.heal
+    restore           restore(health), restore_from(path, holders)     restore.restore
+    rolling-restart   rolling_restart(inv, health)                     rolling.rolling_restart
+    start-cluster     start_cluster(effective, facts, lost),           outage.start_cluster
+                      force_load_host(survivors, facts)
+    upgrade           upgrade(inv, facts, ufacts, health)              upgrade.plan_upgrade (preflight)
+
+Every rule has cases in tests/cases/refusals/ (tests/test_refusals.py), one YAML file each.
+This module is of the pure layer (tests/test_layers.py): it reads the inventory, the fact model,
+the cluster's health, the errors, plan.Problem and render.release (an ejabberd version's
+release), and never reaches remote, nodectl, lock, database, the scripts or the fact gathering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .errors import EasyClusterError, MembershipError
+from .facts import HostFacts
+from .health import MIXED, ClusterHealth
+from .inventory import Inventory, Node
+from .plan import Problem
+from .render import release
+
+COPY_MARGIN = 1.2          # the upgrade: room for a copy is the Mnesia directory's size times this
+
+
+# --------------------------------------------------------------------------- remove-node, forget-node
+
+def running_members(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[list[Node], set[str]]:
+    """Nodes of the inventory that run as cluster members, and the cluster's db_nodes."""
+    running = [n for n in inv.nodes if facts[n.host].running and facts[n.host].cluster_status]
+    db_nodes: set[str] = set()
+    for n in running:
+        db_nodes |= set(facts[n.host].cluster_status.get("db_nodes", []))
+    return running, db_nodes
+
+
+def sole_copies(node: Node, survivors: list[Node], facts: dict[str, HostFacts]) -> list[str]:
+    """Tables of which `node` holds the only copy among the running survivors."""
+    holders: dict[str, set[str]] = {}
+    for n in survivors + [node]:
+        st = facts[n.host].cluster_status if facts[n.host].running else None
+        for table, where in (st or {}).get("tables", {}).items():
+            holders.setdefault(table, set()).update(where)
+    alive = {n.name for n in survivors}
+    return sorted(t for t, where in holders.items() if node.name in where and not where & alive)
+
+
+def running_masters(nodes: list[Node], facts: dict[str, HostFacts]) -> list[Node]:
+    return [n for n in nodes if facts[n.host].running and (facts[n.host].cluster_status or {}).get("master")]
+
+
+def _survivors(inv: Inventory, node: Node, facts: dict[str, HostFacts], verb: str) -> list[Node]:
+    running, db_nodes = running_members(inv, facts)
+    if node.name not in db_nodes:
+        raise MembershipError(f"{node.name} is not in the cluster's schema: nothing to {verb}")
+    return [n for n in running if n is not node and n.name in db_nodes]
+
+
+def remove_node(inv: Inventory, facts: dict[str, HostFacts], node: Node) -> list[Node]:
+    """remove-node takes out a running node that neither is the last running master nor holds
+    the only running copy of a table. Returns the survivors: the other running members."""
+    if facts[node.host].error:
+        raise MembershipError(f"{node.host}: {facts[node.host].error} (a dead node is removed with "
+                              f"`fab forget-node --host {node.host}`)")
+    survivors = _survivors(inv, node, facts, "remove")
+    if not facts[node.host].running:
+        raise MembershipError(f"{node.name} is not running: remove a stopped node with "
+                              f"`fab forget-node --host {node.host}`")
+    if not running_masters(survivors, facts):
+        raise MembershipError(f"refusing to remove {node.name}: it is the only running master "
+                              "(the cluster's data would go with it)")
+    sole = sole_copies(node, survivors, facts)
+    if sole:
+        raise MembershipError(f"refusing to remove {node.name}: it holds the only running copy of "
+                              f"{', '.join(sole)}")
+    return survivors
+
+
+def forget_node(inv: Inventory, facts: dict[str, HostFacts], node: Node) -> list[Node]:
+    """forget-node takes a dead (stopped or unreachable) member out of the schema, from a running
+    master. Returns the survivors: the running members."""
+    f = facts[node.host]
+    if f.running or (not f.error and f.beam_running):
+        raise MembershipError(f"refusing to forget {node.name}: it is running "
+                              f"(a running node leaves with `fab remove-node --host {node.host}`)")
+    survivors = _survivors(inv, node, facts, "forget")
+    if not running_masters(survivors, facts):
+        raise MembershipError("no running master to forget it from")
+    return survivors
+
+
+# --------------------------------------------------------------------------- heal
+
+def sides(health: ClusterHealth, winner: str | None = None) -> list[list[str]]:
+    """The sides of a partition, largest first (pure): the groups of running nodes that see each
+    other; once the link is back and they all do, the winner's side is every node it has no
+    partition with."""
+    groups: list[list[str]] = []
+    running = [n for n in health.nodes if n.running]
+    for n in running:
+        view = sorted(set(n.running_db_nodes) | {n.name})
+        if view not in groups:
+            groups.append(view)
+    if len(groups) == 1 and winner:
+        split = next((set(n.partitioned_with) for n in running if n.name == winner), set())
+        if split:
+            groups = [sorted(n.name for n in running if n.name not in split),
+                      sorted(n.name for n in running if n.name in split)]
+    return sorted(groups, key=lambda g: (-len(g), g))
+
+
+@dataclass(frozen=True)
+class HealSides:
+    """What a heal goes on with: the named winner, its side (node names) and the nodes that lose."""
+    winner: Node
+    winning: list[str]
+    losers: list[Node]
+
+
+def heal(inv: Inventory, health: ClusterHealth, winner: str | None) -> HealSides | None:
+    """heal needs a partitioned cluster (None: not partitioned, nothing to heal) and, then, a
+    winner that runs, named by the operator."""
+    win = inv.node(winner) if winner else None
+    groups = sides(health, win.name if win else None)
+    if not health.partitioned:
+        return None
+    described = "; ".join("{" + ", ".join(g) + "}" for g in groups) if len(groups) > 1 else "; ".join(
+        f"{n.name} saw a partition with {', '.join(n.partitioned_with)}" for n in health.nodes if n.partitioned_with)
+    if win is None:
+        raise EasyClusterError(f"the cluster is partitioned: {described}\n  name the side whose data is kept: "
+                               "`fab heal --winner NODE` (the other side's writes since the split are discarded)")
+    winning = next((g for g in groups if win.name in g), None)
+    if winning is None:
+        raise EasyClusterError(f"{win.name} is not running: the winner must be a running node ({described})")
+    losers = [inv.node(name) for g in groups if g is not winning for name in g]
+    return HealSides(win, winning, losers)
+
+
+# --------------------------------------------------------------------------- restore
+
+def restore(health: ClusterHealth) -> list[str]:
+    """restore needs a healthy cluster (every node takes the data). Returns the running hosts,
+    among which the backup is looked for (then restore_from)."""
+    if not health.healthy:
+        raise EasyClusterError("refusing to restore into an unhealthy cluster (every node must take the "
+                               "data):\n  " + "\n  ".join(health.problems))
+    return [n.host for n in health.nodes if n.running]
+
+
+def restore_from(path: str, holders: list[str]) -> str:
+    """The host the restore runs on: the first running one whose disk holds the backup."""
+    if not holders:
+        raise EasyClusterError(f"no running node has {path} (`fab backup` prints the path of each backup it takes)")
+    return holders[0]
+
+
+# --------------------------------------------------------------------------- rolling-restart
+
+def rolling_restart(inv: Inventory, health: ClusterHealth) -> Inventory:
+    """A rolling restart needs a healthy cluster (a restart could take its last copy of something
+    away). Returns the inventory it restarts, in order: every node not taken out on purpose."""
+    if not health.healthy:
+        raise EasyClusterError("refusing a rolling restart of an unhealthy cluster (a restart could take "
+                               "its last copy of something away):\n  " + "\n  ".join(health.problems))
+    return replace(inv, nodes=tuple(n for n in inv.nodes if n.name not in health.departed))
+
+
+# --------------------------------------------------------------------------- start-cluster
+
+def start_cluster(effective: Inventory, facts: dict[str, HostFacts], lost: list[Node]) -> list[Node]:
+    """start-cluster --without names lost nodes: none of them may be running. Returns the
+    survivors: the nodes of `effective` (the inventory without departed nodes) not lost."""
+    for node in lost:
+        if facts[node.host].running or facts[node.host].beam_running:
+            raise EasyClusterError(f"{node.name} is running: it is not lost (`fab start-cluster` without "
+                                   f"--without {node.host})")
+    return [n for n in effective.nodes if n not in lost]
+
+
+def stop_order(facts: dict[str, HostFacts]) -> list[str]:
+    """The node names in the order the newest `fab stop-cluster` any host recorded stopped them."""
+    newest: dict = {}
+    for f in facts.values():
+        if f.stop_order and f.stop_order.get("when", "") > newest.get("when", ""):
+            newest = f.stop_order
+    return list(newest.get("order", []))
+
+
+def force_load_host(survivors: list[Node], facts: dict[str, HostFacts]) -> Node:
+    """start-cluster --without: the one survivor that loads its own copies of the tables (the
+    last of them to stop, if known); it must be reachable."""
+    order = stop_order(facts)
+    candidates = sorted((n for n in survivors if facts[n.host].reachable),
+                        key=lambda n: -order.index(n.name) if n.name in order else 1)
+    if not candidates:
+        raise EasyClusterError("no surviving node is reachable")
+    return candidates[0]
+
+
+# --------------------------------------------------------------------------- upgrade
+
+@dataclass(frozen=True)
+class TableChange:
+    table: str
+    record: str
+    running: tuple[str, ...]
+    target: tuple[str, ...]
+
+    def describe(self) -> str:
+        gained = [a for a in self.target if a not in self.running]
+        lost = [a for a in self.running if a not in self.target]
+        parts = ([f"gains {', '.join(gained)}"] if gained else []) + ([f"loses {', '.join(lost)}"] if lost else [])
+        return f"{self.table} ({', '.join(parts) or 'its fields are reordered'})"
+
+
+def compare_records(tables: dict, records: dict) -> tuple[list[TableChange], list[str], int]:
+    """The tables whose record differs between what Mnesia holds and the target's headers;
+    the tables whose record those headers do not define; how many were compared."""
+    changed, unknown, compared = [], [], 0
+    for table, info in sorted(tables.items()):
+        record = str(info.get("record_name", table))
+        running = tuple(info.get("attributes", []))
+        if record not in records:
+            unknown.append(table)
+            continue
+        compared += 1
+        target = tuple(records[record])
+        if target != running:
+            changed.append(TableChange(table, record, running, target))
+    return changed, unknown, compared
+
+
+def records_answer(ufacts: dict):
+    """The upgrade's facts of the host asked for the tables' records (upgrade.UpgradeFacts), if any."""
+    return next((u for u in ufacts.values() if u.tables is not None or u.records is not None or u.records_error),
+                None)
+
+
+def upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict, health: ClusterHealth) -> list[Problem]:
+    """The upgrade's preflight: nothing to refuse when every node runs the pinned version; else
+    a healthy cluster (mixed versions allowed: an upgrade under way), every host's answer (`ufacts`:
+    upgrade.UpgradeFacts per host), the pinned version installable where it moves, room for a copy of
+    each Mnesia directory, the running tables' records and the target's, and no downgrade across
+    a record that differs."""
+    target = inv.cluster.ejabberd_version
+    current = {n.host: facts[n.host].ejabberd_version or "-" for n in inv.nodes}
+    to_move = [n.host for n in inv.nodes if current[n.host] != target]
+    if not to_move:
+        return []
+    problems: list[Problem] = []
+    for p in health.problems:
+        if not p.startswith(MIXED):
+            problems.append(Problem("cluster", "health", p, "an upgrade starts from a healthy cluster: "
+                                    "`fab status` says what to fix first"))
+    for node in inv.nodes:
+        uf = ufacts.get(node.host)
+        if uf is None or uf.error:
+            problems.append(Problem(node.host, "facts", (uf.error if uf else "no answer"), "check the host"))
+            continue
+        if node.host in to_move and not uf.installable:
+            problems.append(Problem(node.host, "package", f"ejabberd {target} cannot be installed: "
+                                    f"{uf.install_error or 'apt-get refused'}",
+                                    "make the version available to apt (for a ~bpo version: the release's "
+                                    "backports suite in its sources)"))
+        need = int(uf.mnesia_bytes * COPY_MARGIN)
+        if uf.free_bytes and uf.free_bytes < need:
+            problems.append(Problem(node.host, "disk", f"{uf.free_bytes // 2**20} MiB free for a copy of "
+                                    f"{uf.mnesia_bytes // 2**20} MiB of Mnesia files",
+                                    "free space under /var/backups"))
+    ask = records_answer(ufacts)
+    if ask is None or ask.tables is None:
+        problems.append(Problem("cluster", "tables", "the running tables' records could not be read",
+                                "is the plugin loaded (`fab deploy`)?"))
+    elif ask.records is None:
+        problems.append(Problem(ask.host, "records", f"the headers of ejabberd {target} could not be read: "
+                                f"{ask.records_error or 'no answer'}", "check that apt can download it"))
+    if problems:
+        return problems
+    changed, _unknown, _compared = compare_records(ask.tables, ask.records)
+    older = [h for h in to_move if release(target) < release(current[h])]
+    if changed and older:
+        problems.append(Problem(", ".join(older), "downgrade", "the record of " +
+                                "; ".join(c.describe() for c in changed) + f" differs in ejabberd {target}: "
+                                "an older version cannot read tables a newer one transformed",
+                                "`fab upgrade --revert` puts back the Mnesia directories copied by the "
+                                "full-stop upgrade (with the old version pinned); or `fab restore` a backup "
+                                "taken before it, once the old version runs"))
+    return problems
