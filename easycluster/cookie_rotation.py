@@ -27,9 +27,9 @@ from pathlib import Path
 
 from . import probe
 from .errors import EasyClusterError, RemoteError
-from .health import assess, without_departed
+from .health import assess
 from .inventory import Inventory
-from .lock import ClusterLock
+from .operation import operation
 from .progress import Out, Progress
 from .remote import Fleet, Host
 from .nodectl import ctl_json, remove
@@ -76,18 +76,17 @@ def _write_pending(path: Path, cookie: Secret) -> None:
         fh.write(cookie.reveal() + "\n")
 
 
-def rotate_cookie(inv: Inventory, new_cookie_file: str | None = None, out: Out = print,
-                  lock_wait: float = 0) -> RotationResult:
-    progress = Progress(out)
+def rotate_cookie(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: float = 0,
+                  new_cookie_file: str | None = None) -> RotationResult:
     old = load_cookie(inv.cluster)
     new, pending, unwritten = new_cookie(inv, new_cookie_file, out)
     if new == old:
         raise EasyClusterError("the new cookie is the cluster's current one")
-    with Fleet(inv) as fleet:
-        with progress.phase("facts"):
-            facts = probe.gather(fleet, probe_network=False)
-        effective = without_departed(inv, facts, lambda _line: None)
-        fleet = fleet.subset(effective)
+    with operation(inv, "rotate-cookie", out=out, lock_wait=lock_wait) as op:
+        progress = op.progress
+        facts = op.look(network=False, via=False)
+        effective = op.inv
+        fleet = op.fleet.subset(effective)
         hosts = list(fleet.hosts)
         known = {old.sha256(): "old", new.sha256(): "new"}
         strangers = [h for h in hosts if facts[h].reachable and facts[h].cookie_sha256 not in known]
@@ -101,13 +100,18 @@ def rotate_cookie(inv: Inventory, new_cookie_file: str | None = None, out: Out =
                 raise EasyClusterError("rotate-cookie needs every node running and in the cluster (a node "
                                        "left out would keep the old cookie and be shut out); nothing was "
                                        "changed:\n  " + "\n  ".join(health.problems))
-            with ClusterLock(fleet, hosts, "rotate-cookie", lock_wait):
+            if op.dry_run(dry, f"would give {', '.join(todo)} the new cookie, without a restart (staged, switched "
+                               "on every node at once, the old one then refused)"):
+                return RotationResult(todo, 0.0)
+            with op.lock(hosts):
                 if unwritten:   # kept until the end, so an interrupted rotation resumes with it
                     _write_pending(pending, new)
                 with progress.phase("rotate"):
                     _rotate(effective, fleet, new, progress)
         else:
             out("every node already uses the new cookie")
+            if dry:
+                return RotationResult([], 0.0)
     if pending is not None:
         if pending.exists():
             os.replace(pending, inv.cluster.cookie_file)   # atomic: the old cookie is gone only now

@@ -8,24 +8,21 @@ step and cause.
 from __future__ import annotations
 
 import secrets as _random
-import threading
-import time
 from dataclasses import dataclass, field, replace
 
-from . import database as dbmod
 from . import membership, nodectl, probe
-from .errors import EasyClusterError, PreflightFailed, RemoteError, StepFailed
-from .facts import HostFacts
-from .health import ClusterHealth, assess, departed, without_departed
+from .apply import Apply
+from .operation import operation
+from .errors import EasyClusterError, PreflightFailed
+from .health import ClusterHealth, assess, departed
 from .inventory import Inventory
-from .plan import (DATABASE, DB_CONF, DB_CREATE, DB_HBA, DB_INSTALL, DB_ROLE, DB_SCHEMA, INSTALL, JOIN, PLUGIN,
-                   RELOAD, RESET, RESTART, ROLE, SATELLITE, START, WRITE, DbView, Plan, Step, as_reset,
-                   choose_seed, format_plan, make_plan, mark_boot_joins, package_nodes, packages, plan_joins)
-from .lock import ClusterLock
+from .plan import DATABASE, JOIN, RESET, WRITE, Plan, Step, as_reset, choose_seed, format_plan, make_plan, \
+    mark_boot_joins, package_nodes
 from .progress import Out, Progress
-from .remote import Background, Fleet, Host
+from .remote import Fleet
 from .secrets import COOKIE_ALPHABET, Secret, load_cookie, load_password
 from .tls import materials as tls_materials
+
 
 @dataclass
 class DeployResult:
@@ -35,31 +32,29 @@ class DeployResult:
     connections: dict[str, int] = field(default_factory=dict)
 
 
-def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float = 0) -> DeployResult:
-    progress = Progress(out)
+def deploy(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: float = 0) -> DeployResult:
     cookie = _cookie_for(inv, dry)
     tls = tls_materials(inv, create=not dry)
     password = load_password(inv.cluster, create=True, dry=dry)
-    with Fleet(inv) as fleet:
-        with progress.phase("facts"):
-            facts, db = gather_all(fleet, password)
-        effective = without_departed(inv, facts, out)
-        fleet = fleet.subset(effective)
+    with operation(inv, "deploy", out=out, lock_wait=lock_wait) as op:
+        facts = op.look(password, report_departed=True)
+        effective, db, progress = op.inv, op.db, op.progress
+        fleet = op.fleet.subset(effective)
         plan = make_plan(effective, facts, cookie, tls, db=db)
         if plan.problems:
             raise PreflightFailed(plan.problems)
         if dry:
             out(format_plan(plan, effective))
-            out("dry run: nothing was changed")
+            op.dry_run(True)
             return DeployResult(plan, phases=progress.phases, connections=fleet.connections_opened())
         if not plan.changes and not any(f.joining for f in facts.values()):
             health = assess(effective, facts)
             out(format_plan(plan, effective))
-            summary(out, health, progress)
+            op.summary(health)
             if not health.healthy:
                 raise EasyClusterError("the cluster is not healthy:\n  " + "\n  ".join(health.problems))
             return DeployResult(plan, health, progress.phases, fleet.connections_opened())
-        with ClusterLock(fleet, list(fleet.hosts), "deploy", lock_wait):
+        with op.lock(list(fleet.hosts)):
             if _recover_joins(effective, fleet, facts, progress):
                 facts = probe.gather(fleet)
                 plan = make_plan(effective, facts, cookie, tls, db=db)
@@ -69,44 +64,36 @@ def deploy(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float
             facts = as_reset(facts, plan.hosts_with(RESET))
             with progress.phase("apply"):
                 health = Apply(effective, fleet, plan, facts, progress, password).run()
-        summary(out, health, progress)
+        op.summary(health)
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
 
 
-def gather_all(fleet: Fleet, password: Secret | None, probe_network: bool = True
-               ) -> tuple[dict[str, HostFacts], DbView | None]:
-    """Every node's facts and, with cluster.database, the database host's and the database as
-    each node sees it: all at once."""
-    d = fleet.inventory.cluster.database
-    if d is None or password is None:
-        return probe.gather_via(fleet, probe_network=probe_network), None
-    box: dict = {}
-
-    def database() -> None:
-        box["host"] = dbmod.db_probe(fleet.database_host(), d) if d.managed else None
-        box["sql"] = dbmod.sql_everywhere(fleet, password)
-    worker = threading.Thread(target=database, daemon=True)
-    worker.start()
-    facts = probe.gather_via(fleet, probe_network=probe_network)
-    worker.join()
-    return facts, DbView(box.get("host"), box.get("sql", {}), password)
+def add_master(inv: Inventory, host: str, *, out: Out = print, dry: bool = False,
+               lock_wait: float = 0) -> DeployResult:
+    """`fab add-master --host H`: bring one inventory host into the running cluster as a master;
+    no other node restarts."""
+    return _add(inv, host, "master", out, dry, lock_wait)
 
 
-def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0,
-               role: str = "master") -> DeployResult:
+def add_satellite(inv: Inventory, host: str, *, out: Out = print, dry: bool = False,
+                  lock_wait: float = 0) -> DeployResult:
+    """`fab add-satellite --host H`: as add-master, for a host the inventory gives the satellite role."""
+    return _add(inv, host, "satellite", out, dry, lock_wait)
+
+
+def _add(inv: Inventory, host: str, role: str, out: Out, dry: bool, lock_wait: float) -> DeployResult:
     """Bring one inventory host into the running cluster in its role (`role`: the one the
     command asks for, which the inventory must give the host); no other node restarts."""
     node = inv.node(host)
     if node.role != role:
         raise EasyClusterError(f"{node.host} is a {node.role} in {inv.path}: `fab add-{node.role} --host "
                                f"{node.host}` (or change nodes[].role); nothing was changed")
-    progress = Progress(out)
     cookie = load_cookie(inv.cluster, create=False)
-    tls = tls_materials(inv, create=True)
-    password = load_password(inv.cluster, create=True)
-    with Fleet(inv) as fleet:
-        with progress.phase("facts"):
-            facts, db = gather_all(fleet, password)
+    tls = tls_materials(inv, create=not dry)
+    password = load_password(inv.cluster, create=True, dry=dry)
+    with operation(inv, f"add-{role} --host {node.host}", out=out, lock_wait=lock_wait) as op:
+        progress = op.progress
+        facts = op.look(password)
         f = facts[node.host]
         if f.error:
             raise EasyClusterError(f"{node.host}: {f.error}; nothing was changed")
@@ -118,22 +105,15 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
             raise EasyClusterError(f"{node.name} is already a member of the cluster; nothing was changed")
         sub = replace(inv, nodes=tuple(n for n in inv.nodes if n is node or (
             n.name in db_nodes and facts[n.host].running)))
-        fleet = fleet.subset(sub)
-        with ClusterLock(fleet, list(fleet.hosts), f"add-master --host {node.host}", lock_wait):
-            if f.joining and membership.recover_interrupted_join(sub, fleet, node, f,
-                                                                 f.joining.get("seed") or seed.name, progress.say):
-                # that join completed (systemd started the killed node again, which finished it at
-                # boot): a master now, not the node removed before it, whose old files are wiped
-                gone = None
-            package_node = node.host in package_nodes(inv, facts)   # reset by the plan, below
-            if gone and not package_node and (node.name in db_nodes or f.mnesia_schema or f.beam_running):
-                # a removed/forgotten node's old files would rejoin it with stale tables
-                membership.wipe(fleet, node, progress, f"reset {node.name} ({gone[0]} on {gone[1]})")
-                if node.name in db_nodes:
-                    nodectl.forget(fleet[seed.host], node.name)
-            if f.joining or gone:   # the node changed under us: look again
-                with progress.phase("facts"):
-                    facts, db = gather_all(fleet, password)
+        fleet = op.fleet.subset(sub)
+        package_node = node.host in package_nodes(inv, facts)   # reset by the plan
+
+        def wiped() -> bool:   # a removed/forgotten node's old files would rejoin it with stale tables
+            return bool(gone) and not package_node and (node.name in db_nodes or f.mnesia_schema or f.beam_running)
+
+        def plan_with(facts, db) -> tuple[Plan, dict]:
+            """The plan for the node (and the firewall of every member), and the facts as they will
+            be once its resets are done."""
             # the firewall of every member lets in every node of the inventory, the new one too;
             # so does the database's pg_hba.conf
             away = departed(facts)
@@ -147,11 +127,38 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
             drift = sorted({s.host for s in plan.steps if s.host != node.host and s.kind not in (JOIN, DATABASE)
                             and not firewall(s)})
             if drift:
-                out(f"note: {', '.join(drift)} differ from the inventory; add-master leaves them as they "
+                out(f"note: {', '.join(drift)} differ from the inventory; add-{role} leaves them as they "
                     "are (`fab deploy --dry` shows how)")
             facts = as_reset(facts, plan.hosts_with(RESET))
-            plan = Plan(mark_boot_joins(sub, [s for s in plan.steps if s.host == node.host or firewall(s)
-                                              or s.kind == DATABASE], facts), plan.seed)
+            return Plan(mark_boot_joins(sub, [s for s in plan.steps if s.host == node.host or firewall(s)
+                                              or s.kind == DATABASE], facts), plan.seed), facts
+
+        if dry:
+            if f.joining or wiped():
+                op.dry_run(True, (f"would first finish or roll back the earlier join of {node.name} (its marker is "
+                                  "on the node), then plan again" if f.joining else
+                                  f"would first reset {node.name} ({gone[0]} on {gone[1]}): its old Mnesia files "
+                                  "would rejoin it with stale tables; then plan again"))
+                return DeployResult(Plan([], seed), phases=progress.phases, connections=fleet.connections_opened())
+            plan, _ = plan_with(facts, op.db)
+            out(format_plan(plan, sub))
+            op.dry_run(True)
+            return DeployResult(plan, phases=progress.phases, connections=fleet.connections_opened())
+        db = op.db
+        with op.lock(list(fleet.hosts)):
+            if f.joining and membership.recover_interrupted_join(sub, fleet, node, f,
+                                                                 f.joining.get("seed") or seed.name, progress.say):
+                # that join completed (systemd started the killed node again, which finished it at
+                # boot): a master now, not the node removed before it, whose old files are wiped
+                gone = None
+            if wiped():
+                membership.wipe(fleet, node, progress, f"reset {node.name} ({gone[0]} on {gone[1]})")
+                if node.name in db_nodes:
+                    nodectl.forget(fleet[seed.host], node.name)
+            if f.joining or gone:   # the node changed under us: look again
+                with progress.phase("facts"):
+                    facts, db = probe.gather_all(fleet, password)
+            plan, facts = plan_with(facts, db)
             if plan.steps:
                 out(format_plan(plan, sub))
                 with progress.phase("apply"):
@@ -160,7 +167,7 @@ def add_master(inv: Inventory, host: str, out: Out = print, lock_wait: float = 0
                 health = assess(sub, facts)
                 out(f"{node.name} is a member; nothing to do")
             membership.clear_departure(fleet, list(fleet.hosts), node)
-        summary(out, health, progress)
+        op.summary(health)
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
 
 
@@ -183,362 +190,3 @@ def _cookie_for(inv: Inventory, dry: bool) -> Secret:
     return load_cookie(inv.cluster, create=not dry)
 
 
-class Apply:
-    """One run's apply: the plan's steps on the fleet, phase by phase; the first failure stops it."""
-
-    def __init__(self, inv: Inventory, fleet: Fleet, plan: Plan, facts, progress: Progress,
-                 password: Secret | None = None):
-        self.inv, self.fleet, self.plan, self.facts, self.progress = inv, fleet, plan, facts, progress
-        self.password = password   # the database role's (cluster.database)
-        self.c2s = inv.cluster.c2s_port
-        self.configure = sorted(set(plan.hosts_with(WRITE) + plan.hosts_with(PLUGIN)), key=_order(inv))
-        self.replaced: dict[str, list[tuple[str, str]]] = {}   # host -> (path, backup) of files written
-        self.plugin_once = _CompiledOnce(next((h for h in self.configure if h in plan.hosts_with(PLUGIN)), None))
-        self.backed_up = False     # a backup taken earlier in this run covers the later membership changes
-        self.reload_order = _FirstThenRest([n.host for n in inv.nodes if n.host in plan.hosts_with(RELOAD)])
-
-    def run(self) -> ClusterHealth:
-        inv, fleet, plan, progress = self.inv, self.fleet, self.plan, self.progress
-        resets = plan.hosts_with(RESET)
-        if resets:
-            with progress.phase("reset"):
-                fleet.each(resets, self.reset_one)
-        converts = plan.hosts_with(ROLE)
-        if converts:   # membership changes: a backup first, then one at a time
-            with progress.phase("backup"):
-                membership.backup(inv, fleet, plan.seed.host, progress.say)
-            self.backed_up = True
-            for host in converts:
-                with progress.phase(f"role {host}"):
-                    self.convert_one(fleet[host])
-        installs = plan.hosts_with(INSTALL)
-        provision = [s for s in plan.by_kind(DATABASE) if s.action != DB_SCHEMA]
-        if installs or provision:   # the nodes' packages and the database host at once
-            with progress.phase("install"):
-                worker = Background(lambda: self.provision_database(provision)) if provision else None
-                try:
-                    fleet.each(installs, self.install_one)
-                finally:
-                    if worker:
-                        worker.result()
-        if inv.cluster.database and plan.by_kind(DATABASE):
-            with progress.phase("database"):
-                self.database_ready([s for s in plan.by_kind(DATABASE) if s.action == DB_SCHEMA])
-
-        boot_joins = [s for s in plan.by_kind(JOIN) if s.at_boot]
-        if boot_joins:
-            self.configure_start_and_join_at_boot(boot_joins)
-        else:
-            self.configure_start_and_join()
-
-        # satellites last: started, or restarted for a new configuration, once every master's
-        # work is done (a satellite joins through the masters at every start)
-        satellites = [n.host for n in inv.nodes if n.host in plan.hosts_with(SATELLITE) or
-                      (n.satellite and n.host in plan.hosts_with(RESTART))]
-        if satellites:
-            self.start_satellites(satellites)
-
-        ask = plan.seed.host if plan.seed.host in fleet.hosts else next(iter(fleet.hosts))
-        with progress.phase("verify"):
-            final = probe.gather_via(fleet, ask)
-        statuses = {host: f.cluster_status for host, f in final.items()}
-        for step in boot_joins:
-            membership.check_joined(inv, fleet, inv.node(step.host), step.seed, statuses)
-            progress.say(step.host, "verified: in every member's running_db_nodes, a local copy of every table")
-        health = assess(inv, final)
-        if not health.healthy:
-            raise EasyClusterError("deploy finished but the cluster is not healthy:\n  " + "\n  ".join(health.problems))
-        return health
-
-    # ----------------------------------------------------------------- the database
-
-    def provision_database(self, steps: list[Step]) -> None:
-        """The database host's steps, in one script (database.provision), with the files the plan rendered."""
-        actions = {s.action for s in steps}
-        content = {s.action: s.file.content for s in steps if s.file is not None}
-        h = self.fleet.database_host()
-        with self.progress.step(h.name, "PostgreSQL: " + ", ".join(a for a in (DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE,
-                                                                                DB_CREATE) if a in actions)):
-            dbmod.provision(h, self.inv, actions, self.password, content.get(DB_CONF), content.get(DB_HBA))
-
-    def database_ready(self, schema: list[Step]) -> None:
-        """ejabberd's schema loaded (from the first node's package), then every node logs in
-        and sees this cluster's mark: before any node is configured to use the database."""
-        d, name = self.inv.cluster.database, self.inv.cluster.name
-        for step in schema:
-            h = self.fleet[step.host]
-            with self.progress.step(h.name, f"load ejabberd's schema into {d.where}"):
-                text = h.run(f"cat {dbmod.SCHEMA_FILE}", what=f"reading {dbmod.SCHEMA_FILE}").stdout
-                dbmod.load_schema(h, d, self.password, name, text)
-        with self.progress.step("*", f"every node logs in to {d.where}"):
-            seen = dbmod.sql_everywhere(self.fleet, self.password)
-            wrong = [f"{h}: {s.error or f'the database is marked for cluster {s.marker!r}'}"
-                     for h, s in seen.items() if not s.ok or s.marker != name]
-            if wrong:
-                raise EasyClusterError("the database is not usable from every node:\n  " + "\n  ".join(wrong))
-
-    # ----------------------------------------------------------------- one host's steps
-
-    def reset_one(self, h: Host) -> None:
-        membership.wipe(self.fleet, self.inv.node(h.name), self.progress,
-                        "stop the package's node and move its Mnesia directory away")
-
-    def convert_one(self, h: Host) -> None:
-        """Out of the cluster, to come back in the inventory's role later in the run: drained and
-        stopped, out of the schema (from the seed), its Mnesia directory emptied (kept in a
-        tarball). A master's data stays on the other masters; a satellite holds none."""
-        node, seed = self.inv.node(h.name), self.plan.seed
-        if self.facts[h.name].beam_running:
-            with self.progress.step(h.name, "drain (5s) and stop"):
-                nodectl.drain_and_stop(h, 5)
-        with self.progress.step(seed.host, f"remove {node.name} from the schema"):
-            nodectl.forget(self.fleet[seed.host], node.name)
-        membership.wipe(self.fleet, node, self.progress, f"empty its Mnesia directory (it becomes a {node.role})")
-
-    def start_satellites(self, hosts: list[str]) -> None:
-        """Each satellite started in turn (it joins through its masters as it starts: no copy of
-        any table is made), then seen running by the seed, holding no disc copy. A backup first
-        when the cluster ran before this run."""
-        inv, fleet, progress, seed = self.inv, self.fleet, self.progress, self.plan.seed
-        joining = [h for h in hosts if h in self.plan.hosts_with(SATELLITE)]
-        if joining and self.facts[seed.host].running and seed.host in fleet.hosts and not self.backed_up:
-            with progress.phase("backup"):
-                membership.backup(inv, fleet, seed.host, progress.say)
-        for host in hosts:
-            node = inv.node(host)
-            with progress.phase(f"satellite {host}"):
-                if host not in joining:
-                    self.restart_and_rejoin(fleet[host])
-                    continue
-                with progress.step(host, "start as a satellite"):
-                    nodectl.start(fleet[host], self.c2s)
-                with progress.step(host, f"in {seed.name}'s running_db_nodes, no disc copy here"):
-                    nodectl.wait_status(fleet[seed.host], lambda st: node.name in st.get("running_db_nodes", []))
-                    membership.check_satellite(fleet[host], node)
-
-    def install_one(self, h: Host) -> None:
-        version = self.inv.cluster.ejabberd_version
-        step = next(s for s in self.plan.by_kind(INSTALL) if s.host == h.name)
-        with self.progress.step(h.name, step.summary):
-            nodectl.install(h, version, extra=packages(self.inv))
-        if self.facts[h.name].running:   # a driver installed under a running node: on its code path now
-            with self.progress.step(h.name, "the new libraries on the running node's code path"):
-                nodectl.ctl_json(h, "easy_cluster_code_path", what="adding the new libraries to the code path")
-
-    def configure_one(self, h: Host) -> None:
-        plan, progress, plugin_once = self.plan, self.progress, self.plugin_once
-        files = [s.file for s in plan.steps if s.kind == WRITE and s.host == h.name]
-        plugin = h.name in plan.hosts_with(PLUGIN)
-        what = ", ".join([f.path.rsplit("/", 1)[-1] for f in files] + (["plugin"] if plugin else []))
-        shared = plugin_once.wait() if plugin and h.name != plugin_once.builder else None
-        build = None
-        try:
-            with progress.step(h.name, f"write {what}"):
-                self.replaced[h.name], build = nodectl.configure(h, files, plugin, shared)
-        finally:
-            if h.name == plugin_once.builder:
-                plugin_once.publish(build)
-        if shared and not build:
-            progress.say(h.name, f"  plugin: the beam compiled on {plugin_once.builder} (same packages)")
-        for _path, backup in self.replaced[h.name]:
-            progress.say(h.name, f"  previous version kept in {backup}")
-
-    def reload_one(self, h: Host) -> None:
-        """In the order of _FirstThenRest: a module the new ejabberd.yml starts (mod_mam) creates
-        its Mnesia tables on the first node alone, and the others add their copies. Created by
-        several nodes at once, a table can end with no copy on one of them (seen: "not a master
-        (no local copy of archive_prefs)" after cluster.mam was turned on)."""
-        def reload() -> None:
-            with self.progress.step(h.name, "reload ejabberd.yml"):
-                nodectl.reload_config(h)
-        self.reload_order.run(h.name, reload)
-
-    def start_one(self, h: Host) -> None:
-        with self.progress.step(h.name, "start"):
-            nodectl.start(h, self.c2s)
-
-    def restart_and_rejoin(self, h: Host) -> None:
-        """The node must come back seeing the same peers as in the facts."""
-        progress, replaced = self.progress, self.replaced.get(h.name, [])
-        before = self.facts[h.name].cluster_status
-        peers = set(before.get("running_db_nodes", [])) if before else set()
-        peers -= {self.inv.node(c).name for c in self.plan.hosts_with(ROLE)}   # out until later in this run
-        try:
-            with progress.step(h.name, "restart"):
-                nodectl.restart(h, self.c2s)
-        except StepFailed as failed:
-            if not replaced:
-                raise
-            # The new configuration does not start: put the old one back so the node serves again.
-            with progress.step(h.name, "restore the previous configuration and start"):
-                nodectl.restore_and_start(h, replaced, self.c2s)
-            raise StepFailed(h.name, "restart with the new configuration",
-                             f"{failed.cause}\n(the previous configuration was restored and the node runs it; "
-                             "fix the inventory or template and deploy again)") from None
-        satellite = self.inv.node(h.name).satellite    # holds no table: none is missing
-        with progress.step(h.name, "back in the cluster" + ("" if satellite else " with all tables")):
-            nodectl.wait_status(h, lambda st: peers <= set(st.get("running_db_nodes", []))
-                                and (satellite or not st.get("missing_tables")))
-
-    def started_or_rolled_back(self, h: Host, seed: str) -> None:
-        with self.progress.step(h.name, "ejabberd started"):
-            try:
-                nodectl.wait_started(h, self.c2s)
-            except RemoteError as exc:
-                note = membership.roll_back_join(self.inv, self.fleet, self.inv.node(h.name), seed, reachable=True)
-                raise RemoteError(h.name, "ejabberd did not start after its join",
-                                  f"{exc.detail}\n  rolled back: {note}")
-
-    # ----------------------------------------------------------------- the two orders
-
-    def configure_start_and_join(self) -> None:
-        """Phase by phase: configure, reload, start, restarts one at a time, then (after a backup)
-        joins of running nodes one at a time."""
-        inv, fleet, plan, facts, progress = self.inv, self.fleet, self.plan, self.facts, self.progress
-        if self.configure:
-            with progress.phase("configure"):
-                fleet.each(self.configure, self.configure_one)
-        if plan.hosts_with(RELOAD):
-            with progress.phase("reload"):
-                fleet.each(plan.hosts_with(RELOAD), self.reload_one)
-        starts = plan.hosts_with(START)
-        if starts:
-            with progress.phase("start"):
-                fleet.each(starts, self.start_one)
-
-        for host in plan.hosts_with(RESTART):   # one at a time: the cluster stays up
-            if inv.node(host).satellite:
-                continue                        # with the satellites, after the joins
-            with progress.phase(f"restart {host}"):
-                self.restart_and_rejoin(fleet[host])
-
-        joins = plan.by_kind(JOIN)
-        if plan.hosts_with(RESTART) or any(facts[h].mnesia_schema for h in starts):
-            # membership of nodes that were down is known only now that they run (a node that
-            # started with no Mnesia data of its own is standalone: the plan's joins stand)
-            fresh = probe.gather(fleet, probe_network=False)
-            joins, problems = plan_joins(inv, fresh)
-            if problems:
-                raise PreflightFailed(problems)
-        if joins:   # a backup of the cluster the nodes join, before its membership changes
-            with progress.phase("backup"):
-                membership.backup(inv, fleet, inv.node(joins[0].seed).host, progress.say)
-        for step in joins:                      # strictly one at a time, in inventory order
-            with progress.phase(f"join {step.host}"), progress.step(
-                    step.host, f"join {step.seed} as master (stopped, then joined as it starts)"):
-                membership.join(inv, fleet, inv.node(step.host), step.seed, progress.say)
-            progress.say(step.host, "verified: in every member's running_db_nodes, a local copy of every table")
-
-    def configure_start_and_join_at_boot(self, joins: list[Step]) -> None:
-        """New nodes join during their first start (plan.mark_boot_joins). Every host at once:
-        its files, then the seed's start (a new cluster) or its backup (a running one: before its
-        membership changes), and each joining node's VM boots and waits. Then each joins in turn,
-        strictly one at a time in inventory order; its ejabberd starts on the copied tables while
-        the next one joins."""
-        inv, fleet, plan, facts, progress = self.inv, self.fleet, self.plan, self.facts, self.progress
-        seed = inv.node(joins[0].seed)
-        joining = [s.host for s in joins]
-        backup_on = seed.host if facts[seed.host].running else None
-
-        def prepare(h: Host) -> None:
-            try:
-                if h.name in plan.hosts_with(WRITE) or h.name in plan.hosts_with(PLUGIN):
-                    self.configure_one(h)
-            except BaseException:   # failed before its reload: the first must not hold the others' back
-                self.reload_order.release(h.name)
-                raise
-            if h.name in plan.hosts_with(RELOAD):
-                self.reload_one(h)
-            if h.name == backup_on:
-                membership.backup(inv, fleet, h.name, progress.say)
-            elif h.name in joining:
-                with progress.step(h.name, f"start, to join {seed.name} at boot"):
-                    nodectl.launch_joining(h, seed.name)
-            elif h.name in plan.hosts_with(START):
-                self.start_one(h)
-
-        hosts = sorted({s.host for s in plan.steps if s.kind not in (JOIN, DATABASE)} |
-                       ({backup_on} if backup_on else set()), key=_order(inv))
-        waiting_from = 0    # joining[waiting_from:] wait for their turn
-        try:
-            with progress.phase("configure and start"):
-                fleet.each(hosts, prepare)
-            if not backup_on:
-                progress.say(seed.host, "no Mnesia backup: the cluster is new (made by this run), nothing to lose")
-            for step in joins:
-                waiting_from += 1
-                with progress.phase(f"join {step.host}"), progress.step(
-                        step.host, f"join {seed.name} as master, at boot"):
-                    membership.join_at_boot(inv, fleet, inv.node(step.host), seed.name, progress.say)
-        except Exception:
-            # nodes still waiting for their turn hold nothing yet: stop them, leave no marker
-            for host in joining[waiting_from:]:
-                try:
-                    nodectl.abort_boot_join(fleet[host])
-                    progress.say(host, "stopped: it was waiting for its turn to join (nothing had changed)")
-                except RemoteError as exc:   # the original failure is what the operator needs first
-                    progress.say(host, f"could not stop it ({exc.detail}); the next deploy rolls it back")
-            raise
-        with progress.phase("started"):
-            fleet.each(joining, lambda h: self.started_or_rolled_back(h, seed.name))
-
-
-class _FirstThenRest:
-    """The first of `hosts` does its part alone; the others wait until it is done (or failed),
-    then go at once."""
-
-    def __init__(self, hosts: list[str]):
-        self.first = hosts[0] if hosts else None
-        self._done = threading.Event()
-
-    def run(self, host: str, func) -> None:
-        if host != self.first:
-            self._done.wait(timeout=600)
-        try:
-            func()
-        finally:
-            self.release(host)
-
-    def release(self, host: str) -> None:
-        """The first is done with its part, or will never do it (it failed before): the others go."""
-        if host == self.first:
-            self._done.set()
-
-
-class _CompiledOnce:
-    """The plugin is compiled on the first host that needs it (`builder`); the others wait for
-    that beam and install it where their ejabberd and Erlang packages are the same (erlc costs
-    ~0.5 s of CPU a host). If the builder fails, each compiles its own."""
-
-    def __init__(self, builder: str | None):
-        self.builder = builder
-        self._done = threading.Event()
-        self._build: nodectl.PluginBuild | None = None
-
-    def publish(self, build: nodectl.PluginBuild | None) -> None:
-        self._build = build
-        self._done.set()
-
-    def wait(self) -> nodectl.PluginBuild | None:
-        self._done.wait(timeout=600)
-        return self._build
-
-
-def _order(inv: Inventory):
-    index = {n.host: i for i, n in enumerate(inv.nodes)}
-    return lambda host: index[host]
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def summary(out: Out, health: ClusterHealth, progress: Progress) -> None:
-    members = [n.name for n in health.nodes if n.member]
-    masters = [n.name for n in health.nodes if n.master and not n.satellite]
-    satellites = [n.name for n in health.nodes if n.satellite and n.in_role]
-    out(f"cluster: {_count(len(members), 'member')}, {_count(len(masters), 'master')}"
-        + (f", {_count(len(satellites), 'satellite')}" if any(n.satellite for n in health.nodes) else "")
-        + f" ({'healthy' if health.healthy else 'NOT healthy'})")
-    timings = ", ".join(f"{name} {secs:.1f}s" for name, secs in progress.phases)
-    out(f"time: {time.monotonic() - progress.start:.1f}s ({timings})")

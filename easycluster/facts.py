@@ -32,6 +32,7 @@ class HostFacts:
     nft: bool = False                   # nftables installed (the firewall of epmd and the distribution)
     unit: dict[str, str] = field(default_factory=dict)   # ejabberd.service: LoadState, ActiveState, ...
     journal: list[str] = field(default_factory=list)     # its last lines, when not active (running)
+    unit_started_ago: int | None = None   # seconds since the unit last started ejabberd (None: unknown)
     beam_node: str | None = None        # the node name the running VM was started with
     files: dict[str, str | None] = field(default_factory=dict)   # path -> content (None: missing)
     cookie_sha256: str | None = None
@@ -123,6 +124,8 @@ def parse_facts(host: str, output: str) -> HostFacts:
             f.reach[(peer, int(port))] = value
         elif key == "unit":
             f.unit = dict(kv.split("=", 1) for kv in value.split() if "=" in kv)
+        elif key == "unit_started_ago":
+            f.unit_started_ago = int(value) if value.isdigit() else None
         elif key == "journal":
             f.journal = base64.b64decode(value).decode(errors="replace").splitlines() if value else []
         elif key == "beam_node":

@@ -12,34 +12,38 @@ saved, and stored again after its restart.
 
 from __future__ import annotations
 
-from . import nodectl
+from . import nodectl, refusals
 from .health import ClusterHealth
 from .inventory import Inventory
-from .lock import ClusterLock
 from .membership import backup
-from .progress import Progress
-from . import refusals
-from .remote import Fleet, Host
-from .rolling import wait_back
-from .status import observe
+from .operation import Operation, operation
+from .progress import Out
+from .remote import Host
 
 
 DRAIN = 5   # seconds a loser's clients get to move before it restarts
 
 
-def heal(inv: Inventory, winner: str | None, progress: Progress, lock_wait: float = 0) -> ClusterHealth:
-    with Fleet(inv) as fleet:
-        health = observe(inv, fleet)
+def heal(inv: Inventory, winner: str | None, *, out: Out = print, dry: bool = False,
+         lock_wait: float = 0) -> ClusterHealth:
+    with operation(inv, "heal", out=out, lock_wait=lock_wait) as op:
+        fleet, progress = op.fleet, op.progress
+        health = op.observe()
         decided = refusals.heal(inv, health, winner)
         if decided is None:
             progress.say("cluster", f"not partitioned ({'healthy' if health.healthy else 'NOT healthy'}): "
                                     "nothing to heal")
-            _clear_masters(inv, fleet, health, progress)
+            if not op.dry_run(dry, *[f"would clear the master setting of {n.name}" for n in health.nodes
+                                     if n.running and n.master_nodes]):
+                _clear_masters(op, health)
             return health
         win, winning, losers = decided.winner, decided.winning, decided.losers
+        if op.dry_run(dry, f"would keep the data of {win.name}'s side ({', '.join(winning)}); back up, load "
+                           f"from that side and restart, one at a time: {', '.join(n.name for n in losers)}"):
+            return health
         by_name = {n.name: n for n in health.nodes}
-        with ClusterLock(fleet, [n.host for n in inv.nodes if by_name.get(n.name) and by_name[n.name].running],
-                         f"heal --winner {win.host}", lock_wait):
+        with op.lock([n.host for n in inv.nodes if by_name.get(n.name) and by_name[n.name].running],
+                     f"heal --winner {win.host}"):
             for node in losers:
                 h = fleet[node.host]
                 backup(inv, fleet, node.host, lambda host, msg: progress.say(host, msg + " (its side's data)"))
@@ -65,14 +69,14 @@ def heal(inv: Inventory, winner: str | None, progress: Progress, lock_wait: floa
             fleet.each([inv.node(name).host for name in winning] + [n.host for n in losers], clear_partition)
             # healthy includes: no master setting left anywhere
             with progress.step(win.host, "every node back in one cluster, every table loaded"):
-                health = wait_back(inv, fleet, win)
+                health = op.wait_back(win)
         return health
 
 
-def _clear_masters(inv: Inventory, fleet: Fleet, health: ClusterHealth, progress: Progress) -> None:
+def _clear_masters(op: Operation, health: ClusterHealth) -> None:
     """A master setting left anywhere (by a heal that died, or by hand) would make that node
     ignore its peers at its next start: clear it."""
     for n in health.nodes:
         if n.running and n.master_nodes:
-            with progress.step(n.host, f"clear master nodes ({', '.join(n.master_nodes)})"):
-                nodectl.set_master(fleet[n.host], [])
+            with op.progress.step(n.host, f"clear master nodes ({', '.join(n.master_nodes)})"):
+                nodectl.set_master(op.fleet[n.host], [])

@@ -220,20 +220,42 @@ def mixed_versions(nodes: list[NodeHealth]) -> dict[str, list[str]]:
     return by_version if len(by_version) > 1 else {}
 
 
+LOOP_WINDOW = 600   # seconds: systemd's restarts are a loop while the unit's last start is this recent
+
+
+def restart_loop(restarts: int, started_ago: int | None) -> bool:
+    """Does systemd restart the node in a loop? Only if it restarted it (NRestarts) and the
+    unit's last start is recent (`started_ago`, seconds; None: unknown). NRestarts counts every
+    restart since the unit was last started by hand, which may be weeks ago: crashes hours
+    apart, each followed by a good restart, are no loop (`fab status` shows the count)."""
+    return restarts > 0 and started_ago is not None and started_ago <= LOOP_WINDOW
+
+
+def _ago(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
 def _unit_problem(nh: NodeHealth, f: HostFacts) -> str | None:
     """What is wrong with the node's ejabberd.service, if anything: a node answering while its
     unit is not active (running) is draining, stopping or about to be killed; a unit that
-    systemd keeps restarting is a loop, not a slow start."""
+    systemd keeps restarting, each start soon after the last, is a loop, not a slow start."""
     if not f.unit or f.unit.get("LoadState") != "loaded" or f.unit_running:
         return None
     last = f" (journal: {f.journal[-1].strip()})" if f.journal else ""
     active, sub = f.unit.get("ActiveState"), f.unit.get("SubState")
     if sub == "auto-restart":
-        if f.restarts >= 2:
-            return (f"{nh.name}: ejabberd.service is restarting in a loop ({f.restarts} restarts by systemd, "
-                    f"now {f.unit_state}){last}")
+        started = f", last started {_ago(f.unit_started_ago)} ago" if f.unit_started_ago is not None else ""
+        if restart_loop(f.restarts, f.unit_started_ago):
+            return (f"{nh.name}: ejabberd.service is restarting in a loop ({f.restarts} restarts by systemd"
+                    f"{started}, now {f.unit_state}){last}")
         return (f"{nh.name}: ejabberd.service died and systemd is starting it again ({f.restarts} restarts so "
-                f"far, now {f.unit_state}){last}")
+                f"far{started}, now {f.unit_state}){last}")
     if active == "activating" and not nh.running:
         return (f"{nh.name}: ejabberd.service is still starting ({f.unit_state}): ejabberd waits for its tables "
                 f"(after a full outage: for the node that stopped last) or for its join{last}")

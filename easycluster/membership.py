@@ -1,9 +1,11 @@
-"""Changing who is in the cluster: joins (with rollback), remove-node, forget-node, backups.
+"""The steps that change who is in the cluster, shared by the commands (the operation layer):
+joins (with rollback), backups before a membership change, the record of departed nodes,
+wiping a node taken out, and closing the firewall and the database to it.
 
-Every change runs under the cluster lock, after a full Mnesia backup on a surviving
-master. A join that fails in any way is rolled back: the node is taken out of the
-schema, stopped and wiped, so the cluster is as it was and the same command can run
-again. A join whose toolkit died leaves a marker on the node; the next run finds it.
+A join that fails in any way is rolled back: the node is taken out of the schema, stopped and
+wiped, so the cluster is as it was and the same command can run again. A join whose toolkit
+died leaves a marker on the node; the next run finds it. The commands (deploy, add-master,
+remove-node, forget-node...) run these under the cluster lock, after a full Mnesia backup.
 """
 
 from __future__ import annotations
@@ -12,19 +14,15 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from . import nodectl
-from . import probe
 from .errors import JoinFailed, MembershipError, RemoteError
 from .facts import HostFacts
-from .health import ClusterHealth, assess, departed, disc_tables
+from .health import departed, disc_tables
 from .inventory import Inventory, Node
-from .lock import ClusterLock
-from .paths import COOKIE_PATH, MNESIA_DIR, PG_DUMP_DIR, STAGING_TEMPLATE
+from .paths import PG_DUMP_DIR, STAGING_TEMPLATE
 from .database import provision
 from .plan import DB_HBA, dist_address, members_of
 from .render import firewall_files, host_files
 from .progress import Progress
-from . import refusals
-from .refusals import running_masters
 from .remote import Fleet, Host
 from .scripts import render
 
@@ -195,24 +193,6 @@ def backup(inv: Inventory, fleet: Fleet, host: str, say, spare: str | None = Non
     return path
 
 
-def backup_on_demand(inv: Inventory, host: str | None, say) -> str:
-    with Fleet(inv) as fleet:
-        facts = probe.gather(fleet, probe_network=False)
-        masters = running_masters(list(inv.nodes), facts)
-        if host is not None:
-            node = inv.node(host)
-            if node not in masters:
-                raise MembershipError(f"{node.host} is not a running master: back up on one of "
-                                      f"{', '.join(n.host for n in masters) or '(none running)'}")
-            masters = [node]
-        if not masters:
-            raise MembershipError("no running master to take a backup on")
-        path = backup(inv, fleet, masters[0].host, say)
-        if inv.cluster.database:
-            database_dump(inv, fleet, say, masters[0].host)
-        return path
-
-
 def database_dump(inv: Inventory, fleet: Fleet, say, node_host: str | None = None) -> str:
     """A pg_dump of cluster.database: on the database host easycluster provisions, or, for an
     external server, on a node (`node_host`) with PostgreSQL's client, as the cluster's role."""
@@ -263,56 +243,6 @@ def wipe(fleet: Fleet, node: Node, progress: Progress, what: str = "wipe its Mne
         progress.say(node.host, f"  its old Mnesia files are kept in {tarball}")
 
 
-def remove_node(inv: Inventory, node: Node, drain: int, lock_wait: float, progress: Progress) -> ClusterHealth:
-    """Graceful: drain and stop the running node, then take it out of the schema and wipe it."""
-    with Fleet(inv) as fleet:
-        facts = probe.gather(fleet, probe_network=False)
-        survivors = refusals.remove_node(inv, facts, node)
-
-        def drain_first() -> None:
-            with progress.step(node.host, f"drain ({drain}s) and stop"):
-                nodectl.drain_and_stop(fleet[node.host], drain)
-        _take_out(inv, fleet, node, survivors, facts, "removed", progress, lock_wait, before=drain_first)
-        wipe(fleet, node, progress)
-        return _verify_survivors(inv, fleet, survivors, progress)
-
-
-def forget_node(inv: Inventory, node: Node, lock_wait: float, progress: Progress) -> ClusterHealth:
-    """Offline: take a dead (stopped or unreachable) node out of the schema from a survivor."""
-    with Fleet(inv) as fleet:
-        facts = probe.gather(fleet, probe_network=False)
-        f = facts[node.host]
-        survivors = refusals.forget_node(inv, facts, node)
-        _take_out(inv, fleet, node, survivors, facts, "forgotten", progress, lock_wait)
-        if not f.error:
-            wipe(fleet, node, progress)
-        else:
-            progress.say(node.host, "unreachable: its disk still holds the old Mnesia files. Before ejabberd "
-                                    f"starts there again, empty {MNESIA_DIR} (keep {COOKIE_PATH.rsplit('/', 1)[-1]}), or "
-                                    f"bring it back only with `fab add-master --host {node.host}`, which does "
-                                    "that first")
-        return _verify_survivors(inv, fleet, survivors, progress)
-
-
-def _take_out(inv: Inventory, fleet: Fleet, node: Node, survivors: list[Node], facts, how: str,
-              progress: Progress, lock_wait: float, before=None) -> None:
-    """Under the lock, after a backup on a surviving master: `before`, then remove the node
-    from the schema there, and record on every reachable host that it left on purpose."""
-    master = running_masters(survivors, facts)[0]
-    hosts = [n.host for n in survivors] + ([] if facts[node.host].error else [node.host])
-    operation = {"removed": "remove-node", "forgotten": "forget-node"}[how]
-    with ClusterLock(fleet, hosts, f"{operation} --host {node.host}", lock_wait):
-        backup(inv, fleet, master.host, progress.say)
-        if before:
-            before()
-        with progress.step(master.host, f"remove {node.name} from the schema"):
-            answer = nodectl.forget(fleet[master.host], node.name)
-        progress.say(master.host, f"  db_nodes now: {', '.join(answer.get('db_nodes', []))}")
-        record_departure(fleet, hosts, node, how)
-        close_firewall(inv, fleet, survivors, facts, node, progress)
-        close_database(inv, fleet, facts, node, progress)
-
-
 def firewall_members(inv: Inventory, facts, joining: Node | None = None, leaving: Node | None = None) -> list[str]:
     """Who the firewall lets reach epmd and the distribution: every node of the inventory not
     taken out on purpose, with `joining` in and `leaving` out, whatever their records say."""
@@ -344,14 +274,3 @@ def close_database(inv: Inventory, fleet: Fleet, facts, gone: Node, progress: Pr
     h = fleet.database_host()
     with progress.step(h.name, f"pg_hba.conf: {gone.name} no longer let in"):
         provision(h, inv, {DB_HBA}, None, hba=hba)
-
-
-def _verify_survivors(inv: Inventory, fleet: Fleet, survivors: list[Node], progress: Progress) -> ClusterHealth:
-    sub = replace(inv, nodes=tuple(survivors))
-    health = assess(sub, probe.gather(fleet, [n.host for n in survivors], probe_network=False))
-    masters = sum(1 for n in health.nodes if n.master and not n.satellite)
-    progress.say("cluster", f"{len(survivors)} members, {masters} masters "
-                            f"({'healthy' if health.healthy else 'NOT healthy'})")
-    if not health.healthy:
-        raise MembershipError("the remaining cluster is not healthy:\n  " + "\n  ".join(health.problems))
-    return health

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field, replace
 
 from . import database as dbmod
 from . import membership, nodectl, probe
-from .deploy import Apply, gather_all, summary
+from .apply import Apply
+from .operation import operation
 from .errors import EasyClusterError, PreflightFailed
 from .health import ClusterHealth, assess
 from .inventory import Inventory
-from .lock import ClusterLock
 from .plan import choose_seed, dist_address, file_change, format_plan, make_plan, members_of, sql_in_use
 from .progress import Out, Progress
 from .remote import Fleet
@@ -50,19 +50,19 @@ class MigrateResult:
     phases: list[tuple[str, float]] = field(default_factory=list)
 
 
-def migrate_to_sql(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float = 0) -> MigrateResult:
+def migrate_to_sql(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: float = 0) -> MigrateResult:
     d = inv.cluster.database
     if d is None:
         raise EasyClusterError(f"{inv.path}: cluster.database is not set: add the database the data moves to "
                                "(README: the database section); nothing was changed")
-    progress = Progress(out)
     cookie = load_cookie(inv.cluster, create=False)
     tls = tls_materials(inv, create=False)
     password = load_password(inv.cluster, create=True, dry=dry)
     result = MigrateResult()
-    with Fleet(inv) as fleet:
-        with progress.phase("facts"):
-            facts, db = gather_all(fleet, password)
+    with operation(inv, "migrate-to-sql", out=out, lock_wait=lock_wait) as op:
+        fleet, progress = op.fleet, op.progress
+        facts = op.look(password)
+        db = op.db
         down = [n.host for n in inv.nodes if not facts[n.host].running]
         if down:
             raise EasyClusterError(f"not running: {', '.join(down)}; a migration needs every node of the cluster "
@@ -86,10 +86,9 @@ def migrate_to_sql(inv: Inventory, dry: bool = False, out: Out = print, lock_wai
         if plan.changes:
             out(format_plan(plan, inv))
         out("migration, in this order:\n" + "\n".join(f"  {i}. {s}" for i, s in enumerate(steps, 1)))
-        if dry:
-            out("dry run: nothing was changed")
+        if op.dry_run(dry):
             return result
-        with ClusterLock(fleet, list(fleet.hosts), "migrate-to-sql", lock_wait):
+        with op.lock(list(fleet.hosts)):
             if plan.changes:   # the database ready and every node connected to it, data still in Mnesia
                 with progress.phase("connect"):
                     Apply(inv, fleet, plan, facts, progress, password).run()
@@ -115,13 +114,13 @@ def migrate_to_sql(inv: Inventory, dry: bool = False, out: Out = print, lock_wai
                 result.counts = work.counts()
                 work.mark(f"{DONE} {since}")
             with progress.phase("verify"):
-                facts, db = gather_all(fleet, password, probe_network=False)
+                facts, db = probe.gather_all(fleet, password, probe_network=False)
                 result.health = assess(inv, facts, db.sql if db else None)
         out("rows per table (Mnesia records -> database rows):")
         out("\n".join(f"  {sql:16} {m:>9} -> {s}" for sql, (m, s) in result.counts.items()))
         if any(result.delta.values()):
             out("copied over after the switch: " + ", ".join(f"{k} {v}" for k, v in result.delta.items()))
-        summary(out, result.health, progress)
+        op.summary(result.health)
         if not result.health.healthy:
             raise EasyClusterError("migrated, but the cluster is not healthy:\n  " + "\n  ".join(result.health.problems))
         result.phases = progress.phases

@@ -15,29 +15,33 @@ from datetime import datetime, timezone
 
 from . import nodectl, probe
 from .errors import EasyClusterError
-from .health import ClusterHealth, without_departed
+from .health import ClusterHealth, assess
 from .inventory import Inventory, Node
-from .lock import ClusterLock
+from .operation import operation
 from .paths import EJABBERD_ERROR_LOG, STOP_ORDER
-from .progress import Progress
+from .progress import Out, Progress
 from . import refusals
 from .remote import Fleet, Host
 from .scripts import render
-from .status import wait_for
+from .probe import wait_for
 
 
-def stop_cluster(inv: Inventory, progress: Progress, lock_wait: float = 0) -> list[str]:
+def stop_cluster(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: float = 0) -> list[str]:
     """Stop every running node, one at a time, the first node of the inventory last; record
     the order on every host. Returns the order."""
-    with Fleet(inv) as fleet:
-        facts = probe.gather(fleet, probe_network=False)
-        effective = without_departed(inv, facts, lambda _line: None)
+    with operation(inv, "stop-cluster", out=out, lock_wait=lock_wait) as op:
+        fleet, progress = op.fleet, op.progress
+        facts = op.look(network=False, via=False, phase=None)
+        effective = op.inv
         reachable = [n.host for n in effective.nodes if facts[n.host].reachable]
         running = [n for n in reversed(effective.nodes) if facts[n.host].running or facts[n.host].beam_running]
         if not running:
             progress.say("cluster", "no node is running: nothing to stop")
             return []
-        with ClusterLock(fleet, reachable, "stop-cluster", lock_wait):
+        if op.dry_run(dry, f"would stop, one at a time, in this order: {', '.join(n.name for n in running)} "
+                           "(and record the order on every host)"):
+            return [n.name for n in running]
+        with op.lock(reachable):
             order = []
             for node in running:
                 with progress.step(node.host, f"stop {node.name}"):
@@ -51,16 +55,17 @@ def stop_cluster(inv: Inventory, progress: Progress, lock_wait: float = 0) -> li
         return order
 
 
-def start_cluster(inv: Inventory, progress: Progress, wait: float = 120,
-                  without: tuple[str, ...] = (), lock_wait: float = 0) -> ClusterHealth:
+def start_cluster(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: float = 0,
+                  wait: float = 120, without: tuple[str, ...] = ()) -> ClusterHealth:
     """Start every stopped node at once and wait until all run, each with every table.
 
     `without`: hosts lost for good. The survivors then load their own copies of the tables
     instead of waiting for the lost nodes (writes only those had are lost)."""
     lost = [inv.node(h) for h in without]
-    with Fleet(inv) as fleet:
-        facts = probe.gather(fleet, probe_network=False)
-        effective = without_departed(inv, facts, lambda _line: None)
+    with operation(inv, "start-cluster", out=out, lock_wait=lock_wait) as op:
+        fleet, progress = op.fleet, op.progress
+        facts = op.look(network=False, via=False, phase=None)
+        effective = op.inv
         survivors = refusals.start_cluster(effective, facts, lost)
         dead = [n for n in survivors if not facts[n.host].reachable]
         to_start = [n for n in survivors if facts[n.host].reachable and not facts[n.host].beam_running]
@@ -68,13 +73,18 @@ def start_cluster(inv: Inventory, progress: Progress, wait: float = 120,
             if node not in to_start and node not in dead:
                 progress.say(node.host, "already running" if facts[node.host].running
                              else "starting (waiting for its tables)")
+        if op.dry_run(dry, f"would start at once: {', '.join(n.name for n in to_start) or '(none)'}" +
+                      (f"; then load the tables on {refusals.force_load_host(survivors, facts).name} without "
+                       f"waiting for {', '.join(n.name for n in lost)}" if lost else "") +
+                      (f"; unreachable: {', '.join(n.host for n in dead)}" if dead else "")):
+            return assess(effective, facts)
 
         def launch(h: Host) -> None:
             with progress.step(h.name, f"start {h.node.name}"):
                 nodectl.launch(h)
         # no other change of the cluster while its nodes start (held for the starts only: the
         # wait that follows only watches)
-        with ClusterLock(fleet, [n.host for n in survivors if n not in dead], "start-cluster", lock_wait):
+        with op.lock([n.host for n in survivors if n not in dead]):
             results = fleet.parallel(launch, [n.host for n in to_start])
             if lost:
                 _force_load(inv, fleet, survivors, facts, progress)

@@ -1,14 +1,24 @@
 """Gathering the facts: the read-only probe (probe.sh) on each host, one SSH command per host,
-all hosts at once; its output parsed into easycluster.facts' HostFacts.
+all hosts at once; its output parsed into easycluster.facts' HostFacts. With cluster.database,
+the database as each node sees it, alongside. And the cluster's health from them (observe,
+wait_for): what every command looks at before and after it changes anything.
 """
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
+from . import database as dbmod
+from .errors import EasyClusterError
 from .facts import HostFacts, parse_facts
+from .health import ClusterHealth, assess, departed, without_departed
 from .inventory import Inventory
+from .plan import DbView
+from .secrets import Secret, load_password
 from .paths import (DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT, EJABBERD_YML,
                     EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, MNESIA_SCHEMA_FILE, SQL_SECRET_FILE, UNIT_DROPIN)
-from .remote import Fleet, Host
+from .remote import Background, Fleet, Host
 from .scripts import render
 
 READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, EPMD_DROPIN, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, DIST_TLS_CA,
@@ -63,3 +73,51 @@ def gather(fleet: Fleet, hosts: list[str] | None = None, probe_network: bool = T
     """Facts of every host, in parallel; an unreachable host gets facts with .error set."""
     results = fleet.parallel(lambda h: gather_one(h, fleet.inventory, probe_network), hosts)
     return {h: (r if isinstance(r, HostFacts) else HostFacts(host=h, error=str(r))) for h, r in results.items()}
+
+
+def gather_all(fleet: Fleet, password: Secret | None, probe_network: bool = True
+               ) -> tuple[dict[str, HostFacts], DbView | None]:
+    """Every node's facts and, with cluster.database, the database host's and the database as
+    each node sees it: all at once."""
+    d = fleet.inventory.cluster.database
+    if d is None or password is None:
+        return gather_via(fleet, probe_network=probe_network), None
+
+    def database() -> dict:
+        return {"host": dbmod.db_probe(fleet.database_host(), d) if d.managed else None,
+                "sql": dbmod.sql_everywhere(fleet, password)}
+    worker = Background(database)
+    facts = gather_via(fleet, probe_network=probe_network)
+    box = worker.result()
+    return facts, DbView(box["host"], box["sql"], password)
+
+
+def observe(inv: Inventory, fleet: Fleet) -> ClusterHealth:
+    """The cluster as its nodes report it now, read in parallel over the fleet's connections.
+    Nodes removed or forgotten on purpose are listed as departed, not as failures."""
+    sql = None
+    if inv.cluster.database:   # the database as each node sees it, alongside the nodes' facts
+        password = load_password(inv.cluster)
+        worker = Background(lambda: dbmod.sql_everywhere(fleet, password))
+    facts = gather(fleet, probe_network=False)
+    if inv.cluster.database:
+        sql = worker.result()
+    gone = departed(facts)
+    effective = without_departed(inv, facts, lambda _line: None)
+    health = assess(effective, facts, sql)
+    health.departed = {n.name: gone[n.name] for n in inv.nodes if n.name in gone}
+    return health
+
+
+def wait_for(inv: Inventory, fleet: Fleet, ready: Callable[[ClusterHealth], bool], bound: float,
+             what: str, interval: float = 1.0) -> ClusterHealth:
+    """Watch the cluster until ready(health) holds; after `bound` seconds raise, naming what
+    is still wrong."""
+    deadline = time.monotonic() + bound
+    while True:
+        health = observe(inv, fleet)
+        if ready(health):
+            return health
+        if time.monotonic() > deadline:
+            raise EasyClusterError(f"not {what} within {bound:.0f}s:\n  " + "\n  ".join(health.problems or ["?"]))
+        time.sleep(interval)

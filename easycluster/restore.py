@@ -8,18 +8,15 @@ taken first, so a restore can itself be undone.
 
 from __future__ import annotations
 
-from . import nodectl
+from . import nodectl, refusals
 from .errors import EasyClusterError
 from .health import ClusterHealth
 from .inventory import Inventory
-from .lock import ClusterLock
 from .membership import backup
-from .progress import Progress
-from . import refusals
+from .operation import operation
+from .progress import Out
 from .remote import Fleet
-from .rolling import wait_back
 from .scripts import render
-from .status import observe
 
 
 def find_backup(fleet: Fleet, hosts: list[str], path: str) -> list[str]:
@@ -28,16 +25,21 @@ def find_backup(fleet: Fleet, hosts: list[str], path: str) -> list[str]:
     return [h for h in hosts if found[h] is True]
 
 
-def restore(inv: Inventory, path: str, progress: Progress, confirm, lock_wait: float = 0) -> ClusterHealth:
+def restore(inv: Inventory, path: str, *, confirm, out: Out = print, dry: bool = False,
+            lock_wait: float = 0) -> ClusterHealth:
     """`confirm(question) -> bool` is asked before anything changes."""
-    with Fleet(inv) as fleet:
-        health = observe(inv, fleet)
+    with operation(inv, "restore", out=out, lock_wait=lock_wait) as op:
+        fleet, progress = op.fleet, op.progress
+        health = op.observe()
         running = refusals.restore(health)
         host = refusals.restore_from(path, find_backup(fleet, running, path))
-        if not confirm(f"replace every user, roster and other stored table on all {len(running)} nodes with "
-                       f"the contents of {path} (on {host})?"):
+        question = (f"replace every user, roster and other stored table on all {len(running)} nodes with "
+                    f"the contents of {path} (on {host})")
+        if op.dry_run(dry, f"would take a backup of the present state on {host}, then {question}"):
+            return health
+        if not confirm(question + "?"):
             raise EasyClusterError("not confirmed: nothing was changed")
-        with ClusterLock(fleet, running, "restore", lock_wait):
+        with op.lock(running):
             backup(inv, fleet, host, lambda h, msg: progress.say(h, msg + " (the state before the restore)"),
                    spare=path)   # the rotation must not take the very backup being restored
             with progress.step(host, f"restore {path}"):
@@ -45,7 +47,7 @@ def restore(inv: Inventory, path: str, progress: Progress, confirm, lock_wait: f
             progress.say(host, f"  {len(answer.get('restored', []))} tables restored; "
                                f"{answer.get('registered_users')} registered users")
             with progress.step(host, "every node healthy"):
-                health = wait_back(inv, fleet, inv.node(host))
+                health = op.wait_back(inv.node(host))
         users = {n.name: n.registered_users for n in health.nodes}
         if len(set(users.values())) != 1 or answer.get("registered_users") not in users.values():
             raise EasyClusterError(f"restore finished but the nodes disagree: registered users {users}")

@@ -8,40 +8,34 @@ left untouched.
 
 from __future__ import annotations
 
-from . import nodectl
+from . import nodectl, refusals
 from .health import ClusterHealth
 from .inventory import Inventory, Node
-from .lock import ClusterLock
-from .progress import Progress
-from . import refusals
-from .remote import Fleet
-from .status import observe, wait_for
-
-BACK_BOUND = 180   # seconds for a restarted node to be back with all tables
+from .operation import Operation, operation
+from .progress import Out
 
 
-def rolling_restart(inv: Inventory, progress: Progress, drain: int = 5, lock_wait: float = 0) -> ClusterHealth:
-    with Fleet(inv) as fleet:
-        health = observe(inv, fleet)
-        effective = refusals.rolling_restart(inv, health)
-        with ClusterLock(fleet, [n.host for n in effective.nodes], "rolling-restart", lock_wait):
-            for node in effective.nodes:
-                with progress.phase(f"restart {node.host}"):
-                    health = _cycle(effective, fleet, node, drain, progress)
+def rolling_restart(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: float = 0,
+                    drain: int = 5) -> ClusterHealth:
+    with operation(inv, "rolling-restart", out=out, lock_wait=lock_wait) as op:
+        health = op.observe()
+        todo = refusals.rolling_restart(op.inv, health)
+        if op.dry_run(dry, f"would restart, one at a time (each drained {drain}s, then back with every table "
+                           f"before the next): {', '.join(n.host for n in todo.nodes)}"):
+            return health
+        with op.lock([n.host for n in todo.nodes]):
+            for node in todo.nodes:
+                with op.progress.phase(f"restart {node.host}"):
+                    health = _cycle(op, node, drain)
         return health   # the last node's wait saw the whole cluster healthy
 
 
-def _cycle(inv: Inventory, fleet: Fleet, node: Node, drain: int, progress: Progress) -> ClusterHealth:
-    h = fleet[node.host]
+def _cycle(op: Operation, node: Node, drain: int) -> ClusterHealth:
+    h, progress = op.fleet[node.host], op.progress
     with progress.step(node.host, f"drain ({drain}s) and stop"):
         nodectl.drain_and_stop(h, drain)
     with progress.step(node.host, "start"):
-        nodectl.start(h, inv.cluster.c2s_port)
+        nodectl.start(h, op.inv.cluster.c2s_port)
     with progress.step(node.host, "back in every peer's running_db_nodes, every table loaded"):
-        health = wait_back(inv, fleet, node)
+        health = op.wait_back(node)
     return health
-
-
-def wait_back(inv: Inventory, fleet: Fleet, node: Node, bound: float = BACK_BOUND) -> ClusterHealth:
-    """Until every node runs, sees every other running, and is a master again."""
-    return wait_for(inv, fleet, lambda h: h.healthy, bound, f"{node.name} back in the cluster", interval=0.5)

@@ -23,9 +23,10 @@ from . import xmpp
 from .errors import EasyClusterError, RemoteError
 from .inventory import Inventory, Node
 from .paths import SMOKE_PASSWORD_NODE
-from .remote import Fleet, Host
+from .operation import operation
+from .progress import Out
+from .remote import Host
 from .scripts import render
-from .status import observe
 
 DELIVERY_TIMEOUT = 10.0
 REGISTER_TIMEOUT = 30          # seconds, a user's registration inside the node at most
@@ -42,12 +43,13 @@ class SmokeReport:
             all(ok for _, _, ok, _ in self.messages)
 
 
-def smoke(inv: Inventory, say) -> SmokeReport:
+def smoke(inv: Inventory, *, out: Out = print) -> SmokeReport:
     domain = inv.cluster.domains[0]
     tag = secrets.token_hex(3)
     password = secrets.token_urlsafe(16)
-    with Fleet(inv) as fleet:
-        health = observe(inv, fleet)
+    with operation(inv, "smoke", out=out) as op:
+        fleet = op.fleet
+        health = op.observe()
         nodes = [inv.node(n.host) for n in health.nodes if n.running]
         if not nodes:
             raise EasyClusterError("no node is running")

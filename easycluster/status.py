@@ -4,52 +4,18 @@ from __future__ import annotations
 
 import json
 
-import time
-from typing import Callable
-
-from . import probe, releases
-from .database import sql_everywhere
-from .errors import EasyClusterError
-from .health import ClusterHealth, assess, departed, without_departed
+from . import releases
+from .health import ClusterHealth
 from .inventory import Inventory
-from .remote import Background, Fleet
-from .secrets import load_password
+from .operation import operation
+from .progress import Out
 
 
-def cluster_health(inv: Inventory) -> ClusterHealth:
-    with Fleet(inv) as fleet:
-        return observe(inv, fleet)
+def cluster_health(inv: Inventory, *, out: Out = print) -> ClusterHealth:
+    """`fab status`: the cluster's health, read from every node at once (nothing changes)."""
+    with operation(inv, "status", out=out) as op:
+        return op.observe()
 
-
-def observe(inv: Inventory, fleet: Fleet) -> ClusterHealth:
-    """The cluster as its nodes report it now, read in parallel over the fleet's connections.
-    Nodes removed or forgotten on purpose are listed as departed, not as failures."""
-    sql = None
-    if inv.cluster.database:   # the database as each node sees it, alongside the nodes' facts
-        password = load_password(inv.cluster)
-        worker = Background(lambda: sql_everywhere(fleet, password))
-    facts = probe.gather(fleet, probe_network=False)
-    if inv.cluster.database:
-        sql = worker.result()
-    gone = departed(facts)
-    effective = without_departed(inv, facts, lambda _line: None)
-    health = assess(effective, facts, sql)
-    health.departed = {n.name: gone[n.name] for n in inv.nodes if n.name in gone}
-    return health
-
-
-def wait_for(inv: Inventory, fleet: Fleet, ready: Callable[[ClusterHealth], bool], bound: float,
-             what: str, interval: float = 1.0) -> ClusterHealth:
-    """Watch the cluster until ready(health) holds; after `bound` seconds raise, naming what
-    is still wrong."""
-    deadline = time.monotonic() + bound
-    while True:
-        health = observe(inv, fleet)
-        if ready(health):
-            return health
-        if time.monotonic() > deadline:
-            raise EasyClusterError(f"not {what} within {bound:.0f}s:\n  " + "\n  ".join(health.problems or ["?"]))
-        time.sleep(interval)
 
 def format_table(health: ClusterHealth, tables: bool = False) -> str:
     rows = [("node", "host", "role", "running", "unit (restarts)", "member", "in role", "sees running", "seen by",

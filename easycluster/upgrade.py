@@ -29,15 +29,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import membership, nodectl, probe
+from .apply import PluginBuilds
 from .errors import EasyClusterError, PreflightFailed
 from .facts import HostFacts
-from .health import MIXED, ClusterHealth, assess, without_departed
+from .health import MIXED, ClusterHealth, assess
 from .inventory import Inventory, Node
-from .lock import ClusterLock
+from .operation import operation
 from .paths import STOP_ORDER
 from .plan import Problem, dist_address, file_change, members_of, packages
 from .progress import Out, Progress
@@ -47,7 +48,7 @@ from .remote import Fleet, Host
 from .render import managed_files
 from .scripts import render
 from .secrets import Secret, load_cookie
-from .status import wait_for
+from .probe import wait_for
 from .tls import materials as tls_materials
 
 ROLLING, FULL_STOP = "rolling", "full stop"
@@ -231,15 +232,14 @@ class UpgradeResult:
     phases: list[tuple[str, float]] = field(default_factory=list)
 
 
-def upgrade(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: float = 0) -> UpgradeResult:
-    progress = Progress(out)
+def upgrade(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: float = 0) -> UpgradeResult:
     cookie = load_cookie(inv.cluster, create=False)
     tls = tls_materials(inv, create=False)
-    with Fleet(inv) as fleet:
-        with progress.phase("facts"):
-            facts = probe.gather_via(fleet, probe_network=False)
-        effective = without_departed(inv, facts, out)
-        fleet = fleet.subset(effective)
+    with operation(inv, "upgrade", out=out, lock_wait=lock_wait) as op:
+        progress = op.progress
+        facts = op.look(network=False, report_departed=True)
+        effective = op.inv
+        fleet = op.fleet.subset(effective)
         health = assess(effective, facts)
         ask = effective.nodes[0].host
         with progress.phase("upgrade facts"):
@@ -250,10 +250,9 @@ def upgrade(inv: Inventory, dry: bool = False, out: Out = print, lock_wait: floa
         plan.files = version_files(effective, facts, plan, cookie, tls)
         out(format_upgrade_plan(plan, effective))
         if dry or not plan.changes:
-            if dry:
-                out("dry run: nothing was changed")
+            op.dry_run(dry)
             return UpgradeResult(plan, health, phases=progress.phases)
-        with ClusterLock(fleet, list(fleet.hosts), "upgrade", lock_wait):
+        with op.lock(list(fleet.hosts)):
             with progress.phase("download"):   # while every node still serves: the installs are local
                 fleet.each([h for h in plan.order], lambda h: nodectl.install(h, plan.target, download_only=True,
                                                                                    extra=packages(inv)))
@@ -288,16 +287,16 @@ class _Upgrade:
         self.members = members_of(inv, facts)
         self.upgraded: list[str] = []
         self.stopped: list[str] = []
+        self.brought_back: list[str] = []   # rolling: failed, and back on the version they ran before
         self.stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.outage: float | None = None
         self.all_back: float = 0.0
-        self.build: nodectl.PluginBuild | None = None
+        # the plugin, rebuilt against the new version's headers: compiled on the first host
+        # configured (the first upgraded; a full stop's first to start), its beam installed on
+        # the hosts with the same packages, as deploy does (apply.PluginBuilds)
+        self.plugin = PluginBuilds(plan.order[0] if plan.order else None)
 
     # ---- one host's package and files
-    def install_and_configure(self, h: Host) -> None:
-        self.install(h)
-        self.configure(h)
-
     def install(self, h: Host) -> None:
         with self.progress.step(h.name, f"install ejabberd {self.plan.target}"):
             nodectl.install(h, self.plan.target, extra=packages(self.inv))
@@ -308,29 +307,102 @@ class _Upgrade:
         its headers (compiled once: hosts with the same packages take that beam)."""
         files = _changed_files(self.inv, h.node, self.facts, self.cookie, self.tls, self.members)
         what = ", ".join([mf.path.rsplit("/", 1)[-1] for mf in files] + ["plugin (rebuilt)"])
-        with self.progress.step(h.name, f"write {what}"):
-            _, build = nodectl.configure(h, files, True, self.build)
-        self.build = self.build or build
+        self.plugin.configure(h, files, True, self.progress, f"write {what}")
 
     # ---- rolling
     def rolling(self) -> ClusterHealth:
         health = None
         for host in self.plan.order:
-            h = self.fleet[host]
             with self.progress.phase(f"upgrade {host}"):
-                with self.progress.step(host, "drain (5s) and stop"):
-                    nodectl.drain_and_stop(h, 5)
-                self.stopped.append(host)
-                self.install_and_configure(h)
-                with self.progress.step(host, "start"):
-                    nodectl.start(h, self.inv.cluster.c2s_port)
-                self.stopped.remove(host)
-                with self.progress.step(host, "back in every peer's running_db_nodes, every table loaded"):
-                    health = wait_for(self.inv, self.fleet, _serving, BACK_BOUND, f"{h.node.name} back",
-                                      interval=0.5)
+                health = self._roll_one(self.fleet[host])
         with self.progress.phase("verify"):
             return wait_for(self.inv, self.fleet, lambda hh: hh.healthy, BACK_BOUND, "healthy", interval=0.5) \
                 if health is None or not health.healthy else health
+
+    def _roll_one(self, h: Host) -> ClusterHealth:
+        """One node of a rolling upgrade: drained, stopped, upgraded, started, back with every
+        table. When a step fails, the node is brought back on what it ran before where possible
+        (_bring_back), and the failure is raised: the run still fails."""
+        at = STOP
+        try:
+            with self.progress.step(h.name, "drain (5s) and stop"):
+                nodectl.drain_and_stop(h, 5)
+            self.stopped.append(h.name)
+            at = INSTALL
+            self.install(h)
+            at = CONFIGURE
+            self.configure(h)
+            at = START
+            with self.progress.step(h.name, "start"):
+                nodectl.start(h, self.inv.cluster.c2s_port)
+            self.stopped.remove(h.name)
+            at = BACK
+            with self.progress.step(h.name, "back in every peer's running_db_nodes, every table loaded"):
+                return wait_for(self.inv, self.fleet, _serving, BACK_BOUND, f"{h.node.name} back", interval=0.5)
+        except Exception:
+            self._bring_back(h, at)
+            raise
+
+    def _bring_back(self, h: Host, failed: str) -> None:
+        """After step `failed` of `h`'s rolling upgrade failed: the steps of way_back, each shown,
+        then what came of it. Raises nothing: the failure that led here is what the run reports."""
+        before = self.facts[h.name].ejabberd_version
+        installed = None
+        if failed in (INSTALL, CONFIGURE, START):   # did the package change? (None: cannot tell)
+            try:
+                installed = probe.gather_one(h, self.inv, probe_network=False, ctl="none").ejabberd_version
+            except Exception:
+                installed = None
+        steps = way_back(failed, installed, before)
+        if not steps:
+            return
+        name, was = h.node.name, f"ejabberd {before}" if before else "the version it ran"
+        self.progress.say(h.name, f"the upgrade of {name} failed at its {failed}: bringing it back on {was} "
+                                  f"({', '.join(steps)})")
+        try:
+            for step in steps:
+                self._back_step(h, step, before)
+        except Exception as exc:
+            self.progress.say(h.name, f"{name} could NOT be brought back on {was}: {exc}")
+            return
+        for done in (self.stopped, self.upgraded):
+            if h.name in done:
+                done.remove(h.name)
+        self.brought_back.append(h.name)
+        self.progress.say(h.name, f"{name} is back on {was} and serves; the upgrade stops here")
+
+    def _back_step(self, h: Host, step: str, version: str | None) -> None:
+        c2s = self.inv.cluster.c2s_port
+        if step == STOP:
+            with self.progress.step(h.name, "stop"):
+                nodectl.stop(h)
+        elif step == INSTALL:
+            with self.progress.step(h.name, f"install ejabberd {version} again"):
+                nodectl.install(h, version, extra=packages(self.inv))
+        elif step == CONFIGURE:   # compiled here: a shared beam of this run is built for the new version
+            files = self._files_for(h, version)
+            what = ", ".join([mf.path.rsplit("/", 1)[-1] for mf in files] + ["plugin (rebuilt)"])
+            with self.progress.step(h.name, f"write {what} for ejabberd {version}"):
+                nodectl.configure(h, files, True)
+        elif step == START:
+            with self.progress.step(h.name, "start"):
+                nodectl.start(h, c2s)
+        elif step == RESTART:
+            with self.progress.step(h.name, "restart"):
+                nodectl.restart(h, c2s)
+        elif step == WAIT:
+            with self.progress.step(h.name, "back in every peer's running_db_nodes, every table loaded"):
+                wait_for(self.inv, self.fleet, _serving, BACK_BOUND, f"{h.node.name} back", interval=0.5)
+
+    def _files_for(self, h: Host, version: str) -> list:
+        """The files this upgrade rewrites on `h`, rendered for `version` instead."""
+        from dataclasses import replace
+        rewritten = {mf.path for mf in _changed_files(self.inv, h.node, self.facts, self.cookie, self.tls,
+                                                      self.members)}
+        was = replace(self.inv, cluster=replace(self.inv.cluster, ejabberd_version=version))
+        return [mf for mf in managed_files(was, h.node, dist_address(h.node, self.facts) or "", self.cookie,
+                                           (self.tls or {}).get(h.node.name), self.members)
+                if mf.path in rewritten]
 
     # ---- full stop
     def full_stop(self) -> ClusterHealth:
@@ -354,6 +426,7 @@ class _Upgrade:
         with progress.phase("install"):
             fleet.each(plan.order, self.install)
         with progress.phase("configure"):
+            self.plugin = PluginBuilds(first)
             self.configure(fleet[first])                         # compiles the plugin once
             fleet.each(rest, self.configure)
         with progress.phase("start"):
@@ -380,7 +453,9 @@ class _Upgrade:
     def where_it_stopped(self) -> str:
         plan = self.plan
         lines = [f"the upgrade stopped: upgraded so far: {', '.join(self.upgraded) or 'none'}; "
-                 f"stopped: {', '.join(self.stopped) or 'none'}"]
+                 f"stopped: {', '.join(self.stopped) or 'none'}"
+                 + (f"; brought back on the version they ran before: {', '.join(self.brought_back)}"
+                    if self.brought_back else "")]
         if plan.strategy == ROLLING:
             lines.append("the way back: pin the version the other nodes run (cluster.ejabberd_version) and "
                          "`fab upgrade` (nothing changed between the versions: it rolls back one node at a time); "
@@ -401,19 +476,43 @@ def _serving(h: ClusterHealth) -> bool:
     return all(p.startswith(MIXED) for p in h.problems)
 
 
+# A rolling upgrade's steps on one node, and those of its way back when one fails.
+STOP, INSTALL, CONFIGURE, START, BACK = "stop", "install", "configure", "start", "back"
+RESTART, WAIT = "restart", "wait"
+
+
+def way_back(failed: str, installed: str | None, before: str | None) -> list[str]:
+    """What brings a node back on what it ran before when its rolling upgrade failed at step
+    `failed` (pure). `before`: the version it ran (None: unknown); `installed`: its package's
+    version now (None: unknown, or not cleanly installed). The steps: STOP (through the unit:
+    a node that failed to start may be restarting in a loop), INSTALL (`before` again, if the
+    package changed), CONFIGURE (the files and the plugin for `before`), START, RESTART, WAIT
+    (until it is back in the cluster). None when it started (BACK: it runs, on the new
+    version) or when the version it ran is unknown (nothing to go back to)."""
+    if failed == BACK:
+        return []
+    if failed == STOP:   # the package is untouched; drained, it serves nobody until a restart
+        return [RESTART, WAIT]
+    if before is None:
+        return []
+    return (([STOP] if failed == START else []) + ([INSTALL] if installed != before else [])
+            + ([CONFIGURE] if failed in (CONFIGURE, START) else []) + [START, WAIT])
+
+
 # --------------------------------------------------------------------------- the way back
 
-def revert(inv: Inventory, out: Out = print, stamp: str | None = None, lock_wait: float = 0) -> ClusterHealth:
+def revert(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: float = 0,
+           stamp: str | None = None) -> ClusterHealth:
     """After a full-stop upgrade: every node back on the pinned (old) version with its Mnesia
     directory as the upgrade copied it. Writes since the copy are lost; a backup of the present
     directory is kept beside the copy."""
-    progress = Progress(out)
     cookie = load_cookie(inv.cluster, create=False)
     tls = tls_materials(inv, create=False)
     version = inv.cluster.ejabberd_version
-    with Fleet(inv) as fleet:
+    with operation(inv, "upgrade --revert", out=out, lock_wait=lock_wait) as op:
+        fleet, progress = op.fleet, op.progress
         with progress.phase("facts"):
-            facts = probe.gather(fleet, probe_network=False)
+            facts = op.look(network=False, via=False, phase=None)
             unreachable = [h for h, f in facts.items() if not f.reachable]
             if unreachable:
                 raise EasyClusterError(f"{', '.join(unreachable)} unreachable: every node's copy is needed")
@@ -431,7 +530,11 @@ def revert(inv: Inventory, out: Out = print, stamp: str | None = None, lock_wait
             raise EasyClusterError(f"the copies {chosen} were made with ejabberd {', '.join(sorted(versions))}; "
                                    f"the inventory pins {version}: pin that version to go back to it")
         order = [n.host for n in reversed(inv.nodes)]
-        with ClusterLock(fleet, list(fleet.hosts), "upgrade --revert", lock_wait):
+        if op.dry_run(dry, f"would stop every node, install ejabberd {version}, put back the Mnesia directories "
+                           f"copied at {chosen} (what they hold now kept beside them) and start them: "
+                           f"{', '.join(order)}"):
+            return probe.observe(inv, fleet)
+        with op.lock(list(fleet.hosts)):
             apply = _Upgrade(inv, fleet, facts, UpgradePlan(version, {}, FULL_STOP), progress, cookie, tls)
             with progress.phase("stop"):
                 for host in order:
@@ -440,6 +543,7 @@ def revert(inv: Inventory, out: Out = print, stamp: str | None = None, lock_wait
             with progress.phase("install"):
                 fleet.each(order, apply.install)
             with progress.phase("configure"):
+                apply.plugin = PluginBuilds(order[-1])
                 apply.configure(fleet[order[-1]])
                 fleet.each(order[:-1], apply.configure)
             with progress.phase("put the copies back"):

@@ -14,6 +14,7 @@ from easycluster.inventory import Inventory, load_inventory
 
 INVENTORY_HELP = ("inventory file (default: $EASYCLUSTER_INVENTORY, else easycluster.inventory in"
                   " fabric.yaml, else ./inventory.yml)")
+DRY_HELP = "print what would be done, and why, and change nothing"
 LOCK_WAIT_HELP = "seconds to wait for another change of the cluster to finish (default: refuse at once)"
 
 

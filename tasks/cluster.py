@@ -41,7 +41,7 @@ def plan(c, inventory=None):
 @operator_errors
 def status(c, inventory=None, json=False, tables=False):
     """Per node: running, member, master, sessions; exit 1 when unhealthy."""
-    health = cluster_health(inventory_of(c, inventory))
+    health = cluster_health(inventory_of(c, inventory), out=say)
     say(format_json(health, tables) if json else format_table(health, tables))
     if not health.healthy:
         raise Exit(code=1)
@@ -57,7 +57,7 @@ def upgrade(c, inventory=None, dry=False, revert=False, copy=None, lock_wait=0):
     """Move the running cluster to the pinned ejabberd version: rolling, or a planned full stop."""
     inv = inventory_of(c, inventory)
     if revert:
-        say(format_table(upgrade_core.revert(inv, out=say, stamp=copy, lock_wait=float(lock_wait))))
+        say(format_table(upgrade_core.revert(inv, out=say, dry=dry, lock_wait=float(lock_wait), stamp=copy)))
         return
     upgrade_core.upgrade(inv, dry=dry, out=say, lock_wait=float(lock_wait))
 

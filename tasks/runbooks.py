@@ -12,16 +12,17 @@ from easycluster import heal as heal_core
 from easycluster import outage, rolling
 from easycluster import restore as restore_core
 from easycluster import smoke as smoke_core
-from easycluster.progress import Progress
 from easycluster.status import format_table
 
-from ._common import INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_errors, say
+from ._common import DRY_HELP, INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_errors, say
 
 
 
-def _done(health) -> None:
+def _done(health, dry: bool = False) -> None:
+    """The cluster as the command leaves it; exit 1 when unhealthy (a dry run: as it was found,
+    the verdict shown, the exit 0 unless the command refused)."""
     say(format_table(health))
-    if not health.healthy:
+    if not health.healthy and not dry:
         raise Exit(code=1)
 
 
@@ -29,49 +30,51 @@ def _done(health) -> None:
 @operator_errors
 def smoke(c, inventory=None):
     """Log a real XMPP client into every node and message across every pair; exit 1 on any failure."""
-    report = smoke_core.smoke(inventory_of(c, inventory), say)
+    report = smoke_core.smoke(inventory_of(c, inventory), out=say)
     say(smoke_core.format_report(report))
     if not report.passed:
         raise Exit(code=1)
 
 
-@task(help={"inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP})
+@task(help={"inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP, "dry": DRY_HELP})
 @operator_errors
-def stop_cluster(c, inventory=None, lock_wait=0):
+def stop_cluster(c, inventory=None, dry=False, lock_wait=0):
     """Stop every node, one at a time, and record the order (for `fab start-cluster`)."""
-    outage.stop_cluster(inventory_of(c, inventory), Progress(say), float(lock_wait))
+    outage.stop_cluster(inventory_of(c, inventory), out=say, dry=dry, lock_wait=float(lock_wait))
 
 
 @task(help={"inventory": INVENTORY_HELP, "wait": "seconds to wait for every node (default 120)",
             "without": "comma-separated hosts lost for good: the others load their own copies of the tables",
-            "lock_wait": LOCK_WAIT_HELP})
+            "lock_wait": LOCK_WAIT_HELP, "dry": DRY_HELP})
 @operator_errors
-def start_cluster(c, inventory=None, wait=120, without="", lock_wait=0):
+def start_cluster(c, inventory=None, wait=120, without="", dry=False, lock_wait=0):
     """Start every stopped node at once (after an outage) and wait until all are back."""
     lost = tuple(h for h in without.split(",") if h)
-    _done(outage.start_cluster(inventory_of(c, inventory), Progress(say), float(wait), lost, float(lock_wait)))
+    _done(outage.start_cluster(inventory_of(c, inventory), out=say, dry=dry, lock_wait=float(lock_wait),
+                               wait=float(wait), without=lost), dry)
 
 
 @task(help={"inventory": INVENTORY_HELP, "drain": "seconds users get to move before a node stops (default 5)",
-            "lock_wait": LOCK_WAIT_HELP})
+            "lock_wait": LOCK_WAIT_HELP, "dry": DRY_HELP})
 @operator_errors
-def rolling_restart(c, inventory=None, drain=5, lock_wait=0):
+def rolling_restart(c, inventory=None, drain=5, dry=False, lock_wait=0):
     """Restart every node, one at a time; each must be back with every table before the next."""
-    _done(rolling.rolling_restart(inventory_of(c, inventory), Progress(say), int(drain), float(lock_wait)))
+    _done(rolling.rolling_restart(inventory_of(c, inventory), out=say, dry=dry, lock_wait=float(lock_wait),
+                                  drain=int(drain)), dry)
 
 
 @task(help={"inventory": INVENTORY_HELP, "winner": "a node of the side whose data is kept (host or node name)",
-            "lock_wait": LOCK_WAIT_HELP})
+            "lock_wait": LOCK_WAIT_HELP, "dry": DRY_HELP})
 @operator_errors
-def heal(c, winner=None, inventory=None, lock_wait=0):
+def heal(c, winner=None, inventory=None, dry=False, lock_wait=0):
     """After a partition: keep the winner's side, restart the other side from it, verify."""
-    _done(heal_core.heal(inventory_of(c, inventory), winner, Progress(say), float(lock_wait)))
+    _done(heal_core.heal(inventory_of(c, inventory), winner, out=say, dry=dry, lock_wait=float(lock_wait)), dry)
 
 
 @task(help={"backup": "path of a backup taken by `fab backup` (on a node)", "inventory": INVENTORY_HELP,
-            "yes": "do not ask for confirmation", "lock_wait": LOCK_WAIT_HELP})
+            "yes": "do not ask for confirmation", "lock_wait": LOCK_WAIT_HELP, "dry": DRY_HELP})
 @operator_errors
-def restore(c, backup, inventory=None, yes=False, lock_wait=0):
+def restore(c, backup, inventory=None, yes=False, dry=False, lock_wait=0):
     """Replace the whole cluster's stored data with a backup's (asks first); verify every node."""
     def confirm(question: str) -> bool:
         if yes:
@@ -80,4 +83,5 @@ def restore(c, backup, inventory=None, yes=False, lock_wait=0):
             say(f"{question}\nnot confirmed: no terminal to ask on (add --yes)")
             return False
         return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
-    _done(restore_core.restore(inventory_of(c, inventory), backup, Progress(say), confirm, float(lock_wait)))
+    _done(restore_core.restore(inventory_of(c, inventory), backup, confirm=confirm, out=say, dry=dry,
+                               lock_wait=float(lock_wait)), dry)

@@ -9,6 +9,8 @@ as long as the command runs, and lands in audit logs: the password goes as a fil
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -82,9 +84,16 @@ def run_smoke(monkeypatch):
             data["nodes"] = [{"host": n["host"], "name": f"ejabberd@{n['host']}.example.org"} for n in data["nodes"]]
         inv = parse_inventory(yaml.safe_dump(data), Path("/inv/t.yml"))
         hosts = {n.host: FakeHost(n.host, answer) for n in inv.nodes}
-        monkeypatch.setattr(smoke, "Fleet", lambda _inv: FakeFleet(hosts))
-        monkeypatch.setattr(smoke, "observe", lambda _inv, _fleet: type("H", (), {"nodes": [
-            NodeSeen(n.name, n.host) for n in inv.nodes]})())
+        class FakeOperation:   # the operation layer, with the fake fleet and every node seen running
+            fleet = FakeFleet(hosts)
+
+            def observe(self):
+                return type("H", (), {"nodes": [NodeSeen(n.name, n.host) for n in inv.nodes]})()
+
+        @contextlib.contextmanager
+        def fake_operation(_inv, _name, **_kw):
+            yield FakeOperation()
+        monkeypatch.setattr(smoke, "operation", fake_operation)
         seen = {}
 
         async def exchange(targets, password, port, tls):
@@ -93,7 +102,7 @@ def run_smoke(monkeypatch):
 
         monkeypatch.setattr(smoke, "_exchange", exchange)
         try:
-            outcome = smoke.smoke(inv, lambda *a: None)
+            outcome = smoke.smoke(inv, out=lambda *a: None)
         except RemoteError as exc:
             outcome = exc
         return hosts, hosts["lab1"].sent, seen.get("password"), outcome

@@ -25,6 +25,12 @@ echo "nft=$([ -x /usr/sbin/nft ] && echo yes || echo no)"
 if [ -d /run/systemd/system ]; then
   unit=$(systemctl show ejabberd -p LoadState -p ActiveState -p SubState -p Result -p NRestarts -p UnitFileState 2>/dev/null | tr '\n' ' ')
   echo "unit=$unit"
+  # NRestarts counts systemd's restarts since the unit was last started by hand, which may be
+  # weeks ago: how long ago it last started ejabberd tells a restart loop from old crashes.
+  # Seconds, from that start's monotonic stamp and the uptime (both count from boot).
+  started=$(systemctl show ejabberd -p ExecMainStartTimestampMonotonic --value 2>/dev/null)
+  case $started in ''|*[!0-9]*) started=0 ;; esac
+  echo "unit_started_ago=$(awk -v us="$started" 'us > 0 {a = $1 - us / 1e6; printf "%d", (a < 0 ? 0 : a)}' /proc/uptime 2>/dev/null)"
   case " $unit" in *" LoadState=loaded "*)
     case " $unit" in *" ActiveState=active "*" SubState=running "*|*" SubState=running "*" ActiveState=active "*) ;; *)
       echo "journal=$(journalctl -u ejabberd -n 6 --no-pager -o short-iso 2>/dev/null | base64 -w0)" ;; esac ;;

@@ -1,0 +1,147 @@
+"""Health's reading of ejabberd.service's restarts: pure, table-driven, no hosts.
+
+NRestarts counts every restart systemd made since the unit was last started by hand, which
+may be weeks ago. A restart loop is told by the unit's last start being recent (the probe's
+unit_started_ago), not by the count: crashes hours apart, each followed by a good restart,
+are no loop (`fab status` still shows the count beside the unit).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from importlib import resources
+
+import pytest
+import yaml
+
+from casefacts import INVENTORY_PATH, converged, stopped
+from easycluster.facts import parse_facts
+from easycluster.health import LOOP_WINDOW, assess, restart_loop
+from easycluster.inventory import parse_inventory
+
+HOSTS = ["lab1", "lab2", "lab3"]
+
+
+def inventory():
+    return parse_inventory(yaml.safe_dump({
+        "cluster": {"name": "t", "ejabberd_version": "23.01-1", "domains": ["t.test"],
+                    "cookie": {"file": "/nonexistent/cookie"}},
+        "nodes": [{"host": h} for h in HOSTS]}), INVENTORY_PATH)
+
+
+@pytest.mark.parametrize("restarts, started_ago, loop", [
+    (0, None, False),
+    (0, 5, False),                  # died once, its first restart pending: no loop yet
+    (3, None, False),               # when it last started is unknown: the count alone is no loop
+    (1, 60, True),                  # restarted, and dead again a minute later
+    (4, 30, True),
+    (4, LOOP_WINDOW, True),
+    (4, LOOP_WINDOW + 1, False),
+    (3, 5 * 3600, False),           # three crashes over the weeks; it had run 5 h since the last
+    (12, 40 * 86400, False),
+])
+def test_a_loop_is_restarts_with_a_recent_start(restarts, started_ago, loop):
+    assert restart_loop(restarts, started_ago) is loop
+
+
+RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running", "Result": "success",
+           "NRestarts": "0"}
+AUTO_RESTART = {"ActiveState": "activating", "SubState": "auto-restart", "Result": "exit-code"}
+NOW = "now activating (auto-restart) result exit-code) (journal: 2026-12-01T10:00:00 lab2 sh[1]: boom)"
+CASES = [
+    # (case, lab2's unit fields changed, unit_started_ago, answering?, lab2's problem or None)
+    ("running, no restart", {}, 3 * 3600, True, None),
+    ("running, old crashes", {"NRestarts": "7"}, 3 * 3600, True, None),
+    ("running, restarted a minute ago", {"NRestarts": "1"}, 60, True, None),
+    ("loop", dict(AUTO_RESTART, NRestarts="4"), 30, False,
+     "ejabberd@lab2: ejabberd.service is restarting in a loop (4 restarts by systemd, last started 30 s ago, " + NOW),
+    ("loop, restarted once", dict(AUTO_RESTART, NRestarts="1"), 9 * 60, False,
+     "ejabberd@lab2: ejabberd.service is restarting in a loop (1 restarts by systemd, last started 9 min ago, "
+     + NOW),
+    ("crashes hours apart", dict(AUTO_RESTART, NRestarts="3"), 5 * 3600, False,
+     "ejabberd@lab2: ejabberd.service died and systemd is starting it again (3 restarts so far, last started "
+     "5 h ago, " + NOW),
+    ("crashes days apart", dict(AUTO_RESTART, NRestarts="12"), 3 * 86400, False,
+     "ejabberd@lab2: ejabberd.service died and systemd is starting it again (12 restarts so far, last started "
+     "3 d ago, " + NOW),
+    ("died once", dict(AUTO_RESTART, NRestarts="0"), 20, False,
+     "ejabberd@lab2: ejabberd.service died and systemd is starting it again (0 restarts so far, last started "
+     "20 s ago, " + NOW),
+    ("start unknown", dict(AUTO_RESTART, NRestarts="4"), None, False,
+     "ejabberd@lab2: ejabberd.service died and systemd is starting it again (4 restarts so far, " + NOW),
+]
+
+
+@pytest.mark.parametrize("fields, started_ago, answering, expected", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_restarts_are_a_problem_only_as_a_recent_loop(fields, started_ago, answering, expected):
+    inv = inventory()
+    facts = {n.host: converged(inv, n.host) for n in inv.nodes}
+    for f in facts.values():
+        f.unit, f.unit_started_ago = dict(RUNNING), 3 * 3600
+    facts["lab2"].unit.update(fields)
+    facts["lab2"].unit_started_ago = started_ago
+    facts["lab2"].journal = [] if answering else ["2026-12-01T10:00:00 lab2 sh[1]: boom"]
+    if not answering:
+        facts["lab2"] = stopped(facts["lab2"])
+    health = assess(inv, facts)
+    mine = [p for p in health.problems if p.startswith("ejabberd@lab2")]
+    if expected is None:
+        assert health.healthy, health.problems
+    else:
+        assert mine and mine[0] == expected, mine
+    lab2 = next(n for n in health.nodes if n.host == "lab2")
+    assert lab2.restarts == int(facts["lab2"].unit.get("NRestarts", "0"))   # what status shows, loop or not
+
+
+@pytest.mark.parametrize("line, started_ago", [
+    ("unit_started_ago=42\n", 42),
+    ("unit_started_ago=0\n", 0),
+    ("unit_started_ago=\n", None),     # the unit never started ejabberd
+    ("unit_started_ago=-3\n", None),
+    ("", None),                        # an older probe
+])
+def test_the_probe_line_is_parsed(line, started_ago):
+    f = parse_facts("lab1", "os_id=debian\nsystemd=yes\nunit=LoadState=loaded NRestarts=2 \n" + line + "end=1\n")
+    assert f.unit_started_ago == started_ago and f.restarts == 2
+
+
+# --------------------------------------------------------------------------- the probe's own lines
+
+PROBE = (resources.files("easycluster.scripts") / "probe.sh").read_text()
+
+
+def started_ago_lines() -> str:
+    """The lines of probe.sh that print unit_started_ago: from the systemctl call to the echo."""
+    m = re.search(r"^ *started=\$\(systemctl show ejabberd -p ExecMainStartTimestampMonotonic.*?"
+                  r"^ *echo \"unit_started_ago=.*?$", PROBE, re.MULTILINE | re.DOTALL)
+    assert m, "probe.sh no longer prints unit_started_ago as this test expects"
+    return m.group(0)
+
+
+def uptime() -> float:
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0])
+
+
+@pytest.mark.parametrize("case, monotonic, expected", [
+    ("30 s ago", lambda up: str(int((up - 30) * 1e6)), lambda up: 30),
+    ("an hour ago", lambda up: str(int((up - 3600) * 1e6)) if up > 3601 else "1", lambda up: 3600 if up > 3601
+     else int(up)),
+    ("never started", lambda up: "0", lambda up: None),
+    ("no answer", lambda up: "", lambda up: None),
+    ("not a number", lambda up: "[not set]", lambda up: None),
+    ("after the uptime read (clocks)", lambda up: str(int((up + 100) * 1e6)), lambda up: 0),
+])
+def test_the_probe_computes_how_long_ago_the_unit_started(case, monotonic, expected):
+    up = uptime()
+    stub = f"systemctl() {{ printf '%s\\n' '{monotonic(up)}'; }}\n"
+    r = subprocess.run(["bash", "-c", stub + started_ago_lines()], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    f = parse_facts("lab1", r.stdout + "end=1\n")
+    want = expected(up)
+    if want is None:
+        assert r.stdout == "unit_started_ago=\n" and f.unit_started_ago is None
+    else:
+        assert f.unit_started_ago is not None and abs(f.unit_started_ago - want) <= 2, r.stdout
