@@ -89,16 +89,8 @@ def start_cluster(inv: Inventory, *, out: Out = print, dry: bool = False, lock_w
             if lost:
                 _force_load(inv, fleet, survivors, facts, progress)
         failed = {h: r for h, r in results.items() if isinstance(r, Exception)}
-        watched = {n.name for n in survivors if n not in dead and n.host not in failed}
-        try:   # the whole inventory is observed: the health returned shows the lost nodes too
-            with progress.phase("wait"):
-                health = wait_for(inv, fleet, lambda h: all(n.running and n.in_role and n.unit_ok for n in h.nodes
-                                                            if n.name in watched)
-                                  and not h.partitioned, wait, "all back")
-        except EasyClusterError:
-            raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait)) from None
-        if dead or failed:
-            raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait))
+        health = _wait_back(inv, fleet, progress, survivors, facts, {n.host for n in dead} | set(failed),
+                            bool(lost), wait)
         # the record served this start; a later outage must not be read in its light
         fleet.parallel(lambda h: nodectl.remove(h, STOP_ORDER, check=False, timeout=15),
                        [n.host for n in survivors if n not in dead])
@@ -128,6 +120,59 @@ def _call_when_up(host, node: Node) -> dict:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
+
+
+def worth_waiting_for(survivors: list[Node], cannot: set[str], order: list[str], forced: bool) -> list[Node]:
+    """The survivors start-cluster waits for (pure). `cannot`: the hosts that cannot start
+    (unreachable, or their launch failed); `order`: the node names as the last `fab
+    stop-cluster` stopped them; `forced`: one survivor was made to load its own copies
+    (--without). When every survivor can start: all of them. Otherwise the others wait for
+    the tables of the node that stopped last, which holds the newest data: they are worth
+    waiting for only if that node is among them (or a survivor was forced to load); if it
+    cannot start, or nobody knows which it was (no record: Mnesia's own choice, perhaps a node
+    that cannot start), none is: "all back" cannot happen, and waiting tells nothing more."""
+    able = [n for n in survivors if n.host not in cannot]
+    if len(able) == len(survivors) or forced or (order and order[-1] in {n.name for n in able}):
+        return able
+    return []
+
+
+LAUNCH_BOUND = 20   # seconds for a launched node's VM to show (the advice tells a VM waiting from none)
+
+
+def _wait_back(inv: Inventory, fleet: Fleet, progress: Progress, survivors: list[Node], facts,
+               cannot: set[str], forced: bool, wait: float) -> ClusterHealth:
+    """Watch until the survivors worth waiting for run, each in its role, with no partition
+    (at most `wait` seconds). Then, if a survivor cannot start (`cannot`: its host), or they did
+    not come back, the advice (_stuck_advice), at once: not after waiting the whole bound for
+    nodes that cannot come back."""
+    watched = {n.name for n in worth_waiting_for(survivors, cannot, refusals.stop_order(facts), forced)}
+    health = None
+    try:   # the whole inventory is observed: the health returned shows the lost nodes too
+        with progress.phase("wait"):
+            if watched or not cannot:
+                health = wait_for(inv, fleet, lambda h: all(n.running and n.in_role and n.unit_ok for n in h.nodes
+                                                            if n.name in watched)
+                                  and not h.partitioned, wait, "all back")
+            else:
+                _vms_shown(fleet, [n.host for n in survivors if n.host not in cannot], min(wait, LAUNCH_BOUND))
+    except EasyClusterError:
+        raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait)) from None
+    if cannot or health is None:   # (health is None only when some cannot start)
+        raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait))
+    return health
+
+
+def _vms_shown(fleet: Fleet, hosts: list[str], bound: float) -> None:
+    """Until each host's node runs or has its VM up, or its unit gave up (at most `bound`
+    seconds): a node launched a moment ago has no VM yet, and the advice would read it as down."""
+    deadline = time.monotonic() + bound
+    while hosts and time.monotonic() < deadline:
+        now = probe.gather(fleet, hosts, probe_network=False)
+        hosts = [h for h in hosts if now[h].reachable and not (now[h].running or now[h].beam_running)
+                 and now[h].unit.get("ActiveState") not in ("failed", "inactive")]
+        if hosts:
+            time.sleep(0.5)
 
 
 def _stuck_advice(fleet: Fleet, survivors: list[Node], facts, wait: float) -> str:

@@ -155,6 +155,41 @@ def test_a_second_deploy_changes_nothing_and_restarts_nothing(deployed, lab):
     assert (managed_checksums(lab), started_at(lab)) == before
 
 
+def test_every_changing_command_with_dry_says_what_it_would_do_and_changes_nothing(deployed, lab):
+    """--dry on each command that changes the cluster: its rules are checked (a refusal is still a
+    refusal), what it would do is printed, and nothing on any host changes: no node restarted,
+    no file written, no lock left, no backup taken."""
+    def backups() -> str:
+        return ssh(lab, "lab1", "ls /var/backups/easycluster-mnesia 2>/dev/null | wc -l").stdout.strip()
+    before = managed_checksums(lab), started_at(lab), backups()
+    would = {
+        ("rolling-restart", "--dry"): "would restart, one at a time",
+        ("stop-cluster", "--dry"): "would stop, one at a time, in this order: ejabberd@lab3, ejabberd@lab2, "
+                                   "ejabberd@lab1",
+        ("start-cluster", "--dry"): "would start at once: (none)",
+        ("remove-node", "--host", "lab3", "--dry"): "would back up on lab1, drain ejabberd@lab3",
+        ("heal", "--dry"): "nothing to heal",
+        ("rotate-cookie", "--dry"): "would give lab1, lab2, lab3 the new cookie",
+        ("upgrade", "--dry"): "dry run: nothing was changed",
+        ("deploy", "--dry"): "dry run: nothing was changed",
+    }
+    for args, expected in would.items():
+        out = fab(*args).stdout
+        assert expected in out, f"fab {' '.join(args)}:\n{out}"
+        assert "dry run: nothing was changed" in out or args[0] == "heal", out
+    refused = {   # the rules hold with --dry too
+        ("forget-node", "--host", "lab3", "--dry"): "is running",
+        ("add-master", "--host", "lab3", "--dry"): "already a member of the cluster",
+    }
+    for args, expected in refused.items():
+        proc = fab(*args, check=False)
+        assert proc.returncode == 1 and expected in proc.stderr, f"fab {' '.join(args)}: {proc.stderr}"
+    assert (managed_checksums(lab), started_at(lab), backups()) == before
+    assert not lab.cookie_file.with_name(lab.cookie_file.name + ".new").exists(), \
+        "rotate-cookie --dry left a pending cookie file"
+    assert "no lock held" in fab("break-lock").stdout
+
+
 def _edit_inventory(lab, **cluster):
     data = yaml.safe_load(lab.inventory.read_text())
     data["cluster"].update(cluster)
