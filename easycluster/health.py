@@ -174,7 +174,6 @@ def assess(inv: Inventory, facts: dict[str, HostFacts], sql: dict | None = None)
     if mixed_os:
         problems.append(MIXED_RELEASES + ": " + releases.listed(mixed_os) +
                         " (a cluster runs one release: deploy refuses to change a cluster of mixed releases)")
-    running_names = {n.name for n in nodes if n.running}
     masters_running = {n.name for n in nodes if n.running and not n.satellite}
     if inv.satellites and not masters_running:
         problems.append("no master runs: the satellites hold no data of their own")
