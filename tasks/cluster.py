@@ -5,10 +5,10 @@ from __future__ import annotations
 from invoke import task
 from invoke.exceptions import Exit
 
-from easycluster import migrate as migrate_core
-from easycluster import upgrade as upgrade_core
-from easycluster.deploy import deploy as run_deploy
-from easycluster.status import cluster_health, format_json, format_table
+from easycluster.ops import migrate as migrate_core
+from easycluster.ops import upgrade as upgrade_core
+from easycluster.ops.deploy import deploy as run_deploy
+from easycluster.ops.status import cluster_health, format_json, format_table
 
 from ._common import INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_errors, say
 

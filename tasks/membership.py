@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from invoke import task
 
-from easycluster import deploy as core
-from easycluster import remove
+from easycluster.ops import deploy as core
+from easycluster.ops import remove
 
 from ._common import DRY_HELP, INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_errors, say
 

@@ -8,11 +8,11 @@ import sys
 from invoke import task
 from invoke.exceptions import Exit
 
-from easycluster import heal as heal_core
-from easycluster import outage, rolling
-from easycluster import restore as restore_core
-from easycluster import smoke as smoke_core
-from easycluster.status import format_table
+from easycluster.ops import heal as heal_core
+from easycluster.ops import outage, rolling
+from easycluster.ops import restore as restore_core
+from easycluster.ops import smoke as smoke_core
+from easycluster.ops.status import format_table
 
 from ._common import DRY_HELP, INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_errors, say
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import task
 
-from easycluster.cookie_rotation import rotate_cookie as run_rotation
+from easycluster.ops.cookie_rotation import rotate_cookie as run_rotation
 
 from ._common import DRY_HELP, INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_errors, say
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from easycluster import secrets as cookie_secrets
-from easycluster.cookie_rotation import new_cookie, pending_path
+from easycluster.ops.cookie_rotation import new_cookie, pending_path
 from easycluster.errors import EasyClusterError
 from easycluster.inventory import parse_inventory
 from easycluster.secrets import (COOKIE_ALPHABET, MIN_COOKIE_LENGTH, Secret, create_cookie_file,

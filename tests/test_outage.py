@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from casefacts import INVENTORY_PATH
-from easycluster import outage, probe
+from easycluster import probe
+from easycluster.ops import outage
 from easycluster.errors import EasyClusterError
 from easycluster.facts import HostFacts
 from easycluster.health import ClusterHealth

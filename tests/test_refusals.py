@@ -22,7 +22,7 @@ from easycluster.errors import EasyClusterError, MembershipError, PreflightFaile
 from easycluster.facts import HostFacts
 from easycluster.health import ClusterHealth, assess, departed, without_departed
 from easycluster.inventory import Inventory, parse_inventory
-from easycluster.upgrade import UpgradeFacts, plan_upgrade
+from easycluster.ops.upgrade import UpgradeFacts, plan_upgrade
 
 CASES = Path(__file__).parent / "cases" / "refusals"
 BACKUP = "/var/backups/easycluster-mnesia/t-ejabberd@lab1.20261201T000000Z.backup"   # restore's --backup

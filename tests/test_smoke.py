@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from easycluster import paths, smoke
+from easycluster import paths
+from easycluster.ops import smoke
 from easycluster.errors import RemoteError
 from easycluster.inventory import parse_inventory
 from easycluster.remote import Result

@@ -10,8 +10,8 @@ import inspect
 import pytest
 from invoke import Context
 
-from easycluster import cookie_rotation, deploy, heal, migrate, outage, remove, restore, rolling, smoke, status, \
-    upgrade
+from easycluster.ops import (cookie_rotation, deploy, heal, migrate, outage, remove, restore, rolling, smoke,
+                             status, upgrade)
 from easycluster.tasks import cluster, membership as membership_tasks, ns, runbooks, security
 
 # task name -> (the module and name the task calls the command by, the task's other arguments)

@@ -10,7 +10,7 @@ import pytest
 from easycluster.facts import HostFacts
 from easycluster.health import ClusterHealth, NodeHealth, assess, mixed_versions
 from easycluster.inventory import load_inventory
-from easycluster.upgrade import (FULL_STOP, ROLLING, UpgradeFacts, compare_records, format_upgrade_plan,
+from easycluster.ops.upgrade import (FULL_STOP, ROLLING, UpgradeFacts, compare_records, format_upgrade_plan,
                                  parse_upgrade_facts, plan_upgrade)
 
 OLD, NEW = "23.01-1", "24.12-3~bpo12+1"

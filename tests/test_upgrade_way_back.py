@@ -13,13 +13,13 @@ import pytest
 
 from casefacts import COOKIE, converged
 from easycluster import nodectl, probe
-from easycluster import upgrade as upgrade_mod
+from easycluster.ops import upgrade as upgrade_mod
 from easycluster.errors import EasyClusterError, RemoteError, StepFailed
 from easycluster.facts import HostFacts
 from easycluster.inventory import load_inventory
 from easycluster.paths import UNIT_DROPIN
 from easycluster.progress import Progress
-from easycluster.upgrade import (BACK, CONFIGURE, INSTALL, RESTART, ROLLING, START, STOP, WAIT, UpgradePlan,
+from easycluster.ops.upgrade import (BACK, CONFIGURE, INSTALL, RESTART, ROLLING, START, STOP, WAIT, UpgradePlan,
                                  way_back)
 
 OLD, NEW = "23.01-1", "24.12-3~bpo12+1"

@@ -25,17 +25,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import probe
-from .errors import EasyClusterError, RemoteError
-from .health import assess
-from .inventory import Inventory
-from .operation import operation
-from .progress import Out, Progress
-from .remote import Fleet, Host
-from .nodectl import ctl_json, remove
-from .paths import COOKIE_STAGING as STAGING   # the plugin reads the new cookie from there
-from .scripts import render
-from .secrets import Secret, generate_cookie, load_cookie, read_cookie_file
+from .. import probe
+from ..errors import EasyClusterError, RemoteError
+from ..health import assess
+from ..inventory import Inventory
+from ..operation import operation
+from ..progress import Out, Progress
+from ..remote import Fleet, Host
+from ..nodectl import ctl_json, remove
+from ..paths import COOKIE_STAGING as STAGING   # the plugin reads the new cookie from there
+from ..scripts import render
+from ..secrets import Secret, generate_cookie, load_cookie, read_cookie_file
 
 
 @dataclass

@@ -8,15 +8,15 @@ taken first, so a restore can itself be undone.
 
 from __future__ import annotations
 
-from . import nodectl, refusals
-from .errors import EasyClusterError
-from .health import ClusterHealth
-from .inventory import Inventory
-from .membership import backup
-from .operation import operation
-from .progress import Out
-from .remote import Fleet
-from .scripts import render
+from .. import nodectl, refusals
+from ..errors import EasyClusterError
+from ..health import ClusterHealth
+from ..inventory import Inventory
+from ..membership import backup
+from ..operation import operation
+from ..progress import Out
+from ..remote import Fleet
+from ..scripts import render
 
 
 def find_backup(fleet: Fleet, hosts: list[str], path: str) -> list[str]:

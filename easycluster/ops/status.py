@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from . import releases
-from .health import ClusterHealth
-from .inventory import Inventory
-from .operation import operation
-from .progress import Out
+from .. import releases
+from ..health import ClusterHealth
+from ..inventory import Inventory
+from ..operation import operation
+from ..progress import Out
 
 
 def cluster_health(inv: Inventory, *, out: Out = print) -> ClusterHealth:

@@ -8,11 +8,11 @@ left untouched.
 
 from __future__ import annotations
 
-from . import nodectl, refusals
-from .health import ClusterHealth
-from .inventory import Inventory, Node
-from .operation import Operation, operation
-from .progress import Out
+from .. import nodectl, refusals
+from ..health import ClusterHealth
+from ..inventory import Inventory, Node
+from ..operation import Operation, operation
+from ..progress import Out
 
 
 def rolling_restart(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: float = 0,

@@ -22,19 +22,19 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 
-from . import database as dbmod
-from . import membership, nodectl, probe
-from .apply import Apply
-from .operation import operation
-from .errors import EasyClusterError, PreflightFailed
-from .health import ClusterHealth, assess
-from .inventory import Inventory
-from .plan import choose_seed, dist_address, file_change, format_plan, make_plan, members_of, sql_in_use
-from .progress import Out, Progress
-from .remote import Fleet
-from .render import managed_files
-from .secrets import load_cookie, load_password
-from .tls import materials as tls_materials
+from .. import database as dbmod
+from .. import membership, nodectl, probe
+from ..apply import Apply
+from ..operation import operation
+from ..errors import EasyClusterError, PreflightFailed
+from ..health import ClusterHealth, assess
+from ..inventory import Inventory
+from ..plan import choose_seed, dist_address, file_change, format_plan, make_plan, members_of, sql_in_use
+from ..progress import Out, Progress
+from ..remote import Fleet
+from ..render import managed_files
+from ..secrets import load_cookie, load_password
+from ..tls import materials as tls_materials
 
 EXPORTING, EXPORTED, SWITCHED, DONE = "exporting", "exported", "switched", "done"
 # Fault injection (the tests'): a local file; while it exists the migration waits between its

@@ -10,18 +10,18 @@ from __future__ import annotations
 import secrets as _random
 from dataclasses import dataclass, field, replace
 
-from . import membership, nodectl, probe
-from .apply import Apply
-from .operation import operation
-from .errors import EasyClusterError, PreflightFailed
-from .health import ClusterHealth, assess, departed
-from .inventory import Inventory
-from .plan import DATABASE, JOIN, RESET, WRITE, Plan, Step, as_reset, choose_seed, format_plan, make_plan, \
+from .. import membership, nodectl, probe
+from ..apply import Apply
+from ..operation import operation
+from ..errors import EasyClusterError, PreflightFailed
+from ..health import ClusterHealth, assess, departed
+from ..inventory import Inventory
+from ..plan import DATABASE, JOIN, RESET, WRITE, Plan, Step, as_reset, choose_seed, format_plan, make_plan, \
     mark_boot_joins, package_nodes
-from .progress import Out, Progress
-from .remote import Fleet
-from .secrets import COOKIE_ALPHABET, Secret, load_cookie, load_password
-from .tls import materials as tls_materials
+from ..progress import Out, Progress
+from ..remote import Fleet
+from ..secrets import COOKIE_ALPHABET, Secret, load_cookie, load_password
+from ..tls import materials as tls_materials
 
 
 @dataclass

@@ -19,14 +19,14 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from . import xmpp
-from .errors import EasyClusterError, RemoteError
-from .inventory import Inventory, Node
-from .paths import SMOKE_PASSWORD_NODE
-from .operation import operation
-from .progress import Out
-from .remote import Host
-from .scripts import render
+from .. import xmpp
+from ..errors import EasyClusterError, RemoteError
+from ..inventory import Inventory, Node
+from ..paths import SMOKE_PASSWORD_NODE
+from ..operation import operation
+from ..progress import Out
+from ..remote import Host
+from ..scripts import render
 
 DELIVERY_TIMEOUT = 10.0
 REGISTER_TIMEOUT = 30          # seconds, a user's registration inside the node at most

@@ -12,13 +12,13 @@ saved, and stored again after its restart.
 
 from __future__ import annotations
 
-from . import nodectl, refusals
-from .health import ClusterHealth
-from .inventory import Inventory
-from .membership import backup
-from .operation import Operation, operation
-from .progress import Out
-from .remote import Host
+from .. import nodectl, refusals
+from ..health import ClusterHealth
+from ..inventory import Inventory
+from ..membership import backup
+from ..operation import Operation, operation
+from ..progress import Out
+from ..remote import Host
 
 
 DRAIN = 5   # seconds a loser's clients get to move before it restarts

@@ -13,17 +13,17 @@ import json
 import time
 from datetime import datetime, timezone
 
-from . import nodectl, probe
-from .errors import EasyClusterError
-from .health import ClusterHealth, assess
-from .inventory import Inventory, Node
-from .operation import operation
-from .paths import EJABBERD_ERROR_LOG, STOP_ORDER
-from .progress import Out, Progress
-from . import refusals
-from .remote import Fleet, Host
-from .scripts import render
-from .probe import wait_for
+from .. import nodectl, probe
+from ..errors import EasyClusterError
+from ..health import ClusterHealth, assess
+from ..inventory import Inventory, Node
+from ..operation import operation
+from ..paths import EJABBERD_ERROR_LOG, STOP_ORDER
+from ..progress import Out, Progress
+from .. import refusals
+from ..remote import Fleet, Host
+from ..scripts import render
+from ..probe import wait_for
 
 
 def stop_cluster(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: float = 0) -> list[str]:

@@ -32,24 +32,24 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from . import membership, nodectl, probe
-from .apply import PluginBuilds
-from .errors import EasyClusterError, PreflightFailed
-from .facts import HostFacts
-from .health import MIXED, ClusterHealth, assess
-from .inventory import Inventory, Node
-from .operation import operation
-from .paths import STOP_ORDER
-from .plan import Problem, dist_address, file_change, members_of, packages
-from .progress import Out, Progress
-from . import refusals
-from .refusals import TableChange, compare_records
-from .remote import Fleet, Host
-from .render import managed_files
-from .scripts import render
-from .secrets import Secret, load_cookie
-from .probe import wait_for
-from .tls import materials as tls_materials
+from .. import membership, nodectl, probe
+from ..apply import PluginBuilds
+from ..errors import EasyClusterError, PreflightFailed
+from ..facts import HostFacts
+from ..health import MIXED, ClusterHealth, assess
+from ..inventory import Inventory, Node
+from ..operation import operation
+from ..paths import STOP_ORDER
+from ..plan import Problem, dist_address, file_change, members_of, packages
+from ..progress import Out, Progress
+from .. import refusals
+from ..refusals import TableChange, compare_records
+from ..remote import Fleet, Host
+from ..render import managed_files
+from ..scripts import render
+from ..secrets import Secret, load_cookie
+from ..probe import wait_for
+from ..tls import materials as tls_materials
 
 ROLLING, FULL_STOP = "rolling", "full stop"
 BACK_BOUND = 300           # seconds for an upgraded node (or the cluster) to be back

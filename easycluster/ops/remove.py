@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import nodectl, probe, refusals
-from .errors import MembershipError
-from .health import ClusterHealth, assess
-from .inventory import Inventory, Node
-from .lock import break_lock as remove_locks
-from .lock import describe_holder
-from .membership import backup, close_database, close_firewall, database_dump, record_departure, wipe
-from .operation import Operation, count, operation
-from .paths import COOKIE_PATH, MNESIA_DIR
-from .progress import Out
-from .refusals import running_masters
+from .. import nodectl, probe, refusals
+from ..errors import MembershipError
+from ..health import ClusterHealth, assess
+from ..inventory import Inventory, Node
+from ..lock import break_lock as remove_locks
+from ..lock import describe_holder
+from ..membership import backup, close_database, close_firewall, database_dump, record_departure, wipe
+from ..operation import Operation, count, operation
+from ..paths import COOKIE_PATH, MNESIA_DIR
+from ..progress import Out
+from ..refusals import running_masters
 
 
 def remove_node(inv: Inventory, host: str, *, out: Out = print, dry: bool = False, lock_wait: float = 0,
