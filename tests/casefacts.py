@@ -66,20 +66,27 @@ def status(inv: Inventory, host: str, **fields) -> dict:
     return st
 
 
-def converged(inv: Inventory, host: str, **status_fields) -> HostFacts:
-    """state: converged -- a running master whose files, cookie and plugin all match `inv`."""
-    f = fresh(inv, host)
-    f.ejabberd_version, f.erlang_version = inv.cluster.ejabberd_version, ERLANG
-    f.pgsql_driver = "1.1.20-1" if inv.cluster.database else None
-    members = [address(inv, n.host) for n in inv.nodes]
-    for mf in managed_files(inv, inv.node(host), address(inv, host), COOKIE, members=members,
-                            sql_password=DB_PASSWORD if inv.cluster.database else None):
+def holding(f: HostFacts, files) -> HostFacts:
+    """`f` as the probe reads a host holding `files` (managed files): the cookie's and other
+    secrets' hashes, every other file's content."""
+    for mf in files:
         if mf.path == COOKIE_PATH:
             f.cookie_sha256 = mf.sha256()
         elif mf.secret:
             f.secret_sha256[mf.path] = mf.sha256()
         else:
             f.files[mf.path] = mf.data().decode()
+    return f
+
+
+def converged(inv: Inventory, host: str, **status_fields) -> HostFacts:
+    """state: converged -- a running master whose files, cookie and plugin all match `inv`."""
+    f = fresh(inv, host)
+    f.ejabberd_version, f.erlang_version = inv.cluster.ejabberd_version, ERLANG
+    f.pgsql_driver = "1.1.20-1" if inv.cluster.database else None
+    members = [address(inv, n.host) for n in inv.nodes]
+    holding(f, managed_files(inv, inv.node(host), address(inv, host), COOKIE, members=members,
+                             sql_password=DB_PASSWORD if inv.cluster.database else None))
     f.plugin_sha256 = PLUGIN_SHA
     f.ctl_status, f.beam_running, f.mnesia_schema = 0, True, not inv.node(host).satellite
     f.cluster_status = status(inv, host, **status_fields)

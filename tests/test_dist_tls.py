@@ -13,13 +13,14 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from casefacts import holding
 from easycluster import plan as planmod
 from easycluster import paths, tls
 from easycluster.errors import EasyClusterError, InventoryError
 from easycluster.facts import HostFacts, parse_facts
 from easycluster.inventory import parse_inventory
 from easycluster.plan import make_plan
-from easycluster.paths import COOKIE_PATH, EJABBERD_DEFAULT
+from easycluster.paths import EJABBERD_DEFAULT
 from easycluster.render import managed_files
 from easycluster.secrets import Secret
 
@@ -140,14 +141,8 @@ def _facts(inv, host, mat, running=True, tls_running=True) -> HostFacts:
     f = HostFacts(host=host, os_id="debian", os_version="12", addresses=[IPS[host]], resolves=dict(IPS), systemd=True, nft=True,
                   ejabberd_version="23.01-1", erlang_version="1:25.2.3", plugin_sha256="p" * 64)
     files_inv = inv if tls_running else replace(inv, cluster=replace(inv.cluster, dist_tls=False))
-    for mf in managed_files(files_inv, inv.node(host), IPS[host], COOKIE, mat.get(f"ejabberd@{host}"),
-                            members=list(IPS.values())):
-        if mf.path == COOKIE_PATH:
-            f.cookie_sha256 = mf.sha256()
-        elif mf.secret:
-            f.secret_sha256[mf.path] = mf.sha256()
-        else:
-            f.files[mf.path] = mf.data().decode()
+    holding(f, managed_files(files_inv, inv.node(host), IPS[host], COOKIE, mat.get(f"ejabberd@{host}"),
+                             members=list(IPS.values())))
     if running:
         f.ctl_status, f.beam_running, f.mnesia_schema = 0, True, True
         f.cluster_status = {"node": f"ejabberd@{host}", "db_nodes": [f"ejabberd@{h}" for h in HOSTS],

@@ -217,44 +217,6 @@ def test_every_members_status_asked_from_one_node_is_parsed(line, statuses):
     assert f.cluster_status is None and f.beam_running
 
 
-UNIT_RUNNING = {"LoadState": "loaded", "ActiveState": "active", "SubState": "running", "Result": "success",
-                "NRestarts": "0"}
-UNIT_CASES = [
-    # (case, unit fields changed, node answering?, expected problem or None)
-    ("running cleanly", {}, True, None),
-    ("deactivating while answering", {"ActiveState": "deactivating", "SubState": "stop-sigterm"}, True,
-     "ejabberd@lab2: ejabberd.service is deactivating (stop-sigterm), not active (running) (journal: boom)"),
-    # a unit systemd restarts (auto-restart), a loop or not: tests/test_health.py
-    ("still starting", {"ActiveState": "activating", "SubState": "start", "NRestarts": "3"}, False,
-     "ejabberd@lab2: ejabberd.service is still starting (activating (start)): ejabberd waits for its tables "
-     "(after a full outage: for the node that stopped last) or for its join (journal: boom)"),
-    ("failed", {"ActiveState": "failed", "SubState": "failed", "Result": "timeout"}, False,
-     "ejabberd@lab2: ejabberd.service failed (failed (failed) result timeout) (journal: boom)"),
-    ("stopped cleanly", {"ActiveState": "inactive", "SubState": "dead"}, False, "ejabberd@lab2: not running"),
-    ("VM outside the unit", {"ActiveState": "inactive", "SubState": "dead"}, True,
-     "ejabberd@lab2: ejabberd.service is inactive (dead), not active (running) (journal: boom)"),
-]
-
-
-@pytest.mark.parametrize("fields, answering, expected", [c[1:] for c in UNIT_CASES], ids=[c[0] for c in UNIT_CASES])
-def test_a_node_whose_unit_is_not_running_cleanly_is_never_healthy(fields, answering, expected):
-    inv = inventory()
-    facts = {n.host: converged(inv, n.host) for n in inv.nodes}
-    for f in facts.values():
-        f.unit = dict(UNIT_RUNNING)
-    facts["lab2"].unit.update(fields)
-    facts["lab2"].journal = [] if not fields else ["2026-12-01T10:00:00 lab2 sh[1]: boom"]
-    if not answering:
-        facts["lab2"] = stopped(facts["lab2"])
-    health = assess(inv, facts)
-    mine = [p for p in health.problems if p.startswith("ejabberd@lab2")]
-    if expected is None:
-        assert health.healthy, health.problems
-    else:
-        assert not health.healthy and mine[0] == expected.replace("(journal: boom)", "(journal: 2026-12-01T10:00:00 "
-                                                                   "lab2 sh[1]: boom)"), mine
-
-
 def test_fact_parsing_reads_the_unit_the_journal_and_the_vms_node_name():
     import base64
     journal = base64.b64encode(b"line one\nline two\n").decode()
