@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shlex
 import socket
 import statistics
 import subprocess
@@ -309,11 +308,9 @@ class Bench:
                 "F = fun() -> P = ejabberd_auth:password_to_scram(D, <<\"pw\">>), "
                 "Ws = [spawn_monitor(fun() -> lists:foreach(fun(I) -> mnesia:dirty_write(Rec(T, P, I)) end, "
                 "lists:seq(1, N)) end) || T <- [passwd, roster]], "
-                "[receive {'DOWN', R, process, W, normal} -> ok end || {W, R} <- Ws], ok end, "
-                f"io:format(\"~p~n\", [rpc:call('ejabberd@{host}', erlang, apply, [F, []], infinity)]), halt().")
-        inner = f". /etc/default/ejabberd; exec erl -sname benchload$$ -hidden -noinput $ERL_OPTIONS -eval {shlex.quote(expr)}"
+                "[receive {'DOWN', R, process, W, normal} -> ok end || {W, R} <- Ws], ok end, F()")
         t0 = time.monotonic()
-        out = self.ssh(host, f"cd / && su ejabberd -s /bin/sh -c {shlex.quote(inner)}")
+        out = self.lab.node_eval(host, expr, timeout=3600)
         assert out.strip() == "ok", out
         self.assert_holds(host, users)
         log(f"loaded {users} users and {users} roster items in {time.monotonic() - t0:.1f}s")

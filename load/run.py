@@ -29,7 +29,6 @@ import asyncio
 import itertools
 import os
 import random
-import statistics
 import subprocess
 import sys
 import time
@@ -44,7 +43,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 from easycluster_lab import Lab
 from easycluster_lab.report import release_name, write_between
-from easycluster.scripts import render as render_script
 from easycluster.xmpp import Client, connect
 
 LAB = os.environ.get("LOAD_LAB", "load")
@@ -317,14 +315,8 @@ class Load:
         return users
 
     def node_eval(self, host: str, expr: str, timeout: float = 120) -> str:
-        """Erlang `expr` evaluated inside HOST's node, its value printed with ~p: from the
-        toolkit's own hidden node (easycluster/scripts/node_call.sh, rendered and sent on stdin
-        as Host.script sends it), as tests/conftest.py's node_eval does."""
-        call = (f"io:format(\"~p~n\", [rpc:call('ejabberd@{host}', erlang, apply, [fun() -> {expr} end, []], "
-                "infinity)]), halt().")
-        return subprocess.run(["ssh", "-F", str(self.lab.ssh_config), host, "bash -c 'eval \"$(cat)\"'"],
-                              input=render_script("node_call", name_flag="-sname", expr=call), check=True,
-                              capture_output=True, text=True, timeout=timeout).stdout.strip()
+        """Erlang `expr` evaluated inside HOST's node, its value printed with ~p (Lab.node_eval)."""
+        return self.lab.node_eval(host, expr, timeout)
 
     def register(self, users: list[str]) -> None:
         """USERS accounts in one Erlang call on lab1 (ejabberdctl would take ~0.4 s each)."""

@@ -17,7 +17,6 @@ import yaml
 # JOIN_PAUSE: the plugin's fault-injection point; JOIN_PROGRESS: its join's log (the plugin's own
 # spelling of both is held to easycluster.paths by tests/test_plugin_options.py)
 from easycluster.paths import JOIN_PAUSE, JOIN_PROGRESS
-from easycluster.scripts import render as render_script
 from easycluster_lab import Lab
 
 TEST_LAB = os.environ.get("EASYCLUSTER_TEST_LAB", "test")   # another name: a second session alongside
@@ -70,21 +69,10 @@ def ssh(lab: Lab, host: str, command: str, check: bool = True, timeout: float = 
 
 
 def node_eval(lab: Lab, host: str, expr: str, timeout: float = 60) -> str:
-    """Evaluate Erlang `expr` inside the running node of `host` (from a hidden node on that
-    host, over the distribution); returns the value printed with ~p. For playing a race's
-    outcome directly, where waiting for the race itself would make a test a lottery.
-
-    The hidden node is the toolkit's own: its script node_call.sh (the ejabberd user, the
-    cookie file, the node's ERL_OPTIONS), rendered and sent on stdin as Host.script sends it;
-    load/run.py starts its hidden node the same way."""
-    call = (f"io:format(\"~p~n\", [rpc:call('ejabberd@{host}', erlang, apply, [fun() -> {expr} end, []], "
-            f"infinity)]), halt().")
-    script = render_script("node_call", name_flag="-sname", expr=call)
-    proc = subprocess.run(["ssh", "-F", str(lab.ssh_config), host, "bash -c 'eval \"$(cat)\"'"], input=script,
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"node_eval on {host} exited {proc.returncode}: {proc.stderr.strip()}")
-    return proc.stdout.strip()
+    """Evaluate Erlang `expr` inside the running node of `host` (Lab.node_eval: from the
+    toolkit's own hidden node, over SSH); returns the value printed with ~p. For playing a
+    race's outcome directly, where waiting for the race itself would make a test a lottery."""
+    return lab.node_eval(host, expr, timeout)
 
 
 # What systemd logs when it kills or restarts a node behind the toolkit's back.

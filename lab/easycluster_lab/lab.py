@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from easycluster.errors import EasyClusterError
+from easycluster.scripts import render as render_script
 
 
 class LabError(EasyClusterError):
@@ -973,6 +974,21 @@ class Lab:
                  "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                  "HOME=/root", "LANG=C.UTF-8", "sh", "-c", command]
         return _run(["sh", "-c", f"{join}exec {shlex.join(enter)}"], check=check, timeout=timeout)
+
+    def node_eval(self, host: str, expr: str, timeout: float = 120) -> str:
+        """Evaluate Erlang `expr` inside the running node of `host`, over real SSH; returns its
+        value printed with ~p. From the toolkit's own hidden node (its script node_call.sh: the
+        ejabberd user, the cookie file, the node's ERL_OPTIONS), rendered and sent on stdin as
+        the toolkit's Host.script sends it. For tests and load runs that play an outcome
+        directly (a race, a bulk registration) where the toolkit has no command for it."""
+        call = (f"io:format(\"~p~n\", [rpc:call('ejabberd@{host}', erlang, apply, [fun() -> {expr} end, []], "
+                "infinity)]), halt().")
+        proc = subprocess.run(["ssh", "-F", str(self.ssh_config), host, "bash -c 'eval \"$(cat)\"'"],
+                              input=render_script("node_call", name_flag="-sname", expr=call),
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise LabError(f"node_eval on {host} exited {proc.returncode}: {proc.stderr.strip()}")
+        return proc.stdout.strip()
 
 
 # --------------------------------------------------------------------------- helpers
