@@ -398,3 +398,19 @@ def test_no_command_imports_another_command():
              for imp in imports(m) if imp.ours and imp.target.startswith("easycluster.ops.") and imp.target != m]
     assert not found, "a command imports another (move what they share into the operation layer):\n  " + \
         "\n  ".join(found)
+
+
+def test_docs_architecture_places_every_module_in_its_layer():
+    """docs/architecture.md's table of the layers names every module, in the row of its layer."""
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    rows = {row.split("|")[1].strip(): row for row in doc.splitlines()
+            if row.startswith("| ") and row.split("|")[1].strip() in ("pure", "host", "operation", "commands")}
+    layer_row = {"PURE": "pure", "HOST": "host", "ENGINE": "operation", "OPERATIONS": "commands"}
+    missing = []
+    for m in sorted(modules()):
+        layer = layer_of(m)
+        if layer == "TASKS" or m in ("easycluster", "easycluster.templates", "easycluster.plugin", "easycluster.ops"):
+            continue
+        if f"`{m.rpartition('.')[2]}`" not in rows.get(layer_row[layer], ""):
+            missing.append(f"{m} (layer {layer_row[layer]})")
+    assert not missing, "docs/architecture.md §1 does not name in its layer's row: " + ", ".join(missing)
