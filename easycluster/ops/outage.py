@@ -159,7 +159,7 @@ def _wait_back(inv: Inventory, fleet: Fleet, progress: Progress, survivors: list
     except EasyClusterError:
         raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait)) from None
     if cannot or health is None:   # (health is None only when some cannot start)
-        raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait))
+        raise EasyClusterError(_stuck_advice(fleet, survivors, facts, wait, cannot=cannot))
     return health
 
 
@@ -175,13 +175,16 @@ def _vms_shown(fleet: Fleet, hosts: list[str], bound: float) -> None:
             time.sleep(0.5)
 
 
-def _stuck_advice(fleet: Fleet, survivors: list[Node], facts, wait: float) -> str:
-    """Which nodes are not back, which wait for them, and what the operator runs next."""
+def _stuck_advice(fleet: Fleet, survivors: list[Node], facts, wait: float, cannot: set[str] = frozenset()) -> str:
+    """Which nodes are not back, which wait for them, and what the operator runs next. `cannot`:
+    the hosts that cannot start, said at once rather than after the whole wait."""
     now = probe.gather(fleet, [n.host for n in survivors], probe_network=False)
     missing = [n for n in survivors if not now[n.host].running]
     down = [n for n in missing if not now[n.host].beam_running]
     order = refusals.stop_order(facts)
-    lines = [f"the cluster did not come back within {wait:.0f}s:"]
+    lines = [f"the cluster did not come back within {wait:.0f}s:" if not cannot else
+             f"the cluster cannot come back whole ({', '.join(sorted(cannot))} cannot start; the others were "
+             "not waited for beyond what they can do):"]
     for n in missing:
         lines.append(f"  {n.name}: " + ("unreachable over SSH" if now[n.host].error else "not running" if n in down
                                         else "its VM runs, but ejabberd waits for tables held by nodes not back"))
