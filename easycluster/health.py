@@ -8,7 +8,7 @@ from . import releases
 from .errors import EasyClusterError
 from .facts import HostFacts
 from .inventory import Inventory
-from .progress import Out
+from .progress import Out, count
 
 
 @dataclass
@@ -230,10 +230,6 @@ def restart_loop(restarts: int, started_ago: int | None) -> bool:
     return restarts > 0 and started_ago is not None and started_ago <= LOOP_WINDOW
 
 
-def _times(restarts: int) -> str:
-    return f"{restarts} restart{'' if restarts == 1 else 's'}"
-
-
 def _ago(seconds: int) -> str:
     if seconds < 120:
         return f"{seconds} s"
@@ -255,9 +251,9 @@ def _unit_problem(nh: NodeHealth, f: HostFacts) -> str | None:
     if sub == "auto-restart":
         started = f", last started {_ago(f.unit_started_ago)} ago" if f.unit_started_ago is not None else ""
         if restart_loop(f.restarts, f.unit_started_ago):
-            return (f"{nh.name}: ejabberd.service is restarting in a loop ({_times(f.restarts)} by systemd"
+            return (f"{nh.name}: ejabberd.service is restarting in a loop ({count(f.restarts, 'restart')} by systemd"
                     f"{started}, now {f.unit_state}){last}")
-        return (f"{nh.name}: ejabberd.service died and systemd is starting it again ({_times(f.restarts)} so "
+        return (f"{nh.name}: ejabberd.service died and systemd is starting it again ({count(f.restarts, 'restart')} so "
                 f"far{started}, now {f.unit_state}){last}")
     if active == "activating" and not nh.running:
         return (f"{nh.name}: ejabberd.service is still starting ({f.unit_state}): ejabberd waits for its tables "

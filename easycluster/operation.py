@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
+from typing import Iterator
 
 from . import probe
 from .facts import HostFacts
@@ -35,7 +35,7 @@ from .health import ClusterHealth, without_departed
 from .inventory import Inventory, Node
 from .lock import ClusterLock
 from .plan import DbView
-from .progress import Out, Progress
+from .progress import Out, Progress, count
 from .remote import Fleet
 from .secrets import Secret
 
@@ -89,15 +89,11 @@ class Operation:
         self.inv = replace(self.declared, nodes=tuple(n for n in self.declared.nodes if n.name not in health.departed))
         return health
 
-    def wait_for(self, ready: Callable[[ClusterHealth], bool], what: str, bound: float = BACK_BOUND,
-                 interval: float = 0.5, inv: Inventory | None = None) -> ClusterHealth:
-        """Watch the cluster (`inv`, by default the declared one: departed nodes are listed as
-        such, not waited for) until ready(health)."""
-        return probe.wait_for(inv or self.declared, self.fleet, ready, bound, what, interval=interval)
-
     def wait_back(self, node: Node, bound: float = BACK_BOUND) -> ClusterHealth:
-        """Until every node runs, sees every other running, and is a master again."""
-        return wait_back(self.declared, self.fleet, node, bound)
+        """Until every node runs, sees every other running, and is a master again (the declared
+        inventory is watched: departed nodes are listed as such, not waited for)."""
+        return probe.wait_for(self.declared, self.fleet, lambda h: h.healthy, bound,
+                              f"{node.name} back in the cluster", interval=0.5)
 
     # ---- changing
     def lock(self, hosts: list[str] | None = None, what: str | None = None) -> ClusterLock:
@@ -125,15 +121,6 @@ def operation(inv: Inventory, name: str, *, out: Out = print, lock_wait: float =
     progress = Progress(out)
     with Fleet(inv) as fleet:
         yield Operation(name, inv, out, progress, fleet, float(lock_wait))
-
-
-def wait_back(inv: Inventory, fleet: Fleet, node: Node, bound: float = BACK_BOUND) -> ClusterHealth:
-    """Until every node runs, sees every other running, and is a master again."""
-    return probe.wait_for(inv, fleet, lambda h: h.healthy, bound, f"{node.name} back in the cluster", interval=0.5)
-
-
-def count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def summary(out: Out, health: ClusterHealth, progress: Progress) -> None:

@@ -53,3 +53,8 @@ class Progress:
             yield
         finally:
             self.phases.append((name, time.monotonic() - t0))
+
+
+def count(n: int, noun: str) -> str:
+    """`1 member`, `3 members`: a count in the operator's output, singular or plural."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

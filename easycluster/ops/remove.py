@@ -16,9 +16,9 @@ from ..inventory import Inventory, Node
 from ..lock import break_lock as remove_locks
 from ..lock import describe_holder
 from ..membership import backup, close_database, close_firewall, database_dump, record_departure, wipe
-from ..operation import Operation, count, operation
+from ..operation import Operation, operation
 from ..paths import COOKIE_PATH, MNESIA_DIR
-from ..progress import Out
+from ..progress import Out, count
 from ..refusals import running_masters
 
 

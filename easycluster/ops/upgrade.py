@@ -41,7 +41,7 @@ from ..inventory import Inventory, Node
 from ..operation import operation
 from ..paths import STOP_ORDER
 from ..plan import Problem, dist_address, file_change, members_of, packages
-from ..progress import Out, Progress
+from ..progress import Out, Progress, count
 from .. import refusals
 from ..refusals import TableChange, compare_records
 from ..remote import Fleet, Host
@@ -166,7 +166,7 @@ def plan_upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict[str, 
     else:
         plan.strategy = ROLLING
         plan.reason = (f"no table's record differs between the running version and {target} "
-                       f"({plan.compared} table{'' if plan.compared == 1 else 's'} compared)")
+                       f"({count(plan.compared, 'table')} compared)")
         plan.order = [h for h in (n.host for n in inv.nodes) if h != first and h in to_move] + \
                      ([first] if first in to_move else [])
     return plan
