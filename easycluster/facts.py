@@ -42,6 +42,7 @@ class HostFacts:
     restart_pending: bool = False       # an earlier run changed config and did not restart
     joining: dict | None = None         # a join marker: {"seed", "since"} of a join not yet verified
     stop_order: dict | None = None      # {"order": [node names], "when"} of the last stop-cluster
+    os_move: dict | None = None         # {"from", "to", "since"}: an OS move under way (fab upgrade)
     departed: dict[str, tuple[str, str]] = field(default_factory=dict)  # node -> (how, when) left on purpose
     resolves: dict[str, str | None] = field(default_factory=dict)
     reach: dict[tuple[str, int], str] = field(default_factory=dict)
@@ -112,6 +113,11 @@ def parse_facts(host: str, output: str) -> HostFacts:
                 f.joining = json.loads(value)
             except json.JSONDecodeError:
                 f.joining = {"seed": None}
+        elif key == "os_move":
+            try:
+                f.os_move = json.loads(value)
+            except json.JSONDecodeError:
+                f.os_move = {"from": None, "to": None, "since": None}
         elif key == "stop_order":
             try:
                 f.stop_order = json.loads(value)

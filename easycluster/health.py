@@ -173,7 +173,8 @@ def assess(inv: Inventory, facts: dict[str, HostFacts], sql: dict | None = None)
     mixed_os = mixed_releases(nodes)
     if mixed_os:
         problems.append(MIXED_RELEASES + ": " + releases.listed(mixed_os) +
-                        " (a cluster runs one release: deploy refuses to change a cluster of mixed releases)")
+                        " (an OS move under way or stopped half-way: `fab upgrade` finishes it; deploy refuses to change a "
+                        "cluster of mixed releases)")
     masters_running = {n.name for n in nodes if n.running and not n.satellite}
     if inv.satellites and not masters_running:
         problems.append("no master runs: the satellites hold no data of their own")

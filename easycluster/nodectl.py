@@ -24,6 +24,7 @@ from .scripts import render
 
 START_BOUND = 90      # seconds for a node to report started
 STOP_BOUND = 130      # the unit's TimeoutStopSec (120) and a little
+REBOOT_BOUND = 300    # seconds for a rebooted host to answer over SSH again
 
 
 def _unit(name: str, c2s_port: int, **params) -> str:
@@ -36,6 +37,43 @@ def install(host: Host, version: str, download_only: bool = False, extra: tuple[
     (`download_only`: only fetch its packages into apt's cache; `extra`: packages along, plan.packages)."""
     host.script(render("install", version=version, download_only=download_only, extra=extra),
                 what=f"{'downloading' if download_only else 'installing'} ejabberd {version}", timeout=900)
+
+
+def os_move(host: Host, from_codename: str, to_codename: str, version: str, stamp: str,
+            extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Move the host (its node stopped) to the next Debian release with the pinned ejabberd
+    (os_move.sh: resumable); returns its copy=, version= and release= lines."""
+    r = host.script(render("os_move", from_release=from_codename, to_release=to_codename, version=version, extra=extra,
+                           stamp=stamp),
+                    what=f"moving to Debian {to_codename}", timeout=1800)
+    return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+
+
+def boot_id(host: Host) -> str:
+    r = host.script(render("boot_id"), what="reading which boot this is", timeout=30)
+    return r.stdout.strip().removeprefix("boot=")
+
+
+def reboot(host: Host, bound: float = REBOOT_BOUND) -> float:
+    """Reboot the host and wait until it answers over SSH from its new boot (a new connection);
+    the seconds it took."""
+    before = boot_id(host)
+    start = time.monotonic()
+    host.script(render("reboot"), what="asking for a reboot", timeout=30)
+    host.reconnect()
+    last = "no answer yet"
+    time.sleep(1)
+    while time.monotonic() - start < bound:
+        try:
+            now = boot_id(host)
+            if now and now != before:
+                return time.monotonic() - start
+            last = "still its old boot"
+        except RemoteError as exc:
+            last = exc.detail
+        host.reconnect()
+        time.sleep(1)
+    raise RemoteError(host.name, "rebooting", f"not back over SSH within {bound:.0f}s ({last})")
 
 
 @dataclass(frozen=True)

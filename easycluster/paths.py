@@ -72,6 +72,11 @@ LOCK_HOLDER = f"{LOCK_DIR}/holder"                 # who holds it (JSON)
 BACKUP_DIR = "/var/backups/easycluster"            # replaced files, a wiped node's Mnesia files
 MNESIA_BACKUP_DIR = "/var/backups/easycluster-mnesia"   # written by the ejabberd VM itself
 UPGRADE_COPY_DIR = "/var/backups/easycluster-upgrade"   # a full-stop upgrade's copies of the Mnesia directory
+# An OS move (fab upgrade to a build of the next Debian release) under way on this host: JSON
+# {"from", "to", "since"}, written before its first change, removed once its node is back.
+OS_MOVE = f"{STATE_DIR}/os-move"
+OS_MOVE_APT = f"{STATE_DIR}/os-move-apt"           # apt's view of the next release, before the move (facts)
+OS_MOVE_COPY_DIR = "/var/backups/easycluster-os-move"   # the Mnesia directory, copied before the move
 STAGING_TEMPLATE = "/root/.easycluster-XXXXXX"     # mktemp's: where configure's uploads wait
 POLICY_RC_D = "/usr/sbin/policy-rc.d"              # keeps apt-get from starting ejabberd (install)
 SMOKE_PASSWORD = "/root/.easycluster-smoke-password"   # .TAG: the smoke test users' (SFTP; gone once read)

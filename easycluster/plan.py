@@ -226,8 +226,9 @@ def preflight(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret) -> li
                                 releases.listed(mixed),
                                 "a cluster runs one release (one ejabberd and one Erlang/OTP on every node): put "
                                 "every host on the same one. A new host joins a cluster on the cluster's release; "
-                                "moving a running cluster from Debian 12 to 13 is an OS upgrade, node by node, that "
-                                "deploy does not do"))
+                                "moving a running cluster from Debian 12 to 13 is an OS move, node by node: pin "
+                                "Debian 13's build of the cluster's ejabberd and `fab upgrade` (a move stopped "
+                                "half-way: `fab upgrade` again finishes it)"))
         return problems     # every other version check follows from this one
     erlangs = {facts[n.host].erlang_version for n in inv.nodes
                if facts[n.host].reachable and facts[n.host].erlang_version}

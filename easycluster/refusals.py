@@ -28,7 +28,8 @@ from dataclasses import dataclass, replace
 
 from .errors import EasyClusterError, MembershipError
 from .facts import HostFacts
-from .health import MIXED, ClusterHealth
+from . import releases
+from .health import MIXED, MIXED_RELEASES, ClusterHealth
 from .inventory import Inventory, Node
 from .plan import Problem
 from .render import release
@@ -243,6 +244,67 @@ def compare_records(tables: dict, records: dict) -> tuple[list[TableChange], lis
     return changed, unknown, compared
 
 
+def os_moves(inv: Inventory, facts: dict[str, HostFacts]) -> dict[str, tuple[str, str]]:
+    """Hosts whose OS the upgrade moves: host -> (its release, the pinned build's), Debian's
+    VERSION_IDs. A host with a move under way (its marker) is one, wherever it stands."""
+    to = releases.release_of(inv.cluster.ejabberd_version)
+    found = {}
+    for n in inv.nodes:
+        f = facts[n.host]
+        if not f.reachable:
+            continue
+        if f.os_move or (to and f.os_version != to):
+            found[n.host] = (f.os_version, to or f.os_version)
+    return found
+
+
+def os_move_problems(inv: Inventory, facts: dict[str, HostFacts], moves: dict[str, tuple[str, str]]) -> list[Problem]:
+    """A move goes one release up, from a release easycluster knows, with the same ejabberd
+    on both sides, between releases whose Mnesia protocols match (the cluster mixes the two
+    releases' nodes while it moves)."""
+    target = inv.cluster.ejabberd_version
+    problems = []
+    for host, (now, to) in moves.items():
+        f = facts[host]
+        if facts[host].os_move and now == to:
+            continue     # moved, its node not back yet: resumed
+        if not releases.known(f.os_id, now) or to not in releases.DEBIAN:
+            problems.append(Problem(host, "os", f"{f.os_release} -> Debian {to}: not a move easycluster knows",
+                                    f"easycluster moves {releases.supported()} hosts one release up"))
+        elif int(to) < int(now):
+            problems.append(Problem(host, "os", f"ejabberd {target} is a build of Debian {to}; the host runs "
+                                    f"{f.os_release}: Debian is not downgraded",
+                                    "pin a build of the host's release; or rebuild the host on the older "
+                                    "release (`fab forget-node`, reinstall, `fab add-master`)"))
+        elif int(to) - int(now) > 1:
+            problems.append(Problem(host, "os", f"{f.os_release} -> Debian {to}: Debian upgrades one release "
+                                    "at a time", "move to the next release first"))
+        elif releases.upstream(f.ejabberd_version or "-") != releases.upstream(target):
+            was, shipped = releases.upstream(f.ejabberd_version or "-"), releases.shipped(to)
+            if was == shipped:
+                hint = (f"first the move with Debian {to}'s build of ejabberd {was} pinned (`apt-cache policy "
+                        f"ejabberd` on a Debian {to} host), then ejabberd {releases.upstream(target)}")
+            else:
+                hint = (f"first ejabberd {shipped} on {f.os_release} (its backports: pin the ~bpo{now} build "
+                        f"and `fab upgrade`), then the move with Debian {to}'s build of {shipped} pinned")
+            problems.append(Problem(host, "os", f"ejabberd {was} -> {releases.upstream(target)} and "
+                                    f"{f.os_release} -> Debian {to} at once", "one step at a time: " + hint))
+        elif releases.MNESIA_PROTOCOL.get(now) != releases.MNESIA_PROTOCOL.get(to):
+            problems.append(Problem(host, "os", f"Mnesia's protocol differs between Debian {now} "
+                                    f"({releases.MNESIA_PROTOCOL.get(now)}) and Debian {to} "
+                                    f"({releases.MNESIA_PROTOCOL.get(to)}): their nodes cannot share tables",
+                                    "a move with the whole cluster stopped: not one easycluster makes"))
+    return problems
+
+
+def _about(problem: str, names: set[str]) -> bool:
+    """Is a health problem about these nodes alone (down, or not seen running by a peer)?"""
+    if any(problem.startswith(f"{n}: ") for n in names):
+        return True
+    head, sep, rest = problem.partition(": does not see ")
+    return bool(sep) and set(rest.removesuffix(" running").split(", ")) <= names
+
+
 def records_answer(ufacts: dict):
     """The upgrade's facts of the host asked for the tables' records (upgrade.UpgradeFacts), if any."""
     return next((u for u in ufacts.values() if u.tables is not None or u.records is not None or u.records_error),
@@ -257,14 +319,17 @@ def upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict, health: C
     a record that differs."""
     target = inv.cluster.ejabberd_version
     current = {n.host: facts[n.host].ejabberd_version or "-" for n in inv.nodes}
-    to_move = [n.host for n in inv.nodes if current[n.host] != target]
+    moves = os_moves(inv, facts)
+    to_move = [n.host for n in inv.nodes if current[n.host] != target or n.host in moves]
     if not to_move:
         return []
     problems: list[Problem] = []
+    moving = {inv.node(h).name for h in moves if facts[h].os_move}   # a move under way: its node is down
     for p in health.problems:
-        if not p.startswith(MIXED):
+        if not p.startswith((MIXED, MIXED_RELEASES)) and not _about(p, moving):
             problems.append(Problem("cluster", "health", p, "an upgrade starts from a healthy cluster: "
                                     "`fab status` says what to fix first"))
+    problems += os_move_problems(inv, facts, moves)
     for node in inv.nodes:
         uf = ufacts.get(node.host)
         if uf is None or uf.error:

@@ -9,6 +9,8 @@ named: nothing easycluster does has been proven there.
 
 from __future__ import annotations
 
+import re
+
 # Debian's VERSION_ID -> codename, newest first: the releases easycluster supports.
 DEBIAN = {"13": "trixie", "12": "bookworm"}
 
@@ -53,3 +55,36 @@ def mixed(releases: dict[str, str]) -> dict[str, list[str]]:
 def listed(groups: dict[str, list[str]]) -> str:
     """mixed()'s groups as one line: 'Debian 12 (bookworm) on lab1, lab2; Debian 13 (trixie) on lab3'."""
     return "; ".join(f"{release} on {', '.join(hosts)}" for release, hosts in groups.items())
+
+
+# Debian's version of a package names the release it was built for: +debNNuM (a stable
+# update), ~bpoNN+M (a backport to release NN). A release's original version carries neither
+# and is listed here: ejabberd's as each release shipped it.
+ORIGINAL_EJABBERD = {"23.01-1": "12", "24.12-3": "13"}
+# Mnesia's protocol (mnesia:system_info(protocol_version)) of each release's OTP, read on the
+# lab's hosts (2026-12-07): nodes of two releases share tables only where these match.
+MNESIA_PROTOCOL = {"12": "8.6", "13": "8.6"}
+
+
+def release_of(version: str) -> str | None:
+    """The Debian release a package version was built for: '24.12-3+deb13u2' -> '13',
+    '24.12-3~bpo12+1' -> '12', '23.01-1' -> '12'; None when the version does not say."""
+    found = re.search(r"(?:\+deb|~bpo)(\d+)", version)
+    if found:
+        return found.group(1)
+    return ORIGINAL_EJABBERD.get(version)
+
+
+def upstream(version: str) -> str:
+    """ejabberd's own version in a Debian version: '1:24.12-3+deb13u2' -> '24.12'."""
+    return version.split(":", 1)[-1].rsplit("-", 1)[0]
+
+
+def shipped(version_id: str) -> str | None:
+    """The ejabberd a release ships (upstream): '13' -> '24.12'."""
+    return next((upstream(v) for v, r in ORIGINAL_EJABBERD.items() if r == version_id), None)
+
+
+def codename(version_id: str) -> str:
+    """'13' -> 'trixie' (a release easycluster knows)."""
+    return DEBIAN[version_id]

@@ -165,6 +165,17 @@ class Host:
             raise RemoteError(self.name, f"uploading {remote_path} failed",
                               f"{type(exc).__name__}: {exc}") from None
 
+    def reconnect(self) -> None:
+        """Forget this host's connection (its host rebooted): the next command opens a new one."""
+        with self._opening:
+            if self._opened:
+                try:
+                    self._conn.close()
+                except Exception:   # a connection the reboot already cut
+                    pass
+            self._opened = False
+            self._cut_off = False
+
     def close(self) -> None:
         if self._opened and not self._cut_off:
             self._conn.close()

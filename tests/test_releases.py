@@ -48,3 +48,22 @@ def test_the_fact_probe_reports_the_release_and_erlang():
                             "erlang_version=1:27.3.4.1+dfsg-1+deb13u4\nend=1\n")
     assert (f.os_release, f.os_codename, f.erlang_version) == ("Debian 13 (trixie)", "trixie",
                                                                "1:27.3.4.1+dfsg-1+deb13u4")
+
+
+@pytest.mark.parametrize("version, release, upstream", [
+    ("24.12-3+deb13u2", "13", "24.12"),
+    ("26.07-1~bpo13+1", "13", "26.07"),
+    ("24.12-3~bpo12+1", "12", "24.12"),
+    ("23.01-1", "12", "23.01"),
+    ("24.12-3", "13", "24.12"),
+    ("1:25.2.3+dfsg-1+deb12u4", "12", "25.2.3+dfsg"),
+    ("99.1-1", None, "99.1"),
+])
+def test_a_package_version_names_its_release_and_upstream(version, release, upstream):
+    assert releases.release_of(version) == release
+    assert releases.upstream(version) == upstream
+
+
+def test_every_release_has_a_mnesia_protocol_and_a_codename():
+    assert set(releases.MNESIA_PROTOCOL) == set(releases.DEBIAN)
+    assert releases.codename("13") == "trixie"

@@ -10,7 +10,8 @@ import pytest
 from easycluster.facts import HostFacts
 from easycluster.health import ClusterHealth, NodeHealth, assess, mixed_versions
 from easycluster.inventory import load_inventory
-from easycluster.ops.upgrade import (FULL_STOP, ROLLING, UpgradeFacts, compare_records, format_upgrade_plan,
+from easycluster import releases
+from easycluster.ops.upgrade import (FULL_STOP, OS_MOVE, ROLLING, UpgradeFacts, compare_records, format_upgrade_plan,
                                  parse_upgrade_facts, plan_upgrade)
 
 OLD, NEW = "23.01-1", "24.12-3~bpo12+1"
@@ -83,7 +84,7 @@ def test_plan_upgrade(case, tmp_path):
     current = {h: installed.get(h, OLD if pinned == NEW else NEW) for h in HOSTS}
     if strategy is None and not problem_checks:
         current = {h: pinned for h in HOSTS}
-    facts = {h: HostFacts(host=h, ejabberd_version=current[h]) for h in HOSTS}
+    facts = {h: HostFacts(host=h, os_id="debian", os_version="12", ejabberd_version=current[h]) for h in HOSTS}
     ufacts = {h: UpgradeFacts(h, installable=True, changes=["ejabberd"], mnesia_bytes=2**20, free_bytes=2**30)
               for h in HOSTS}
     ufacts["lab1"].tables, ufacts["lab1"].records = asked_tables, target_records
@@ -129,7 +130,7 @@ def test_mixed_versions_are_a_problem_of_the_cluster(tmp_path):
     inv = inventory(tmp_path, NEW)
     status = {"node": "", "db_nodes": [f"ejabberd@{h}" for h in HOSTS], "master": True, "missing_tables": [],
               "running_db_nodes": [f"ejabberd@{h}" for h in HOSTS], "tables": {}}
-    facts = {h: HostFacts(host=h, ejabberd_version=NEW if h == "lab1" else OLD, ctl_status=0,
+    facts = {h: HostFacts(host=h, os_id="debian", os_version="12", ejabberd_version=NEW if h == "lab1" else OLD, ctl_status=0,
                           cluster_status=dict(status, node=f"ejabberd@{h}"), beam_running=True) for h in HOSTS}
     health = assess(inv, facts)
     assert mixed_versions(health.nodes) == {NEW: ["lab1"], OLD: ["lab2", "lab3"]}
@@ -138,14 +139,14 @@ def test_mixed_versions_are_a_problem_of_the_cluster(tmp_path):
         "half-way: `fab upgrade` brings every node to the pinned version; ejabberd's maintainers advise "
         "against running mixed versions)"]
     assert health.as_dict()["mixed_versions"] == {NEW: ["lab1"], OLD: ["lab2", "lab3"]}
-    same = {h: HostFacts(host=h, ejabberd_version=OLD) for h in HOSTS}
+    same = {h: HostFacts(host=h, os_id="debian", os_version="12", ejabberd_version=OLD) for h in HOSTS}
     assert mixed_versions([NodeHealth(h, h, True, False, False, False, [], [], [], None, None, OLD, None, None)
                            for h in same]) == {}
 
 
 def test_the_plan_shows_each_hosts_packages_and_the_files_that_change_with_the_version(tmp_path):
     inv = inventory(tmp_path, NEW)
-    facts = {h: HostFacts(host=h, ejabberd_version=OLD) for h in HOSTS}
+    facts = {h: HostFacts(host=h, os_id="debian", os_version="12", ejabberd_version=OLD) for h in HOSTS}
     ufacts = {h: UpgradeFacts(h, installable=True, changes=["erlang-p1-xmpp", "ejabberd"], free_bytes=2**30)
               for h in HOSTS}
     ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
@@ -157,3 +158,84 @@ def test_the_plan_shows_each_hosts_packages_and_the_files_that_change_with_the_v
     i = text.index("[lab2]   /etc/systemd/system/ejabberd.service.d/easycluster.conf: for " + NEW)
     assert text[i + 3] == "[lab2]     -WatchdogSec=0"
     assert f"[lab1]   the plugin: rebuilt against {NEW}'s headers" in text
+
+
+# The OS move: Debian 12 -> 13 under `fab upgrade` with Debian 13's build pinned.
+# id, pinned, per host (Debian release, installed version, a move's marker), the cluster's
+# problems -> strategy, order, problem checks, words of the reason
+BPO12, DEB13, BPO13 = "24.12-3~bpo12+1", "24.12-3+deb13u2", "26.07-1~bpo13+1"
+MARK = {"from": "12", "to": "13", "since": "20261207T000000Z"}
+MOVES = [
+    ("24.12 on Debian 12 to Debian 13's 24.12: node by node, the first node last", DEB13,
+     {h: ("12", BPO12, None) for h in HOSTS}, [],
+     OS_MOVE, ["lab2", "lab3", "lab1"], [],
+     ["Debian 12 (bookworm) -> Debian 13 (trixie)", "ejabberd 24.12 on both sides", "Mnesia protocol 8.6",
+      "the cluster serves throughout"]),
+    ("23.01 to Debian 13's 24.12 at once: refused, 24.12 on Debian 12 first", DEB13,
+     {h: ("12", OLD, None) for h in HOSTS}, [],
+     None, [], ["lab1 os", "lab2 os", "lab3 os"], []),
+    ("24.12 on Debian 12 to 26.07 of Debian 13's backports at once: refused, the OS first", BPO13,
+     {h: ("12", BPO12, None) for h in HOSTS}, [],
+     None, [], ["lab1 os", "lab2 os", "lab3 os"], []),
+    ("a Debian 12 build pinned on Debian 13 hosts: refused, no downgrade", BPO12,
+     {h: ("13", DEB13, None) for h in HOSTS}, [],
+     None, [], ["lab1 os", "lab2 os", "lab3 os"], []),
+    ("half-moved, lab3's move cut off with its node down: lab3 first, then lab1", DEB13,
+     {"lab1": ("12", BPO12, None), "lab2": ("13", DEB13, None), "lab3": ("13", DEB13, MARK)},
+     ["ejabberd@lab3: not running", "ejabberd@lab1: does not see ejabberd@lab3 running",
+      "mixed operating system releases: ..."],
+     OS_MOVE, ["lab3", "lab1"], [], ["Debian 12 (bookworm) -> Debian 13 (trixie)"]),
+    ("half-moved, but another node is down: refused", DEB13,
+     {"lab1": ("12", BPO12, None), "lab2": ("13", DEB13, None), "lab3": ("13", DEB13, MARK)},
+     ["ejabberd@lab3: not running", "ejabberd@lab1: not running"],
+     None, [], ["cluster health"], []),
+    ("cut off on Debian 12 still (before its sources moved): resumed first", DEB13,
+     {"lab1": ("12", BPO12, None), "lab2": ("12", BPO12, MARK), "lab3": ("12", BPO12, None)},
+     ["ejabberd@lab2: not running"],
+     OS_MOVE, ["lab2", "lab3", "lab1"], [], []),
+    ("every host moved: no changes", DEB13, {h: ("13", DEB13, None) for h in HOSTS}, [],
+     None, [], [], []),
+]
+
+
+@pytest.mark.parametrize("case", MOVES, ids=[c[0] for c in MOVES])
+def test_plan_an_os_move(case, tmp_path):
+    _, pinned, hosts, cluster_problems, strategy, order, problem_checks, reason_words = case
+    inv = inventory(tmp_path, pinned)
+    facts = {h: HostFacts(host=h, os_id="debian", os_version=v, ejabberd_version=ver, os_move=mark)
+             for h, (v, ver, mark) in hosts.items()}
+    ufacts = {h: UpgradeFacts(h, installable=True, changes=["ejabberd"], mnesia_bytes=2**20, free_bytes=2**30)
+              for h in HOSTS}
+    ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
+    plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], list(cluster_problems)))
+    assert [f"{p.host} {p.check}" for p in plan.problems] == problem_checks
+    assert plan.strategy == strategy
+    assert plan.order == order
+    for words in reason_words:
+        assert words in plan.reason
+    if strategy == OS_MOVE:
+        text = format_upgrade_plan(plan, inv)
+        assert "Debian 12 -> Debian 13 (trixie)" in text and "reboot" in text
+
+
+def test_a_move_between_releases_whose_mnesia_protocols_differ_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(releases.MNESIA_PROTOCOL, "13", "9.0")
+    inv = inventory(tmp_path, DEB13)
+    facts = {h: HostFacts(host=h, os_id="debian", os_version="12", ejabberd_version=BPO12) for h in HOSTS}
+    ufacts = {h: UpgradeFacts(h, installable=True, mnesia_bytes=2**20, free_bytes=2**30) for h in HOSTS}
+    ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
+    plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], []))
+    assert [f"{p.host} {p.check}" for p in plan.problems] == ["lab1 os", "lab2 os", "lab3 os"]
+    assert "Mnesia's protocol differs" in plan.problems[0].detail
+
+
+def test_the_refusals_say_what_comes_first(tmp_path):
+    """One step at a time, and the step named."""
+    for pinned, installed, words in [(DEB13, OLD, "first ejabberd 24.12 on Debian 12 (bookworm) (its backports"),
+                                     (BPO13, BPO12, "first the move with Debian 13's build of ejabberd 24.12")]:
+        inv = inventory(tmp_path, pinned)
+        facts = {h: HostFacts(host=h, os_id="debian", os_version="12", ejabberd_version=installed) for h in HOSTS}
+        ufacts = {h: UpgradeFacts(h, installable=True, mnesia_bytes=2**20, free_bytes=2**30) for h in HOSTS}
+        ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
+        plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], []))
+        assert words in plan.problems[0].fix

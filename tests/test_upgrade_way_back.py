@@ -103,7 +103,7 @@ def rolling(tmp_path, monkeypatch):
 
         def gather_one(h, inv, probe_network=True, ctl="self"):
             rec.calls.append("read the installed version")
-            return HostFacts(host=h.name, ejabberd_version=rec.installed)
+            return HostFacts(host=h.name, os_id="debian", os_version="12", ejabberd_version=rec.installed)
         monkeypatch.setattr(nodectl, "drain_and_stop", lambda h, seconds: rec("drain_and_stop", h.name))
         monkeypatch.setattr(nodectl, "install", install)
         monkeypatch.setattr(nodectl, "configure", configure)

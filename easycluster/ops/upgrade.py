@@ -32,14 +32,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .. import membership, nodectl, probe
+from .. import membership, nodectl, probe, releases
 from ..apply import PluginBuilds
 from ..errors import EasyClusterError, PreflightFailed
 from ..facts import HostFacts
-from ..health import MIXED, ClusterHealth, assess
+from ..health import MIXED, MIXED_RELEASES, ClusterHealth, assess
 from ..inventory import Inventory, Node
 from ..operation import operation
-from ..paths import STOP_ORDER
+from ..paths import OS_MOVE as OS_MOVE_MARKER, OS_MOVE_COPY_DIR, STOP_ORDER
 from ..plan import Problem, dist_address, file_change, members_of, packages
 from ..progress import Out, Progress, count
 from .. import refusals
@@ -51,7 +51,7 @@ from ..secrets import Secret, load_cookie
 from ..probe import wait_for
 from ..tls import materials as tls_materials
 
-ROLLING, FULL_STOP = "rolling", "full stop"
+ROLLING, FULL_STOP, OS_MOVE = "rolling", "full stop", "os move"
 BACK_BOUND = 300           # seconds for an upgraded node (or the cluster) to be back
 
 
@@ -106,9 +106,15 @@ def parse_upgrade_facts(host: str, text: str) -> UpgradeFacts:
     return uf
 
 
-def gather_upgrade_facts(fleet: Fleet, version: str, ask: str) -> dict[str, UpgradeFacts]:
+def gather_upgrade_facts(fleet: Fleet, version: str, ask: str, moves: dict[str, tuple[str, str]] | None = None
+                         ) -> dict[str, UpgradeFacts]:
+    """Each host's upgrade facts; a host the upgrade moves to another release (`moves`:
+    refusals.os_moves) is asked with apt pointed at that release."""
+    moves = moves or {}
+
     def one(h: Host) -> UpgradeFacts:
-        r = h.script(render("upgrade_facts", version=version, records=h.name == ask),
+        move_to = releases.codename(moves[h.name][1]) if h.name in moves else ""
+        r = h.script(render("upgrade_facts", version=version, records=h.name == ask, move_to=move_to),
                      what="reading the upgrade's facts", timeout=300)
         return parse_upgrade_facts(h.name, r.stdout)
     results = fleet.parallel(one)
@@ -130,6 +136,8 @@ class UpgradePlan:
     packages: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, list[tuple[str, str]]] = field(default_factory=dict)   # host -> (path, diff): per version
     problems: list[Problem] = field(default_factory=list)
+    moves: dict[str, tuple[str, str]] = field(default_factory=dict)   # host -> (release, release): OS moves
+    resumed: list[str] = field(default_factory=list)   # hosts whose move was cut off: finished first
 
     @property
     def changes(self) -> bool:
@@ -143,7 +151,9 @@ def plan_upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict[str, 
     target = inv.cluster.ejabberd_version
     current = {n.host: facts[n.host].ejabberd_version or "-" for n in inv.nodes}
     plan = UpgradePlan(target, current)
-    to_move = [n.host for n in inv.nodes if current[n.host] != target]
+    plan.moves = refusals.os_moves(inv, facts)
+    plan.resumed = [h for h in plan.moves if facts[h].os_move]
+    to_move = [n.host for n in inv.nodes if current[n.host] != target or n.host in plan.moves]
     if not to_move:
         return plan
     plan.problems = refusals.upgrade(inv, facts, ufacts, health)
@@ -156,6 +166,23 @@ def plan_upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict[str, 
     ask = refusals.records_answer(ufacts)
     plan.changed, plan.unknown, plan.compared = compare_records(ask.tables, ask.records)
     first = inv.nodes[0].host
+    if plan.moves:
+        if plan.changed:
+            plan.problems.append(Problem("cluster", "tables", "the record of " + "; ".join(
+                c.describe() for c in plan.changed) + f" differs in ejabberd {target}: an OS move keeps "
+                "ejabberd's version", "move the OS with the build of the ejabberd version the cluster runs"))
+            return plan
+        plan.strategy = OS_MOVE
+        pairs = sorted({(facts[h].os_release, v[1]) for h, v in plan.moves.items() if h not in plan.resumed})
+        plan.reason = ("; ".join(f"{was} -> Debian {to} ({releases.codename(to)})" for was, to in pairs) or
+                       "a move cut off half-way") + \
+            (f", ejabberd {releases.upstream(target)} on both sides, Mnesia protocol "
+             f"{releases.MNESIA_PROTOCOL.get(next(iter(plan.moves.values()))[1])} on both, no table's record "
+             f"differs ({count(plan.compared, 'table')} compared): node by node, each drained, stopped, "
+             "moved and rebooted, back with every table before the next; the cluster serves throughout")
+        rest = [h for h in (n.host for n in inv.nodes) if h in to_move and h not in plan.resumed]
+        plan.order = plan.resumed + [h for h in rest if h != first] + ([first] if first in rest else [])
+        return plan
     if plan.changed:
         plan.strategy = FULL_STOP
         plan.reason = ("the record of " + "; ".join(c.describe() for c in plan.changed) +
@@ -198,12 +225,18 @@ def format_upgrade_plan(plan: UpgradePlan, inv: Inventory) -> str:
     out = []
     for node in inv.nodes:
         was = plan.current[node.host]
-        if was == plan.target:
+        if was == plan.target and node.host not in plan.moves:
             out.append(f"[{node.host}] ejabberd {was}: already the pinned version")
             continue
         pkgs = plan.packages.get(node.host) or []
-        out.append(f"[{node.host}] ejabberd {was} -> {plan.target}"
-                   + (f" ({len(pkgs)} packages: {' '.join(pkgs)})" if pkgs else ""))
+        if node.host in plan.moves:
+            now, to = plan.moves[node.host]
+            out.append(f"[{node.host}] Debian {now} -> Debian {to} ({releases.codename(to)}), ejabberd {was} -> "
+                       f"{plan.target}" + (" (a move cut off half-way: finished first)" if node.host in plan.resumed
+                                           else f" ({len(pkgs)} packages upgraded or installed)" if pkgs else ""))
+        else:
+            out.append(f"[{node.host}] ejabberd {was} -> {plan.target}"
+                       + (f" ({len(pkgs)} packages: {' '.join(pkgs)})" if pkgs else ""))
         for path, diff in plan.files.get(node.host, []):
             out.append(f"[{node.host}]   {path}: for {plan.target}")
             out.extend(f"[{node.host}]     {line}" for line in diff.rstrip("\n").splitlines())
@@ -212,7 +245,11 @@ def format_upgrade_plan(plan: UpgradePlan, inv: Inventory) -> str:
     if plan.unknown:
         out.append(f"  not in {plan.target}'s headers (record defined in its code; not compared): "
                    f"{', '.join(plan.unknown)}")
-    if plan.strategy == ROLLING:
+    if plan.strategy == OS_MOVE:
+        out.append("  order: " + ", ".join(plan.order) + " (one at a time: drained, stopped, its Mnesia directory "
+                   "copied, apt's sources moved, openssh-server first, full-upgrade keeping configuration files, "
+                   "files and plugin for the new release, reboot, back with every table)")
+    elif plan.strategy == ROLLING:
         out.append("  order: " + ", ".join(plan.order) + " (one at a time: drained, stopped, upgraded, "
                    "started, back with every table)")
     else:
@@ -243,7 +280,8 @@ def upgrade(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: f
         health = assess(effective, facts)
         ask = effective.nodes[0].host
         with progress.phase("upgrade facts"):
-            ufacts = gather_upgrade_facts(fleet, inv.cluster.ejabberd_version, ask)
+            ufacts = gather_upgrade_facts(fleet, inv.cluster.ejabberd_version, ask,
+                                          refusals.os_moves(effective, facts))
         plan = plan_upgrade(effective, facts, ufacts, health)
         if plan.problems:
             raise PreflightFailed(plan.problems)
@@ -253,15 +291,16 @@ def upgrade(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: f
             op.dry_run(dry)
             return UpgradeResult(plan, health, phases=progress.phases)
         with op.lock(list(fleet.hosts)):
-            with progress.phase("download"):   # while every node still serves: the installs are local
-                fleet.each([h for h in plan.order], lambda h: nodectl.install(h, plan.target, download_only=True,
-                                                                                   extra=packages(inv)))
-            progress.say("cluster", f"packages of ejabberd {plan.target} downloaded on {', '.join(plan.order)}")
+            if plan.strategy != OS_MOVE:
+                with progress.phase("download"):   # while every node still serves: the installs are local
+                    fleet.each([h for h in plan.order], lambda h: nodectl.install(h, plan.target, download_only=True,
+                                                                                       extra=packages(inv)))
+                progress.say("cluster", f"packages of ejabberd {plan.target} downloaded on {', '.join(plan.order)}")
             with progress.phase("backup"):
                 membership.backup(effective, fleet, ask, progress.say)
             apply = _Upgrade(effective, fleet, facts, plan, progress, cookie, tls)
             try:
-                health = apply.rolling() if plan.strategy == ROLLING else apply.full_stop()
+                health = apply.full_stop() if plan.strategy == FULL_STOP else apply.rolling()
             except Exception as exc:
                 raise EasyClusterError(f"{exc}\n{apply.where_it_stopped()}") from None
         moved = [n.name for n in health.nodes if n.ejabberd_version != plan.target]
@@ -302,6 +341,17 @@ class _Upgrade:
             nodectl.install(h, self.plan.target, extra=packages(self.inv))
         self.upgraded.append(h.name)
 
+    def move(self, h: Host, move: tuple[str, str]) -> None:
+        """The host's OS to the next release, with the pinned ejabberd (os_move.sh); its node
+        enabled again, started by the reboot that follows."""
+        now, to = move
+        was = releases.codename(now) if now in releases.DEBIAN else now
+        with self.progress.step(h.name, f"move to Debian {to} ({releases.codename(to)}) with ejabberd {self.plan.target}"):
+            done = nodectl.os_move(h, was, releases.codename(to), self.plan.target, self.stamp, extra=packages(self.inv))
+        self.progress.say(h.name, f"  Mnesia directory copied to {done.get('copy', '?')}; now "
+                                  f"{done.get('release', '?')}, ejabberd {done.get('version', '?')}")
+        self.upgraded.append(h.name)
+
     def configure(self, h: Host) -> None:
         """The files that differ for the version now installed, and the plugin rebuilt against
         its headers (compiled once: hosts with the same packages take that beam)."""
@@ -324,21 +374,35 @@ class _Upgrade:
         table. When a step fails, the node is brought back on what it ran before where possible
         (_bring_back), and the failure is raised: the run still fails."""
         at = STOP
+        move = self.plan.moves.get(h.name)
         try:
             with self.progress.step(h.name, "drain (5s) and stop"):
                 nodectl.drain_and_stop(h, 5)
             self.stopped.append(h.name)
             at = INSTALL
-            self.install(h)
+            if move:
+                self.move(h, move)
+            else:
+                self.install(h)
             at = CONFIGURE
             self.configure(h)
             at = START
-            with self.progress.step(h.name, "start"):
-                nodectl.start(h, self.inv.cluster.c2s_port)
+            if move:
+                with self.progress.step(h.name, "reboot"):
+                    took = nodectl.reboot(h)
+                self.progress.say(h.name, f"  answers over SSH from its new boot {took:.1f}s after the reboot was asked")
+                with self.progress.step(h.name, "its node started by its unit at boot"):
+                    nodectl.wait_started(h, self.inv.cluster.c2s_port)
+            else:
+                with self.progress.step(h.name, "start"):
+                    nodectl.start(h, self.inv.cluster.c2s_port)
             self.stopped.remove(h.name)
             at = BACK
             with self.progress.step(h.name, "back in every peer's running_db_nodes, every table loaded"):
-                return wait_for(self.inv, self.fleet, _serving, BACK_BOUND, f"{h.node.name} back", interval=0.5)
+                health = wait_for(self.inv, self.fleet, _serving, BACK_BOUND, f"{h.node.name} back", interval=0.5)
+            if move:
+                nodectl.remove(h, OS_MOVE_MARKER, what="removing the move's marker")
+            return health
         except Exception:
             self._bring_back(h, at)
             raise
@@ -346,6 +410,10 @@ class _Upgrade:
     def _bring_back(self, h: Host, failed: str) -> None:
         """After step `failed` of `h`'s rolling upgrade failed: the steps of way_back, each shown,
         then what came of it. Raises nothing: the failure that led here is what the run reports."""
+        if h.name in self.plan.moves and failed != STOP:
+            self.progress.say(h.name, f"the move of {h.node.name} failed at its {failed}: a host is not moved back "
+                                      "to its old release by itself (see the way back below)")
+            return
         before = self.facts[h.name].ejabberd_version
         installed = None
         if failed in (INSTALL, CONFIGURE, START):   # did the package change? (None: cannot tell)
@@ -456,7 +524,14 @@ class _Upgrade:
                  f"stopped: {', '.join(self.stopped) or 'none'}"
                  + (f"; brought back on the version they ran before: {', '.join(self.brought_back)}"
                     if self.brought_back else "")]
-        if plan.strategy == ROLLING:
+        if plan.strategy == OS_MOVE:
+            lines.append("to go on: `fab upgrade` again: a host whose move was cut off (SSH lost, power cut, a "
+                         "failed step once fixed) is taken up where it stopped, then the others. The way back for "
+                         "a host whose move failed before its node rejoined: rebuild it on the old release "
+                         "(`fab forget-node --host HOST`, reinstall it, `fab add-master --host HOST`); its Mnesia "
+                         f"directory as it was is in {OS_MOVE_COPY_DIR}/{self.stamp}.tar, and a full backup was "
+                         "taken first (docs/runbooks/os-upgrade.md)")
+        elif plan.strategy == ROLLING:
             lines.append("the way back: pin the version the other nodes run (cluster.ejabberd_version) and "
                          "`fab upgrade` (nothing changed between the versions: it rolls back one node at a time); "
                          "or fix what failed and `fab upgrade` again to go on. A full Mnesia backup was taken "
@@ -473,7 +548,7 @@ class _Upgrade:
 def _serving(h: ClusterHealth) -> bool:
     """Every node runs, sees every other and holds every table; mixed versions allowed (the
     rolling upgrade is under way)."""
-    return all(p.startswith(MIXED) for p in h.problems)
+    return all(p.startswith((MIXED, MIXED_RELEASES)) for p in h.problems)
 
 
 # A rolling upgrade's steps on one node, and those of its way back when one fails.

@@ -9,7 +9,7 @@
 # with --no-block and then watched, with a bound of its own: a unit that fails or falls into
 # a restart loop is named with the journal's last lines and error.log's tail.
 #
-# params: EPMD_REBIND RESTART_PENDING EJABBERD_ERROR_LOG
+# params: EPMD_REBIND RESTART_PENDING EJABBERD_ERROR_LOG OS_MOVE_APT
 
 export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_PAGER=
 cd / || exit   # the ejabberd user must be able to read the working directory (erl_prim_loader)
@@ -80,4 +80,33 @@ ec_stop() {   # through the unit (ExecStop, then SIGTERM, SIGKILL at TimeoutStop
 ec_retire() {   # stopped and disabled: a node that is no member must not come back at boot
   ec_stop || return 1
   systemctl disable --quiet ejabberd 2>/dev/null || true
+}
+
+ec_sources_toward() {   # FROM TO [DIR]: apt's sources with release FROM's codename replaced by TO's
+  # (its suites, backports and security updates): in place, or copied into DIR (sources.list
+  # and parts/), the host's own left as they are
+  local f out
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    if [ -z "$3" ]; then sed -i -E "s/\\b$1\\b/$2/g" "$f"; continue; fi
+    case $f in /etc/apt/sources.list) out=$3/sources.list ;; *) out=$3/parts/${f##*/} ;; esac
+    sed -E "s/\\b$1\\b/$2/g" "$f" > "$out"
+  done
+}
+
+ec_apt_toward() {   # RELEASE (a codename, or empty): APT_OPTS, apt-get's options to see RELEASE's
+  # suites from a host that runs another (a scratch copy of its sources and lists of their own
+  # in OS_MOVE_APT; nothing of the host's apt changes); none where it runs RELEASE already
+  APT_OPTS=()
+  local now
+  # shellcheck source=/dev/null
+  now=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  if [ -z "$1" ] || [ "$1" = "$now" ]; then return 0; fi
+  rm -rf "$OS_MOVE_APT"
+  mkdir -p "$OS_MOVE_APT/parts" "$OS_MOVE_APT/lists/partial"
+  : > "$OS_MOVE_APT/sources.list"
+  ec_sources_toward "$now" "$1" "$OS_MOVE_APT"
+  # shellcheck disable=SC2034  # read by the script that called it
+  APT_OPTS=(-o "Dir::Etc::sourcelist=$OS_MOVE_APT/sources.list" -o "Dir::Etc::sourceparts=$OS_MOVE_APT/parts"
+            -o "Dir::State::Lists=$OS_MOVE_APT/lists")
 }

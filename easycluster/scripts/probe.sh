@@ -5,7 +5,7 @@
 #   FILES: files read whole; SECRETS: files hashed; RESOLVE: host names to resolve; PEERS x
 #   PORTS: TCP ports tried; CTL_MODE: how the node's status is read: self (its own ejabberdctl
 #   call), cluster (every member's, from this node) or none (read from another node)
-# params: COOKIE_PATH PLUGIN_SRC PLUGIN_BEAM MNESIA_DIR RESTART_PENDING JOINING STOP_ORDER DEPARTED
+# params: COOKIE_PATH PLUGIN_SRC PLUGIN_BEAM MNESIA_DIR RESTART_PENDING JOINING STOP_ORDER DEPARTED OS_MOVE
 # shellcheck source=/dev/null
 . /etc/os-release 2>/dev/null
 echo "os_id=$ID"
@@ -47,6 +47,7 @@ echo "plugin_sha256=$([ -f "$PLUGIN_BEAM" ] && [ -f "$PLUGIN_SRC/easy_cluster.er
 echo "mnesia_schema=$([ -f "$MNESIA_DIR/schema.DAT" ] && echo yes || echo no)"
 echo "restart_pending=$([ -f "$RESTART_PENDING" ] && echo yes || echo no)"
 [ -f "$JOINING" ] && echo "joining=$(head -c 500 "$JOINING")"
+[ -f "$OS_MOVE" ] && echo "os_move=$(head -c 300 "$OS_MOVE")"
 [ -f "$STOP_ORDER" ] && echo "stop_order=$(head -c 2000 "$STOP_ORDER")"
 for d in "$DEPARTED"/*; do [ -f "$d" ] && echo "departed:${d##*/}=$(head -c 200 "$d")"; done
 for h in "${RESOLVE[@]}"; do echo "resolve:$h=$(getent ahostsv4 "$h" | awk '{print $1; exit}')"; done

@@ -74,7 +74,7 @@ IMAGE_VERSION = 1      # bump when what base_rootfs() does to the image changes
 # What the lab's apt repository serves: everything these need beyond the base. PostgreSQL
 # (Debian's, for a database host) and ejabberd's PostgreSQL driver (a Suggests of ejabberd).
 REPO_PACKAGES = ("ejabberd", "erlang-dev", "nftables", "postgresql", "erlang-p1-pgsql")
-REPO_LAYOUT = 2        # bump when how apt_repository() lays the repository out changes
+REPO_LAYOUT = 3        # bump when how apt_repository() lays the repository out changes
 MIRROR_NAME = "lab-mirror"
 MIRROR_PORT = 3142
 REQUIRED_COMMANDS = {
@@ -121,6 +121,13 @@ def suites(release: str) -> tuple[str, str]:
     own: Debian's release, and its backports (the next ejabberd), as a server with backports
     enabled has them."""
     return release, f"{release}-backports"
+
+
+def moves_to(releases: set[str]) -> list[str]:
+    """The releases whose suites a lab of hosts of `releases` serves: theirs, and each newer
+    one (a host's OS upgrade goes there), oldest first."""
+    oldest = min(int(RELEASES[r]) for r in releases)
+    return sorted((r for r, v in RELEASES.items() if int(v) >= oldest), key=lambda r: int(RELEASES[r]))
 
 
 def cache_dir() -> Path:
@@ -322,6 +329,12 @@ def apt_repository(rootfs: Path, release: str, log: Log = _quiet) -> Path:
                 _run([*apt, "-o", f"Dir::State::status={rootfs}/var/lib/dpkg/status",
                       "-o", f"Dir::Cache::archives={d}", "-t", suite,
                       "install", "--download-only", *REPO_PACKAGES], timeout=900)
+                if suite == release:
+                    # The base image's own packages too: a host of the release before moves to
+                    # this one with `apt full-upgrade`, which needs every package of the release.
+                    _run([*apt, "-o", f"Dir::State::status={rootfs}/var/lib/dpkg/status",
+                          "-o", f"Dir::Cache::archives={d}", "install", "--download-only", "--reinstall",
+                          *_installed(rootfs)], timeout=900)
                 shutil.rmtree(d / "partial")
                 (d / "lock").unlink(missing_ok=True)
                 (d / "Packages").write_text(_ftparchive(d, "packages"))
@@ -367,6 +380,12 @@ def _private_apt(cache: Path, release: str, log: Log) -> list[str]:
     log(f"apt-get update ({mirror}: {', '.join(suites(release))})")
     _run([*apt, "update"], timeout=600)
     return apt
+
+
+def _installed(rootfs: Path) -> list[str]:
+    """The packages installed in a root filesystem."""
+    proc = _run(["dpkg-query", f"--admindir={rootfs}/var/lib/dpkg", "-W", "-f", "${db:Status-Abbrev} ${Package}\n"])
+    return [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ii ")]
 
 
 def _ftparchive(repo: Path, what: str, fields: dict[str, str] | None = None) -> str:
@@ -463,6 +482,15 @@ class Lab:
             return (self.host_dir(host) / "release").read_text().strip()
         return "bookworm"
 
+    def os_release(self, host: str) -> str:
+        """The codename the host's system says it runs (its /usr/lib/os-release, which an OS
+        upgrade replaces on its disk); the disk's release when it never changed."""
+        with contextlib.suppress(OSError):
+            for line in (self.host_dir(host) / "upper/usr/lib/os-release").read_text().splitlines():
+                if line.startswith("VERSION_CODENAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+        return self.release(host)
+
     def hosts(self) -> list[str]:
         """Hosts this lab has (a disk, running or not), in order."""
         found = [p.name for p in (self.dir / "hosts").glob("lab*") if re.fullmatch(r"lab[0-9]+", p.name)]
@@ -490,10 +518,10 @@ class Lab:
         return pids
 
     def _nspawn_pid(self, host: str) -> int | None:
-        """Machine-side PID of the host's systemd-nspawn, if it runs."""
-        with contextlib.suppress(OSError, ValueError):
-            pid = int((self.host_dir(host) / "nspawn.pid").read_text())
-            if _comm(pid) == "systemd-nspawn" and pid in self._cgroup_pids(host):
+        """Machine-side PID of the host's systemd-nspawn, if it runs (the launcher's child: a
+        new one after each reboot)."""
+        for pid in sorted(self._cgroup_pids(host)):
+            if _comm(pid) == "systemd-nspawn" and _state(pid) not in ("Z", "X", None):
                 return pid
         return None
 
@@ -645,7 +673,8 @@ class Lab:
         etc = upper / "etc"
         _write(etc / "hostname", f"{host}\n", 0o644)
         _write(etc / "resolv.conf", "nameserver 127.0.0.1\n", 0o644)  # no DNS leaves the lab
-        self._write_sources(etc, release)
+        if new:      # an existing disk's sources are its own (an OS upgrade changes them)
+            self._write_sources(etc, release)
         hostkey = etc / "ssh/ssh_host_ed25519_key"
         if not hostkey.exists():
             hostkey.parent.mkdir(parents=True, exist_ok=True)
@@ -702,10 +731,13 @@ class Lab:
         overlay = f"lowerdir={rootfs},upperdir={d / 'upper'},workdir={d / 'work'}"
         nspawn = [*NSPAWN, f"-M{self.machine(host)}", f"--hostname={host}", "-D", str(merged),
                   f"--network-namespace-path=/run/netns/{self.netns(host)}"]
+        # A reboot from inside (`systemctl reboot`: nspawn exits 133) boots the host again on the
+        # same disk, as a server's firmware does; any other end of nspawn is the power off.
         inner = (f"mount -t overlay overlay -o {shlex.quote(overlay)} {shlex.quote(str(merged))} || exit 1\n"
-                 f"exec {shlex.join(nspawn)}")
-        # sh moves itself into the host's cgroups, then becomes unshare, sh and nspawn
-        # (all exec): the Popen PID is nspawn's.
+                 f"while :; do {shlex.join(nspawn)}; rc=$?; [ $rc -eq 133 ] || exit $rc; "
+                 f"echo \"--- $(date '+%Y-%m-%d %H:%M:%S') reboot\"; done")
+        # sh moves itself into the host's cgroups, then becomes unshare and the sh that runs
+        # nspawn (both exec): the Popen PID is that sh's, the launcher's.
         script = "".join(f"echo $$ > {shlex.quote(str(cg / 'cgroup.procs'))} || exit 1\n"
                          for cg in self.cgroups(host))
         script += f"exec unshare --mount --propagation private sh -c {shlex.quote(inner)}"
@@ -794,7 +826,7 @@ class Lab:
                 self._prepare_disk(h, release)
                 if self.release(h) != release:
                     log(f"{h}: keeps its disk's release, {self.release(h)} (`fab lab.wipe --release` to change it)")
-            for r in sorted({self.release(h) for h in wanted}):
+            for r in moves_to({self.release(h) for h in wanted}):
                 release_image(r, log)
             self._sync_etc_hosts()
             self._bridge_up()
@@ -959,7 +991,7 @@ class Lab:
         for h in self.hosts():
             pid = self.init_pid(h)
             states.append(HostState(h, self.ip(h), pid is not None, pid,
-                                    self._processes(pid) if pid else 0, self.link_up(h), self.release(h)))
+                                    self._processes(pid) if pid else 0, self.link_up(h), self.os_release(h)))
         return states
 
     def exec(self, host: str, command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -1,0 +1,5 @@
+# shellcheck shell=bash
+# A reboot, a second from now (a timer of systemd's), so that this SSH command returns first.
+set -e
+systemd-run --quiet --on-active=1 --timer-property=AccuracySec=100ms systemctl reboot
+echo "rebooting=1"
