@@ -10,8 +10,14 @@ own, of three bookworm hosts (the session's lab runs Debian 13):
 4. with the archive on (its record changes in 24.02): a full stop; a host powered off in the
    middle stops it; `fab break-lock`, then `fab upgrade --revert` brings back 23.01 with
    everything as before;
-5. the full stop again, to the end: the archive transformed, the outage measured.
-The lab's hosts run 24.12 afterwards.
+5. the full stop again, to the end: the archive transformed, the outage measured;
+6. the OS move to Debian 13 (Debian 13's build of 24.12 pinned): the first host powered off in
+   the middle of its move, and the way back for it: rebuilt as a Debian 12 node (forget-node,
+   a fresh Debian 12 disk, add-master);
+7. the move again: a host powered off in the middle of its move, booted; `fab upgrade` again
+   takes it up where it stopped and moves the rest under traffic, nothing lost; every host on
+   Debian 13, everything kept, reruns say "no changes".
+The lab's hosts run Debian 13 and its 24.12 afterwards.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from easycluster_lab import Lab
 from traffic import Traffic
 
 OLD, NEW = "23.01-1", "24.12-3~bpo12+1"
+DEB13 = "24.12-3+deb13u2"          # Debian 13's own build of 24.12: pinned, `fab upgrade` moves the OS
 UPGRADE_LAB = "tupg"
 PASSWORD = "upgrade-pw"
 USERS = [f"up{i}" for i in range(6)]
@@ -236,3 +243,94 @@ def test_a_full_stop_upgrade_transforms_the_archive_and_keeps_everything(cluster
         assert not trouble, f"{h}: {trouble}"
     assert "smoke: PASS" in fab_with(new_mam, "smoke").stdout
     assert "no changes: the cluster matches the inventory" in fab_with(new_mam, "deploy").stdout
+
+
+def _move_cut_off(lab, inventory: str, victim: str) -> str:
+    """`fab upgrade` (an OS move), with `victim` powered off in the middle of its move: once its
+    marker is written and its packages are being upgraded. Returns the run's output."""
+    proc = subprocess.Popen([str(FAB), "upgrade", "-i", inventory], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "EASYCLUSTER_LAB": UPGRADE_LAB})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        busy = lab.exec(victim, "test -f /var/lib/easycluster/os-move && pgrep -x dpkg >/dev/null && echo yes",
+                        check=False).stdout.strip()
+        if busy == "yes":
+            fab("lab.poweroff", "--host", victim)
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise AssertionError(f"{victim}'s move never reached its package upgrade")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out
+    return out
+
+
+def releases_of(lab) -> dict[str, str]:
+    st = json.loads(fab("status", "--json", check=False).stdout)
+    return {n["host"]: n["os"] for n in st["nodes"]}
+
+
+def test_an_os_move_cut_off_on_its_first_host_and_that_host_rebuilt_on_debian_12(cluster, lab):
+    hosts, directory, _ = cluster
+    new_mam, deb13 = pinned(lab, directory, NEW, mam=True), pinned(lab, directory, DEB13, mam=True)
+    before = items(lab, hosts[0])
+    dry = fab_with(deb13, "upgrade", "--dry").stdout
+    assert ("strategy: os move: Debian 12 (bookworm) -> Debian 13 (trixie), ejabberd 24.12 on both sides, "
+            "Mnesia protocol 8.6 on both") in dry, dry
+    assert f"order: {hosts[1]}, {hosts[2]}, {hosts[0]}" in dry, dry
+    victim = hosts[1]
+    out = _move_cut_off(lab, deb13, victim)
+    assert f"[{victim}] move to Debian 13 (trixie) with ejabberd {DEB13}: FAILED after" in out, out
+    assert "rebuild it on the old release" in out and "`fab upgrade` again" in out, out
+    fab("lab.boot", "--host", victim)
+    # its node stays down (disabled for the move) and status says so; the others serve
+    status = fab_with(new_mam, "status", check=False)
+    assert "cluster: NOT healthy" in status.stdout and f"ejabberd@{victim}: " in status.stdout, status.stdout
+    assert unit_state(lab, victim)[1] == "disabled"
+    # the way back chosen here: the host rebuilt on Debian 12 (the lock it kept broken first)
+    fab_with(new_mam, "break-lock")
+    fab_with(new_mam, "forget-node", "--host", victim)
+    fab("lab.wipe", "--host", victim, "--release", "bookworm")
+    fab_with(new_mam, "add-master", "--host", victim, timeout=900)
+    assert versions(lab) == {h: NEW for h in hosts}
+    assert set(releases_of(lab).values()) == {"Debian 12"}
+    assert_everything_everywhere(lab, hosts, before)
+
+
+def test_an_os_move_cut_off_is_finished_by_a_rerun_under_traffic_with_nothing_lost(cluster, lab):
+    hosts, directory, _ = cluster
+    deb13 = pinned(lab, directory, DEB13, mam=True)
+    before = items(lab, hosts[0])
+    victim = hosts[2]                      # the second in the order: hosts[1] is moved by then
+    out = _move_cut_off(lab, deb13, victim)
+    assert f"[{hosts[1]}] back in every peer's running_db_nodes, every table loaded: ok" in out, out
+    fab("lab.boot", "--host", victim)
+    half = fab_with(deb13, "status", check=False).stdout
+    assert "mixed operating system releases" in half and "`fab upgrade` finishes it" in half, half
+    fab_with(deb13, "break-lock")          # the lock the powered-off host kept (docs/runbooks/os-upgrade.md)
+    dry = fab_with(deb13, "upgrade", "--dry").stdout
+    assert f"[{victim}] Debian" in dry and "a move cut off half-way: finished first" in dry, dry
+    assert f"order: {victim}, {hosts[0]}" in dry, dry
+    endpoints = [(lab.ip(h), f"{USERS[i % len(USERS)]}@{domain(lab)}") for i, h in enumerate(hosts) if h != victim]
+    with Traffic(endpoints, PASSWORD) as traffic:
+        time.sleep(2)
+        done = fab_with(deb13, "upgrade").stdout
+        time.sleep(2)
+        traffic.settle()
+    assert f"cluster: {len(hosts)} nodes on ejabberd {DEB13} (healthy)" in done, done
+    for h in (victim, hosts[0]):
+        assert f"[{h}] reboot: ok" in done and f"[{h}] back in every peer's running_db_nodes" in done, done
+    checked, lost = traffic.accounting()
+    assert len(checked) > 20, f"too little traffic to judge: {len(checked)} messages"
+    assert not lost, f"{len(lost)} of {len(checked)} messages lost, e.g. {lost[:3]}"
+    assert versions(lab) == {h: DEB13 for h in hosts}
+    assert set(releases_of(lab).values()) == {"Debian 13"}
+    assert_everything_everywhere(lab, hosts, before)
+    for h in hosts:
+        assert unit_state(lab, h) == ("active", "enabled")
+        assert ssh(lab, h, "ls /var/lib/easycluster/os-move /usr/sbin/policy-rc.d 2>/dev/null || true").stdout == ""
+        assert "trixie" in ssh(lab, h, "cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null").stdout
+    assert "smoke: PASS" in fab_with(deb13, "smoke").stdout
+    assert "no changes: every node runs ejabberd" in fab_with(deb13, "upgrade").stdout
+    assert "no changes: the cluster matches the inventory" in fab_with(deb13, "deploy").stdout
