@@ -253,8 +253,11 @@ def os_moves(inv: Inventory, facts: dict[str, HostFacts]) -> dict[str, tuple[str
         f = facts[n.host]
         if not f.reachable:
             continue
-        if f.os_move or (to and f.os_version != to):
-            found[n.host] = (f.os_version, to or f.os_version)
+        if f.os_move:     # from where it started (its os-release may say either by now)
+            found[n.host] = (releases.version_id(str(f.os_move.get("from") or "")) or f.os_version,
+                             to or f.os_version)
+        elif to and f.os_version != to:
+            found[n.host] = (f.os_version, to)
     return found
 
 
@@ -266,8 +269,8 @@ def os_move_problems(inv: Inventory, facts: dict[str, HostFacts], moves: dict[st
     problems = []
     for host, (now, to) in moves.items():
         f = facts[host]
-        if facts[host].os_move and now == to:
-            continue     # moved, its node not back yet: resumed
+        if f.os_move:
+            continue     # a move under way, checked when it started: resumed, whatever its packages' state
         if not releases.known(f.os_id, now) or to not in releases.DEBIAN:
             problems.append(Problem(host, "os", f"{f.os_release} -> Debian {to}: not a move easycluster knows",
                                     f"easycluster moves {releases.supported()} hosts one release up"))
@@ -335,7 +338,7 @@ def upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict, health: C
         if uf is None or uf.error:
             problems.append(Problem(node.host, "facts", (uf.error if uf else "no answer"), "check the host"))
             continue
-        if node.host in to_move and not uf.installable:
+        if node.host in to_move and not uf.installable and not facts[node.host].os_move:   # a cut-off move: fixed by its resumption
             problems.append(Problem(node.host, "package", f"ejabberd {target} cannot be installed: "
                                     f"{uf.install_error or 'apt-get refused'}",
                                     "make the version available to apt (for a ~bpo version: the release's "

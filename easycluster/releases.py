@@ -85,6 +85,13 @@ def shipped(version_id: str) -> str | None:
     return next((upstream(v) for v, r in ORIGINAL_EJABBERD.items() if r == version_id), None)
 
 
+def version_id(name: str) -> str | None:
+    """'bookworm' -> '12'; a VERSION_ID ('12') as it is; None for a release easycluster does not know."""
+    if name in DEBIAN:
+        return name
+    return next((v for v, c in DEBIAN.items() if c == name), None)
+
+
 def codename(version_id: str) -> str:
     """'13' -> 'trixie' (a release easycluster knows)."""
     return DEBIAN[version_id]

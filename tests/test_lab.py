@@ -14,6 +14,7 @@ import pytest
 
 from conftest import fab, ssh
 from easycluster_lab import Lab, cgroup_roots
+from easycluster_lab.lab import moves_to
 
 HOSTS = ["lab1", "lab2", "lab3"]
 
@@ -130,6 +131,38 @@ def test_poweroff_kills_every_process_and_boot_starts_what_is_enabled(lab):
     assert "sleep 3000" not in sleeps and "sleep 3001" in sleeps, sleeps
     assert ssh(lab, "lab2", "systemctl is-active labtest.service ssh.service").stdout.split() == ["active"] * 2
     ssh(lab, "lab2", "systemctl disable --now labtest.service; rm /etc/systemd/system/labtest.service /root/disk-kept")
+
+
+def test_a_reboot_asked_inside_a_host_boots_it_again_on_its_own_disk(lab):
+    """`systemctl reboot` on a host (an OS move's) ends its nspawn with 133: the lab boots it
+    again, as firmware would. Its disk, and its apt sources as the host left them, are kept."""
+    ssh(lab, "lab3", "echo kept > /root/reboot-kept; cp /etc/apt/sources.list.d/debian.sources /root/sources-before;"
+                     " echo '# the host its own' >> /etc/apt/sources.list.d/debian.sources")
+    before = lab.init_pid("lab3")
+    ssh(lab, "lab3", "systemd-run --quiet --on-active=1 systemctl reboot")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pid = lab.init_pid("lab3")
+        if pid and pid != before and ssh(lab, "lab3", "systemctl is-system-running", check=False,
+                                         timeout=10).stdout.strip() in ("running", "degraded"):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("lab3 did not come back from its reboot")
+    assert not Path(f"/proc/{before}").exists()
+    assert ssh(lab, "lab3", "cat /root/reboot-kept").stdout.strip() == "kept"
+    assert "# the host its own" in ssh(lab, "lab3", "cat /etc/apt/sources.list.d/debian.sources").stdout
+    assert "reboot" in (lab.host_dir("lab3") / "console.log").read_text(errors="replace").split("--- ")[-1]
+    ssh(lab, "lab3", "mv /root/sources-before /etc/apt/sources.list.d/debian.sources; rm /root/reboot-kept")
+
+
+@pytest.mark.parametrize("releases, served", [
+    ({"bookworm"}, ["bookworm", "trixie"]),       # a Debian 12 host may move to 13: both served
+    ({"trixie"}, ["trixie"]),
+    ({"bookworm", "trixie"}, ["bookworm", "trixie"]),
+])
+def test_a_lab_serves_its_hosts_releases_and_each_newer_one(releases, served):
+    assert moves_to(releases) == served
 
 
 def _machine_pid(lab: Lab, host: str, guest_pid: str) -> int:

@@ -67,3 +67,8 @@ def test_a_package_version_names_its_release_and_upstream(version, release, upst
 def test_every_release_has_a_mnesia_protocol_and_a_codename():
     assert set(releases.MNESIA_PROTOCOL) == set(releases.DEBIAN)
     assert releases.codename("13") == "trixie"
+
+
+@pytest.mark.parametrize("name, version_id", [("bookworm", "12"), ("trixie", "13"), ("12", "12"), ("sid", None)])
+def test_a_release_named_by_codename_or_version_id(name, version_id):
+    assert releases.version_id(name) == version_id

@@ -164,7 +164,7 @@ def test_the_plan_shows_each_hosts_packages_and_the_files_that_change_with_the_v
 # id, pinned, per host (Debian release, installed version, a move's marker), the cluster's
 # problems -> strategy, order, problem checks, words of the reason
 BPO12, DEB13, BPO13 = "24.12-3~bpo12+1", "24.12-3+deb13u2", "26.07-1~bpo13+1"
-MARK = {"from": "12", "to": "13", "since": "20261207T000000Z"}
+MARK = {"from": "bookworm", "to": "trixie", "since": "20261207T000000Z"}   # as os_move.sh writes it
 MOVES = [
     ("24.12 on Debian 12 to Debian 13's 24.12: node by node, the first node last", DEB13,
      {h: ("12", BPO12, None) for h in HOSTS}, [],
@@ -239,3 +239,19 @@ def test_the_refusals_say_what_comes_first(tmp_path):
         ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
         plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], []))
         assert words in plan.problems[0].fix
+
+
+def test_a_move_cut_off_inside_dpkg_is_resumed_whatever_its_packages_say(tmp_path):
+    """A power cut in the middle of dpkg: ejabberd not cleanly installed (no version), apt's
+    simulation failing. The move is resumed (os_move.sh completes it), not refused."""
+    inv = inventory(tmp_path, DEB13)
+    facts = {"lab1": HostFacts(host="lab1", os_id="debian", os_version="12", ejabberd_version=BPO12),
+             "lab2": HostFacts(host="lab2", os_id="debian", os_version="13", ejabberd_version=DEB13),
+             "lab3": HostFacts(host="lab3", os_id="debian", os_version="13", ejabberd_version=None, os_move=MARK)}
+    ufacts = {h: UpgradeFacts(h, installable=True, mnesia_bytes=2**20, free_bytes=2**30) for h in HOSTS}
+    ufacts["lab3"].installable, ufacts["lab3"].install_error = False, "E: Unmet dependencies"
+    ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
+    plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], ["ejabberd@lab3: not running"]))
+    assert plan.problems == [] and plan.strategy == OS_MOVE and plan.order == ["lab3", "lab1"]
+    assert plan.moves["lab3"] == ("12", "13")     # from where its move started (its marker)
+    assert "[lab3] Debian 12 -> Debian 13 (trixie)" in format_upgrade_plan(plan, inv)

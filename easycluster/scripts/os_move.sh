@@ -5,7 +5,8 @@
 #  1. the marker OS_MOVE (what moves, since when), and the node disabled: a host that boots
 #     in the middle of its move does not start a node on half-upgraded packages;
 #  2. a copy of the Mnesia directory, outside /tmp (a tmpfs on Debian 13 after the reboot);
-#  3. dpkg finishes what a cut-off run left (`dpkg --configure -a`);
+#  3. dpkg and apt finish what a cut-off run left (`dpkg --configure -a`, `apt-get -f install`
+#     once the sources name the new release);
 #  4. apt's sources pointed at the new release (its suites, backports and security updates);
 #  5. openssh-server first (the old release's latest, then the new one's), restarted by its package (Debian 13's release notes, bug #1110030:
 #     new SSH connections fail for the rest of the upgrade without it);
@@ -36,13 +37,17 @@ if [ ! -e "$POLICY_RC_D" ]; then
 fi
 trap '[ $own_policy = 1 ] && rm -f "$POLICY_RC_D"' EXIT
 opts=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-dpkg --configure -a --force-confdef --force-confold >/dev/null
+# a run cut off in the middle of dpkg: what can be configured is; the rest is apt's (-f below)
+dpkg --configure -a --force-confdef --force-confold >/dev/null 2>&1 || echo "dpkg: a cut-off run left packages to fix"
 # shellcheck source=/dev/null
-if [ "$(. /etc/os-release && echo "$VERSION_CODENAME")" = "$FROM_RELEASE" ]; then   # FROM's own fix first
+if [ "$(. /etc/os-release && echo "$VERSION_CODENAME")" = "$FROM_RELEASE" ] &&
+   ! grep -rqsw "$TO_RELEASE" /etc/apt/sources.list /etc/apt/sources.list.d/; then   # FROM's own fix first
   apt-get update -q >/dev/null && apt-get install "${opts[@]}" --only-upgrade openssh-server >/dev/null
 fi
 ec_sources_toward "$FROM_RELEASE" "$TO_RELEASE"
 apt-get update -q >/dev/null
+apt-get install "${opts[@]}" -f >/dev/null        # a cut-off run's half-installed packages, completed
+dpkg --configure -a --force-confdef --force-confold >/dev/null
 apt-get install "${opts[@]}" --only-upgrade openssh-server >/dev/null
 apt-get full-upgrade "${opts[@]}" >/dev/null
 target=()
