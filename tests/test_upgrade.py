@@ -313,7 +313,11 @@ def test_an_os_move_cut_off_is_finished_by_a_rerun_under_traffic_with_nothing_lo
     assert f"[{victim}] Debian" in dry and "a move cut off half-way: finished first" in dry, dry
     assert f"order: {victim}, {hosts[0]}" in dry, dry
     endpoints = [(lab.ip(h), f"{USERS[i % len(USERS)]}@{domain(lab)}") for i, h in enumerate(hosts) if h != victim]
-    with Traffic(endpoints, PASSWORD) as traffic:
+    # One message a second per sender: this test's clients stay on their own node, so a user is
+    # offline for the ~45 s its node moves, and ejabberd's default offline limit (100 messages a
+    # user) bounces what is beyond it (issue 32: the limit as a setting). At the default 4 a
+    # second, 62 of 572 were bounced that way (2026-12-07), none lost otherwise.
+    with Traffic(endpoints, PASSWORD, interval=1.0) as traffic:
         time.sleep(2)
         done = fab_with(deb13, "upgrade").stdout
         time.sleep(2)
@@ -322,7 +326,7 @@ def test_an_os_move_cut_off_is_finished_by_a_rerun_under_traffic_with_nothing_lo
     for h in (victim, hosts[0]):
         assert f"[{h}] reboot: ok" in done and f"[{h}] back in every peer's running_db_nodes" in done, done
     checked, lost = traffic.accounting()
-    assert len(checked) > 20, f"too little traffic to judge: {len(checked)} messages"
+    assert len(checked) > 50, f"too little traffic to judge: {len(checked)} messages"
     assert not lost, f"{len(lost)} of {len(checked)} messages lost, e.g. {lost[:3]}"
     assert versions(lab) == {h: DEB13 for h in hosts}
     assert set(releases_of(lab).values()) == {"Debian 13"}

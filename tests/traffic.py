@@ -48,10 +48,12 @@ class Endpoint:
 
 
 class Traffic:
-    def __init__(self, endpoints: list[tuple[str, str]], password: str, port: int = 5222):
-        """endpoints: (address, jid) of each node's client, in ring order."""
+    def __init__(self, endpoints: list[tuple[str, str]], password: str, port: int = 5222,
+                 interval: float = INTERVAL):
+        """endpoints: (address, jid) of each node's client, in ring order; each sends one
+        message every `interval` seconds."""
         self.endpoints = [Endpoint(jid, address) for address, jid in endpoints]
-        self.password, self.port = password, port
+        self.password, self.port, self.interval = password, port, interval
         self.sent: list[Sent] = []
         self.received: dict[str, float] = {}      # body -> when
         self._stop = threading.Event()
@@ -121,7 +123,7 @@ class Traffic:
                     body = f"traffic {seq} {e.jid} -> {to.jid}"
                     e.client.send_message(mto=to.jid, mbody=body, mtype="chat")
                     self.sent.append(Sent(e.jid, to.jid, body, time.monotonic()))
-            await asyncio.sleep(INTERVAL)
+            await asyncio.sleep(self.interval)
 
     def accounting(self, margin: float = 1.0) -> tuple[list[Sent], list[Sent]]:
         """(checked, lost): messages whose sender and receiver kept their sessions from the send
