@@ -219,18 +219,34 @@ class TableChange:
     record: str
     running: tuple[str, ...]
     target: tuple[str, ...]
+    note: str = ""        # a change the fields do not show (KEY_CHANGES)
 
     def describe(self) -> str:
+        if self.note:
+            return f"{self.table} ({self.note})"
         gained = [a for a in self.target if a not in self.running]
         lost = [a for a in self.running if a not in self.target]
         parts = ([f"gains {', '.join(gained)}"] if gained else []) + ([f"loses {', '.join(lost)}"] if lost else [])
         return f"{self.table} ({', '.join(parts) or 'its fields are reordered'})"
 
 
-def compare_records(tables: dict, records: dict) -> tuple[list[TableChange], list[str], int]:
-    """The tables whose record differs between what Mnesia holds and the target's headers;
-    the tables whose record those headers do not define; how many were compared."""
+# Tables whose record keeps its fields while the shape of what they hold changes at an ejabberd
+# version: that version's ejabberd_mnesia transforms them at start (the module's need_transform
+# and transform), as it does a changed record. passwd at 25.03 (read in 26.07's
+# ejabberd_auth_mnesia): {passwd, {User, Server}, Password} becomes {passwd, {User, Server,
+# Type}, Password}, Type being plain or the SCRAM hash.
+KEY_CHANGES = {"passwd": ((25, 3), "its key gains the password's type: {User, Server, Type}")}
+
+
+def compare_records(tables: dict, records: dict, versions: tuple[str, ...] = ()
+                    ) -> tuple[list[TableChange], list[str], int]:
+    """The tables whose record differs between what Mnesia holds and the target's headers, or
+    whose content changes shape between the oldest and the newest of `versions` (the target
+    and the running ones, either way: KEY_CHANGES); the tables whose record those headers do
+    not define; how many were compared."""
     changed, unknown, compared = [], [], 0
+    spanned = [release(v) for v in versions if v and v != "-"]
+    low, high = (min(spanned), max(spanned)) if spanned else ((0, 0), (0, 0))
     for table, info in sorted(tables.items()):
         record = str(info.get("record_name", table))
         running = tuple(info.get("attributes", []))
@@ -239,8 +255,12 @@ def compare_records(tables: dict, records: dict) -> tuple[list[TableChange], lis
             continue
         compared += 1
         target = tuple(records[record])
+        at, what = KEY_CHANGES.get(table, ((0, 0), ""))
         if target != running:
             changed.append(TableChange(table, record, running, target))
+        elif what and low < at <= high:
+            changed.append(TableChange(table, record, running, target,
+                                       f"{what}, at ejabberd {at[0]}.{at[1]:02d}"))
     return changed, unknown, compared
 
 
@@ -357,8 +377,8 @@ def upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict, health: C
                                 f"{ask.records_error or 'no answer'}", "check that apt can download it"))
     if problems:
         return problems
-    changed, _unknown, _compared = compare_records(ask.tables, ask.records)
     older = [h for h in to_move if release(target) < release(current[h])]
+    changed, _unknown, _compared = compare_records(ask.tables, ask.records, (target, *(current[h] for h in older)))
     if changed and older:
         problems.append(Problem(", ".join(older), "downgrade", "the record of " +
                                 "; ".join(c.describe() for c in changed) + f" differs in ejabberd {target}: "

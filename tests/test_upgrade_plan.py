@@ -255,3 +255,23 @@ def test_a_move_cut_off_inside_dpkg_is_resumed_whatever_its_packages_say(tmp_pat
     assert plan.problems == [] and plan.strategy == OS_MOVE and plan.order == ["lab3", "lab1"]
     assert plan.moves["lab3"] == ("12", "13")     # from where its move started (its marker)
     assert "[lab3] Debian 12 -> Debian 13 (trixie)" in format_upgrade_plan(plan, inv)
+
+
+# passwd keeps its fields (us, password) at 25.03, but its key gains the password's type: the
+# new version transforms it at start, as a changed record (refusals.KEY_CHANGES).
+@pytest.mark.parametrize("running, pinned, strategy, problems, words", [
+    (DEB13, BPO13, FULL_STOP, [], "passwd (its key gains the password's type: {User, Server, Type}, at ejabberd 25.03)"),
+    (DEB13, "25.01-1~bpo13+1", ROLLING, [], "no table's record differs"),
+    (BPO13, DEB13, None, ["lab1, lab2, lab3 downgrade"], ""),
+    ("25.04-1", BPO13, ROLLING, [], "no table's record differs"),
+])
+def test_the_passwd_key_change_at_25_03_is_a_full_stop_either_way(running, pinned, strategy, problems, words,
+                                                                   tmp_path):
+    inv = inventory(tmp_path, pinned)
+    facts = {h: HostFacts(host=h, os_id="debian", os_version="13", ejabberd_version=running) for h in HOSTS}
+    ufacts = {h: UpgradeFacts(h, installable=True, mnesia_bytes=2**20, free_bytes=2**30) for h in HOSTS}
+    ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
+    plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], []))
+    assert [f"{p.host} {p.check}" for p in plan.problems] == problems
+    assert plan.strategy == strategy
+    assert words in plan.reason

@@ -164,7 +164,8 @@ def plan_upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict[str, 
     if plan.problems:
         return plan
     ask = refusals.records_answer(ufacts)
-    plan.changed, plan.unknown, plan.compared = compare_records(ask.tables, ask.records)
+    plan.changed, plan.unknown, plan.compared = compare_records(ask.tables, ask.records,
+                                                                (target, *(current[h] for h in to_move)))
     first = inv.nodes[0].host
     if plan.moves:
         if plan.changed:
