@@ -16,8 +16,10 @@ own, of three bookworm hosts (the session's lab runs Debian 13):
    a fresh Debian 12 disk, add-master);
 7. the move again: a host powered off in the middle of its move, booted; `fab upgrade` again
    takes it up where it stopped and moves the rest under traffic, nothing lost; every host on
-   Debian 13, everything kept, reruns say "no changes".
-The lab's hosts run Debian 13 and its 24.12 afterwards.
+   Debian 13, everything kept, reruns say "no changes";
+8. ejabberd 26.07 from trixie-backports: a full stop (passwd's key changes), logins and
+   everything kept; `--revert` back to 24.12, then 26.07 again.
+The lab's hosts run Debian 13 and 26.07 afterwards.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ import pytest
 import yaml
 
 import conftest
-from conftest import FAB, REPO, own_lab, ssh, unit_state
+from conftest import FAB, REPO, node_eval, own_lab, ssh, unit_state
 from easycluster_lab import Lab
 from traffic import Traffic
 
 OLD, NEW = "23.01-1", "24.12-3~bpo12+1"
 DEB13 = "24.12-3+deb13u2"          # Debian 13's own build of 24.12: pinned, `fab upgrade` moves the OS
+BPO13 = "26.07-1~bpo13+1"          # trixie-backports: passwd's key gains the password's type (25.03)
 UPGRADE_LAB = "tupg"
 PASSWORD = "upgrade-pw"
 USERS = [f"up{i}" for i in range(6)]
@@ -331,7 +334,11 @@ def test_an_os_move_cut_off_is_finished_by_a_rerun_under_traffic_with_nothing_lo
     assert not lost, f"{len(lost)} of {len(checked)} messages lost, e.g. {lost[:3]}"
     assert versions(lab) == {h: DEB13 for h in hosts}
     assert set(releases_of(lab).values()) == {"Debian 13"}
-    assert_everything_everywhere(lab, hosts, before)
+    archived = before["tables"].pop("archive_msg")       # the traffic's messages were archived too
+    for h in hosts:
+        now = items(lab, h)
+        assert now["tables"].pop("archive_msg") >= archived + len(checked), f"{h}: archive lost messages"
+        assert now == before, f"{h} differs"
     for h in hosts:
         assert unit_state(lab, h) == ("active", "enabled")
         assert ssh(lab, h, "ls /var/lib/easycluster/os-move /usr/sbin/policy-rc.d 2>/dev/null || true").stdout == ""
@@ -339,3 +346,39 @@ def test_an_os_move_cut_off_is_finished_by_a_rerun_under_traffic_with_nothing_lo
     assert "smoke: PASS" in fab_with(deb13, "smoke").stdout
     assert "no changes: every node runs ejabberd" in fab_with(deb13, "upgrade").stdout
     assert "no changes: the cluster matches the inventory" in fab_with(deb13, "deploy").stdout
+
+
+def passwd_keys(lab, host: str) -> str:
+    """The shape of passwd's first key as the node holds it: {U, S} or {U, S, Type}."""
+    return node_eval(lab, host, "case mnesia:dirty_first(passwd) of '$end_of_table' -> none; "
+                                "K -> tuple_size(K) end")
+
+
+def test_ejabberd_26_07_on_debian_13_is_a_full_stop_for_passwd_and_the_way_back(cluster, lab):
+    hosts, directory, _ = cluster
+    deb13, bpo13 = pinned(lab, directory, DEB13, mam=True), pinned(lab, directory, BPO13, mam=True)
+    before = items(lab, hosts[0])
+    assert passwd_keys(lab, hosts[0]) == "2"
+    dry = fab_with(bpo13, "upgrade", "--dry").stdout
+    assert "strategy: full stop: the record of " in dry and \
+        "passwd (its key gains the password's type: {User, Server, Type}, at ejabberd 25.03)" in dry, dry
+    out = fab_with(bpo13, "upgrade").stdout
+    assert f"cluster: {len(hosts)} nodes on ejabberd {BPO13} (healthy)" in out, out
+    assert versions(lab) == {h: BPO13 for h in hosts}
+    assert_everything_everywhere(lab, hosts, before)
+    for h in hosts:
+        assert passwd_keys(lab, h) == "3", f"{h}: passwd not transformed"
+    assert "smoke: PASS" in fab_with(bpo13, "smoke").stdout      # logins, with the transformed passwords
+    # no way down by a rolling upgrade: refused, --revert named
+    down = fab_with(deb13, "upgrade", check=False)
+    assert down.returncode == 1 and "downgrade" in down.stderr and "--revert" in down.stderr, down.stderr
+    back = fab_with(deb13, "upgrade", "--revert").stdout
+    assert f"reverted: {len(hosts)} nodes on ejabberd {DEB13}" in back, back
+    assert versions(lab) == {h: DEB13 for h in hosts}
+    assert_everything_everywhere(lab, hosts, before)
+    assert passwd_keys(lab, hosts[0]) == "2"
+    assert "smoke: PASS" in fab_with(deb13, "smoke").stdout
+    again = fab_with(bpo13, "upgrade").stdout
+    assert f"cluster: {len(hosts)} nodes on ejabberd {BPO13} (healthy)" in again, again
+    assert "no changes: every node runs ejabberd" in fab_with(bpo13, "upgrade").stdout
+    assert "no changes: the cluster matches the inventory" in fab_with(bpo13, "deploy").stdout
