@@ -342,7 +342,8 @@ def test_an_os_move_cut_off_is_finished_by_a_rerun_under_traffic_with_nothing_lo
     for h in hosts:
         assert unit_state(lab, h) == ("active", "enabled")
         assert ssh(lab, h, "ls /var/lib/easycluster/os-move /usr/sbin/policy-rc.d 2>/dev/null || true").stdout == ""
-        assert "trixie" in ssh(lab, h, "cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null").stdout
+        sources = ssh(lab, h, "cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true").stdout
+        assert "trixie" in sources and "bookworm" not in sources, sources
     assert "smoke: PASS" in fab_with(deb13, "smoke").stdout
     assert "no changes: every node runs ejabberd" in fab_with(deb13, "upgrade").stdout
     assert "no changes: the cluster matches the inventory" in fab_with(deb13, "deploy").stdout
