@@ -264,6 +264,28 @@ def compare_records(tables: dict, records: dict, versions: tuple[str, ...] = ()
     return changed, unknown, compared
 
 
+# ejabberd's PostgreSQL schema (new_sql_schema) steps by version (ejabberd's upgrade notes, and
+# the sql_schemas/0 of 26.07's modules). easycluster loads pg.new.sql of the installed package
+# once and keeps ejabberd's own updater off (update_sql_schema: false): an upgrade across a step
+# would run the new version on the old schema.
+SQL_SCHEMA_STEPS = {
+    (23, 4): "SERIAL columns to BIGSERIAL, vcard_search's primary key",
+    (24, 2): "archive.origin_id and its index",
+    (25, 3): "users.\"type\" and the primary key (server_host, username, type)",
+    (26, 1): "the invite_token table",
+    (26, 3): "rosterusers.approved",
+}
+
+
+def sql_schema_steps(versions: tuple[str, ...]) -> list[str]:
+    """The schema steps between the oldest and the newest of `versions`."""
+    spanned = [release(v) for v in versions if v and v != "-"]
+    if not spanned:
+        return []
+    low, high = min(spanned), max(spanned)
+    return [f"{at[0]}.{at[1]:02d}: {what}" for at, what in sorted(SQL_SCHEMA_STEPS.items()) if low < at <= high]
+
+
 def os_moves(inv: Inventory, facts: dict[str, HostFacts]) -> dict[str, tuple[str, str]]:
     """Hosts whose OS the upgrade moves: host -> (its release, the pinned build's), Debian's
     VERSION_IDs. A host with a move under way (its marker) is one, wherever it stands."""
@@ -353,6 +375,12 @@ def upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict, health: C
             problems.append(Problem("cluster", "health", p, "an upgrade starts from a healthy cluster: "
                                     "`fab status` says what to fix first"))
     problems += os_move_problems(inv, facts, moves)
+    steps = sql_schema_steps((target, *(current[h] for h in to_move))) if inv.cluster.database else []
+    if steps:
+        problems.append(Problem("cluster", "schema", "with cluster.database, ejabberd " + target + " needs "
+                                "schema steps that easycluster does not apply yet: " + "; ".join(steps),
+                                "not possible with easycluster yet for a cluster on PostgreSQL (issue 28); "
+                                "a cluster in Mnesia upgrades"))
     for node in inv.nodes:
         uf = ufacts.get(node.host)
         if uf is None or uf.error:
