@@ -29,7 +29,9 @@ if [ ! -f "$copy" ]; then
   tar -C "$MNESIA_DIR" -cf "$copy.tmp" . && chmod 600 "$copy.tmp" && mv "$copy.tmp" "$copy"
 fi
 echo "copy=$copy"
+# one of ours (its marker line) that a cut-off run left behind is replaced, and removed at the end
 own_policy=0
+if grep -qs '^# easycluster' "$POLICY_RC_D"; then rm -f "$POLICY_RC_D"; fi
 if [ ! -e "$POLICY_RC_D" ]; then
   # shellcheck disable=SC2016  # the policy's own $1
   printf '#!/bin/sh\n# easycluster (os_move.sh): no ejabberd start during the move\ncase "$1" in ejabberd|ejabberd.service) exit 101 ;; esac\nexit 0\n' > "$POLICY_RC_D"
