@@ -30,8 +30,12 @@ case $VERSION in
     apt-get install "${opts[@]}" -t "$codename-backports" "ejabberd=$VERSION" erlang-dev nftables "${EXTRA[@]}" >/dev/null ;;
   *)
     # shellcheck disable=SC2016  # dpkg-query's format, not the shell's
-    mapfile -t back < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' |
-                        awk -v c="$codename" '$1 == "ii" && $3 ~ /~bpo/ && $2 != "ejabberd" {print $2 "/" c}')
+    mapfile -t bpo < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\n' |
+                       awk '$1 == "ii" && $3 ~ /~bpo/ && $2 != "ejabberd" {print $2}')
+    back=()   # those the release has too (a backport's new dependency, only in backports, stays)
+    for p in "${bpo[@]}"; do
+      if apt-cache madison "$p" | grep -Eq "(/| )$codename(/| )"; then back+=("$p/$codename"); fi
+    done
     apt-get install "${opts[@]}" --allow-downgrades "ejabberd=$VERSION" erlang-dev nftables "${EXTRA[@]}" "${back[@]}" >/dev/null ;;
 esac
 if [ "$DOWNLOAD_ONLY" = 1 ]; then exit 0; fi
