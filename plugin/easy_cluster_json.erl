@@ -25,7 +25,18 @@ failed(Map) ->
 
 -spec encode(term()) -> string().
 encode(Term) ->
-    binary_to_list(iolist_to_binary(jiffy:encode(jsonable(Term)))).
+    Encoder = encoder(),
+    binary_to_list(iolist_to_binary(Encoder:encode(jsonable(Term)))).
+
+%% OTP's own json where the VM has it (OTP 27: Debian 13; ejabberd 26.07 no longer depends on
+%% jiffy, so a fresh 26.07 host has none), else jiffy (Debian 12's OTP 25, which ejabberd 23.01
+%% and 24.12 bring it with).
+-spec encoder() -> json | jiffy.
+encoder() ->
+    case code:ensure_loaded(json) of
+        {module, json} -> json;
+        _ -> jiffy
+    end.
 
 -spec jsonable(term()) -> json().
 jsonable(M) when is_map(M) ->
