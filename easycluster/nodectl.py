@@ -57,9 +57,9 @@ def boot_id(host: Host) -> str:
 def reboot(host: Host, bound: float = REBOOT_BOUND) -> float:
     """Reboot the host and wait until it answers over SSH from its new boot (a new connection);
     the seconds it took."""
-    before = boot_id(host)
     start = time.monotonic()
-    host.script(render("reboot"), what="asking for a reboot", timeout=30)
+    asked = host.script(render("reboot"), what="asking for a reboot", timeout=30).stdout
+    before = next((line[5:] for line in asked.splitlines() if line.startswith("boot=")), "")
     host.reconnect()
     last = "no answer yet"
     time.sleep(1)

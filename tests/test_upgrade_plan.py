@@ -42,6 +42,16 @@ def records(archive: list[str] = MAM_NEW) -> dict:
     return {"passwd": PASSWD, "archive_msg": archive, "config": ["title"]}   # s2s: defined in code
 
 
+def answers(asked_tables: dict | None = None, target_records: dict | None = None) -> dict[str, UpgradeFacts]:
+    """Every host's upgrade facts: installable, room for the copy; lab1 answers the running
+    tables and the target's records (default: no archive, the target's records)."""
+    ufacts = {h: UpgradeFacts(h, installable=True, changes=["ejabberd"], mnesia_bytes=2**20, free_bytes=2**30)
+              for h in HOSTS}
+    ufacts["lab1"].tables = tables(archive=None) if asked_tables is None else asked_tables
+    ufacts["lab1"].records = records() if target_records is None else target_records
+    return ufacts
+
+
 # id, pinned, installed per host, the upgrade's facts per host (overrides), the asked node's tables
 # and the target's records, the cluster's problems -> strategy, order, problem checks, words of the reason
 CASES = [
@@ -85,9 +95,7 @@ def test_plan_upgrade(case, tmp_path):
     if strategy is None and not problem_checks:
         current = {h: pinned for h in HOSTS}
     facts = {h: HostFacts(host=h, os_id="debian", os_version="12", ejabberd_version=current[h]) for h in HOSTS}
-    ufacts = {h: UpgradeFacts(h, installable=True, changes=["ejabberd"], mnesia_bytes=2**20, free_bytes=2**30)
-              for h in HOSTS}
-    ufacts["lab1"].tables, ufacts["lab1"].records = asked_tables, target_records
+    ufacts = answers(asked_tables, target_records)
     for h, fields in overrides.items():
         for k, v in fields.items():
             setattr(ufacts[h], k, v)
@@ -204,9 +212,7 @@ def test_plan_an_os_move(case, tmp_path):
     inv = inventory(tmp_path, pinned)
     facts = {h: HostFacts(host=h, os_id="debian", os_version=v, ejabberd_version=ver, os_move=mark)
              for h, (v, ver, mark) in hosts.items()}
-    ufacts = {h: UpgradeFacts(h, installable=True, changes=["ejabberd"], mnesia_bytes=2**20, free_bytes=2**30)
-              for h in HOSTS}
-    ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
+    ufacts = answers()
     plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], list(cluster_problems)))
     assert [f"{p.host} {p.check}" for p in plan.problems] == problem_checks
     assert plan.strategy == strategy
@@ -222,8 +228,7 @@ def test_a_move_between_releases_whose_mnesia_protocols_differ_is_refused(tmp_pa
     monkeypatch.setitem(releases.MNESIA_PROTOCOL, "13", "9.0")
     inv = inventory(tmp_path, DEB13)
     facts = {h: HostFacts(host=h, os_id="debian", os_version="12", ejabberd_version=BPO12) for h in HOSTS}
-    ufacts = {h: UpgradeFacts(h, installable=True, mnesia_bytes=2**20, free_bytes=2**30) for h in HOSTS}
-    ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
+    ufacts = answers()
     plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], []))
     assert [f"{p.host} {p.check}" for p in plan.problems] == ["lab1 os", "lab2 os", "lab3 os"]
     assert "Mnesia's protocol differs" in plan.problems[0].detail
@@ -235,8 +240,7 @@ def test_the_refusals_say_what_comes_first(tmp_path):
                                      (BPO13, BPO12, "first the move with Debian 13's build of ejabberd 24.12")]:
         inv = inventory(tmp_path, pinned)
         facts = {h: HostFacts(host=h, os_id="debian", os_version="12", ejabberd_version=installed) for h in HOSTS}
-        ufacts = {h: UpgradeFacts(h, installable=True, mnesia_bytes=2**20, free_bytes=2**30) for h in HOSTS}
-        ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
+        ufacts = answers()
         plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], []))
         assert words in plan.problems[0].fix
 
@@ -248,9 +252,8 @@ def test_a_move_cut_off_inside_dpkg_is_resumed_whatever_its_packages_say(tmp_pat
     facts = {"lab1": HostFacts(host="lab1", os_id="debian", os_version="12", ejabberd_version=BPO12),
              "lab2": HostFacts(host="lab2", os_id="debian", os_version="13", ejabberd_version=DEB13),
              "lab3": HostFacts(host="lab3", os_id="debian", os_version="13", ejabberd_version=None, os_move=MARK)}
-    ufacts = {h: UpgradeFacts(h, installable=True, mnesia_bytes=2**20, free_bytes=2**30) for h in HOSTS}
+    ufacts = answers()
     ufacts["lab3"].installable, ufacts["lab3"].install_error = False, "E: Unmet dependencies"
-    ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
     plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], ["ejabberd@lab3: not running"]))
     assert plan.problems == [] and plan.strategy == OS_MOVE and plan.order == ["lab3", "lab1"]
     assert plan.moves["lab3"] == ("12", "13")     # from where its move started (its marker)
@@ -269,8 +272,7 @@ def test_the_passwd_key_change_at_25_03_is_a_full_stop_either_way(running, pinne
                                                                    tmp_path):
     inv = inventory(tmp_path, pinned)
     facts = {h: HostFacts(host=h, os_id="debian", os_version="13", ejabberd_version=running) for h in HOSTS}
-    ufacts = {h: UpgradeFacts(h, installable=True, mnesia_bytes=2**20, free_bytes=2**30) for h in HOSTS}
-    ufacts["lab1"].tables, ufacts["lab1"].records = tables(archive=None), records()
+    ufacts = answers()
     plan = plan_upgrade(inv, facts, ufacts, ClusterHealth([], []))
     assert [f"{p.host} {p.check}" for p in plan.problems] == problems
     assert plan.strategy == strategy

@@ -8,17 +8,10 @@
 # DOWNLOAD_ONLY=1: only fetch the packages into apt's cache (an upgrade, while nodes still run,
 # so that its install is local).
 # EXTRA: packages installed along (erlang-p1-pgsql: ejabberd's PostgreSQL driver).
-# params: VERSION EXTRA DOWNLOAD_ONLY POLICY_RC_D
+# params: VERSION EXTRA DOWNLOAD_ONLY
 set -e
 export DEBIAN_FRONTEND=noninteractive
-# one of ours (its marker line) that a cut-off run left behind is replaced, and removed at the end
-own_policy=0
-if grep -qs '^# easycluster' "$POLICY_RC_D"; then rm -f "$POLICY_RC_D"; fi
-if [ ! -e "$POLICY_RC_D" ]; then
-  printf '#!/bin/sh\n# easycluster (install.sh): no service started by apt-get\nexit 101\n' > "$POLICY_RC_D"
-  chmod 755 "$POLICY_RC_D"; own_policy=1
-fi
-trap '[ $own_policy = 1 ] && rm -f "$POLICY_RC_D"' EXIT
+ec_policy_rc_d 'exit 101'
 new_install=0; dpkg -s ejabberd >/dev/null 2>&1 || new_install=1
 # shellcheck source=/dev/null
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")

@@ -9,7 +9,7 @@
 # with --no-block and then watched, with a bound of its own: a unit that fails or falls into
 # a restart loop is named with the journal's last lines and error.log's tail.
 #
-# params: EPMD_REBIND RESTART_PENDING EJABBERD_ERROR_LOG OS_MOVE_APT
+# params: EPMD_REBIND RESTART_PENDING EJABBERD_ERROR_LOG OS_MOVE_APT POLICY_RC_D
 
 export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_PAGER=
 cd / || exit   # the ejabberd user must be able to read the working directory (erl_prim_loader)
@@ -109,4 +109,19 @@ ec_apt_toward() {   # RELEASE (a codename, or empty): APT_OPTS, apt-get's option
   # shellcheck disable=SC2034  # read by the script that called it
   APT_OPTS=(-o "Dir::Etc::sourcelist=$OS_MOVE_APT/sources.list" -o "Dir::Etc::sourceparts=$OS_MOVE_APT/parts"
             -o "Dir::State::Lists=$OS_MOVE_APT/lists")
+}
+
+ec_policy_rc_d() {   # POLICY (the script's body after its marker line): what packages may start
+  # while apt-get runs; removed when the calling script exits. One of ours (its marker line)
+  # that a cut-off run left behind is replaced; the operator's own is left as it is.
+  if grep -qs '^# easycluster' "$POLICY_RC_D"; then rm -f "$POLICY_RC_D"; fi
+  [ -e "$POLICY_RC_D" ] && return 0
+  printf '#!/bin/sh\n# easycluster: while apt-get runs (removed after)\n%s\n' "$1" > "$POLICY_RC_D"
+  chmod 755 "$POLICY_RC_D"
+  trap 'rm -f "$POLICY_RC_D"' EXIT
+}
+
+ec_boot_id() {   # which boot this is: the kernel's boot id and when PID 1 started (in clock
+  # ticks since the kernel booted), so that a container's reboot, under the same kernel, counts
+  echo "boot=$(cat /proc/sys/kernel/random/boot_id) $(cut -d' ' -f22 /proc/1/stat)"
 }

@@ -16,7 +16,7 @@
 #  7. the pinned build of ejabberd (and what comes with it), then the node enabled again: the
 #     reboot that follows starts it.
 # Prints copy=PATH and version=VERSION. The reboot is the caller's (reboot.sh).
-# params: FROM_RELEASE TO_RELEASE VERSION EXTRA STAMP POLICY_RC_D OS_MOVE OS_MOVE_COPY_DIR MNESIA_DIR
+# params: FROM_RELEASE TO_RELEASE VERSION EXTRA STAMP OS_MOVE OS_MOVE_COPY_DIR MNESIA_DIR
 set -e
 export DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none NEEDRESTART_MODE=a
 if pgrep -u ejabberd -f beam >/dev/null; then echo "ejabberd runs: it must be stopped first"; exit 1; fi
@@ -29,15 +29,9 @@ if [ ! -f "$copy" ]; then
   tar -C "$MNESIA_DIR" -cf "$copy.tmp" . && chmod 600 "$copy.tmp" && mv "$copy.tmp" "$copy"
 fi
 echo "copy=$copy"
-# one of ours (its marker line) that a cut-off run left behind is replaced, and removed at the end
-own_policy=0
-if grep -qs '^# easycluster' "$POLICY_RC_D"; then rm -f "$POLICY_RC_D"; fi
-if [ ! -e "$POLICY_RC_D" ]; then
-  # shellcheck disable=SC2016  # the policy's own $1
-  printf '#!/bin/sh\n# easycluster (os_move.sh): no ejabberd start during the move\ncase "$1" in ejabberd|ejabberd.service) exit 101 ;; esac\nexit 0\n' > "$POLICY_RC_D"
-  chmod 755 "$POLICY_RC_D"; own_policy=1
-fi
-trap '[ $own_policy = 1 ] && rm -f "$POLICY_RC_D"' EXIT
+# shellcheck disable=SC2016  # the policy's own $1
+ec_policy_rc_d 'case "$1" in ejabberd|ejabberd.service) exit 101 ;; esac
+exit 0'
 opts=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 # a run cut off in the middle of dpkg: what can be configured is; the rest is apt's (-f below)
 dpkg --configure -a --force-confdef --force-confold >/dev/null 2>&1 || echo "dpkg: a cut-off run left packages to fix"
