@@ -7,7 +7,8 @@ connected or not. Meanwhile the operations run one after another: rolling-restar
 times, default 10), add-master, remove-node, kill -9 of a node, host poweroff and boot,
 rotate-cookie, a partition and its heal, `fab upgrade` 23.01 -> 24.12 (rolling), back to 23.01
 (rolling), 23.01 -> 24.12 with the archive on (a planned full stop, its outage measured), and
-the OS move to Debian 13 with its build of 24.12 pinned (each host moved and rebooted in turn).
+the OS move to Debian 13 with its build of 24.12 pinned (each host moved and rebooted in turn),
+and then 26.07 from trixie-backports (a planned full stop: passwd's key changes at 25.03).
 
 Why slixmpp and not Tsung: Tsung drives load, but it cannot tell which message arrived; the
 claim here is about every single message. Each one has a unique body and is counted exactly
@@ -63,6 +64,7 @@ SPARE = "lab4"
 RELEASE = os.environ.get("LOAD_RELEASE") or os.environ.get("EASYCLUSTER_LAB_RELEASE") or "trixie"
 OLD, NEW = "23.01-1", "24.12-3~bpo12+1"     # `fab upgrade`'s versions: Debian 12's and its backport
 DEB13 = "24.12-3+deb13u2"                   # Debian 13's build of 24.12: `fab upgrade` moves the OS
+BPO13 = "26.07-1~bpo13+1"                   # then trixie-backports' 26.07: a full stop (passwd's key)
 
 
 logging.getLogger("asyncio").setLevel(logging.CRITICAL)   # slixmpp's tasks of closed streams
@@ -342,7 +344,8 @@ class Load:
             ops += [(f"upgrade to {NEW} (rolling)", lambda: self.upgrade(NEW, mam=False)),
                     (f"back to {OLD} (rolling)", lambda: self.upgrade(OLD, mam=False)),
                     (f"upgrade to {NEW} (full stop: archive on)", self.full_stop_upgrade),
-                    (f"OS move to Debian 13 ({DEB13})", lambda: self.upgrade(DEB13, mam=True))]
+                    (f"OS move to Debian 13 ({DEB13})", lambda: self.upgrade(DEB13, mam=True)),
+                    (f"upgrade to {BPO13} (full stop: passwd's key)", lambda: self.upgrade(BPO13, mam=True))]
         if ONLY:
             ops = [(n, f) for n, f in ops if any(n.startswith(o) for o in ONLY)]
         return ops
