@@ -27,6 +27,7 @@ from .plan import DB_CONF, DB_CREATE, DB_HBA, DB_INSTALL, DB_ROLE
 from .remote import Fleet, Host
 from .secrets import Secret
 from .scripts import render as render_script
+from .sql import SchemaStep
 
 # paramiko logs a refused channel itself ("Secsh channel 0 open FAILED"): connect() reports it
 logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
@@ -151,6 +152,42 @@ def load_schema(host: Host, db: Database, password: Secret, cluster: str, schema
         raise SqlError(f"loading ejabberd's schema into {db.where} failed: {server_says(exc)}") from None
     finally:
         conn.close()
+
+
+def schema_steps_present(host: Host, db: Database, password: Secret, steps: list[SchemaStep]) -> list[str]:
+    """The labels of `steps` the database has (their `applied` queries), asked from `host`."""
+    conn = connect(host, db, password)
+    try:
+        return [step.label for step in steps if conn.run(step.applied)[0][0]]
+    except pg8000.native.DatabaseError as exc:
+        raise SqlError(f"reading the schema of {db.where}: {server_says(exc)}") from None
+    finally:
+        conn.close()
+
+
+def apply_schema_steps(host: Host, db: Database, password: Secret, steps: list[SchemaStep]) -> tuple[list[str], list[str]]:
+    """ejabberd's schema steps (easycluster.sql), in one transaction: all or none; a step the
+    database has already (its `applied` query) is skipped. (applied, skipped): their labels."""
+    conn = connect(host, db, password)
+    applied, skipped = [], []
+    try:
+        conn.run("BEGIN")
+        for step in steps:
+            if conn.run(step.applied)[0][0]:
+                skipped.append(step.label)
+                continue
+            try:
+                conn.execute_simple(step.sql)
+            except pg8000.native.DatabaseError as exc:
+                raise SqlError(f"ejabberd {step.label}'s schema step failed in {db.where}: {server_says(exc)} "
+                               "(rolled back: the database is as it was)") from None
+            applied.append(step.label)
+        conn.run("COMMIT")
+    except pg8000.native.DatabaseError as exc:
+        raise SqlError(f"the schema steps in {db.where}: {server_says(exc)} (rolled back)") from None
+    finally:
+        conn.close()
+    return applied, skipped
 
 
 # --------------------------------------------------------------------------- migrate-to-sql

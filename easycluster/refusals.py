@@ -33,6 +33,7 @@ from .health import MIXED, MIXED_RELEASES, ClusterHealth
 from .inventory import Inventory, Node
 from .plan import Problem
 from .render import release
+from .sql import steps as sql_steps
 
 COPY_MARGIN = 1.2          # the upgrade: room for a copy is the Mnesia directory's size times this
 
@@ -267,7 +268,7 @@ def compare_records(tables: dict, records: dict, versions: tuple[str, ...] = ()
 # ejabberd's PostgreSQL schema (new_sql_schema) steps by version (ejabberd's upgrade notes, and
 # the sql_schemas/0 of 26.07's modules). easycluster loads pg.new.sql of the installed package
 # once and keeps ejabberd's own updater off (update_sql_schema: false): an upgrade across a step
-# would run the new version on the old schema.
+# applies it in a full stop (easycluster.sql has the statements of those it can apply).
 SQL_SCHEMA_STEPS = {
     (23, 4): "SERIAL columns to BIGSERIAL, vcard_search's primary key",
     (24, 2): "archive.origin_id and its index",
@@ -277,13 +278,45 @@ SQL_SCHEMA_STEPS = {
 }
 
 
-def sql_schema_steps(versions: tuple[str, ...]) -> list[str]:
-    """The schema steps between the oldest and the newest of `versions`."""
-    spanned = [release(v) for v in versions if v and v != "-"]
-    if not spanned:
+def describe_steps(steps: list[tuple[int, int]]) -> str:
+    return "; ".join(f"{at[0]}.{at[1]:02d}: {SQL_SCHEMA_STEPS[at]}" for at in steps)
+
+
+def sql_schema_steps(target: str, running: list[str]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The schema steps an upgrade to `target` crosses from the `running` versions: (up, down).
+    up: those above the oldest running version, up to the target's; down: those above the
+    target, up to the newest running version's (a way back across them)."""
+    found = [release(v) for v in running if v and v != "-"]
+    if not found or not target:
+        return [], []
+    to = release(target)
+    up = [at for at in SQL_SCHEMA_STEPS if min(found) < at <= to]
+    down = [at for at in SQL_SCHEMA_STEPS if to < at <= max(found)]
+    return sorted(up), sorted(down)
+
+
+def schema_problems(inv: Inventory, running: list[str]) -> list[Problem]:
+    """With cluster.database: an upgrade across schema steps easycluster has no statements for,
+    or a way back below a step the database took (the older version cannot write to it)."""
+    if not inv.cluster.database:
         return []
-    low, high = min(spanned), max(spanned)
-    return [f"{at[0]}.{at[1]:02d}: {what}" for at, what in sorted(SQL_SCHEMA_STEPS.items()) if low < at <= high]
+    target = inv.cluster.ejabberd_version
+    up, down = sql_schema_steps(target, running)
+    problems = []
+    unknown = [at for at in up if at not in sql_steps()]
+    if unknown:
+        problems.append(Problem("cluster", "schema", "with cluster.database, ejabberd " + target + " needs "
+                                "schema steps that easycluster does not apply: " + describe_steps(unknown),
+                                "upgrade the cluster while its data is in Mnesia, or apply ejabberd's upgrade "
+                                "notes' SQL by hand with every node stopped, then pin the new version"))
+    if down:
+        newest = max(running, key=lambda v: release(v) if v and v != "-" else (0, 0))
+        problems.append(Problem("cluster", "schema", f"the database has taken the schema steps of ejabberd "
+                                f"{newest} ({describe_steps(down)}): ejabberd {target} cannot write to it",
+                                "the way back across a schema step is the pg_dump the upgrade took before it, "
+                                "with every node stopped (docs/runbooks/upgrade.md, \"Back from 26.07 with "
+                                "cluster.database\")"))
+    return problems
 
 
 def os_moves(inv: Inventory, facts: dict[str, HostFacts]) -> dict[str, tuple[str, str]]:
@@ -375,12 +408,7 @@ def upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict, health: C
             problems.append(Problem("cluster", "health", p, "an upgrade starts from a healthy cluster: "
                                     "`fab status` says what to fix first"))
     problems += os_move_problems(inv, facts, moves)
-    steps = sql_schema_steps((target, *(current[h] for h in to_move))) if inv.cluster.database else []
-    if steps:
-        problems.append(Problem("cluster", "schema", "with cluster.database, ejabberd " + target + " needs "
-                                "schema steps that easycluster does not apply yet: " + "; ".join(steps),
-                                "not possible with easycluster yet for a cluster on PostgreSQL (issue 28); "
-                                "a cluster in Mnesia upgrades"))
+    problems += schema_problems(inv, [current[h] for h in to_move])
     for node in inv.nodes:
         uf = ufacts.get(node.host)
         if uf is None or uf.error:

@@ -146,7 +146,10 @@ def decide(command: str, inv: Inventory, facts: dict[str, HostFacts], case: dict
         assert plan.problems == problems, "plan_upgrade refuses with refusals.upgrade's problems"
         if problems:
             raise PreflightFailed(problems)
-        return {"strategy": plan.strategy, "order": plan.order}
+        decided = {"strategy": plan.strategy, "order": plan.order}
+        if plan.sql_steps:
+            decided["schema"] = [f"{a}.{b:02d}" for a, b in plan.sql_steps]
+        return decided
     raise AssertionError(command)
 
 

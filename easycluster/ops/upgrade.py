@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .. import membership, nodectl, probe, releases
+from .. import database, membership, nodectl, probe, releases, sql
 from ..apply import PluginBuilds
 from ..errors import EasyClusterError, PreflightFailed
 from ..facts import HostFacts
@@ -45,9 +45,9 @@ from ..progress import Out, Progress, count
 from .. import refusals
 from ..refusals import TableChange, compare_records
 from ..remote import Fleet, Host
-from ..render import managed_files
+from ..render import managed_files, release
 from ..scripts import render
-from ..secrets import Secret, load_cookie
+from ..secrets import Secret, load_cookie, load_password
 from ..probe import wait_for
 from ..tls import materials as tls_materials
 
@@ -138,6 +138,7 @@ class UpgradePlan:
     problems: list[Problem] = field(default_factory=list)
     moves: dict[str, tuple[str, str]] = field(default_factory=dict)   # host -> (release, release): OS moves
     resumed: list[str] = field(default_factory=list)   # hosts whose move was cut off: finished first
+    sql_steps: list[tuple[int, int]] = field(default_factory=list)   # the database's schema steps (full stop)
 
     @property
     def changes(self) -> bool:
@@ -184,12 +185,21 @@ def plan_upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict[str, 
         rest = [h for h in (n.host for n in inv.nodes) if h in to_move and h not in plan.resumed]
         plan.order = plan.resumed + [h for h in rest if h != first] + ([first] if first in rest else [])
         return plan
-    if plan.changed:
+    if inv.cluster.database:
+        plan.sql_steps = refusals.sql_schema_steps(target, [current[h] for h in to_move])[0]
+    if plan.changed or plan.sql_steps:
         plan.strategy = FULL_STOP
-        plan.reason = ("the record of " + "; ".join(c.describe() for c in plan.changed) +
-                       f" differs in ejabberd {target}: the new version transforms it at start, which "
-                       "Mnesia does with every copy loaded and on every node at once (a node of the old "
-                       "version holding it breaks: ejabberd #4374)")
+        reasons = []
+        if plan.changed:
+            reasons.append("the record of " + "; ".join(c.describe() for c in plan.changed) +
+                           f" differs in ejabberd {target}: the new version transforms it at start, which "
+                           "Mnesia does with every copy loaded and on every node at once (a node of the old "
+                           "version holding it breaks: ejabberd #4374)")
+        if plan.sql_steps:
+            reasons.append(f"the database takes ejabberd's schema steps ({refusals.describe_steps(plan.sql_steps)}),"
+                           f" which the older version cannot write to: applied once, with every node stopped, "
+                           f"before the first node of {target} starts")
+        plan.reason = "; and ".join(reasons)
         plan.order = [n.host for n in reversed(inv.nodes)]          # the first node stops last
     else:
         plan.strategy = ROLLING
@@ -256,6 +266,10 @@ def format_upgrade_plan(plan: UpgradePlan, inv: Inventory) -> str:
     else:
         out.append("  stop order: " + ", ".join(plan.order) + f"; {plan.order[-1]} stops last and starts first; "
                    "each Mnesia directory is copied while stopped (the way back: `fab upgrade --revert`)")
+        if plan.sql_steps:
+            out.append(f"  database: with every node stopped, a pg_dump (the way back across the steps), then the "
+                       f"schema steps {', '.join(f'{a}.{b:02d}' for a, b in plan.sql_steps)} in one transaction "
+                       "(those the database has already are skipped)")
     out.append("  first: a full Mnesia backup")
     return "\n".join(out)
 
@@ -331,6 +345,7 @@ class _Upgrade:
         self.stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.outage: float | None = None
         self.all_back: float = 0.0
+        self.dump: str | None = None        # the database's pg_dump before its schema steps
         # the plugin, rebuilt against the new version's headers: compiled on the first host
         # configured (the first upgraded; a full stop's first to start), its beam installed on
         # the hosts with the same packages, as deploy does (apply.PluginBuilds)
@@ -492,6 +507,8 @@ class _Upgrade:
             fleet.parallel(lambda h: h.script(render("stop_order", record=record), timeout=15,
                                               what="recording the stop order"))
         first, rest = plan.order[-1], plan.order[:-1]
+        if plan.sql_steps:
+            self.schema_steps(first)
         with progress.phase("install"):
             fleet.each(plan.order, self.install)
         with progress.phase("configure"):
@@ -519,6 +536,19 @@ class _Upgrade:
             fleet.parallel(lambda hh: nodectl.remove(hh, STOP_ORDER, check=False, timeout=15))
         return h
 
+    def schema_steps(self, host: str) -> None:
+        """With every node stopped: a pg_dump of the database, then ejabberd's schema steps in one
+        transaction, through `host`'s connection (before any node of the new version starts)."""
+        d = self.inv.cluster.database
+        with self.progress.phase("database"):
+            self.dump = membership.database_dump(self.inv, self.fleet, self.progress.say, node_host=host)
+            with self.progress.step("database", f"schema steps {', '.join(f'{a}.{b:02d}' for a, b in self.plan.sql_steps)}"
+                                    f" in {d.where}"):
+                applied, skipped = database.apply_schema_steps(self.fleet[host], d, load_password(self.inv.cluster),
+                                                               [sql.steps()[at] for at in self.plan.sql_steps])
+            self.progress.say("database", f"  applied: {', '.join(applied) or 'none'}"
+                              + (f"; already there: {', '.join(skipped)}" if skipped else ""))
+
     def where_it_stopped(self) -> str:
         plan = self.plan
         lines = [f"the upgrade stopped: upgraded so far: {', '.join(self.upgraded) or 'none'}; "
@@ -537,6 +567,11 @@ class _Upgrade:
                          "`fab upgrade` (nothing changed between the versions: it rolls back one node at a time); "
                          "or fix what failed and `fab upgrade` again to go on. A full Mnesia backup was taken "
                          "first (`fab restore --backup PATH`).")
+        elif self.dump:
+            lines.append(f"the database took the schema steps (its pg_dump before them: {self.dump}); to go on: fix "
+                         "what failed and `fab upgrade` again (steps the database has are skipped). The way back: "
+                         "docs/runbooks/upgrade.md, \"Back from 26.07 with cluster.database\": every node stopped, "
+                         "the dump restored, then `fab upgrade --revert` with the version the cluster ran before.")
         else:
             lines.append("the way back: pin the version the cluster ran before (cluster.ejabberd_version) and "
                          f"`fab upgrade --revert`: every node gets that package again and its Mnesia directory "
@@ -606,6 +641,15 @@ def revert(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: fl
             raise EasyClusterError(f"the copies {chosen} were made with ejabberd {', '.join(sorted(versions))}; "
                                    f"the inventory pins {version}: pin that version to go back to it")
         order = [n.host for n in reversed(inv.nodes)]
+        if inv.cluster.database:
+            later = [step for at, step in sql.steps().items() if at > release(version)]
+            present = database.schema_steps_present(fleet[order[-1]], inv.cluster.database,
+                                                    load_password(inv.cluster), later) if later else []
+            if present:
+                raise EasyClusterError(f"the database has ejabberd's schema steps {', '.join(present)}, which "
+                                       f"ejabberd {version} cannot write to: first, with every node stopped, "
+                                       "restore the pg_dump the upgrade took before them (docs/runbooks/upgrade.md, "
+                                       "\"Back from 26.07 with cluster.database\"), then `fab upgrade --revert`")
         if op.dry_run(dry, f"would stop every node, install ejabberd {version}, put back the Mnesia directories "
                            f"copied at {chosen} (what they hold now kept beside them) and start them: "
                            f"{', '.join(order)}"):
