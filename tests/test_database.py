@@ -32,9 +32,12 @@ PW = "db-pw"
 USERS = [f"u{i}" for i in range(8)]
 
 
-def write_inventory(lab, directory: Path, name: str, database: dict | None, cluster_name: str | None = None) -> str:
+def write_inventory(lab, directory: Path, name: str, database: dict | None, cluster_name: str | None = None,
+                    version: str | None = None) -> str:
     data = yaml.safe_load(lab.inventory.read_text())
     data["nodes"] = [{"host": h} for h in NODES]
+    if version:
+        data["cluster"]["ejabberd_version"] = version
     if database is not None:
         data["cluster"]["database"] = database
     if cluster_name:
@@ -295,3 +298,90 @@ def test_an_external_server_is_used_as_is_and_backed_up_from_a_node(setup):
     assert "TABLE DATA public users" in ssh(lab, "lab1", f"pg_restore --list {path}").stdout
     assert ssh(lab, "lab1", "ls /root/.easycluster-pgpass.* 2>/dev/null | wc -l").stdout.strip() == "0"
     assert "no changes: the cluster matches the inventory" in dfab(inv, "deploy").stdout
+
+
+# the catalog of ejabberd's tables (not easycluster's mark): columns, then indexes and keys
+CATALOG = ("SELECT string_agg(concat_ws(' ', table_name, column_name, data_type, is_nullable, column_default), "
+           "E'\\n' ORDER BY table_name, column_name) FROM information_schema.columns WHERE table_schema = 'public' "
+           "AND table_name <> 'easycluster_cluster'",
+           "SELECT string_agg(indexdef, E'\\n' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public' "
+           "AND tablename <> 'easycluster_cluster'")
+
+
+def catalog(lab, database: str) -> list[str]:
+    return [ssh(lab, DB_HOST, f"cd / && runuser -u postgres -- psql -X -q -t -A -d {database} -c \"{q}\"").stdout
+            for q in CATALOG]
+
+
+def test_upgrade_to_26_07_takes_the_schema_steps_once_with_every_node_stopped(setup):
+    """24.12 -> 26.07 from trixie-backports with the data in PostgreSQL: a full stop whose
+    schema steps run after the last node stopped and before the first one starts; accounts,
+    roster items, offline messages and logins survive; the database then has the schema 26.07's
+    own pg.new.sql makes; the way back is refused while the database has the steps; a rerun
+    says no changes."""
+    lab, directory, _, _ = setup
+    old = yaml.safe_load(lab.inventory.read_text())["cluster"]["ejabberd_version"]
+    new = "26.07-1~bpo13+1"
+    assert old.startswith("24.12-"), old
+    managed = {"type": "postgresql", "host": DB_HOST, "password_file": str(directory / "db.password")}
+    inv = write_inventory(lab, directory, "sql-26", managed, version=new)
+    back = write_inventory(lab, directory, "sql-24", managed, version=old)
+    users, roster = psql(lab, "SELECT count(*) FROM users"), psql(lab, "SELECT count(*) FROM rosterusers")
+    ssh(lab, "lab2", f"ejabberdctl send_message chat u5@{D} u6@{D} s 'kept across 26.07'")   # u6 is offline
+    assert psql(lab, "SELECT count(*) FROM spool WHERE username = 'u6'") == "1"
+
+    dry = dfab(inv, "upgrade", "--dry").stdout
+    assert "strategy: full stop" in dry and "25.03: users." in dry, dry
+    assert "schema steps 25.03, 26.01, 26.03 in one transaction" in dry, dry
+    out = dfab(inv, "upgrade", timeout=1800).stdout
+    last_stop, steps = out.rfind("and stop"), out.find("schema steps 25.03, 26.01, 26.03 in")
+    first_start = out.find("start, held until")
+    assert -1 < last_stop < steps < first_start, out     # no node of either version runs meanwhile
+    assert "  applied: 25.03, 26.01, 26.03" in out, out
+    assert "pg_dump of ejabberd:" in out[:steps], out
+    assert f"cluster: 3 nodes on ejabberd {new} (healthy)" in out, out
+
+    # the data: every account and roster item, the legacy rows' type 0 read and set by 26.07
+    assert psql(lab, "SELECT count(*) FROM users") == users
+    assert psql(lab, "SELECT count(*) FROM rosterusers") == roster
+    assert psql(lab, "SELECT count(*) FROM rosterusers WHERE approved") == "0"
+    assert psql(lab, "SELECT type FROM users WHERE username = 'u5'") == "0"
+    assert xmpp.can_login(lab.ip("lab3"), f"u5@{D}", PW)
+    assert psql(lab, "SELECT type FROM users WHERE username = 'u5'") in ("1", "2", "3", "4")
+    assert f"u1@{D}" in ssh(lab, "lab2", f"ejabberdctl get_roster u0 {D}").stdout
+    assert inbox(lab.ip("lab1"), f"u6@{D}", PW, {"kept across 26.07"}) == {"kept across 26.07"}
+    xmpp.register(lab.ip("lab2"), f"after26@{D}", PW)
+    assert psql(lab, "SELECT type FROM users WHERE username = 'after26'") in ("1", "2", "3", "4")
+    assert xmpp.can_login(lab.ip("lab1"), f"after26@{D}", PW)
+
+    # the schema: as 26.07's pg.new.sql makes it in an empty database
+    text = ssh(lab, "lab1", "base64 -w0 /usr/share/ejabberd/sql/pg.new.sql").stdout.strip()
+    ssh(lab, DB_HOST, "cd / && runuser -u postgres -- dropdb --if-exists fresh26 && "
+                      "runuser -u postgres -- createdb fresh26 && "
+                      f"echo {text} | base64 -d | runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d fresh26")
+    assert catalog(lab, "ejabberd") == catalog(lab, "fresh26")
+    ssh(lab, DB_HOST, "cd / && runuser -u postgres -- dropdb fresh26")
+
+    # no way back to 24.12 over the changed schema: refused before anything changes
+    refused = dfab(back, "upgrade", "--dry", check=False)
+    assert refused.returncode != 0 and "cannot write to it" in refused.stderr + refused.stdout, refused
+    refused = dfab(back, "upgrade", "--revert", check=False)
+    assert refused.returncode != 0, refused
+    assert "the database has ejabberd's schema steps 25.03, 26.01, 26.03" in refused.stderr + refused.stdout
+    assert ssh(lab, "lab3", "dpkg-query -W -f='${Version}' ejabberd && ejabberdctl status >/dev/null").stdout == new
+    assert "no changes" in dfab(inv, "upgrade").stdout
+
+    # the way back (docs/runbooks/upgrade.md, "Back from 26.07 with cluster.database")
+    dump = out.split("pg_dump of ejabberd: ", 1)[1].split(" (")[0]
+    for node in reversed(NODES):
+        ssh(lab, node, "systemctl stop ejabberd")
+    ssh(lab, DB_HOST, f"cd / && runuser -u postgres -- pg_restore --clean --if-exists --single-transaction "
+                      f"--dbname=ejabberd {dump} && runuser -u postgres -- psql -X -q -d ejabberd "
+                      "-c 'DROP TABLE IF EXISTS invite_token'")
+    reverted = dfab(back, "upgrade", "--revert", timeout=1800).stdout
+    assert f"reverted: 3 nodes on ejabberd {old}" in reverted, reverted
+    assert psql(lab, "SELECT count(*) FROM users") == users          # as of the dump: after26 is gone
+    assert xmpp.can_login(lab.ip("lab2"), f"u5@{D}", PW)
+    assert not xmpp.can_login(lab.ip("lab2"), f"after26@{D}", PW)
+    assert f"u1@{D}" in ssh(lab, "lab3", f"ejabberdctl get_roster u0 {D}").stdout
+    assert "no changes" in dfab(back, "upgrade").stdout

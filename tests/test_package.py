@@ -86,6 +86,9 @@ def test_wheel_carries_the_product_and_not_the_lab(wheel):
     scripts = {p.name for p in (REPO / "easycluster" / "scripts").glob("*.sh")}
     assert "lib.sh" in scripts
     assert {n.rsplit("/", 1)[1] for n in names if n.startswith("easycluster/scripts/") and n.endswith(".sh")} == scripts
+    steps = {p.name for p in (REPO / "easycluster" / "sql").glob("*.sql")}
+    assert "pg-25.03.sql" in steps
+    assert {n.rsplit("/", 1)[1] for n in names if n.startswith("easycluster/sql/") and n.endswith(".sql")} == steps
     assert not [n for n in names if n.startswith(("easycluster_lab/", "tests/", "lab/", "bench/", "load/"))]
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "easycluster = easycluster.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
