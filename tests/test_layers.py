@@ -36,6 +36,7 @@ PURE = {
     "easycluster.releases", "easycluster.facts", "easycluster.plan", "easycluster.health",
     "easycluster.render", "easycluster.tls", "easycluster.progress", "easycluster.refusals",
     "easycluster.templates", "easycluster.plugin",    # package data (templates/, plugin/)
+    "easycluster.sql",                                # package data: ejabberd's schema steps
 }
 # Talks to hosts (SSH, SFTP, a database over a node's connection, XMPP), or renders the
 # scripts that do; the libraries that do it are the host layer's alone.
