@@ -273,6 +273,19 @@ def sql_in_use(f: HostFacts) -> bool:
     return "\ndefault_db: sql\n" in (f.files.get(EJABBERD_YML) or "")
 
 
+def data_in_sql(inv: Inventory, facts: dict[str, HostFacts]) -> list[Problem]:
+    """No cluster.database in the inventory, but nodes configured to keep their data in one:
+    a deploy would switch them to Mnesia, which does not hold it."""
+    on_sql = [n.host for n in inv.nodes if facts[n.host].reachable and sql_in_use(facts[n.host])]
+    if not on_sql:
+        return []
+    return [Problem("*", "database", f"the cluster's data is in PostgreSQL (default_db: sql in ejabberd.yml on "
+                    f"{', '.join(on_sql)}) and the inventory has no cluster.database: a deploy would switch the "
+                    "nodes to Mnesia, which holds none of the accounts",
+                    "put cluster.database back in the inventory; easycluster does not move data from PostgreSQL "
+                    "back into Mnesia")]
+
+
 def plan_database(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tuple[list[Step], list[Problem]]:
     """The database host made what the inventory says (PostgreSQL, its listen address and
     pg_hba lines for the nodes, the role and its password, the database), then ejabberd's
@@ -435,6 +448,8 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
         assert db is not None, "a cluster.database needs its facts (DbView)"
         db_steps, db_problems = plan_database(inv, facts, db)
         problems += db_problems
+    else:
+        problems += data_in_sql(inv, facts)
     converts = role_changes(inv, facts) if not problems else []
     notes = role_notes(inv)
     seed, _ = choose_seed(inv, facts)
