@@ -7,6 +7,7 @@ plugin build (PluginBuilds: compiled on one host, installed on the others with t
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 from . import membership, nodectl, probe
 from .errors import EasyClusterError, PreflightFailed, RemoteError, StepFailed
@@ -17,7 +18,7 @@ from .plan import (DATABASE, DB_CONF, DB_CREATE, DB_HBA, DB_INSTALL, DB_ROLE, DB
 from .progress import Progress
 from .remote import Background, Fleet, Host
 from .secrets import Secret
-from . import database as dbmod
+from . import database as dbmod, replicated
 
 
 class Apply:
@@ -114,6 +115,12 @@ class Apply:
 
     def provision_database(self, steps: list[Step]) -> None:
         """The database host's steps, in one script (database.provision), with the files the plan rendered."""
+        if self.inv.cluster.database.replicated:
+            d = self.inv.cluster.database
+            with self.progress.step("database", f"replicated PostgreSQL on {', '.join(d.replicas)} (Patroni, etcd): "
+                                    + ", ".join(sorted({s.action for s in steps}))):
+                replicated.provision(self.fleet, self.inv, steps, self.password, self.progress.say)
+            return
         actions = {s.action for s in steps}
         content = {s.action: s.file.content for s in steps if s.file is not None}
         h = self.fleet.database_host()
@@ -125,13 +132,17 @@ class Apply:
         """ejabberd's schema loaded (from the first node's package), then every node logs in
         and sees this cluster's mark: before any node is configured to use the database."""
         d, name = self.inv.cluster.database, self.inv.cluster.name
+        if d.replicated:   # the nodes' HAProxy is configured with their files, later: to the primary directly
+            state = replicated.wait_ready(self.fleet, len(d.replicas))
+            d = replace(d, server=next(m["Host"] for m in state if str(m.get("Role", "")).lower() == "leader"),
+                        port=5432)
         for step in schema:
             h = self.fleet[step.host]
             with self.progress.step(h.name, f"load ejabberd's schema into {d.where}"):
                 text = h.run(f"cat {dbmod.SCHEMA_FILE}", what=f"reading {dbmod.SCHEMA_FILE}").stdout
                 dbmod.load_schema(h, d, self.password, name, text)
         with self.progress.step("*", f"every node logs in to {d.where}"):
-            seen = dbmod.sql_everywhere(self.fleet, self.password)
+            seen = dbmod.sql_everywhere(self.fleet, self.password, d)
             wrong = [f"{h}: {s.error or f'the database is marked for cluster {s.marker!r}'}"
                      for h, s in seen.items() if not s.ok or s.marker != name]
             if wrong:

@@ -129,9 +129,10 @@ def sql_facts(host: Host, db: Database, password: Secret) -> SqlFacts:
         conn.close()
 
 
-def sql_everywhere(fleet: Fleet, password: Secret) -> dict[str, SqlFacts]:
-    """The database as each node sees it (logged in from there, over its SSH connection)."""
-    d = fleet.inventory.cluster.database
+def sql_everywhere(fleet: Fleet, password: Secret, db: Database | None = None) -> dict[str, SqlFacts]:
+    """The database as each node sees it (logged in from there, over its SSH connection); `db`:
+    where it is, if not where the inventory says (a replicated database's primary, directly)."""
+    d = db or fleet.inventory.cluster.database
     results = fleet.parallel(lambda h: sql_facts(h, d, password))
     return {h: (r if isinstance(r, SqlFacts) else SqlFacts(host=h, error=str(r)))
             for h, r in results.items()}

@@ -28,6 +28,7 @@ class HostFacts:
     erlang_version: str | None = None
     pgsql_driver: str | None = None      # erlang-p1-pgsql's version (ejabberd's PostgreSQL driver)
     pg_client: bool = False              # PostgreSQL's client tools (pg_dump), for an external database
+    haproxy: bool = False                # HAProxy, for a replicated database
     systemd: bool = False
     nft: bool = False                   # nftables installed (the firewall of epmd and the distribution)
     unit: dict[str, str] = field(default_factory=dict)   # ejabberd.service: LoadState, ActiveState, ...
@@ -142,7 +143,7 @@ def parse_facts(host: str, output: str) -> HostFacts:
             setattr(f, key, value or None)
         elif key in ("os_id", "os_version", "os_codename", "hostname"):
             setattr(f, key, value)
-        elif key in ("systemd", "nft", "pg_client", "mnesia_schema", "beam_running", "restart_pending"):
+        elif key in ("systemd", "nft", "pg_client", "haproxy", "mnesia_schema", "beam_running", "restart_pending"):
             setattr(f, key, value == "yes")
         elif key == "ctl_status":
             f.ctl_status = int(value)
@@ -205,6 +206,71 @@ def parse_db_facts(host: str, output: str) -> DbHostFacts:
             setattr(f, key, value or None)
         elif key == "database":
             f.owner = value or None
+    if not complete:
+        f.error = "fact probe did not finish"
+    return f
+
+
+@dataclass
+class ReplicaFacts:
+    """A member of the replicated database (cluster.database.hosts): replica_probe.sh's answer."""
+    host: str
+    error: str | None = None
+    os_id: str = ""
+    os_version: str = ""
+    systemd: bool = False
+    addresses: list[str] = field(default_factory=list)
+    resolve: str | None = None          # what its inventory name resolves to there
+    packages: dict[str, str] = field(default_factory=dict)   # installed: name -> version
+    debian_clusters: list[str] = field(default_factory=list)   # Debian's own (pg_lsclusters): "17/main"
+    etcd_conf: str | None = None        # easycluster's /etc/default/etcd (None: not ours, or none)
+    patroni_sha256: str | None = None   # of Patroni's configuration (it holds a password)
+    etcd_active: bool = False
+    patroni_active: bool = False
+    members: list[dict] = field(default_factory=list)   # `patronictl list -f json`: Member, Role, State, Lag...
+    primary: bool = False               # PostgreSQL here is the primary (not in recovery)
+    role: bool = False                  # the cluster's role exists (asked on the primary)
+    owner: str | None = None            # the database's owner (asked on the primary)
+    password_sha256: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
+
+    @property
+    def installed(self) -> bool:
+        return all(self.packages.get(p) for p in ("postgresql", "patroni", "etcd-server", "python3-etcd"))
+
+
+def parse_replica_facts(host: str, output: str) -> ReplicaFacts:
+    f = ReplicaFacts(host=host)
+    pairs, complete = probe_lines(output)
+    for key, value in pairs:
+        if key.startswith("pkg_"):
+            if value:
+                f.packages[key[4:]] = value
+        elif key == "etcd_conf":
+            f.etcd_conf = None if value in ("-", "") else base64.b64decode(value).decode(errors="replace")
+        elif key in ("systemd", "primary"):
+            setattr(f, key, value == "yes")
+        elif key in ("etcd_active", "patroni_active"):
+            setattr(f, key, value == "active")
+        elif key == "role":
+            f.role = value == "1"
+        elif key == "database":
+            f.owner = value or None
+        elif key in ("addresses", "debian_clusters"):
+            setattr(f, key, value.split())
+        elif key in ("os_id", "os_version"):
+            setattr(f, key, value)
+        elif key in ("resolve", "patroni_sha256", "password_sha256"):
+            setattr(f, key, value or None)
+        elif key == "members":
+            try:
+                found = json.loads(value) if value else []
+            except ValueError:
+                found = []
+            f.members = [m for m in found if isinstance(m, dict)] if isinstance(found, list) else []
     if not complete:
         f.error = "fact probe did not finish"
     return f

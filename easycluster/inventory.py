@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import EasyClusterError, InventoryError
+from .paths import HAPROXY_PORT
 
 # Where the inventory is when nothing names it: the current directory, as an operator's
 # infrastructure repository holds it beside its fabfile.
@@ -90,10 +91,29 @@ class Database:
     user: str                         # the role ejabberd logs in as
     password_file: Path | None        # a local secrets file (created for a managed database)
     password_env: str | None          # or an environment variable
+    replicas: tuple[str, ...] = ()    # cluster.database.hosts: the replicated database's members
+    replication_file: Path | None = None   # their replication role's password (a local secrets file)
 
     @property
     def managed(self) -> bool:
+        """One database host easycluster provisions (cluster.database.host)."""
         return self.managed_host is not None
+
+    @property
+    def replicated(self) -> bool:
+        """A replicated database easycluster provisions (Patroni and etcd on `replicas`; the
+        nodes reach its primary through HAProxy on their own loopback)."""
+        return bool(self.replicas)
+
+    @property
+    def provisioned(self) -> bool:
+        """easycluster provisions it (and generates its password)."""
+        return self.managed or self.replicated
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The SSH hosts easycluster provisions for it."""
+        return self.replicas or ((self.managed_host,) if self.managed_host else ())
 
     @property
     def where(self) -> str:
@@ -136,7 +156,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
         "certfiles": (list, False), "registration_timeout": (object, False), "backups": (dict, False),
         "mam": (bool, False), "database": (dict, False),
     },
-    "cluster.database": {"type": (str, True), "host": (str, False), "address": (str, False),
+    "cluster.database": {"type": (str, True), "host": (str, False), "hosts": (list, False), "address": (str, False),
                          "name": (str, False), "user": (str, False), "password_file": (str, False),
                          "password_env": (str, False), "external": (dict, False)},
     "cluster.database.external": {"host": (str, True), "port": (int, False), "name": (str, False),
@@ -260,6 +280,10 @@ def _roles(chk: _Checker, nodes: list[Node], cluster: Cluster | None) -> None:
     if db and db.managed_host in {n.host for n in nodes}:
         chk.fail("cluster.database.host", f"{db.managed_host!r} is a node: the database needs a host of its own "
                                           "(a node's death must not take the data with it)")
+    shared = [h for h in (db.replicas if db else ()) if h in {n.host for n in nodes}]
+    if shared:
+        chk.fail("cluster.database.hosts", f"{shared[0]!r} is a node: the database needs hosts of its own "
+                                           "(a node's death must not take a database member with it)")
     if cluster and cluster.mam and not db and any(n.satellite for n in nodes):
         chk.fail("cluster.mam", "the archive (mod_mam) needs a local copy of its table on every node, and a "
                                 "satellite holds none: no satellites with cluster.mam")
@@ -370,10 +394,24 @@ def _database(chk: _Checker, raw: Any, path: Path, cluster_name: str, cookie: di
     kind = d.get("type")
     if kind is not None and kind not in DATABASE_TYPES:
         chk.fail(f"{key}.type", f"{kind!r}: one of {', '.join(DATABASE_TYPES)}")
-    if ("host" in d) == ("external" in d):
-        chk.fail(key, "set exactly one of `host` (a host easycluster provisions with PostgreSQL) or `external` "
-                      "(an existing server)")
+    if len(d.keys() & {"host", "hosts", "external"}) != 1:
+        chk.fail(key, "set exactly one of `host` (a host easycluster provisions with PostgreSQL), `hosts` (three "
+                      "or more it provisions as one replicated PostgreSQL) or `external` (an existing server)")
         return None
+    replicas: tuple[str, ...] = ()
+    if "hosts" in d:
+        replicas = tuple(h for h in d["hosts"] if isinstance(h, str))
+        bad = [h for h in d["hosts"] if not isinstance(h, str) or not (HOSTNAME.match(h) or IPV4.match(h))]
+        if bad:
+            chk.fail(f"{key}.hosts", f"{bad[0]!r} is not a host name or address")
+        elif len(set(replicas)) != len(replicas):
+            chk.fail(f"{key}.hosts", "lists a host twice")
+        elif len(replicas) < 3 or len(replicas) % 2 == 0:
+            chk.fail(f"{key}.hosts", f"{len(replicas)} hosts: an odd number, at least 3 (the quorum store, etcd, "
+                                     "runs on them: a majority must survive the loss of one)")
+        if "address" in d:
+            chk.fail(f"{key}.address", "not with `hosts`: each node reaches the primary through HAProxy on its "
+                                       "own loopback")
     if "external" in d:
         for k in ("address", "name", "user", "password_file", "password_env"):
             if k in d:
@@ -386,6 +424,10 @@ def _database(chk: _Checker, raw: Any, path: Path, cluster_name: str, cookie: di
         if len(e.keys() & {"password_file", "password_env"}) != 1:
             chk.fail(key, "set exactly one of `password_file` (a local secrets file) or `password_env` (a variable "
                           "name): the password of the existing server's role")
+    elif replicas:
+        managed, server, port, given = None, "127.0.0.1", HAPROXY_PORT, d
+        if "password_file" in d and "password_env" in d:
+            chk.fail(key, "set at most one of `password_file` or `password_env`")
     else:
         managed = d["host"]
         if not (HOSTNAME.match(managed) or IPV4.match(managed)):
@@ -405,14 +447,24 @@ def _database(chk: _Checker, raw: Any, path: Path, cluster_name: str, cookie: di
     if env is not None and not ENV_NAME.match(env):
         chk.fail(f"{key}.password_env", f"{env!r} is not an environment variable name")
     password_file = _relative(path, given["password_file"]) if "password_file" in given else None
-    if managed and password_file is None and env is None:
+    if (managed or replicas) and password_file is None and env is None:
         if "file" in cookie:   # next to the cookie, in the same secrets directory
             password_file = _relative(path, cookie["file"]).parent / f"{cluster_name}-database.password"
         elif "env" in cookie:
             chk.fail(f"{key}.password_file", "required with cookie.env: the local secrets file for the "
                                              "database password easycluster generates (or set password_env)")
+    replication_file = None
+    if replicas:   # beside the database password's file, or the cookie's
+        beside = password_file or (_relative(path, cookie["file"]) if "file" in cookie else None)
+        if beside is None:
+            chk.fail(f"{key}.password_file", "required with `hosts` when the cookie and the password come from the "
+                                             "environment: the replication password easycluster generates goes "
+                                             "beside it")
+        else:
+            replication_file = beside.parent / f"{cluster_name}-replication.password"
     return Database(type=kind or "postgresql", managed_host=managed, server=server, port=port, name=db_name,
-                    user=user, password_file=password_file, password_env=env)
+                    user=user, password_file=password_file, password_env=env, replicas=replicas,
+                    replication_file=replication_file)
 
 
 def _nodes(chk: _Checker, raw: Any) -> list[Node]:

@@ -60,6 +60,12 @@ PG_HBA_END = "# END easycluster"
 DB_PASSWORD_SHA256 = "/var/lib/easycluster/database-password.sha256"   # which password the role has (root's)
 PG_DUMP_DIR = "/var/backups/easycluster-postgresql"   # fab backup's pg_dump files
 
+# --------------------------------------------------------------------------- the replicated database's (cluster.database.hosts)
+ETCD_DEFAULT = "/etc/default/etcd"               # etcd's settings (the quorum store, on each member)
+PATRONI_CONFIG = "/etc/patroni/config.yml"       # Patroni's (0600 postgres: the replication password)
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"         # on each node: ejabberd's way to the primary
+HAPROXY_PORT = 5433                              # ... on the node's loopback
+
 # --------------------------------------------------------------------------- the toolkit's own state
 STATE_DIR = "/var/lib/easycluster"               # the toolkit's markers on each host
 RESTART_PENDING = f"{STATE_DIR}/restart-pending"   # config written, restart not yet done

@@ -9,10 +9,10 @@ import difflib
 from dataclasses import dataclass, field, replace
 
 from . import releases
-from .facts import DbHostFacts, HostFacts, SqlFacts
+from .facts import DbHostFacts, HostFacts, ReplicaFacts, SqlFacts
 from .inventory import Inventory, Node
 from .paths import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML
-from .render import ManagedFile, host_files, managed_files, plugin_sha256
+from .render import ManagedFile, Member, host_files, managed_files, plugin_sha256, replica_files
 from .secrets import Secret
 from .tls import NodeTLS
 
@@ -24,6 +24,9 @@ KIND_ORDER = (RESET, ROLE, DATABASE, INSTALL, WRITE, PLUGIN, RELOAD, START, REST
 # then (from the first node, which has ejabberd's schema file) in the database.
 DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE, DB_CREATE, DB_SCHEMA = (
     "install", "conf", "hba", "role", "create", "schema")
+# ... and on each member of a replicated database (cluster.database.hosts): installed, its etcd
+# settings and Patroni configuration written, its units started (replicated.provision)
+DB_ETCD, DB_PATRONI, DB_START = "etcd", "patroni", "start"
 
 # The node name Debian's package runs under when nobody configured one (its postinst starts it).
 PACKAGE_NODE = "ejabberd@localhost"
@@ -73,6 +76,8 @@ def packages(inv: Inventory) -> tuple[str, ...]:
     db = inv.cluster.database
     if not db:
         return ()
+    if db.replicated:   # HAProxy: the node's way to the primary
+        return ("erlang-p1-pgsql", "postgresql-client", "haproxy")
     return ("erlang-p1-pgsql",) if db.managed else ("erlang-p1-pgsql", "postgresql-client")
 
 
@@ -266,6 +271,8 @@ class DbView:
     password: Secret
     let_in: tuple[Node, ...] | None = None   # the nodes pg_hba lets in (None: the plan's inventory's)
     migrating: frozenset[str] = frozenset()  # hosts kept on Mnesia, connected (fab migrate-to-sql)
+    replicas: dict[str, ReplicaFacts] = field(default_factory=dict)   # a replicated database's members
+    replication: Secret | None = None        # their replication role's password
 
 
 def sql_in_use(f: HostFacts) -> bool:
@@ -296,7 +303,9 @@ def plan_database(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
     assert d is not None
     steps: list[Step] = []
     problems: list[Problem] = []
-    where = d.managed_host or d.server
+    where = d.managed_host or (d.replicas[0] if d.replicated else d.server)
+    if d.replicated:
+        steps, problems = plan_replicas(inv, facts, db)
     if d.managed:
         hf = db.host
         assert hf is not None
@@ -366,6 +375,70 @@ def plan_database(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
         problems.append(Problem("*", "database", f"the cluster's data is in Mnesia ({max(in_mnesia.values())} "
                                 "accounts): switching the nodes to the database would hide it",
                                 "`fab migrate-to-sql` moves it into the database, then switches the nodes"))
+    return steps, problems
+
+
+def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tuple[list[Step], list[Problem]]:
+    """The replicated database's members made what the inventory says: PostgreSQL, Patroni and
+    etcd on each (one release: their PostgreSQL must replicate), easycluster's etcd settings and
+    Patroni configuration (pg_hba: the members for replication, the nodes for the database),
+    their units running; then the role and database on the primary."""
+    d = inv.cluster.database
+    steps: list[Step] = []
+    problems: list[Problem] = []
+    found = [(h, db.replicas.get(h)) for h in d.replicas]
+    for h, rf in found:
+        if rf is None or not rf.reachable:
+            problems.append(Problem(h, "ssh", (rf.error if rf else None) or "unreachable",
+                                    "check the database host is up and that ssh_config, user and key are right"))
+        elif not rf.systemd or not releases.known(rf.os_id, rf.os_version):
+            problems.append(Problem(h, "os", f"{releases.describe(rf.os_id, rf.os_version)}"
+                                    f"{'' if rf.systemd else ', no systemd'}",
+                                    f"a database host runs Debian's PostgreSQL under systemd: {releases.supported()}"))
+        elif not rf.resolve or rf.resolve not in rf.addresses:
+            problems.append(Problem(h, "resolve", f"{h} " + (f"resolves to {rf.resolve} there, not an address of "
+                                                             "the host" if rf.resolve else "does not resolve there"),
+                                    "make the host's name resolve to its own address (etcd and Patroni listen there)"))
+        elif rf.debian_clusters:
+            problems.append(Problem(h, "postgresql", f"PostgreSQL cluster {', '.join(rf.debian_clusters)} of Debian's "
+                                    "own runs here (pg_lsclusters)", "a member's only PostgreSQL is the one Patroni "
+                                    "makes: give the replicated database hosts of its own"))
+    if problems:
+        return steps, problems
+    versions = sorted({rf.os_version for _, rf in found})
+    if len(versions) > 1:
+        return steps, [Problem("database", "os", f"the database hosts run Debian {' and '.join(versions)}",
+                               "one release on every member: PostgreSQL "
+                               f"{' and '.join(releases.POSTGRESQL.get(v, '?') for v in versions)} do not replicate "
+                               "to each other")]
+    pg_major = releases.POSTGRESQL[versions[0]]
+    members = [Member(h, rf.resolve) for h, rf in found]
+    nodes = [(n, a) for n in (db.let_in or inv.nodes) for a in [dist_address(n, facts)] if a]
+    assert db.replication is not None, "a replicated database needs its replication password"
+    for member, (h, rf) in zip(members, found):
+        etcd, patroni = replica_files(inv, member, members, nodes, db.replication, pg_major)
+        if not rf.installed:
+            steps.append(Step(DATABASE, h, f"install PostgreSQL {pg_major}, Patroni and etcd (Debian's)",
+                              action=DB_INSTALL))
+        if rf.etcd_conf != etcd.content:
+            steps.append(Step(DATABASE, h, f"write {etcd.path} (etcd: the quorum store's member)", action=DB_ETCD,
+                              diff=_diff(rf.etcd_conf, etcd.content, "etcd"), file=etcd))
+        if rf.patroni_sha256 != patroni.sha256():
+            steps.append(Step(DATABASE, h, f"write {patroni.path} (Patroni; content redacted: it holds the "
+                                           "replication password)", action=DB_PATRONI, file=patroni))
+        elif not (rf.etcd_active and rf.patroni_active):
+            steps.append(Step(DATABASE, h, "start etcd and Patroni", action=DB_START))
+    primary = next((rf for _, rf in found if rf.primary), None)
+    if primary is None or not primary.role or primary.password_sha256 != db.password.sha256():
+        what = (f"set the password of role {d.user} (the secrets file's)" if primary and primary.role else
+                f"create role {d.user} (login, SCRAM)")
+        steps.append(Step(DATABASE, "primary", f"{what}: given as a SCRAM verifier, the password stays here",
+                          action=DB_ROLE))
+    if primary is None or not primary.owner:
+        steps.append(Step(DATABASE, "primary", f"create database {d.name} owned by {d.user} (UTF8)", action=DB_CREATE))
+    elif primary.owner != d.user:
+        problems.append(Problem("primary", "database", f"database {d.name} belongs to {primary.owner}, not {d.user}",
+                                "give the cluster a database of its own (cluster.database.name)"))
     return steps, problems
 
 
@@ -474,7 +547,8 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
                    (["erlang-p1-pgsql (ejabberd's PostgreSQL driver)"] if "erlang-p1-pgsql" in extra
                     and not f.pgsql_driver else []) +
                    (["postgresql-client (pg_dump, for fab backup)"] if "postgresql-client" in extra
-                    and not f.pg_client else []))
+                    and not f.pg_client else []) +
+                   (["haproxy (the way to the database's primary)"] if "haproxy" in extra and not f.haproxy else []))
         if not f.installed:
             steps.append(Step(INSTALL, node.host, f"install ejabberd {inv.cluster.ejabberd_version}, "
                                                   + ", ".join(("nftables",) + extra)))

@@ -6,23 +6,25 @@ wait_for): what every command looks at before and after it changes anything.
 
 from __future__ import annotations
 
+import secrets as _random
 import time
 from typing import Callable
 
-from . import database as dbmod
+from . import database as dbmod, replicated
 from .errors import EasyClusterError
 from .facts import HostFacts, parse_facts
 from .health import ClusterHealth, assess, departed, without_departed
 from .inventory import Inventory
 from .plan import DbView
-from .secrets import Secret, load_password
+from .secrets import Secret, load_password, load_replication_password
 from .paths import (DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT, EJABBERD_YML,
-                    EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, MNESIA_SCHEMA_FILE, SQL_SECRET_FILE, UNIT_DROPIN)
+                    EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, HAPROXY_CFG, MNESIA_SCHEMA_FILE, SQL_SECRET_FILE,
+                    UNIT_DROPIN)
 from .remote import Background, Fleet, Host
 from .scripts import render
 
 READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, EPMD_DROPIN, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, DIST_TLS_CA,
-                  DIST_TLS_CERT, DIST_TLS_OPTFILE, MNESIA_SCHEMA_FILE)
+                  DIST_TLS_CERT, DIST_TLS_OPTFILE, MNESIA_SCHEMA_FILE, HAPROXY_CFG)
 SECRET_FILES = (DIST_TLS_KEY, SQL_SECRET_FILE)   # only their hash is read, like the cookie's
 
 
@@ -85,11 +87,16 @@ def gather_all(fleet: Fleet, password: Secret | None, probe_network: bool = True
 
     def database() -> dict:
         return {"host": dbmod.db_probe(fleet.database_host(), d) if d.managed else None,
+                "replicas": replicated.probe_all(fleet) if d.replicated else {},
                 "sql": dbmod.sql_everywhere(fleet, password)}
     worker = Background(database)
     facts = gather_via(fleet, probe_network=probe_network)
     box = worker.result()
-    return facts, DbView(box["host"], box["sql"], password)
+    # the replication password: deploy made its file before looking (a dry run's first look
+    # has none: a random one, which no member has, so the plan shows Patroni's file written)
+    replication = (load_replication_password(fleet.inventory.cluster) if d.replication_file.exists()
+                   else Secret(_random.token_hex(20))) if d.replicated else None
+    return facts, DbView(box["host"], box["sql"], password, replicas=box["replicas"], replication=replication)
 
 
 def observe(inv: Inventory, fleet: Fleet) -> ClusterHealth:

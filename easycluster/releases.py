@@ -64,6 +64,9 @@ ORIGINAL_EJABBERD = {"23.01-1": "12", "24.12-3": "13"}
 # Mnesia's protocol (mnesia:system_info(protocol_version)) of each release's OTP, read on the
 # lab's hosts (2026-12-07): nodes of two releases share tables only where these match.
 MNESIA_PROTOCOL = {"12": "8.6", "13": "8.6"}
+# PostgreSQL's major version in each release (its `postgresql` package): a replicated database's
+# members run one release (15 and 17 do not replicate to each other)
+POSTGRESQL = {"12": "15", "13": "17"}
 
 
 def release_of(version: str) -> str | None:

@@ -191,14 +191,20 @@ class Fleet:
         self._print_lock = threading.Lock()
         self._database: list[Host] = []    # the database host's connection, once opened
 
+    def database_hosts(self) -> list[Host]:
+        """The hosts easycluster provisions PostgreSQL on (cluster.database.host, or .hosts): not nodes."""
+        db = self.inventory.cluster.database
+        assert db is not None and db.hosts
+        if not self._database:
+            self._database.extend(Host(self.inventory, Node(host=h, name=f"postgresql@{h}", dist_interface=None,
+                                                            role="database")) for h in db.hosts)
+        return list(self._database)
+
     def database_host(self) -> Host:
         """The host easycluster provisions PostgreSQL on (cluster.database.host): not a node."""
         db = self.inventory.cluster.database
         assert db is not None and db.managed_host is not None
-        if not self._database:
-            self._database.append(Host(self.inventory, Node(host=db.managed_host, name=f"postgresql@{db.managed_host}",
-                                                            dist_interface=None, role="database")))
-        return self._database[0]
+        return self.database_hosts()[0]
 
     def subset(self, inventory: Inventory) -> "Fleet":
         """The same connections, for an inventory holding some of these nodes."""

@@ -12,7 +12,8 @@ from .errors import EasyClusterError
 from .inventory import Inventory, Node
 from .paths import (COOKIE_PATH, DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT,
                     EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, MNESIA_SCHEMA_FILE,
-                    PG_HBA_BEGIN, PG_HBA_END, PLUGIN_EBIN, SQL_SECRET_FILE, UNIT_DROPIN, UPGRADE_HOLD_FILE)
+                    PG_HBA_BEGIN, PG_HBA_END, PLUGIN_EBIN, SQL_SECRET_FILE, UNIT_DROPIN, UPGRADE_HOLD_FILE,
+                    ETCD_DEFAULT, HAPROXY_CFG, PATRONI_CONFIG)
 from .secrets import Secret, load_password
 from .tls import NodeTLS
 
@@ -78,7 +79,7 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
                    mnesia_schema_file=MNESIA_SCHEMA_FILE,
                    ejabberd_release=release(inventory.cluster.ejabberd_version))
     return firewall_files(inventory, node, members) + _tls_files(inventory, node, tls) + _sql_files(
-        inventory, sql_password) + [
+        inventory, sql_password) + _haproxy_files(inventory, node) + [
         ManagedFile(EPMD_DROPIN, render("epmd.socket.d.conf.j2", **context), 0o644, "root", "root", restart=True),
         ManagedFile(UNIT_DROPIN, render("ejabberd.service.d.conf.j2", start_timeout=UNIT_START_TIMEOUT,
                                         stop_timeout=UNIT_STOP_TIMEOUT, **context), 0o644, "root", "root",
@@ -92,6 +93,33 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
         # no trailing newline: the file's sha256 is the cookie's, comparable without reading it
         ManagedFile(COOKIE_PATH, cookie, 0o400, "ejabberd", "ejabberd", restart=True),
     ]
+
+
+def _haproxy_files(inventory: Inventory, node: Node) -> list[ManagedFile]:
+    """With a replicated database: HAProxy's configuration, ejabberd's way to its primary
+    (applied in place by a reload: no node restart)."""
+    db = inventory.cluster.database
+    if not db or not db.replicated:
+        return []
+    return [ManagedFile(HAPROXY_CFG, render("haproxy.cfg.j2", cluster=inventory.cluster, node=node, database=db),
+                        0o644, "root", "root", restart=False, live=True)]
+
+
+@dataclass(frozen=True)
+class Member:
+    host: str
+    address: str
+
+
+def replica_files(inv: Inventory, member: Member, members: list[Member], nodes: list[tuple[Node, str]],
+                  replication_password: Secret, pg_major: str) -> list[ManagedFile]:
+    """A replicated database member's etcd settings and Patroni configuration (a secret: it holds
+    the replication role's password). `nodes`: (node, address) pairs pg_hba lets in."""
+    context = dict(cluster=inv.cluster, database=inv.cluster.database, member=member, members=members,
+                   nodes=nodes, pg_major=pg_major)
+    patroni = render("patroni.yml.j2", replication_password=replication_password.reveal(), **context)
+    return [ManagedFile(ETCD_DEFAULT, render("etcd.default.j2", **context), 0o644, "root", "root", restart=False),
+            ManagedFile(PATRONI_CONFIG, Secret(patroni), 0o600, "postgres", "postgres", restart=False)]
 
 
 def _sql_files(inventory: Inventory, password: Secret | None) -> list[ManagedFile]:

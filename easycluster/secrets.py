@@ -116,15 +116,37 @@ def load_password(cluster: Cluster, create: bool = False, dry: bool = False) -> 
     path = db.password_file
     assert path is not None
     if not path.exists():
-        if dry and db.managed:
+        if dry and db.provisioned:
             return Secret(secrets.token_hex(20))
-        if create and db.managed:
+        if create and db.provisioned:
             return _create_private_file(path, Secret(_random_text(PASSWORD_ALPHABET, PASSWORD_LENGTH)))
-        made = " (the first `fab deploy` creates it)" if db.managed else " (the existing server's role password)"
+        made = " (the first `fab deploy` creates it)" if db.provisioned else " (the existing server's role password)"
         raise EasyClusterError(f"cluster.database password_file {path} does not exist{made}")
     value = _read_private_file(path, "cluster.database password_file")
     if not value:
         raise EasyClusterError(f"cluster.database password_file {path} is empty")
+    return Secret(value)
+
+
+def load_replication_password(cluster: Cluster, create: bool = False, dry: bool = False) -> Secret | None:
+    """A replicated database's replication role password (None without one): its local secrets
+    file (0600), made with a random password by the first deploy (`create`; a random one that no
+    member has in a `dry` run)."""
+    db = cluster.database
+    if db is None or not db.replicated:
+        return None
+    path = db.replication_file
+    assert path is not None
+    if not path.exists():
+        if dry:
+            return Secret(secrets.token_hex(20))
+        if create:
+            return _create_private_file(path, Secret(_random_text(PASSWORD_ALPHABET, PASSWORD_LENGTH)))
+        raise EasyClusterError(f"the replication password file {path} does not exist (the first `fab deploy` "
+                               "creates it)")
+    value = _read_private_file(path, "the replication password file")
+    if not value:
+        raise EasyClusterError(f"the replication password file {path} is empty")
     return Secret(value)
 
 

@@ -84,6 +84,7 @@ def converged(inv: Inventory, host: str, **status_fields) -> HostFacts:
     f = fresh(inv, host)
     f.ejabberd_version, f.erlang_version = inv.cluster.ejabberd_version, ERLANG
     f.pgsql_driver = "1.1.20-1" if inv.cluster.database else None
+    f.pg_client = f.haproxy = bool(inv.cluster.database and inv.cluster.database.replicated)
     members = [address(inv, n.host) for n in inv.nodes]
     holding(f, managed_files(inv, inv.node(host), address(inv, host), COOKIE, members=members,
                              sql_password=DB_PASSWORD if inv.cluster.database else None))

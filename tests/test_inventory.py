@@ -117,7 +117,23 @@ BAD = [
     ("database type", variant("cluster.database", {"type": "mysql", "host": "db1"}),
      "cluster.database.type: 'mysql': one of postgresql"),
     ("database without host", variant("cluster.database", {"type": "postgresql"}),
-     "cluster.database: set exactly one of `host` (a host easycluster provisions with PostgreSQL) or `external`"),
+     "cluster.database: set exactly one of `host` (a host easycluster provisions with PostgreSQL), `hosts`"),
+    ("database hosts and host", variant("cluster.database", {"type": "postgresql", "host": "db1",
+                                                             "hosts": ["db1", "db2", "db3"]}),
+     "cluster.database: set exactly one of `host`"),
+    ("database hosts, two", variant("cluster.database", {"type": "postgresql", "hosts": ["db1", "db2"]}),
+     "cluster.database.hosts: 2 hosts: an odd number, at least 3"),
+    ("database hosts, four", variant("cluster.database", {"type": "postgresql", "hosts": ["a", "b", "c", "d"]}),
+     "cluster.database.hosts: 4 hosts: an odd number, at least 3"),
+    ("database hosts, twice", variant("cluster.database", {"type": "postgresql", "hosts": ["db1", "db2", "db1"]}),
+     "cluster.database.hosts: lists a host twice"),
+    ("database hosts, not a name", variant("cluster.database", {"type": "postgresql", "hosts": ["db1", "d b", "x"]}),
+     "cluster.database.hosts: 'd b' is not a host name or address"),
+    ("database hosts with address", variant("cluster.database", {"type": "postgresql", "address": "10.0.0.1",
+                                                                 "hosts": ["db1", "db2", "db3"]}),
+     "cluster.database.address: not with `hosts`"),
+    ("database hosts, a node", variant("cluster.database", {"type": "postgresql", "hosts": ["db1", "xmpp2.example.com", "db3"]}),
+     "cluster.database.hosts: 'xmpp2.example.com' is a node"),
     ("database host and external", variant("cluster.database", {"type": "postgresql", "host": "db1",
                                                                 "external": {"host": "db2"}}),
      "cluster.database: set exactly one of `host`"),
@@ -155,6 +171,14 @@ def test_database_defaults_managed_and_external():
     assert (db.managed, db.server, db.port, db.name, db.user, db.password_file) == (
         False, "pg.corp", 6432, "xmpp", "xmpp", Path("/srv/inv/pw"))
     assert parse_inventory(yaml.safe_dump(GOOD), PATH).cluster.database is None
+
+
+def test_a_replicated_database_is_reached_through_each_nodes_loopback():
+    inv = parse_inventory(variant("cluster.database", {"type": "postgresql", "hosts": ["db1", "db2", "db3"]}), PATH)
+    db = inv.cluster.database
+    assert (db.managed, db.replicated, db.provisioned, db.hosts) == (False, True, True, ("db1", "db2", "db3"))
+    assert (db.server, db.port, db.name, db.user) == ("127.0.0.1", 5433, "ejabberd", "ejabberd")
+    assert db.password_file == Path("/srv/inv/../secrets/xmpp-prod-database.password")
 
 
 def test_satellites_may_archive_when_the_archive_is_in_sql():

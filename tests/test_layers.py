@@ -42,7 +42,7 @@ PURE = {
 # scripts that do; the libraries that do it are the host layer's alone.
 HOST = {
     "easycluster.remote", "easycluster.nodectl", "easycluster.scripts", "easycluster.lock",
-    "easycluster.database", "easycluster.probe", "easycluster.xmpp",
+    "easycluster.database", "easycluster.probe", "easycluster.xmpp", "easycluster.replicated",
 }
 HOST_LIBRARIES = {"fabric", "invoke", "paramiko", "pg8000", "scramp", "slixmpp"}
 # The operation layer: what every command shares (easycluster.operation: progress, the fleet,

@@ -18,15 +18,17 @@ from casefacts import (COOKIE, DB_PASSWORD, INVENTORY_PATH, PLUGIN_SHA, address,
                        host_facts, stopped)
 from easycluster import plan as planmod
 from easycluster.errors import PreflightFailed
-from easycluster.facts import DbHostFacts, HostFacts, SqlFacts, parse_facts
+from easycluster.facts import DbHostFacts, HostFacts, ReplicaFacts, SqlFacts, parse_facts
 from easycluster.health import assess
 from easycluster.inventory import Inventory, parse_inventory
 from easycluster.paths import EJABBERD_DEFAULT, EJABBERD_YML, FIREWALL_RULES
 from easycluster.plan import JOIN, DbView, format_plan, make_plan
-from easycluster.render import host_files
+from easycluster.render import Member, host_files, replica_files
+from easycluster.secrets import Secret
 
 CASES = Path(__file__).parent / "cases" / "plan"
 DB_ADDRESS = "10.9.0.50"       # where a case's database host is
+REPLICATION = Secret("replication-pw-of-the-cases")   # a replicated database's replication password
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +67,26 @@ def database_view(inv: Inventory, given: dict | None) -> DbView | None:
             assert state == "new", f"database host: state new or ready, not {state!r}"
         for key, value in spec.items():
             setattr(host, key, value)
+    replicas = {}
+    members = [Member(h, f"10.9.0.{61 + i}") for i, h in enumerate(d.replicas)]
+    for i, member in enumerate(members):
+        spec = dict(given.get("replicas", {}).get(member.host, given.get("replicas", {}).get("*", {})))
+        state = spec.pop("state", "ready")
+        rf = ReplicaFacts(member.host, os_id="debian", os_version="13", systemd=True, addresses=[member.address],
+                          resolve=member.address)
+        if state == "ready":
+            etcd, patroni = replica_files(inv, member, members, [(n, address(inv, n.host)) for n in inv.nodes],
+                                          REPLICATION, "17")
+            rf.packages = {p: "1" for p in ("postgresql", "patroni", "etcd-server", "python3-etcd")}
+            rf.etcd_conf, rf.patroni_sha256, rf.etcd_active, rf.patroni_active = \
+                etcd.content, patroni.sha256(), True, True
+            if i == 0:
+                rf.primary, rf.role, rf.owner, rf.password_sha256 = True, True, d.user, DB_PASSWORD.sha256()
+        else:
+            assert state == "new", f"database member: state new or ready, not {state!r}"
+        for key, value in spec.items():
+            setattr(rf, key, value)
+        replicas[member.host] = rf
     sql = {}
     for node in inv.nodes:
         spec = dict(given.get("sql", {}).get(node.host, given.get("sql", {}).get("*", {})))
@@ -76,7 +98,7 @@ def database_view(inv: Inventory, given: dict | None) -> DbView | None:
         for key, value in spec.items():
             setattr(f, key, value)
         sql[node.host] = f
-    return DbView(host, sql, DB_PASSWORD)
+    return DbView(host, sql, DB_PASSWORD, replicas=replicas, replication=REPLICATION if d.replicated else None)
 
 
 def load_case(path: Path) -> tuple[Inventory, dict[str, HostFacts], dict]:

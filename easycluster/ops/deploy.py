@@ -20,7 +20,7 @@ from ..plan import DATABASE, JOIN, RESET, WRITE, Plan, Step, as_reset, choose_se
     mark_boot_joins, package_nodes
 from ..progress import Out, Progress
 from ..remote import Fleet
-from ..secrets import COOKIE_ALPHABET, Secret, load_cookie, load_password
+from ..secrets import COOKIE_ALPHABET, Secret, load_cookie, load_password, load_replication_password
 from ..tls import materials as tls_materials
 
 
@@ -36,6 +36,7 @@ def deploy(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: fl
     cookie = _cookie_for(inv, dry)
     tls = tls_materials(inv, create=not dry)
     password = load_password(inv.cluster, create=True, dry=dry)
+    load_replication_password(inv.cluster, create=True, dry=dry)   # made before looking: the facts compare with it
     with operation(inv, "deploy", out=out, lock_wait=lock_wait) as op:
         facts = op.look(password, report_departed=True)
         effective, db, progress = op.inv, op.db, op.progress
@@ -91,6 +92,7 @@ def _add(inv: Inventory, host: str, role: str, out: Out, dry: bool, lock_wait: f
     cookie = load_cookie(inv.cluster, create=False)
     tls = tls_materials(inv, create=not dry)
     password = load_password(inv.cluster, create=True, dry=dry)
+    load_replication_password(inv.cluster, create=True, dry=dry)   # made before looking: the facts compare with it
     with operation(inv, f"add-{role} --host {node.host}", out=out, lock_wait=lock_wait) as op:
         progress = op.progress
         facts = op.look(password)

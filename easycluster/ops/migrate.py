@@ -33,7 +33,7 @@ from ..plan import choose_seed, dist_address, file_change, format_plan, make_pla
 from ..progress import Out, Progress
 from ..remote import Fleet
 from ..render import managed_files
-from ..secrets import load_cookie, load_password
+from ..secrets import load_cookie, load_password, load_replication_password
 from ..tls import materials as tls_materials
 
 EXPORTING, EXPORTED, SWITCHED, DONE = "exporting", "exported", "switched", "done"
@@ -58,6 +58,7 @@ def migrate_to_sql(inv: Inventory, *, out: Out = print, dry: bool = False, lock_
     cookie = load_cookie(inv.cluster, create=False)
     tls = tls_materials(inv, create=False)
     password = load_password(inv.cluster, create=True, dry=dry)
+    load_replication_password(inv.cluster, create=True, dry=dry)   # made before looking: the facts compare with it
     result = MigrateResult()
     with operation(inv, "migrate-to-sql", out=out, lock_wait=lock_wait) as op:
         fleet, progress = op.fleet, op.progress

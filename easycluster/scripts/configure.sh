@@ -11,7 +11,7 @@
 #   no copies of a secret lying in backups); INSTALLS: MODE OWNER GROUP PATH for file 0, 1, ...;
 #   PLUGIN: 1 to install the plugin; SHARED_BUILT_WITH: the packages shared.tar was built with
 # params: BACKUP_DIR STATE_DIR RESTART_PENDING EPMD_REBIND PLUGIN_DIR PLUGIN_SRC PLUGIN_EBIN
-# params: UNIT_DROPIN FIREWALL_UNIT EPMD_DROPIN FIREWALL_RULES
+# params: UNIT_DROPIN FIREWALL_UNIT EPMD_DROPIN FIREWALL_RULES HAPROXY_CFG
 set -e
 trap 'rm -rf "$STAGING"' EXIT
 install -d -m 700 "$BACKUP_DIR" "$STATE_DIR"
@@ -30,7 +30,7 @@ if [ "$PLUGIN" = 1 ] && [ -d "$PLUGIN_EBIN" ]; then
   tar -C "$PLUGIN_DIR" -cf "$backup" ebin src; chmod go= "$backup"; echo "backup=$PLUGIN_DIR:$backup"
 fi
 
-reload=0 epmd=0 unit_written=0 rules_written=0
+reload=0 epmd=0 unit_written=0 rules_written=0 haproxy=0
 set -- "${INSTALLS[@]}"
 i=0
 while [ $# -ge 4 ]; do
@@ -40,6 +40,7 @@ while [ $# -ge 4 ]; do
     "$FIREWALL_UNIT") reload=1 unit_written=1 ;;
     "$EPMD_DROPIN") reload=1 epmd=1 ;;
     "$FIREWALL_RULES") rules_written=1 ;;
+    "$HAPROXY_CFG") haproxy=1 ;;
   esac
   shift 4; i=$((i + 1))
 done
@@ -69,3 +70,4 @@ if [ $reload = 1 ]; then systemctl daemon-reload; fi
 if [ $epmd = 1 ]; then touch "$EPMD_REBIND"; fi
 if [ $unit_written = 1 ]; then systemctl enable --quiet easycluster-firewall 2>/dev/null; fi
 if [ $rules_written = 1 ]; then nft -f "$FIREWALL_RULES"; fi   # in place, atomically (the table is replaced whole)
+if [ $haproxy = 1 ]; then systemctl enable --quiet haproxy; systemctl reload-or-restart haproxy; fi   # sessions kept

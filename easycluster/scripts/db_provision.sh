@@ -33,15 +33,10 @@ if [ "$restart" = 1 ]; then systemctl restart "$unit"
 elif ! systemctl is-active --quiet "$unit"; then systemctl start "$unit"
 elif [ "$reload" = 1 ]; then systemctl reload "$unit"; fi
 for _ in $(seq 100); do runuser -u postgres -- pg_isready -q && break; sleep 0.1; done
-psql_() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d postgres "$@"; }
 if [ "$SET_ROLE" = 1 ]; then
-  verifier=$(cat "$STAGING/verifier")
-  if [ -n "$(psql_ -t -A -c "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'")" ]; then verb=ALTER; else verb=CREATE; fi
-  printf "%s ROLE %s WITH LOGIN PASSWORD '%s';\n" "$verb" "$DB_USER" "$verifier" | psql_
+  ec_pg_role "$STAGING/verifier" "$DB_USER"
   install -d -m 700 "${DB_PASSWORD_SHA256%/*}"
   (umask 077; echo "$PASSWORD_SHA256" > "$DB_PASSWORD_SHA256")
 fi
-if [ "$CREATE_DATABASE" = 1 ]; then
-  psql_ -c "CREATE DATABASE $DB_NAME OWNER $DB_USER ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
-fi
+if [ "$CREATE_DATABASE" = 1 ]; then ec_pg_database "$DB_NAME" "$DB_USER"; fi
 echo "PostgreSQL $ver/$name"

@@ -125,3 +125,18 @@ ec_boot_id() {   # which boot this is: the kernel's boot id and when PID 1 start
   # ticks since the kernel booted), so that a container's reboot, under the same kernel, counts
   echo "boot=$(cat /proc/sys/kernel/random/boot_id) $(cut -d' ' -f22 /proc/1/stat)"
 }
+
+ec_psql() {   # psql as PostgreSQL's superuser (its unix socket, peer), stopping at the first error
+  runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d postgres "$@"
+}
+
+ec_pg_role() {   # VERIFIER_FILE USER: the role with the SCRAM verifier as its password (on stdin)
+  local verifier verb
+  verifier=$(cat "$1")
+  if [ -n "$(ec_psql -t -A -c "SELECT 1 FROM pg_roles WHERE rolname = '$2'")" ]; then verb=ALTER; else verb=CREATE; fi
+  printf "%s ROLE %s WITH LOGIN PASSWORD '%s';\n" "$verb" "$2" "$verifier" | ec_psql
+}
+
+ec_pg_database() {   # NAME OWNER: UTF8, C collation (ejabberd's schema sorts bytewise)
+  ec_psql -c "CREATE DATABASE $1 OWNER $2 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+}

@@ -1,0 +1,144 @@
+"""A replicated PostgreSQL (cluster.database.hosts; docs/database.md): Patroni managing one
+primary and its standbys, with etcd as its quorum store on the same hosts, and HAProxy on each
+node routing ejabberd to whichever member Patroni says is the primary.
+
+Facts are read over SSH like a node's (replica_probe.sh: packages, easycluster's files, units,
+`patronictl list`). Provisioning runs on every member at once (etcd's first start waits for its
+peers), then waits for the quorum, a primary and a synchronous standby, then makes the role (its
+SCRAM verifier only) and the database on the primary; the standbys get them by replication.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from .errors import EasyClusterError, RemoteError
+from .facts import ReplicaFacts, parse_replica_facts
+from .inventory import Database, Inventory
+from .paths import PATRONI_CONFIG
+from .plan import DB_CREATE, DB_ETCD, DB_INSTALL, DB_PATRONI, DB_ROLE, Step
+from .remote import Fleet, Host
+from .scripts import render
+from .secrets import Secret
+
+READY_BOUND = 180        # seconds from the members' start to a primary with a synchronous standby
+
+
+def probe(host: Host, db: Database) -> ReplicaFacts:
+    try:
+        r = host.script(render("replica_probe", member=host.name, db_name=db.name, db_user=db.user),
+                        check=False, timeout=30, what="gathering a database member's facts")
+    except RemoteError as exc:
+        return ReplicaFacts(host=host.name, error=exc.detail or exc.what)
+    return parse_replica_facts(host.name, r.stdout)
+
+
+def probe_all(fleet: Fleet) -> dict[str, ReplicaFacts]:
+    d = fleet.inventory.cluster.database
+    hosts = fleet.database_hosts()
+    results = _parallel(hosts, lambda h: probe(h, d))
+    return {h.name: (r if isinstance(r, ReplicaFacts) else ReplicaFacts(host=h.name, error=str(r)))
+            for h, r in zip(hosts, results)}
+
+
+def _parallel(hosts: list[Host], func) -> list:
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        futures = [pool.submit(func, h) for h in hosts]
+    return [f.exception() or f.result() for f in futures]
+
+
+def members_state(facts: dict[str, ReplicaFacts]) -> list[dict]:
+    """The replicated cluster as the first member that answers lists it (patronictl list)."""
+    return next((f.members for f in facts.values() if f.members), [])
+
+
+def ready(members: list[dict], expected: int) -> str | None:
+    """None when there is a running primary, a synchronous standby streaming, and every member
+    running or streaming; else what is missing (pure)."""
+    roles = {m.get("Member"): (str(m.get("Role", "")).lower(), str(m.get("State", "")).lower()) for m in members}
+    if len(roles) < expected:
+        return f"{len(roles)} of {expected} members known to Patroni"
+    if not any(r == "leader" and s == "running" for r, s in roles.values()):
+        return "no primary yet"
+    if not any(r == "sync standby" and s in ("streaming", "running") for r, s in roles.values()):
+        return "no synchronous standby yet"
+    lagging = [m for m, (r, s) in roles.items() if s not in ("running", "streaming")]
+    if lagging:
+        return f"{', '.join(sorted(lagging))} not streaming yet"
+    return None
+
+
+def provision(fleet: Fleet, inv: Inventory, steps: list[Step], password: Secret, say) -> None:
+    """The members' steps (install, etcd settings, Patroni configuration, start) on every member
+    at once, then the wait for a primary with a synchronous standby, then the role and database
+    on the primary (DB_ROLE, DB_CREATE among `steps`)."""
+    hosts = {h.name: h for h in fleet.database_hosts()}
+    per_host = {h: [s for s in steps if s.host == h] for h in hosts}
+
+    def member(h: Host) -> None:
+        mine = per_host[h.name]
+        actions = {s.action for s in mine}
+        staging = h.script(render("staging"), what="making a staging directory").stdout.strip()
+        for s in mine:
+            if s.action in (DB_ETCD, DB_PATRONI):
+                h.put_bytes(s.file.data(), f"{staging}/{s.action}")
+        h.script(render("replica_provision", staging=staging, install=DB_INSTALL in actions,
+                        write_etcd=DB_ETCD in actions, write_patroni=DB_PATRONI in actions),
+                 what="provisioning a database member", timeout=900)
+    busy = [hosts[h] for h in hosts if per_host[h]]
+    for result in (_parallel(busy, member) if busy else []):
+        if isinstance(result, Exception):
+            raise result
+    state = wait_ready(fleet, len(hosts))
+    primary = next(m.get("Member") for m in state if str(m.get("Role", "")).lower() == "leader")
+    say(primary, f"primary of {len(hosts)} members: " + ", ".join(
+        f"{m.get('Member')} {str(m.get('Role', '')).lower()}" for m in state))
+    actions = {s.action for s in steps}
+    if actions & {DB_ROLE, DB_CREATE}:
+        role(fleet, inv, password, DB_ROLE in actions, DB_CREATE in actions)
+
+
+def wait_ready(fleet: Fleet, expected: int, bound: float = READY_BOUND) -> list[dict]:
+    """Until Patroni lists a running primary with a synchronous standby (asked on each member in
+    turn: any of them may be down); raises after `bound` seconds naming what is missing."""
+    deadline = time.monotonic() + bound
+    missing = "no answer"
+    while time.monotonic() < deadline:
+        for h in fleet.database_hosts():
+            try:
+                out = h.run(f"timeout 10 patronictl -c {PATRONI_CONFIG} list -f json", check=False, timeout=20,
+                            what="listing the replicated database's members").stdout
+                state = json.loads(out or "[]")
+            except (RemoteError, ValueError):
+                continue
+            missing = ready(state, expected) or ""
+            if not missing:
+                return state
+            break
+        time.sleep(2)
+    raise EasyClusterError(f"the replicated database is not ready after {bound:.0f}s: {missing}")
+
+
+def role(fleet: Fleet, inv: Inventory, password: Secret, set_role: bool, create: bool) -> None:
+    """The role (its SCRAM verifier) and the database on the primary; every member notes the
+    password's hash."""
+    from .database import scram_verifier
+    d = inv.cluster.database
+    verifier = scram_verifier(password)
+
+    def one(h: Host) -> bool:
+        staging = h.script(render("staging"), what="making a staging directory").stdout.strip()
+        h.put_bytes(verifier.reveal().encode(), f"{staging}/verifier")
+        r = h.script(render("replica_role", staging=staging, set_role=set_role, create_database=create,
+                            db_name=d.name, db_user=d.user, password_sha256=password.sha256()),
+                     what="the role and database on the primary", timeout=60)
+        return "primary=yes" in r.stdout
+    results = _parallel(fleet.database_hosts(), one)
+    failed = [r for r in results if isinstance(r, Exception)]
+    if failed:
+        raise failed[0]
+    if not any(results):
+        raise EasyClusterError("no member was the primary when the role and database were made: run `fab deploy` "
+                               "again")

@@ -1,0 +1,35 @@
+# shellcheck shell=bash
+# A member of the replicated database made what the plan says (each part only when asked):
+# PostgreSQL, Patroni and etcd installed (Debian's; no cluster of Debian's own: Patroni makes
+# and owns the only one), easycluster's etcd settings and Patroni's configuration installed
+# from STAGING (etcd, patroni: the latter 0600, the postgres user's), and both units enabled and
+# (re)started without waiting: etcd's first start waits for its peers, which the other members
+# start at the same time. The caller waits for the quorum and the primary. STAGING is removed.
+# params: STAGING INSTALL WRITE_ETCD WRITE_PATRONI ETCD_DEFAULT PATRONI_CONFIG
+set -e
+trap 'rm -rf "$STAGING"' EXIT
+export DEBIAN_FRONTEND=noninteractive
+if [ "$INSTALL" = 1 ]; then
+  install -d /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false   # easycluster: Patroni owns this host's PostgreSQL" \
+    > /etc/postgresql-common/createcluster.d/easycluster.conf
+  apt-get update -q >/dev/null
+  # python3-etcd by name: patroni's dependency on a store client is also met by python3-consul
+  apt-get install -y -q --no-install-recommends postgresql patroni python3-etcd etcd-server etcd-client >/dev/null
+fi
+if [ "$WRITE_ETCD" = 1 ]; then
+  install -m 644 -o root -g root "$STAGING/etcd" "$ETCD_DEFAULT"
+  systemctl enable --quiet etcd
+  systemctl restart --no-block etcd
+elif ! systemctl is-active --quiet etcd; then
+  systemctl start --no-block etcd
+fi
+if [ "$WRITE_PATRONI" = 1 ]; then
+  install -d -m 755 "${PATRONI_CONFIG%/*}"
+  install -m 600 -o postgres -g postgres "$STAGING/patroni" "$PATRONI_CONFIG"
+  systemctl enable --quiet patroni
+  if systemctl is-active --quiet patroni; then systemctl reload patroni; else systemctl start --no-block patroni; fi
+elif ! systemctl is-active --quiet patroni; then
+  systemctl start --no-block patroni
+fi
+echo "provisioned"
