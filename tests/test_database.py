@@ -334,7 +334,7 @@ def test_upgrade_to_26_07_takes_the_schema_steps_once_with_every_node_stopped(se
     assert "strategy: full stop" in dry and "25.03: users." in dry, dry
     assert "schema steps 25.03, 26.01, 26.03 in one transaction" in dry, dry
     out = dfab(inv, "upgrade", timeout=1800).stdout
-    last_stop, steps = out.rfind("and stop"), out.find("schema steps 25.03, 26.01, 26.03 in")
+    last_stop, steps = out.rfind("and stop"), out.find("[database] schema steps 25.03, 26.01, 26.03 in")
     first_start = out.find("start, held until")
     assert -1 < last_stop < steps < first_start, out     # no node of either version runs meanwhile
     assert "  applied: 25.03, 26.01, 26.03" in out, out

@@ -72,8 +72,11 @@ BASE_PACKAGES = ("openssh-server", "iproute2", "procps", "netbase", "iputils-pin
                  "systemd", "systemd-sysv", "dbus", "libpam-systemd")
 IMAGE_VERSION = 1      # bump when what base_rootfs() does to the image changes
 # What the lab's apt repository serves: everything these need beyond the base. PostgreSQL
-# (Debian's, for a database host) and ejabberd's PostgreSQL driver (a Suggests of ejabberd).
-REPO_PACKAGES = ("ejabberd", "erlang-dev", "nftables", "postgresql", "erlang-p1-pgsql")
+# (Debian's, for a database host) and ejabberd's PostgreSQL driver (a Suggests of ejabberd); for a
+# replicated database Patroni (with python3-etcd, which a plain install of patroni does not bring
+# on trixie: python3-consul meets its dependency), etcd and HAProxy.
+REPO_PACKAGES = ("ejabberd", "erlang-dev", "nftables", "postgresql", "erlang-p1-pgsql",
+                 "patroni", "python3-etcd", "etcd-server", "etcd-client", "haproxy")
 REPO_LAYOUT = 3        # bump when how apt_repository() lays the repository out changes
 MIRROR_NAME = "lab-mirror"
 MIRROR_PORT = 3142
