@@ -86,7 +86,38 @@ class ClusterHealth:
                 "departed": {name: {"how": how, "when": when} for name, (how, when) in self.departed.items()}}
 
 
-def database_health(inv: Inventory, sql: dict) -> tuple[dict, list[str]]:
+def replica_health(inv: Inventory, replicas: dict) -> tuple[list[dict], list[str]]:
+    """A replicated database's members (facts.ReplicaFacts per host): each one's role, state and
+    lag as Patroni lists them (asked on the first member that answers), and whether its etcd
+    runs; problems: a member down or not streaming, no primary, no synchronous standby, etcd
+    short of its quorum."""
+    listed = next((f.members for f in replicas.values() if f.reachable and f.members), [])
+    by_name = {str(m.get("Member")): m for m in listed}
+    members, problems = [], []
+    for host in inv.cluster.database.replicas:
+        f, m = replicas.get(host), by_name.get(host, {})
+        role, state = str(m.get("Role", "")).lower(), str(m.get("State", "")).lower()
+        lag = m.get("Lag in MB")
+        members.append({"host": host, "role": role or None, "state": state or None, "lag_mb": lag,
+                        "etcd": bool(f and f.etcd_active), "reachable": bool(f and f.reachable)})
+        if f is None or not f.reachable:
+            problems.append(f"database member {host}: unreachable ({f.error if f else 'no answer'})")
+        elif state not in ("running", "streaming"):
+            problems.append(f"database member {host}: {state or 'not listed by Patroni'}")
+    if not any(m["role"] == "leader" and m["state"] == "running" for m in members):
+        problems.append("the replicated database has no primary: no write succeeds")
+    elif not any(m["role"] == "sync standby" and m["state"] in ("streaming", "running") for m in members):
+        problems.append("the replicated database has no synchronous standby: the primary alone holds the "
+                        "newest writes, and its loss would lose them")
+    running = sum(1 for m in members if m["etcd"])
+    if running < len(members):
+        quorum = len(members) // 2 + 1
+        problems.append(f"etcd (Patroni's quorum store) runs on {running} of {len(members)} database hosts"
+                        + (f": below its quorum of {quorum}, no failover can happen" if running < quorum else ""))
+    return members, problems
+
+
+def database_health(inv: Inventory, sql: dict, replicas: dict | None = None) -> tuple[dict, list[str]]:
     """cluster.database as each node sees it (facts.SqlFacts per host): where it is, the
     server's version and the database's size, who reaches it; a problem per node that cannot
     log in (its clients cannot log in either)."""
@@ -98,10 +129,14 @@ def database_health(inv: Inventory, sql: dict) -> tuple[dict, list[str]]:
             "reachable_from": sorted(h for h, s in sql.items() if s.ok),
             "errors": {h: s.error for h, s in sorted(sql.items()) if not s.ok}}
     problems = [f"{h}: cannot use the database: {s.error}" for h, s in sorted(sql.items()) if not s.ok]
+    if d.replicated and replicas is not None:
+        info["members"], more = replica_health(inv, replicas)
+        problems += more
     return info, problems
 
 
-def assess(inv: Inventory, facts: dict[str, HostFacts], sql: dict | None = None) -> ClusterHealth:
+def assess(inv: Inventory, facts: dict[str, HostFacts], sql: dict | None = None,
+           replicas: dict | None = None) -> ClusterHealth:
     """Healthy: every inventory node running, a member in everyone's view, and a master
     (a local copy of every table, with the same storage type as on the others); with
     cluster.database, every reachable node able to log in to it (`sql`: facts.SqlFacts
@@ -191,7 +226,7 @@ def assess(inv: Inventory, facts: dict[str, HostFacts], sql: dict | None = None)
     database = None
     if inv.cluster.database and sql is not None:
         database, db_problems = database_health(
-            inv, {h: s for h, s in sql.items() if facts.get(h) and facts[h].reachable})
+            inv, {h: s for h, s in sql.items() if facts.get(h) and facts[h].reachable}, replicas)
         problems += db_problems
     return ClusterHealth(nodes, problems, tables, database=database)
 

@@ -102,16 +102,19 @@ def gather_all(fleet: Fleet, password: Secret | None, probe_network: bool = True
 def observe(inv: Inventory, fleet: Fleet) -> ClusterHealth:
     """The cluster as its nodes report it now, read in parallel over the fleet's connections.
     Nodes removed or forgotten on purpose are listed as departed, not as failures."""
-    sql = None
-    if inv.cluster.database:   # the database as each node sees it, alongside the nodes' facts
+    sql = replicas = None
+    d = inv.cluster.database
+    if d:   # the database as each node sees it (and a replicated one's members), alongside the nodes' facts
         password = load_password(inv.cluster)
         worker = Background(lambda: dbmod.sql_everywhere(fleet, password))
+        members = Background(lambda: replicated.probe_all(fleet)) if d.replicated else None
     facts = gather(fleet, probe_network=False)
-    if inv.cluster.database:
+    if d:
         sql = worker.result()
+        replicas = members.result() if members else None
     gone = departed(facts)
     effective = without_departed(inv, facts, lambda _line: None)
-    health = assess(effective, facts, sql)
+    health = assess(effective, facts, sql, replicas)
     health.departed = {n.name: gone[n.name] for n in inv.nodes if n.name in gone}
     return health
 

@@ -159,3 +159,46 @@ def test_the_probe_computes_how_long_ago_the_unit_started(case, monotonic, expec
         assert r.stdout == "unit_started_ago=\n" and f.unit_started_ago is None
     else:
         assert f.unit_started_ago is not None and abs(f.unit_started_ago - want) <= 2, r.stdout
+
+
+# --------------------------------------------------------------------------- a replicated database
+
+def replicated_inventory():
+    return parse_inventory(yaml.safe_dump({
+        "cluster": {"name": "t", "ejabberd_version": "24.12-3+deb13u2", "domains": ["t.test"],
+                    "cookie": {"file": "/nonexistent/cookie"},
+                    "database": {"type": "postgresql", "hosts": ["db1", "db2", "db3"],
+                                 "password_file": "/nonexistent/db.password"}},
+        "nodes": [{"host": h} for h in HOSTS]}), INVENTORY_PATH)
+
+
+LEADER, SYNC, REPLICA = ("Leader", "running"), ("Sync Standby", "streaming"), ("Replica", "streaming")
+
+
+# Patroni's list (member -> role, state; missing: not listed), members down, etcd down -> problems
+REPLICA_CASES = [
+    ("a primary, a synchronous standby, a standby", {"db1": LEADER, "db2": SYNC, "db3": REPLICA}, [], [], []),
+    ("the primary powered off, not yet replaced", {"db2": SYNC, "db3": REPLICA}, ["db1"], ["db1"],
+     ["database member db1: unreachable", "no primary", "etcd (Patroni's quorum store) runs on 2 of 3"]),
+    ("no synchronous standby", {"db1": LEADER, "db2": REPLICA, "db3": ("Replica", "starting")}, [], [],
+     ["database member db3: starting", "no synchronous standby"]),
+    ("etcd below its quorum", {"db1": LEADER, "db2": SYNC, "db3": REPLICA}, [], ["db2", "db3"],
+     ["runs on 1 of 3 database hosts: below its quorum of 2"]),
+]
+
+
+@pytest.mark.parametrize("listed, down, etcd_down, expected", [c[1:] for c in REPLICA_CASES],
+                         ids=[c[0] for c in REPLICA_CASES])
+def test_a_replicated_databases_members_and_their_problems(listed, down, etcd_down, expected):
+    from easycluster.facts import ReplicaFacts
+    from easycluster.health import replica_health
+    inv = replicated_inventory()
+    state = [{"Member": m, "Host": f"10.0.0.{i}", "Role": r, "State": s, "Lag in MB": 0}
+             for i, (m, (r, s)) in enumerate(listed.items())]
+    replicas = {h: (ReplicaFacts(h, error="Connect failed") if h in down else
+                    ReplicaFacts(h, members=state, etcd_active=h not in etcd_down)) for h in ("db1", "db2", "db3")}
+    members, problems = replica_health(inv, replicas)
+    assert [m["host"] for m in members] == ["db1", "db2", "db3"]
+    assert len(problems) == len(expected), problems
+    for want, got in zip(expected, problems):
+        assert want in got, (want, got)

@@ -84,6 +84,8 @@ def test_deploy_makes_a_primary_with_a_synchronous_standby_and_a_rerun_changes_n
     assert psql(lab, standby, "SELECT count(*) FROM users") == "3"          # replicated
     assert xmpp.can_login(lab.ip("lab2"), f"firstlab3@{D}", PW)
     assert "no changes: the cluster matches the inventory" in rfab(inv, "deploy").stdout
+    st = rfab(inv, "status").stdout
+    assert "cluster: healthy" in st and "database members: " in st and "sync standby streaming" in st, st
     # secrets: no password in the output; the replication password only in Patroni's 0600 file;
     # the role's password nowhere on the members (PostgreSQL has its SCRAM verifier)
     passwords = [(directory / "db.password").read_text().strip(),
@@ -95,56 +97,122 @@ def test_deploy_makes_a_primary_with_a_synchronous_standby_and_a_rerun_changes_n
         assert found.strip() == "", f"the role's password on {h}: {found}"
 
 
+class Registrations:
+    """In-band registrations through the nodes in turn, one after another, for as long as it
+    runs: each acknowledged (ejabberd answered success) or not (refused or timed out), with when."""
+
+    def __init__(self, lab, prefix: str):
+        self.lab, self.prefix = lab, prefix
+        self.acked: list[tuple[str, str, float]] = []     # (user, node, when)
+        self.failed: list[tuple[str, str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            user, node = f"{self.prefix}{i}", NODES[i % len(NODES)]
+            try:
+                xmpp.register(self.lab.ip(node), f"{user}@{D}", PW)
+                self.acked.append((user, node, time.monotonic()))
+            except Exception:      # refused or timed out: not acknowledged, may or may not be stored
+                self.failed.append((user, node, time.monotonic()))
+            i += 1
+
+    def across(self, fault, what: str) -> float:
+        """Registrations for 5 s, then `fault()`, then until every node has registered again
+        (at most FAILOVER_BOUND s) and 5 s more. Returns the seconds from the fault until the
+        last node registered again; asserts every node did."""
+        self._thread.start()
+        try:
+            time.sleep(5)
+            cut = time.monotonic()
+            fault()
+            deadline = cut + FAILOVER_BOUND
+            while time.monotonic() < deadline and not all(
+                    any(n == node and t > cut + 1 for _, n, t in self.acked) for node in NODES):
+                time.sleep(1)
+            time.sleep(5)
+        finally:
+            self._stop.set()
+            self._thread.join(60)
+        back = {node: min((t for _, n, t in self.acked if n == node and t > cut + 1), default=None) for node in NODES}
+        assert all(back.values()), f"{what}: registrations did not work again within {FAILOVER_BOUND}s on " \
+                                   f"{[n for n, t in back.items() if t is None]}"
+        took = max(back.values()) - cut
+        print(f"{what}: registrations back on every node after {took:.1f}s "
+              f"(per node: {', '.join(f'{n} {t - cut:.1f}s' for n, t in back.items())}); "
+              f"{len([1 for _, _, t in self.failed if t > cut])} failed meanwhile, {len(self.acked)} acknowledged")
+        return took
+
+    def assert_none_lost(self, primary: str) -> set[str]:
+        stored = set(psql(self.lab, primary, f"SELECT username FROM users WHERE username LIKE '{self.prefix}%'").split())
+        lost = [u for u, _, _ in self.acked if u not in stored]
+        assert self.acked and not lost, f"{len(lost)} acknowledged registrations lost: {lost[:10]}"
+        return stored
+
+
+def wait_standby(lab, host: str) -> None:
+    deadline = time.monotonic() + REJOIN_BOUND
+    while role_of(members(lab)).get(host) not in ("replica streaming", "sync standby streaming"):
+        assert time.monotonic() < deadline, f"{host} not back as a standby: {role_of(members(lab))}"
+        time.sleep(2)
+
+
 def test_the_primary_powered_off_fails_over_without_losing_an_acknowledged_write(setup):
     lab, _, inv, _ = setup
     old = primary_of(lab)
-    acked: list[tuple[str, str, float]] = []     # (user, node, when)
-    failed: list[tuple[str, str, float]] = []
-    stop = threading.Event()
-
-    def writer() -> None:
-        i = 0
-        while not stop.is_set():
-            user, node = f"w{i}", NODES[i % len(NODES)]
-            try:
-                xmpp.register(lab.ip(node), f"{user}@{D}", PW)
-                acked.append((user, node, time.monotonic()))
-            except Exception:      # refused or timed out: not acknowledged, may or may not be stored
-                failed.append((user, node, time.monotonic()))
-            i += 1
-    thread = threading.Thread(target=writer, daemon=True)
-    thread.start()
-    time.sleep(5)
-    cut = time.monotonic()
-    lab.poweroff(old)
-    try:
-        deadline = cut + FAILOVER_BOUND
-        while time.monotonic() < deadline:   # every node has registered again since the cut
-            if all(any(n == node and t > cut + 1 for _, n, t in acked) for node in NODES):
-                break
-            time.sleep(1)
-        time.sleep(5)
-    finally:
-        stop.set()
-        thread.join(60)
-    back = {node: min((t for _, n, t in acked if n == node and t > cut + 1), default=None) for node in NODES}
-    assert all(back.values()), f"registrations did not work again within {FAILOVER_BOUND}s on: " \
-                               f"{[n for n, t in back.items() if t is None]}"
-    print(f"failover: registrations back after {max(back.values()) - cut:.1f}s "
-          f"(per node: {', '.join(f'{n} {t - cut:.1f}s' for n, t in back.items())}); "
-          f"{len([1 for _, _, t in failed if t > cut])} refused meanwhile, {len(acked)} acknowledged")
+    writes = Registrations(lab, "w")
+    writes.across(lambda: lab.poweroff(old), "primary powered off")
     new = primary_of(lab)
     assert new != old
-    # every acknowledged registration is in the new primary's table
-    stored = set(psql(lab, new, "SELECT username FROM users WHERE username LIKE 'w%'").split())
-    lost = [u for u, _, _ in acked if u not in stored]
-    assert acked and not lost, f"{len(lost)} acknowledged registrations lost: {lost[:10]}"
+    stored = writes.assert_none_lost(new)
     assert xmpp.can_login(lab.ip("lab3"), f"firstlab1@{D}", PW)
+    st = rfab(inv, "status", check=False)
+    assert st.returncode != 0 and f"database member {old}: unreachable" in st.stdout, st.stdout
 
-    lab.boot(old)
-    deadline = time.monotonic() + REJOIN_BOUND
-    while role_of(members(lab)).get(old) not in ("replica streaming", "sync standby streaming"):
-        assert time.monotonic() < deadline, f"{old} not back as a standby: {role_of(members(lab))}"
-        time.sleep(2)
+    lab.boot(old)                  # it comes back as a standby by itself (a copy of the new primary)
+    wait_standby(lab, old)
     assert psql(lab, old, "SELECT count(*) FROM users WHERE username LIKE 'w%'") == str(len(stored))
     assert "no changes" in rfab(inv, "deploy").stdout
+    assert "cluster: healthy" in rfab(inv, "status").stdout
+
+
+def test_a_planned_switchover_and_the_primary_cut_off_lose_nothing(setup):
+    lab, _, inv, _ = setup
+    old = primary_of(lab)
+    target = next(m["Member"] for m in members(lab) if m["Role"].lower() == "sync standby")
+    writes = Registrations(lab, "s")
+    writes.across(lambda: ssh(lab, old, f"patronictl -c /etc/patroni/config.yml switchover --leader {old} "
+                                        f"--candidate {target} --force", timeout=90), "planned switchover")
+    assert primary_of(lab) == target
+    writes.assert_none_lost(target)
+    wait_standby(lab, old)
+
+    cut_off = primary_of(lab)
+    writes = Registrations(lab, "c")
+    try:
+        writes.across(lambda: lab.partition(cut_off), "primary cut off from the network")
+        new = primary_of(lab)
+        assert new != cut_off
+        writes.assert_none_lost(new)
+    finally:
+        lab.heal_link(cut_off)
+    wait_standby(lab, cut_off)     # demoted while cut off, it follows the new primary again
+    assert "cluster: healthy" in rfab(inv, "status").stdout
+
+
+def test_one_etcd_member_lost_changes_nothing_for_ejabberd_and_status_names_it(setup):
+    lab, _, inv, _ = setup
+    standby = next(m["Member"] for m in members(lab) if m["Role"].lower() != "leader")
+    ssh(lab, standby, "systemctl stop etcd")
+    try:
+        st = rfab(inv, "status", check=False)
+        assert st.returncode != 0 and "etcd (Patroni's quorum store) runs on 2 of 3 database hosts" in st.stdout, \
+            st.stdout
+        xmpp.register(lab.ip("lab2"), f"quorum@{D}", PW)            # the quorum holds: writes go on
+        assert xmpp.can_login(lab.ip("lab1"), f"quorum@{D}", PW)
+    finally:
+        ssh(lab, standby, "systemctl start etcd")
+    out = rfab(inv, "deploy").stdout
+    assert "no changes" in out, out

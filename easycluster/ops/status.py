@@ -43,6 +43,11 @@ def format_table(health: ClusterHealth, tables: bool = False) -> str:
                                                     else " (NOT reachable)") +
                      f"; reachable from {len(db['reachable_from'])}/{len(db['reachable_from']) + len(db['errors'])} "
                      "nodes")
+        if db.get("members"):
+            lines.append("database members: " + ", ".join(
+                f"{m['host']} {m['role'] or '-'} {m['state'] or 'down'}"
+                + (f" (lag {m['lag_mb']} MB)" if m["lag_mb"] not in (None, "", 0) else "")
+                + ("" if m["etcd"] else ", etcd down") for m in db["members"]))
     lines += [f"  - {p}" for p in health.problems]
     for n in health.nodes:
         if n.journal and (not n.running or not n.unit.startswith("active (running)")):
