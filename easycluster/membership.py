@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from . import nodectl
+from . import nodectl, replicated
 from .errors import JoinFailed, MembershipError, RemoteError
 from .facts import HostFacts
 from .health import departed, disc_tables
@@ -204,6 +204,8 @@ def database_dump(inv: Inventory, fleet: Fleet, say, node_host: str | None = Non
     pgpass = "-"
     if d.managed:
         h = fleet.database_host()
+    elif d.replicated:   # from a standby streaming from the primary (the primary when none is)
+        h = replicated.dump_source(fleet)
     else:
         h = fleet[node_host or next(iter(fleet.hosts))]
         pgpass = f"{STAGING_TEMPLATE.removesuffix('XXXXXX')}pgpass.{stamp}"

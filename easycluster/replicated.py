@@ -106,19 +106,37 @@ def wait_ready(fleet: Fleet, expected: int, bound: float = READY_BOUND) -> list[
     deadline = time.monotonic() + bound
     missing = "no answer"
     while time.monotonic() < deadline:
-        for h in fleet.database_hosts():
-            try:
-                out = h.run(f"timeout 10 patronictl -c {PATRONI_CONFIG} list -f json", check=False, timeout=20,
-                            what="listing the replicated database's members").stdout
-                state = json.loads(out or "[]")
-            except (RemoteError, ValueError):
-                continue
+        state = listing(fleet)
+        if state is not None:
             missing = ready(state, expected) or ""
             if not missing:
                 return state
-            break
         time.sleep(2)
     raise EasyClusterError(f"the replicated database is not ready after {bound:.0f}s: {missing}")
+
+
+def listing(fleet: Fleet) -> list[dict] | None:
+    """Patroni's list of the members, from the first member that answers (None: none did)."""
+    for h in fleet.database_hosts():
+        try:
+            out = h.run(f"timeout 10 patronictl -c {PATRONI_CONFIG} list -f json", check=False, timeout=20,
+                        what="listing the replicated database's members").stdout
+            return json.loads(out or "[]")
+        except (RemoteError, ValueError):
+            continue
+    return None
+
+
+def dump_source(fleet: Fleet) -> Host:
+    """Where a pg_dump of the replicated database is taken: a streaming standby (an asynchronous
+    one first: the synchronous one's load delays commits), else the primary."""
+    rank = {"replica": 0, "sync standby": 1, "leader": 2}
+    usable = [m for m in listing(fleet) or [] if str(m.get("State", "")).lower() in ("streaming", "running")
+              and str(m.get("Role", "")).lower() in rank]
+    if not usable:
+        raise EasyClusterError("no member of the replicated database answers: nothing to take a pg_dump from")
+    best = min(usable, key=lambda m: rank[str(m.get("Role", "")).lower()])
+    return next(h for h in fleet.database_hosts() if h.name == best.get("Member"))
 
 
 def role(fleet: Fleet, inv: Inventory, password: Secret, set_role: bool, create: bool) -> None:

@@ -11,6 +11,7 @@ restart, and the old primary comes back as a standby by itself after its boot.
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 
@@ -95,6 +96,26 @@ def test_deploy_makes_a_primary_with_a_synchronous_standby_and_a_rerun_changes_n
         assert ssh(lab, h, "stat -c '%a %U' /etc/patroni/config.yml").stdout.strip() == "600 postgres"
         found = ssh(lab, h, f"grep -rlF -- '{passwords[0]}' /etc /var/lib/postgresql 2>/dev/null || true").stdout
         assert found.strip() == "", f"the role's password on {h}: {found}"
+
+
+def test_backup_is_taken_on_a_standby_and_the_restore_runbook_puts_it_back(setup):
+    """docs/runbooks/restore.md, "A replicated database": the dump, taken on a standby, restored
+    into the primary; an account unregistered after the dump is back."""
+    lab, _, inv, _ = setup
+    out = rfab(inv, "backup").stdout
+    line = next(line for line in out.splitlines() if "pg_dump of ejabberd:" in line)
+    where, path = line[1:line.index("]")], line.split("pg_dump of ejabberd: ", 1)[1].split(" (")[0]
+    primary = primary_of(lab)
+    assert where in MEMBERS and where != primary, line
+    ssh(lab, "lab1", f"ejabberdctl unregister firstlab2 {D}")
+    assert not xmpp.can_login(lab.ip("lab3"), f"firstlab2@{D}", PW)
+    restore = subprocess.run(
+        f"ssh -F {lab.ssh_config} {where} cat {path} | ssh -F {lab.ssh_config} {primary} "
+        "'cd / && runuser -u postgres -- pg_restore --clean --if-exists --single-transaction --dbname=ejabberd'",
+        shell=True, capture_output=True, text=True, timeout=120)
+    assert restore.returncode == 0, restore.stderr
+    rfab(inv, "rolling-restart", "--drain", "1")
+    assert xmpp.can_login(lab.ip("lab3"), f"firstlab2@{D}", PW)
 
 
 class Registrations:
@@ -199,6 +220,20 @@ def test_a_planned_switchover_and_the_primary_cut_off_lose_nothing(setup):
     finally:
         lab.heal_link(cut_off)
     wait_standby(lab, cut_off)     # demoted while cut off, it follows the new primary again
+    assert "cluster: healthy" in rfab(inv, "status").stdout
+
+
+def test_patroni_stopped_on_the_primary_hands_over_and_it_comes_back_as_a_standby(setup):
+    lab, _, inv, _ = setup
+    old = primary_of(lab)
+    writes = Registrations(lab, "p")
+    writes.across(lambda: ssh(lab, old, "systemctl stop patroni", timeout=90), "Patroni stopped on the primary")
+    new = primary_of(lab)
+    assert new != old
+    writes.assert_none_lost(new)
+    out = rfab(inv, "deploy").stdout                 # deploy starts it again
+    assert f"[database {old}] start etcd and Patroni" in out, out
+    wait_standby(lab, old)
     assert "cluster: healthy" in rfab(inv, "status").stdout
 
 
