@@ -224,6 +224,7 @@ class ReplicaFacts:
     packages: dict[str, str] = field(default_factory=dict)   # installed: name -> version
     debian_clusters: list[str] = field(default_factory=list)   # Debian's own (pg_lsclusters): "17/main"
     etcd_conf: str | None = None        # easycluster's /etc/default/etcd (None: not ours, or none)
+    files: dict[str, str | None] = field(default_factory=dict)   # the firewall's files (None: missing)
     patroni_sha256: str | None = None   # of Patroni's configuration (it holds a password)
     etcd_active: bool = False
     patroni_active: bool = False
@@ -239,7 +240,7 @@ class ReplicaFacts:
 
     @property
     def installed(self) -> bool:
-        return all(self.packages.get(p) for p in ("postgresql", "patroni", "etcd-server", "python3-etcd"))
+        return all(self.packages.get(p) for p in ("postgresql", "patroni", "etcd-server", "python3-etcd", "nftables"))
 
 
 def parse_replica_facts(host: str, output: str) -> ReplicaFacts:
@@ -249,6 +250,8 @@ def parse_replica_facts(host: str, output: str) -> ReplicaFacts:
         if key.startswith("pkg_"):
             if value:
                 f.packages[key[4:]] = value
+        elif key.startswith("file:"):
+            f.files[key[5:]] = None if value == "-" else base64.b64decode(value).decode(errors="replace")
         elif key == "etcd_conf":
             f.etcd_conf = None if value in ("-", "") else base64.b64decode(value).decode(errors="replace")
         elif key in ("systemd", "primary"):

@@ -26,7 +26,7 @@ DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE, DB_CREATE, DB_SCHEMA = (
     "install", "conf", "hba", "role", "create", "schema")
 # ... and on each member of a replicated database (cluster.database.hosts): installed, its etcd
 # settings and Patroni configuration written, its units started (replicated.provision)
-DB_ETCD, DB_PATRONI, DB_START = "etcd", "patroni", "start"
+DB_ETCD, DB_PATRONI, DB_START, DB_FIREWALL = "etcd", "patroni", "start", "firewall"
 
 # The node name Debian's package runs under when nobody configured one (its postinst starts it).
 PACKAGE_NODE = "ejabberd@localhost"
@@ -416,7 +416,7 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
     nodes = [(n, a) for n in (db.let_in or inv.nodes) for a in [dist_address(n, facts)] if a]
     assert db.replication is not None, "a replicated database needs its replication password"
     for member, (h, rf) in zip(members, found):
-        etcd, patroni = replica_files(inv, member, members, nodes, db.replication, pg_major)
+        etcd, patroni, *firewall = replica_files(inv, member, members, nodes, db.replication, pg_major)
         if not rf.installed:
             steps.append(Step(DATABASE, h, f"install PostgreSQL {pg_major}, Patroni and etcd (Debian's)",
                               action=DB_INSTALL))
@@ -428,6 +428,11 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
                                            "replication password)", action=DB_PATRONI, file=patroni))
         elif not (rf.etcd_active and rf.patroni_active):
             steps.append(Step(DATABASE, h, "start etcd and Patroni", action=DB_START))
+        for f in firewall:
+            if rf.files.get(f.path) != f.content:
+                steps.append(Step(DATABASE, h, f"write {f.path} (the member's firewall: etcd for the members, "
+                                               "PostgreSQL and Patroni for the members and the nodes)",
+                                  action=DB_FIREWALL, diff=_diff(rf.files.get(f.path), f.content, f.path), file=f))
     primary = next((rf for _, rf in found if rf.primary), None)
     if primary is None or not primary.role or primary.password_sha256 != db.password.sha256():
         what = (f"set the password of role {d.user} (the secrets file's)" if primary and primary.role else

@@ -113,13 +113,18 @@ class Member:
 
 def replica_files(inv: Inventory, member: Member, members: list[Member], nodes: list[tuple[Node, str]],
                   replication_password: Secret, pg_major: str) -> list[ManagedFile]:
-    """A replicated database member's etcd settings and Patroni configuration (a secret: it holds
-    the replication role's password). `nodes`: (node, address) pairs pg_hba lets in."""
+    """A replicated database member's etcd settings, Patroni configuration (a secret: it holds
+    the replication role's password) and firewall (its unit, its rules). `nodes`: (node, address)
+    pairs pg_hba and the firewall let in."""
     context = dict(cluster=inv.cluster, database=inv.cluster.database, member=member, members=members,
                    nodes=nodes, pg_major=pg_major)
     patroni = render("patroni.yml.j2", replication_password=replication_password.reveal(), **context)
     return [ManagedFile(ETCD_DEFAULT, render("etcd.default.j2", **context), 0o644, "root", "root", restart=False),
-            ManagedFile(PATRONI_CONFIG, Secret(patroni), 0o600, "postgres", "postgres", restart=False)]
+            ManagedFile(PATRONI_CONFIG, Secret(patroni), 0o600, "postgres", "postgres", restart=False),
+            ManagedFile(FIREWALL_UNIT, render("easycluster-firewall-database.service.j2", **context), 0o644, "root",
+                        "root", restart=False, live=True),
+            ManagedFile(FIREWALL_RULES, render("firewall-database.nft.j2", **context), 0o644, "root", "root",
+                        restart=False, live=True)]
 
 
 def _sql_files(inventory: Inventory, password: Secret | None) -> list[ManagedFile]:

@@ -16,13 +16,15 @@ import time
 from .errors import EasyClusterError, RemoteError
 from .facts import ReplicaFacts, parse_replica_facts
 from .inventory import Database, Inventory
-from .paths import PATRONI_CONFIG
-from .plan import DB_CREATE, DB_ETCD, DB_INSTALL, DB_PATRONI, DB_ROLE, Step
+from .paths import ETCD_DEFAULT, FIREWALL_RULES, FIREWALL_UNIT, PATRONI_CONFIG
+from .plan import DB_CREATE, DB_ETCD, DB_FIREWALL, DB_INSTALL, DB_PATRONI, DB_ROLE, Step
 from .remote import Fleet, Host
 from .scripts import render
 from .secrets import Secret
 
 READY_BOUND = 180        # seconds from the members' start to a primary with a synchronous standby
+# a member's files, by their names in replica_provision.sh's staging directory
+STAGED = {ETCD_DEFAULT: "etcd", PATRONI_CONFIG: "patroni", FIREWALL_UNIT: "fw_unit", FIREWALL_RULES: "fw_rules"}
 
 
 def probe(host: Host, db: Database) -> ReplicaFacts:
@@ -82,10 +84,11 @@ def provision(fleet: Fleet, inv: Inventory, steps: list[Step], password: Secret,
         actions = {s.action for s in mine}
         staging = h.script(render("staging"), what="making a staging directory").stdout.strip()
         for s in mine:
-            if s.action in (DB_ETCD, DB_PATRONI):
-                h.put_bytes(s.file.data(), f"{staging}/{s.action}")
+            if s.file is not None:
+                h.put_bytes(s.file.data(), f"{staging}/{STAGED[s.file.path]}")
         h.script(render("replica_provision", staging=staging, install=DB_INSTALL in actions,
-                        write_etcd=DB_ETCD in actions, write_patroni=DB_PATRONI in actions),
+                        write_etcd=DB_ETCD in actions, write_patroni=DB_PATRONI in actions,
+                        write_firewall=DB_FIREWALL in actions),
                  what="provisioning a database member", timeout=900)
     busy = [hosts[h] for h in hosts if per_host[h]]
     for result in (_parallel(busy, member) if busy else []):

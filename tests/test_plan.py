@@ -75,9 +75,10 @@ def database_view(inv: Inventory, given: dict | None) -> DbView | None:
         rf = ReplicaFacts(member.host, os_id="debian", os_version="13", systemd=True, addresses=[member.address],
                           resolve=member.address)
         if state == "ready":
-            etcd, patroni = replica_files(inv, member, members, [(n, address(inv, n.host)) for n in inv.nodes],
-                                          REPLICATION, "17")
-            rf.packages = {p: "1" for p in ("postgresql", "patroni", "etcd-server", "python3-etcd")}
+            etcd, patroni, *firewall = replica_files(inv, member, members,
+                                                     [(n, address(inv, n.host)) for n in inv.nodes], REPLICATION, "17")
+            rf.packages = {p: "1" for p in ("postgresql", "patroni", "etcd-server", "python3-etcd", "nftables")}
+            rf.files = {f.path: f.content for f in firewall}
             rf.etcd_conf, rf.patroni_sha256, rf.etcd_active, rf.patroni_active = \
                 etcd.content, patroni.sha256(), True, True
             if i == 0:

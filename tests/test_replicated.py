@@ -11,6 +11,7 @@ restart, and the old primary comes back as a standby by itself after its boot.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -87,6 +88,15 @@ def test_deploy_makes_a_primary_with_a_synchronous_standby_and_a_rerun_changes_n
     assert "no changes: the cluster matches the inventory" in rfab(inv, "deploy").stdout
     st = rfab(inv, "status").stdout
     assert "cluster: healthy" in st and "database members: " in st and "sync standby streaming" in st, st
+    # the members' firewall: PostgreSQL and Patroni for the nodes, etcd for the members only,
+    # nothing for anyone else (this machine, on the lab's bridge)
+    def opens(source: str, port: int) -> bool:
+        return ssh(lab, source, f"timeout 3 bash -c '</dev/tcp/{primary}/{port}'", check=False).returncode == 0
+    assert opens("lab1", 5432) and opens("lab1", 8008) and not opens("lab1", 2379)
+    assert opens(standby, 2379) and opens(standby, 5432)
+    for port in (5432, 2379):
+        with pytest.raises(OSError):
+            socket.create_connection((lab.ip(primary), port), timeout=3).close()
     # secrets: no password in the output; the replication password only in Patroni's 0600 file;
     # the role's password nowhere on the members (PostgreSQL has its SCRAM verifier)
     passwords = [(directory / "db.password").read_text().strip(),

@@ -4,7 +4,7 @@
 # etcd settings (base64) and the hash of Patroni's configuration (it holds a password), the
 # units, what the host's inventory name resolves to there, the replicated cluster as Patroni
 # lists it (JSON), and on the primary the role and database.
-# params: MEMBER DB_NAME DB_USER DB_PASSWORD_SHA256 ETCD_DEFAULT PATRONI_CONFIG
+# params: MEMBER DB_NAME DB_USER DB_PASSWORD_SHA256 ETCD_DEFAULT PATRONI_CONFIG FIREWALL_UNIT FIREWALL_RULES
 # shellcheck source=/dev/null
 . /etc/os-release 2>/dev/null
 echo "os_id=$ID"
@@ -13,12 +13,15 @@ echo "systemd=$([ -d /run/systemd/system ] && echo yes || echo no)"
 echo "addresses=$(hostname -I 2>/dev/null)"
 echo "resolve=$(getent ahostsv4 "$MEMBER" | awk '{print $1; exit}')"
 # shellcheck disable=SC2016  # dpkg-query's format, not the shell's
-for p in postgresql patroni etcd-server python3-etcd; do
+for p in postgresql patroni etcd-server python3-etcd nftables; do
   echo "pkg_$p=$(dpkg-query -W -f='${Status} ${Version}' "$p" 2>/dev/null | sed -n 's/^install ok installed //p')"
 done
 echo "debian_clusters=$(pg_lsclusters -h 2>/dev/null | awk '{printf "%s/%s ", $1, $2}')"
 if [ -f "$ETCD_DEFAULT" ] && grep -q easycluster "$ETCD_DEFAULT"; then echo "etcd_conf=$(base64 -w0 < "$ETCD_DEFAULT")"; else echo "etcd_conf=-"; fi
 echo "patroni_sha256=$(sha256sum "$PATRONI_CONFIG" 2>/dev/null | cut -d' ' -f1)"
+for f in "$FIREWALL_UNIT" "$FIREWALL_RULES"; do
+  if [ -f "$f" ]; then echo "file:$f=$(base64 -w0 < "$f")"; else echo "file:$f=-"; fi
+done
 echo "etcd_active=$(systemctl is-active etcd 2>/dev/null)"
 echo "patroni_active=$(systemctl is-active patroni 2>/dev/null)"
 if [ -f "$PATRONI_CONFIG" ] && command -v patronictl >/dev/null; then

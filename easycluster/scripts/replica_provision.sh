@@ -2,20 +2,33 @@
 # A member of the replicated database made what the plan says (each part only when asked):
 # PostgreSQL, Patroni and etcd installed (Debian's; no cluster of Debian's own: Patroni makes
 # and owns the only one), easycluster's etcd settings and Patroni's configuration installed
-# from STAGING (etcd, patroni: the latter 0600, the postgres user's), and both units enabled and
+# from STAGING (etcd, patroni: the latter 0600, the postgres user's), the member's firewall
+# (fw_unit, fw_rules: applied at once), and both units enabled and
 # (re)started without waiting: etcd's first start waits for its peers, which the other members
 # start at the same time. The caller waits for the quorum and the primary. STAGING is removed.
-# params: STAGING INSTALL WRITE_ETCD WRITE_PATRONI ETCD_DEFAULT PATRONI_CONFIG
+# params: STAGING INSTALL WRITE_ETCD WRITE_PATRONI WRITE_FIREWALL ETCD_DEFAULT PATRONI_CONFIG FIREWALL_UNIT
+# params: FIREWALL_RULES
 set -e
 trap 'rm -rf "$STAGING"' EXIT
 export DEBIAN_FRONTEND=noninteractive
 if [ "$INSTALL" = 1 ]; then
   install -d /etc/postgresql-common/createcluster.d
-  echo "create_main_cluster = false   # easycluster: Patroni owns this host's PostgreSQL" \
+  printf '# easycluster: Patroni makes and owns the only PostgreSQL cluster of this host\ncreate_main_cluster = false\n' \
     > /etc/postgresql-common/createcluster.d/easycluster.conf
   apt-get update -q >/dev/null
   # python3-etcd by name: patroni's dependency on a store client is also met by python3-consul
-  apt-get install -y -q --no-install-recommends postgresql patroni python3-etcd etcd-server etcd-client >/dev/null
+  apt-get install -y -q --no-install-recommends postgresql patroni python3-etcd etcd-server etcd-client \
+    nftables >/dev/null
+fi
+if [ "$WRITE_FIREWALL" = 1 ]; then   # first: etcd, Patroni and PostgreSQL start behind it
+  if [ -f "$STAGING/fw_unit" ]; then
+    install -m 644 "$STAGING/fw_unit" "$FIREWALL_UNIT"
+    systemctl daemon-reload; systemctl enable --quiet easycluster-firewall
+  fi
+  if [ -f "$STAGING/fw_rules" ]; then
+    install -D -m 644 "$STAGING/fw_rules" "$FIREWALL_RULES"
+    nft -f "$FIREWALL_RULES"   # in place, atomically (the table is replaced whole)
+  fi
 fi
 if [ "$WRITE_ETCD" = 1 ]; then
   install -m 644 -o root -g root "$STAGING/etcd" "$ETCD_DEFAULT"
