@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from . import nodectl, replicated
-from .errors import JoinFailed, MembershipError, RemoteError
+from .errors import EasyClusterError, JoinFailed, MembershipError, RemoteError
 from .facts import HostFacts
 from .health import departed, disc_tables
 from .inventory import Inventory, Node
@@ -217,6 +217,30 @@ def database_dump(inv: Inventory, fleet: Fleet, say, node_host: str | None = Non
     return path
 
 
+def _close_replicas(inv: Inventory, fleet: Fleet, facts, gone: Node, progress: Progress) -> None:
+    """A replicated database's members no longer let the departed node in: each member's Patroni
+    file (its pg_hba) and firewall rewritten for the nodes still in (plan.plan_replicas)."""
+    from .plan import DB_FIREWALL, DB_PATRONI, DbView, plan_replicas
+    from .secrets import load_password, load_replication_password
+    away = departed(facts)
+    view = DbView(None, {}, load_password(inv.cluster), let_in=tuple(n for n in inv.nodes if n is not gone
+                                                                      and n.name not in away),
+                  replicas=replicated.probe_all(fleet), replication=load_replication_password(inv.cluster))
+    steps, problems = plan_replicas(inv, facts, view)
+    if problems:
+        progress.say("database", f"  could not close the database to {gone.name}: "
+                                 f"{'; '.join(p.detail for p in problems)} (`fab deploy` does it later)")
+        return
+    steps = [s for s in steps if s.action in (DB_PATRONI, DB_FIREWALL)]
+    try:
+        with progress.step("database", f"pg_hba and firewall of {', '.join(inv.cluster.database.replicas)}: "
+                                       f"{gone.name} no longer let in"):
+            replicated.provision(fleet, inv, steps, view.password, progress.say)
+    except (EasyClusterError, RemoteError) as exc:   # the node is out of the cluster already
+        progress.say("database", f"  could not close the database to {gone.name}: {exc} (`fab deploy` does it "
+                                 "later)")
+
+
 # --------------------------------------------------------------------------- departed nodes
 
 def record_departure(fleet: Fleet, hosts: list[str], node: Node, how: str) -> None:
@@ -267,6 +291,9 @@ def close_database(inv: Inventory, fleet: Fleet, facts, gone: Node, progress: Pr
     """The database host easycluster provisions no longer lets the departed node log in: its
     pg_hba.conf lines are those of the nodes still in (an external server's are its operators')."""
     d = inv.cluster.database
+    if d and d.replicated:
+        _close_replicas(inv, fleet, facts, gone, progress)
+        return
     if not d or not d.managed:
         return
     away = departed(facts)

@@ -90,10 +90,9 @@ def test_deploy_makes_a_primary_with_a_synchronous_standby_and_a_rerun_changes_n
     assert "cluster: healthy" in st and "database members: " in st and "sync standby streaming" in st, st
     # the members' firewall: PostgreSQL and Patroni for the nodes, etcd for the members only,
     # nothing for anyone else (this machine, on the lab's bridge)
-    def opens(source: str, port: int) -> bool:
-        return ssh(lab, source, f"timeout 3 bash -c '</dev/tcp/{primary}/{port}'", check=False).returncode == 0
-    assert opens("lab1", 5432) and opens("lab1", 8008) and not opens("lab1", 2379)
-    assert opens(standby, 2379) and opens(standby, 5432)
+    assert opens(lab, "lab1", primary, 5432) and opens(lab, "lab1", primary, 8008)
+    assert not opens(lab, "lab1", primary, 2379)
+    assert opens(lab, standby, primary, 2379) and opens(lab, standby, primary, 5432)
     for port in (5432, 2379):
         with pytest.raises(OSError):
             socket.create_connection((lab.ip(primary), port), timeout=3).close()
@@ -126,6 +125,27 @@ def test_backup_is_taken_on_a_standby_and_the_restore_runbook_puts_it_back(setup
     assert restore.returncode == 0, restore.stderr
     rfab(inv, "rolling-restart", "--drain", "1")
     assert xmpp.can_login(lab.ip("lab3"), f"firstlab2@{D}", PW)
+
+
+def opens(lab, source: str, target: str, port: int) -> bool:
+    return ssh(lab, source, f"timeout 3 bash -c '</dev/tcp/{target}/{port}'", check=False).returncode == 0
+
+
+def test_a_node_removed_is_shut_out_of_every_member_and_let_in_again_when_added(setup):
+    lab, _, inv, _ = setup
+    primary = primary_of(lab)
+    hba = f"host ejabberd ejabberd {lab.ip('lab3')}/32"
+    assert all(hba in ssh(lab, h, "cat /etc/patroni/config.yml").stdout for h in MEMBERS)
+    out = rfab(inv, "remove-node", "--host", "lab3", "--drain", "1").stdout
+    assert "ejabberd@lab3 no longer let in: ok" in out, out
+    for h in MEMBERS:
+        assert hba not in ssh(lab, h, "cat /etc/patroni/config.yml").stdout
+    assert not opens(lab, "lab3", primary, 5432) and opens(lab, "lab2", primary, 5432)
+    out = rfab(inv, "add-master", "--host", "lab3").stdout
+    assert "[database lab4] write /etc/patroni/config.yml" in out, out
+    assert opens(lab, "lab3", primary, 5432)
+    assert xmpp.can_login(lab.ip("lab3"), f"firstlab1@{D}", PW)
+    assert "no changes" in rfab(inv, "deploy").stdout
 
 
 class Registrations:
