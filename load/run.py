@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import random
 import subprocess
@@ -62,6 +63,10 @@ DOC = REPO / "docs" / "reliability.md"
 MEMBERS = ["lab1", "lab2", "lab3"]
 SPARE = "lab4"
 RELEASE = os.environ.get("LOAD_RELEASE") or os.environ.get("EASYCLUSTER_LAB_RELEASE") or "trixie"
+# LOAD_DATABASE=replicated: the cluster's data in a replicated PostgreSQL (cluster.database.hosts:
+# Patroni, etcd) on lab5..lab7, and the database primary's power cut as an operation
+DATABASE = os.environ.get("LOAD_DATABASE", "")
+DB_HOSTS = ["lab5", "lab6", "lab7"]
 OLD, NEW = "23.01-1", "24.12-3~bpo12+1"     # `fab upgrade`'s versions: Debian 12's and its backport
 DEB13 = "24.12-3+deb13u2"                   # Debian 13's build of 24.12: `fab upgrade` moves the OS
 BPO13 = "26.07-1~bpo13+1"                   # then trixie-backports' 26.07: a full stop (passwd's key)
@@ -305,10 +310,14 @@ class Load:
             self.wait_healthy(limit=10)
             self.register(users)
             return users
-        log(f"lab {LAB}: 4 hosts")
-        self.lab.up(4, fresh=True, release=RELEASE)
+        hosts = 4 + (len(DB_HOSTS) if DATABASE else 0)
+        log(f"lab {LAB}: {hosts} hosts")
+        self.lab.up(hosts, fresh=True, release=RELEASE)
         data = yaml.safe_load(self.lab.inventory.read_text())
         data["cluster"]["in_band_registration"] = False
+        if DATABASE:
+            data["cluster"]["database"] = {"type": "postgresql", "hosts": DB_HOSTS,
+                                           "password_file": str(self.dir / "load-db.password")}
         for path, hosts in ((self.inv3, MEMBERS), (self.inv4, MEMBERS + [SPARE])):
             data["nodes"] = [{"host": h} for h in hosts]
             path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -346,6 +355,8 @@ class Load:
                     (f"upgrade to {NEW} (full stop: archive on)", self.full_stop_upgrade),
                     (f"OS move to Debian 13 ({DEB13})", lambda: self.upgrade(DEB13, mam=True)),
                     (f"upgrade to {BPO13} (full stop: passwd's key)", lambda: self.upgrade(BPO13, mam=True))]
+        if DATABASE:
+            ops += [("database primary powered off", self.database_power_cut)]
         if ONLY:
             ops = [(n, f) for n, f in ops if any(n.startswith(o) for o in ONLY)]
         return ops
@@ -376,6 +387,18 @@ class Load:
         self.upgrade(OLD, mam=True)
         time.sleep(SETTLE)
         self.upgrade(NEW, mam=True)
+
+    def database_power_cut(self) -> None:
+        """The replicated database's primary powered off; a synchronous standby takes over (the
+        nodes' HAProxy follows it); the old primary booted 40 s later, back as a standby."""
+        listing = json.loads(self.ssh(DB_HOSTS[0], "patronictl -c /etc/patroni/config.yml list -f json"))
+        primary = next(m["Member"] for m in listing if m["Role"].lower() == "leader")
+        self.lab.poweroff(primary)
+        time.sleep(40)
+        self.lab.boot(primary)
+        self.until(lambda: any(m["Member"] == primary and m["State"].lower() == "streaming" for m in json.loads(
+            self.ssh(DB_HOSTS[-1] if primary != DB_HOSTS[-1] else DB_HOSTS[0],
+                     "patronictl -c /etc/patroni/config.yml list -f json"))), 240, f"{primary} back as a standby")
 
     def kill_node(self) -> None:
         self.ssh("lab2", "pkill -KILL -u ejabberd -f beam.smp")
@@ -455,8 +478,9 @@ class Load:
 
     def write_doc(self) -> None:
         rolling = [r for r in self.results if r["operation"].startswith("rolling-restart")]
+        where = f", the data in a replicated PostgreSQL ({', '.join(DB_HOSTS)})" if DATABASE else ""
         lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `make load`: {USERS} users, "
-                 f"{RATE:.0f} messages/s, lab {LAB} (3 masters, systemd hosts), Debian {release_name(RELEASE)}, ejabberd "
+                 f"{RATE:.0f} messages/s, lab {LAB} (3 masters, systemd hosts{where}), Debian {release_name(RELEASE)}, ejabberd "
                  f"{yaml.safe_load(self.inv3.read_text())['cluster']['ejabberd_version']}.", "",
                  "| operation | users | messages sent | lost | duplicates | resent (unacked) | "
                  "no service p50 | p99 | duration |",
@@ -473,7 +497,8 @@ class Load:
                       " (`fab upgrade`'s own measure: from the last node's stop to the first node serving again); "
                       "messages the clients could not send meanwhile are not counted as sent."]
         block = "\n".join(lines)
-        write_between(DOC, f"<!-- LOAD {RELEASE} -->", f"<!-- /LOAD {RELEASE} -->", block)
+        marker = f"LOAD {RELEASE}" + (f" {DATABASE}" if DATABASE else "")
+        write_between(DOC, f"<!-- {marker} -->", f"<!-- /{marker} -->", block)
         print(block)
 
 
