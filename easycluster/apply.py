@@ -7,6 +7,7 @@ plugin build (PluginBuilds: compiled on one host, installed on the others with t
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 from . import membership, nodectl, probe
@@ -141,10 +142,16 @@ class Apply:
             with self.progress.step(h.name, f"load ejabberd's schema into {d.where}"):
                 text = h.run(f"cat {dbmod.SCHEMA_FILE}", what=f"reading {dbmod.SCHEMA_FILE}").stdout
                 dbmod.load_schema(h, d, self.password, name, text)
+        # a replicated database's members apply a new pg_hba in Patroni's next loop (loop_wait, 5 s)
+        deadline = time.monotonic() + (3 * replicated.LOOP_WAIT if self.inv.cluster.database.replicated else 0)
         with self.progress.step("*", f"every node logs in to {d.where}"):
-            seen = dbmod.sql_everywhere(self.fleet, self.password, d)
-            wrong = [f"{h}: {s.error or f'the database is marked for cluster {s.marker!r}'}"
-                     for h, s in seen.items() if not s.ok or s.marker != name]
+            while True:
+                seen = dbmod.sql_everywhere(self.fleet, self.password, d)
+                wrong = [f"{h}: {s.error or f'the database is marked for cluster {s.marker!r}'}"
+                         for h, s in seen.items() if not s.ok or s.marker != name]
+                if not wrong or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
             if wrong:
                 raise EasyClusterError("the database is not usable from every node:\n  " + "\n  ".join(wrong))
 

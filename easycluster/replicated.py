@@ -23,6 +23,7 @@ from .scripts import render
 from .secrets import Secret
 
 READY_BOUND = 180        # seconds from the members' start to a primary with a synchronous standby
+LOOP_WAIT = 5            # Patroni's loop_wait (templates/patroni.yml.j2): a reload is applied within it
 # a member's files, by their names in replica_provision.sh's staging directory
 STAGED = {ETCD_DEFAULT: "etcd", PATRONI_CONFIG: "patroni", FIREWALL_UNIT: "fw_unit", FIREWALL_RULES: "fw_rules"}
 

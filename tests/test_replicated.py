@@ -171,19 +171,19 @@ class Registrations:
             i += 1
 
     def across(self, fault, what: str) -> float:
-        """Registrations for 5 s, then `fault()`, then until every node has registered again
-        (at most FAILOVER_BOUND s) and 5 s more. Returns the seconds from the fault until the
+        """Registrations for 3 s, then `fault()`, then until every node has registered again
+        (at most FAILOVER_BOUND s) and 2 s more. Returns the seconds from the fault until the
         last node registered again; asserts every node did."""
         self._thread.start()
         try:
-            time.sleep(5)
+            time.sleep(3)
             cut = time.monotonic()
             fault()
             deadline = cut + FAILOVER_BOUND
             while time.monotonic() < deadline and not all(
                     any(n == node and t > cut + 1 for _, n, t in self.acked) for node in NODES):
                 time.sleep(1)
-            time.sleep(5)
+            time.sleep(2)
         finally:
             self._stop.set()
             self._thread.join(60)
