@@ -165,19 +165,17 @@ def parse_facts(host: str, output: str) -> HostFacts:
 # --------------------------------------------------------------------------- cluster.database
 
 @dataclass
-class DbHostFacts:
+class DatabaseHost:
+    """What every host easycluster provisions PostgreSQL on answers (db_probe.sh, replica_probe.sh):
+    its release, its addresses and what a name resolves to there; the cluster's role and database
+    (asked where PostgreSQL runs as a primary) and the hash of the password the role was given."""
     host: str
     error: str | None = None
     os_id: str = ""
     os_version: str = ""
     systemd: bool = False
     addresses: list[str] = field(default_factory=list)
-    resolve: str | None = None          # what cluster.database.address resolves to there
-    postgresql: str | None = None       # the installed package's version
-    cluster: str | None = None          # "15/main"
-    online: bool = False
-    conf: str | None = None             # easycluster's settings file (None: missing)
-    hba: str = ""                       # easycluster's block of pg_hba.conf
+    resolve: str | None = None          # what the name the nodes use resolves to there
     role: bool = False
     owner: str | None = None            # the database's owner (None: no database)
     password_sha256: str | None = None  # of the password the role was given by easycluster
@@ -186,41 +184,57 @@ class DbHostFacts:
     def reachable(self) -> bool:
         return self.error is None
 
+    def parse(self, key: str, value: str) -> bool:
+        """One of the keys every database host's probe prints (True), or not (False)."""
+        if key in ("os_id", "os_version"):
+            setattr(self, key, value)
+        elif key == "systemd":
+            self.systemd = value == "yes"
+        elif key == "addresses":
+            self.addresses = value.split()
+        elif key in ("resolve", "password_sha256"):
+            setattr(self, key, value or None)
+        elif key == "role":
+            self.role = value == "1"
+        elif key == "database":
+            self.owner = value or None
+        else:
+            return False
+        return True
+
+
+@dataclass
+class DbHostFacts(DatabaseHost):
+    """The database host (cluster.database.host): db_probe.sh's answer."""
+    postgresql: str | None = None       # the installed package's version
+    cluster: str | None = None          # "15/main"
+    online: bool = False
+    conf: str | None = None             # easycluster's settings file (None: missing)
+    hba: str = ""                       # easycluster's block of pg_hba.conf
+
 
 def parse_db_facts(host: str, output: str) -> DbHostFacts:
     f = DbHostFacts(host=host)
     pairs, complete = probe_lines(output)
     for key, value in pairs:
+        if f.parse(key, value):
+            continue
         if key in ("conf", "hba"):
             text = None if value == "-" else base64.b64decode(value).decode(errors="replace")
             setattr(f, key, text if key == "conf" else (text or ""))
-        elif key in ("systemd", "online"):
-            setattr(f, key, value == "yes")
-        elif key == "role":
-            f.role = value == "1"
-        elif key == "addresses":
-            f.addresses = value.split()
-        elif key in ("os_id", "os_version"):
-            setattr(f, key, value)
-        elif key in ("resolve", "postgresql", "cluster", "password_sha256"):
+        elif key == "online":
+            f.online = value == "yes"
+        elif key in ("postgresql", "cluster"):
             setattr(f, key, value or None)
-        elif key == "database":
-            f.owner = value or None
     if not complete:
         f.error = "fact probe did not finish"
     return f
 
 
 @dataclass
-class ReplicaFacts:
-    """A member of the replicated database (cluster.database.hosts): replica_probe.sh's answer."""
-    host: str
-    error: str | None = None
-    os_id: str = ""
-    os_version: str = ""
-    systemd: bool = False
-    addresses: list[str] = field(default_factory=list)
-    resolve: str | None = None          # what its inventory name resolves to there
+class ReplicaFacts(DatabaseHost):
+    """A member of the replicated database (cluster.database.hosts): replica_probe.sh's answer
+    (the role and database: asked on the primary)."""
     packages: dict[str, str] = field(default_factory=dict)   # installed: name -> version
     debian_clusters: list[str] = field(default_factory=list)   # Debian's own (pg_lsclusters): "17/main"
     etcd_conf: str | None = None        # easycluster's /etc/default/etcd (None: not ours, or none)
@@ -230,13 +244,6 @@ class ReplicaFacts:
     patroni_active: bool = False
     members: list[dict] = field(default_factory=list)   # `patronictl list -f json`: Member, Role, State, Lag...
     primary: bool = False               # PostgreSQL here is the primary (not in recovery)
-    role: bool = False                  # the cluster's role exists (asked on the primary)
-    owner: str | None = None            # the database's owner (asked on the primary)
-    password_sha256: str | None = None
-
-    @property
-    def reachable(self) -> bool:
-        return self.error is None
 
     @property
     def installed(self) -> bool:
@@ -247,6 +254,8 @@ def parse_replica_facts(host: str, output: str) -> ReplicaFacts:
     f = ReplicaFacts(host=host)
     pairs, complete = probe_lines(output)
     for key, value in pairs:
+        if f.parse(key, value):
+            continue
         if key.startswith("pkg_"):
             if value:
                 f.packages[key[4:]] = value
@@ -254,20 +263,14 @@ def parse_replica_facts(host: str, output: str) -> ReplicaFacts:
             f.files[key[5:]] = None if value == "-" else base64.b64decode(value).decode(errors="replace")
         elif key == "etcd_conf":
             f.etcd_conf = None if value in ("-", "") else base64.b64decode(value).decode(errors="replace")
-        elif key in ("systemd", "primary"):
-            setattr(f, key, value == "yes")
+        elif key == "primary":
+            f.primary = value == "yes"
         elif key in ("etcd_active", "patroni_active"):
             setattr(f, key, value == "active")
-        elif key == "role":
-            f.role = value == "1"
-        elif key == "database":
-            f.owner = value or None
-        elif key in ("addresses", "debian_clusters"):
-            setattr(f, key, value.split())
-        elif key in ("os_id", "os_version"):
-            setattr(f, key, value)
-        elif key in ("resolve", "patroni_sha256", "password_sha256"):
-            setattr(f, key, value or None)
+        elif key == "debian_clusters":
+            f.debian_clusters = value.split()
+        elif key == "patroni_sha256":
+            f.patroni_sha256 = value or None
         elif key == "members":
             try:
                 found = json.loads(value) if value else []

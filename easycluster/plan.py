@@ -9,7 +9,7 @@ import difflib
 from dataclasses import dataclass, field, replace
 
 from . import releases
-from .facts import DbHostFacts, HostFacts, ReplicaFacts, SqlFacts
+from .facts import DatabaseHost, DbHostFacts, HostFacts, ReplicaFacts, SqlFacts
 from .inventory import Inventory, Node
 from .paths import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML
 from .render import ManagedFile, Member, host_files, managed_files, plugin_sha256, replica_files
@@ -309,13 +309,9 @@ def plan_database(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
     if d.managed:
         hf = db.host
         assert hf is not None
-        if not hf.reachable:
-            problems.append(Problem(where, "ssh", hf.error or "unreachable",
-                                    "check the database host is up and that ssh_config, user and key are right"))
-        elif not hf.systemd or not releases.known(hf.os_id, hf.os_version):
-            problems.append(Problem(where, "os", f"{releases.describe(hf.os_id, hf.os_version)}"
-                                    f"{'' if hf.systemd else ', no systemd'}",
-                                    f"the database host runs Debian's PostgreSQL under systemd: {releases.supported()}"))
+        trouble = database_host_problem(where, hf)
+        if trouble:
+            problems.append(trouble)
         elif not hf.resolve or hf.resolve not in hf.addresses:
             problems.append(Problem(where, "resolve", f"{d.server} " + (
                 f"resolves to {hf.resolve} there, not an address of the host" if hf.resolve else
@@ -378,6 +374,18 @@ def plan_database(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
     return steps, problems
 
 
+def database_host_problem(where: str, f: DatabaseHost) -> Problem | None:
+    """A host easycluster would provision PostgreSQL on, in no state for it: unreachable, or not a
+    Debian release easycluster knows running systemd."""
+    if not f.reachable:
+        return Problem(where, "ssh", f.error or "unreachable",
+                       "check the database host is up and that ssh_config, user and key are right")
+    if not f.systemd or not releases.known(f.os_id, f.os_version):
+        return Problem(where, "os", f"{releases.describe(f.os_id, f.os_version)}{'' if f.systemd else ', no systemd'}",
+                       f"a database host runs Debian's PostgreSQL under systemd: {releases.supported()}")
+    return None
+
+
 def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tuple[list[Step], list[Problem]]:
     """The replicated database's members made what the inventory says: PostgreSQL, Patroni and
     etcd on each (one release: their PostgreSQL must replicate), easycluster's etcd settings and
@@ -388,13 +396,9 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
     problems: list[Problem] = []
     found = [(h, db.replicas.get(h)) for h in d.replicas]
     for h, rf in found:
-        if rf is None or not rf.reachable:
-            problems.append(Problem(h, "ssh", (rf.error if rf else None) or "unreachable",
-                                    "check the database host is up and that ssh_config, user and key are right"))
-        elif not rf.systemd or not releases.known(rf.os_id, rf.os_version):
-            problems.append(Problem(h, "os", f"{releases.describe(rf.os_id, rf.os_version)}"
-                                    f"{'' if rf.systemd else ', no systemd'}",
-                                    f"a database host runs Debian's PostgreSQL under systemd: {releases.supported()}"))
+        trouble = database_host_problem(h, rf or ReplicaFacts(h, error="no answer"))
+        if trouble:
+            problems.append(trouble)
         elif not rf.resolve or rf.resolve not in rf.addresses:
             problems.append(Problem(h, "resolve", f"{h} " + (f"resolves to {rf.resolve} there, not an address of "
                                                              "the host" if rf.resolve else "does not resolve there"),

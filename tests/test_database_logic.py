@@ -105,3 +105,38 @@ def test_the_password_of_an_existing_server_is_never_made(tmp_path, monkeypatch)
 def test_no_database_no_password(tmp_path):
     cluster = _cluster(tmp_path, None)
     assert load_password(cluster, create=True) is None
+
+
+# replica_probe.sh's answer -> the fields that matter (a member of cluster.database.hosts)
+REPLICA_PROBES = [
+    ("a primary, configured and running",
+     "os_id=debian\nos_version=13\nsystemd=yes\naddresses=10.0.0.4 fe80::1\nresolve=10.0.0.4\n"
+     "pkg_postgresql=17+278\npkg_patroni=4.0.7-3\npkg_etcd-server=3.5.16-4\npkg_python3-etcd=0.4.5-6\n"
+     "pkg_nftables=1.1.3-1\ndebian_clusters=\n"
+     f"etcd_conf={base64.b64encode(b'ETCD_NAME=db1 # easycluster').decode()}\n"
+     f"file:/etc/easycluster/firewall.nft={base64.b64encode(b'table inet easycluster').decode()}\n"
+     "file:/etc/systemd/system/easycluster-firewall.service=-\npatroni_sha256=ab12\n"
+     "etcd_active=active\npatroni_active=active\n"
+     'members=[{"Member": "db1", "Role": "Leader", "State": "running"}]\n'
+     "primary=yes\nrole=1\ndatabase=ejabberd\npassword_sha256=cd34\nend=1",
+     {"installed": True, "primary": True, "role": True, "owner": "ejabberd", "etcd_active": True,
+      "patroni_active": True, "resolve": "10.0.0.4", "addresses": ["10.0.0.4", "fe80::1"], "error": None,
+      "etcd_conf": "ETCD_NAME=db1 # easycluster", "patroni_sha256": "ab12", "password_sha256": "cd34",
+      "files": {"/etc/easycluster/firewall.nft": "table inet easycluster",
+                "/etc/systemd/system/easycluster-firewall.service": None},
+      "members": [{"Member": "db1", "Role": "Leader", "State": "running"}], "debian_clusters": []}),
+    ("a new Debian server: nothing installed, Debian's own cluster",
+     "os_id=debian\nos_version=13\nsystemd=yes\npkg_postgresql=\npkg_patroni=\ndebian_clusters=17/main \n"
+     "etcd_conf=-\npatroni_sha256=\netcd_active=inactive\npatroni_active=inactive\nmembers=not json\nend=1",
+     {"installed": False, "primary": False, "role": False, "etcd_conf": None, "patroni_sha256": None,
+      "etcd_active": False, "members": [], "debian_clusters": ["17/main"], "error": None}),
+    ("cut off mid-answer", "os_id=debian\n", {"error": "fact probe did not finish", "reachable": False}),
+]
+
+
+@pytest.mark.parametrize("output, expected", [c[1:] for c in REPLICA_PROBES], ids=[c[0] for c in REPLICA_PROBES])
+def test_a_database_members_probe_is_parsed(output, expected):
+    from easycluster.facts import parse_replica_facts
+    f = parse_replica_facts("db1", output)
+    for key, value in expected.items():
+        assert getattr(f, key) == value, key
