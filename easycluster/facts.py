@@ -213,12 +213,21 @@ class DbHostFacts(DatabaseHost):
     hba: str = ""                       # easycluster's block of pg_hba.conf
 
 
-def parse_db_facts(host: str, output: str) -> DbHostFacts:
-    f = DbHostFacts(host=host)
+def _parse_database_host(f: DatabaseHost, output: str, rest) -> DatabaseHost:
+    """A database host's probe output into `f`: the keys every one prints, then `rest(key, value)`."""
     pairs, complete = probe_lines(output)
     for key, value in pairs:
-        if f.parse(key, value):
-            continue
+        if not f.parse(key, value):
+            rest(key, value)
+    if not complete:
+        f.error = "fact probe did not finish"
+    return f
+
+
+def parse_db_facts(host: str, output: str) -> DbHostFacts:
+    f = DbHostFacts(host=host)
+
+    def rest(key: str, value: str) -> None:
         if key in ("conf", "hba"):
             text = None if value == "-" else base64.b64decode(value).decode(errors="replace")
             setattr(f, key, text if key == "conf" else (text or ""))
@@ -226,9 +235,7 @@ def parse_db_facts(host: str, output: str) -> DbHostFacts:
             f.online = value == "yes"
         elif key in ("postgresql", "cluster"):
             setattr(f, key, value or None)
-    if not complete:
-        f.error = "fact probe did not finish"
-    return f
+    return _parse_database_host(f, output, rest)
 
 
 @dataclass
@@ -252,10 +259,8 @@ class ReplicaFacts(DatabaseHost):
 
 def parse_replica_facts(host: str, output: str) -> ReplicaFacts:
     f = ReplicaFacts(host=host)
-    pairs, complete = probe_lines(output)
-    for key, value in pairs:
-        if f.parse(key, value):
-            continue
+
+    def rest(key: str, value: str) -> None:
         if key.startswith("pkg_"):
             if value:
                 f.packages[key[4:]] = value
@@ -277,9 +282,7 @@ def parse_replica_facts(host: str, output: str) -> ReplicaFacts:
             except ValueError:
                 found = []
             f.members = [m for m in found if isinstance(m, dict)] if isinstance(found, list) else []
-    if not complete:
-        f.error = "fact probe did not finish"
-    return f
+    return _parse_database_host(f, output, rest)
 
 
 @dataclass
