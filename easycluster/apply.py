@@ -135,8 +135,7 @@ class Apply:
         d, name = self.inv.cluster.database, self.inv.cluster.name
         if d.replicated:   # the nodes' HAProxy is configured with their files, later: to the primary directly
             state = replicated.wait_ready(self.fleet, len(d.replicas))
-            d = replace(d, server=next(m["Host"] for m in state if str(m.get("Role", "")).lower() == "leader"),
-                        port=5432)
+            d = replace(d, server=replicated.leader(state)["Host"], port=5432)
         for step in schema:
             h = self.fleet[step.host]
             with self.progress.step(h.name, f"load ejabberd's schema into {d.where}"):

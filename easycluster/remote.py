@@ -182,6 +182,20 @@ class Host:
             self._opened = False
 
 
+def at_once(hosts: list[Host], func: Callable[[Host], T]) -> dict[str, T | Exception]:
+    """Run func on each of `hosts` at once (a fleet's nodes, or its database hosts): its result
+    or its exception per host name, none raised."""
+    if not hosts:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        futures = {h.name: pool.submit(func, h) for h in hosts}
+    out: dict[str, T | Exception] = {}
+    for name, f in futures.items():
+        exc = f.exception()
+        out[name] = exc if exc is not None else f.result()
+    return out
+
+
 class Fleet:
     """The hosts of an inventory, with parallel fan-out (one thread per host)."""
 
@@ -219,15 +233,7 @@ class Fleet:
     def parallel(self, func: Callable[[Host], T], hosts: list[str] | None = None) -> dict[str, T | Exception]:
         """Run func on each host at once; exceptions are returned per host, not raised."""
         names = hosts if hosts is not None else list(self.hosts)
-        if not names:
-            return {}
-        with ThreadPoolExecutor(max_workers=len(names)) as pool:
-            futures = {h: pool.submit(func, self.hosts[h]) for h in names}
-        out: dict[str, T | Exception] = {}
-        for h, f in futures.items():
-            exc = f.exception()
-            out[h] = exc if exc is not None else f.result()
-        return out
+        return at_once([self.hosts[h] for h in names], func)
 
     def each(self, hosts: list[str], func: Callable[[Host], object]) -> None:
         """Run func on these hosts at once; after all finish, raise the first failure."""

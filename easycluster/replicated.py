@@ -18,7 +18,7 @@ from .facts import ReplicaFacts, parse_replica_facts
 from .inventory import Database, Inventory
 from .paths import ETCD_DEFAULT, FIREWALL_RULES, FIREWALL_UNIT, PATRONI_CONFIG
 from .plan import DB_CREATE, DB_ETCD, DB_FIREWALL, DB_INSTALL, DB_PATRONI, DB_ROLE, Step
-from .remote import Fleet, Host
+from .remote import Fleet, Host, at_once
 from .scripts import render
 from .secrets import Secret
 
@@ -39,22 +39,13 @@ def probe(host: Host, db: Database) -> ReplicaFacts:
 
 def probe_all(fleet: Fleet) -> dict[str, ReplicaFacts]:
     d = fleet.inventory.cluster.database
-    hosts = fleet.database_hosts()
-    results = _parallel(hosts, lambda h: probe(h, d))
-    return {h.name: (r if isinstance(r, ReplicaFacts) else ReplicaFacts(host=h.name, error=str(r)))
-            for h, r in zip(hosts, results)}
+    results = at_once(fleet.database_hosts(), lambda h: probe(h, d))
+    return {h: (r if isinstance(r, ReplicaFacts) else ReplicaFacts(host=h, error=str(r))) for h, r in results.items()}
 
 
-def _parallel(hosts: list[Host], func) -> list:
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        futures = [pool.submit(func, h) for h in hosts]
-    return [f.exception() or f.result() for f in futures]
-
-
-def members_state(facts: dict[str, ReplicaFacts]) -> list[dict]:
-    """The replicated cluster as the first member that answers lists it (patronictl list)."""
-    return next((f.members for f in facts.values() if f.members), [])
+def leader(state: list[dict]) -> dict | None:
+    """The member Patroni lists as the primary (`patronictl list -f json`), if any."""
+    return next((m for m in state if str(m.get("Role", "")).lower() == "leader"), None)
 
 
 def ready(members: list[dict], expected: int) -> str | None:
@@ -91,13 +82,11 @@ def provision(fleet: Fleet, inv: Inventory, steps: list[Step], password: Secret,
                         write_etcd=DB_ETCD in actions, write_patroni=DB_PATRONI in actions,
                         write_firewall=DB_FIREWALL in actions),
                  what="provisioning a database member", timeout=900)
-    busy = [hosts[h] for h in hosts if per_host[h]]
-    for result in (_parallel(busy, member) if busy else []):
+    for result in at_once([hosts[h] for h in hosts if per_host[h]], member).values():
         if isinstance(result, Exception):
             raise result
     state = wait_ready(fleet, len(hosts))
-    primary = next(m.get("Member") for m in state if str(m.get("Role", "")).lower() == "leader")
-    say(primary, f"primary of {len(hosts)} members: " + ", ".join(
+    say(leader(state)["Member"], f"primary of {len(hosts)} members: " + ", ".join(
         f"{m.get('Member')} {str(m.get('Role', '')).lower()}" for m in state))
     actions = {s.action for s in steps}
     if actions & {DB_ROLE, DB_CREATE}:
@@ -157,7 +146,7 @@ def role(fleet: Fleet, inv: Inventory, password: Secret, set_role: bool, create:
                             db_name=d.name, db_user=d.user, password_sha256=password.sha256()),
                      what="the role and database on the primary", timeout=60)
         return "primary=yes" in r.stdout
-    results = _parallel(fleet.database_hosts(), one)
+    results = list(at_once(fleet.database_hosts(), one).values())
     failed = [r for r in results if isinstance(r, Exception)]
     if failed:
         raise failed[0]

@@ -202,3 +202,21 @@ def test_a_replicated_databases_members_and_their_problems(listed, down, etcd_do
     assert len(problems) == len(expected), problems
     for want, got in zip(expected, problems):
         assert want in got, (want, got)
+
+
+# replicated.ready: what deploy waits for after provisioning (Patroni's list -> what is missing)
+READY_CASES = [
+    ("ready", [LEADER, SYNC, REPLICA], None),
+    ("a member not listed yet", [LEADER, SYNC], "2 of 3 members known to Patroni"),
+    ("no primary", [SYNC, REPLICA, REPLICA], "no primary yet"),
+    ("no synchronous standby", [LEADER, REPLICA, REPLICA], "no synchronous standby yet"),
+    ("a member still copying", [LEADER, SYNC, ("Replica", "creating replica")], "db3 not streaming yet"),
+]
+
+
+@pytest.mark.parametrize("listed, missing", [c[1:] for c in READY_CASES], ids=[c[0] for c in READY_CASES])
+def test_deploy_waits_for_a_primary_with_a_synchronous_standby(listed, missing):
+    from easycluster.replicated import leader, ready
+    state = [{"Member": f"db{i + 1}", "Host": f"10.0.0.{i + 1}", "Role": r, "State": s} for i, (r, s) in enumerate(listed)]
+    assert ready(state, 3) == missing
+    assert (leader(state) or {}).get("Member") == next((m["Member"] for m in state if m["Role"] == "Leader"), None)
