@@ -134,7 +134,7 @@ class Apply:
         and sees this cluster's mark: before any node is configured to use the database."""
         d, name = self.inv.cluster.database, self.inv.cluster.name
         if d.replicated:   # the nodes' HAProxy is configured with their files, later: to the primary directly
-            state = replicated.wait_ready(self.fleet, len(d.replicas))
+            state = replicated.wait_ready(self.fleet, list(d.replicas))
             d = replace(d, server=replicated.leader(state)["Host"], port=5432)
         for step in schema:
             h = self.fleet[step.host]

@@ -238,6 +238,28 @@ def parse_db_facts(host: str, output: str) -> DbHostFacts:
     return _parse_database_host(f, output, rest)
 
 
+@dataclass(frozen=True)
+class EtcdMember:
+    """A member of the quorum store, as `etcdctl member list` names it ("" until it first started)."""
+    id: int
+    name: str
+    peer_urls: tuple[str, ...] = ()
+
+    @property
+    def hex_id(self) -> str:   # how etcdctl takes it
+        return format(self.id, "x")
+
+
+def parse_etcd_members(value: str) -> list[EtcdMember]:
+    """`etcdctl member list -w json` (on one line) into its members; [] for anything else."""
+    try:
+        found = json.loads(value).get("members") if value else []
+    except (ValueError, AttributeError):
+        return []
+    return [EtcdMember(int(m["ID"]), str(m.get("name", "")), tuple(m.get("peerURLs") or ()))
+            for m in found or [] if isinstance(m, dict) and isinstance(m.get("ID"), int)]
+
+
 @dataclass
 class ReplicaFacts(DatabaseHost):
     """A member of the replicated database (cluster.database.hosts): replica_probe.sh's answer
@@ -251,6 +273,8 @@ class ReplicaFacts(DatabaseHost):
     patroni_active: bool = False
     members: list[dict] = field(default_factory=list)   # `patronictl list -f json`: Member, Role, State, Lag...
     primary: bool = False               # PostgreSQL here is the primary (not in recovery)
+    etcd_data: bool = False             # etcd holds easycluster's data here (it joined the quorum store once)
+    etcd_members: list[EtcdMember] = field(default_factory=list)   # as this member's etcd lists them
 
     @property
     def installed(self) -> bool:
@@ -272,6 +296,10 @@ def parse_replica_facts(host: str, output: str) -> ReplicaFacts:
             f.primary = value == "yes"
         elif key in ("etcd_active", "patroni_active"):
             setattr(f, key, value == "active")
+        elif key == "etcd_data":
+            f.etcd_data = value == "yes"
+        elif key == "etcd_members":
+            f.etcd_members = parse_etcd_members(value)
         elif key == "debian_clusters":
             f.debian_clusters = value.split()
         elif key == "patroni_sha256":

@@ -406,9 +406,9 @@ def _database(chk: _Checker, raw: Any, path: Path, cluster_name: str, cookie: di
             chk.fail(f"{key}.hosts", f"{bad[0]!r} is not a host name or address")
         elif len(set(replicas)) != len(replicas):
             chk.fail(f"{key}.hosts", "lists a host twice")
-        elif len(replicas) < 3 or len(replicas) % 2 == 0:
-            chk.fail(f"{key}.hosts", f"{len(replicas)} hosts: an odd number, at least 3 (the quorum store, etcd, "
-                                     "runs on them: a majority must survive the loss of one)")
+        elif len(replicas) < 3:   # an even number is a replacement under way: 4 survive the loss of one, as 3 do
+            chk.fail(f"{key}.hosts", f"{len(replicas)} hosts: at least 3 (the quorum store, etcd, runs on them: a "
+                                     "majority must survive the loss of one)")
         if "address" in d:
             chk.fail(f"{key}.address", "not with `hosts`: each node reaches the primary through HAProxy on its "
                                        "own loopback")

@@ -193,9 +193,10 @@ def backup(inv: Inventory, fleet: Fleet, host: str, say, spare: str | None = Non
     return path
 
 
-def database_dump(inv: Inventory, fleet: Fleet, say, node_host: str | None = None) -> str:
+def database_dump(inv: Inventory, fleet: Fleet, say, node_host: str | None = None, avoid: str | None = None) -> str:
     """A pg_dump of cluster.database: on the database host easycluster provisions, or, for an
-    external server, on a node (`node_host`) with PostgreSQL's client, as the cluster's role."""
+    external server, on a node (`node_host`) with PostgreSQL's client, as the cluster's role
+    (a replicated database's: on a standby, not on `avoid`, a member about to leave)."""
     from .database import pgpass_line
     from .secrets import load_password
     d = inv.cluster.database
@@ -205,7 +206,7 @@ def database_dump(inv: Inventory, fleet: Fleet, say, node_host: str | None = Non
     if d.managed:
         h = fleet.database_host()
     elif d.replicated:   # from a standby streaming from the primary (the primary when none is)
-        h = replicated.dump_source(fleet)
+        h = replicated.dump_source(fleet, avoid)
     else:
         h = fleet[node_host or next(iter(fleet.hosts))]
         pgpass = f"{STAGING_TEMPLATE.removesuffix('XXXXXX')}pgpass.{stamp}"

@@ -63,6 +63,12 @@ PG_DUMP_DIR = "/var/backups/easycluster-postgresql"   # fab backup's pg_dump fil
 # --------------------------------------------------------------------------- the replicated database's (cluster.database.hosts)
 ETCD_DEFAULT = "/etc/default/etcd"               # etcd's settings (the quorum store, on each member)
 PATRONI_CONFIG = "/etc/patroni/config.yml"       # Patroni's (0600 postgres: the replication password)
+ETCD_DATA = "/var/lib/etcd/easycluster"          # etcd's data directory (ETCD_DEFAULT's)
+# a member joining a running etcd: the initial cluster it is told, for its first start only
+# (a runtime drop-in: gone at the next boot, when etcd reads its data directory instead)
+ETCD_JOIN_ENV = "/run/easycluster/etcd-join.env"
+ETCD_JOIN_DROPIN = "/run/systemd/system/etcd.service.d/easycluster-join.conf"
+PG_DATA_ROOT = "/var/lib/postgresql"             # Patroni's data directory: PG_DATA_ROOT/MAJOR/easycluster
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"         # on each node: ejabberd's way to the primary
 HAPROXY_PORT = 5433                              # ... on the node's loopback
 
@@ -102,3 +108,8 @@ def all_paths() -> dict[str, str]:
     """Every path above by name: what the renderer may hand a script."""
     return {name: value for name, value in globals().items()
             if name.isupper() and isinstance(value, str) and value.startswith("/")}
+
+
+def pg_data_dir(pg_major: str) -> str:
+    """Patroni's PostgreSQL data directory on a member of the replicated database."""
+    return f"{PG_DATA_ROOT}/{pg_major}/easycluster"

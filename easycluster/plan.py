@@ -9,7 +9,7 @@ import difflib
 from dataclasses import dataclass, field, replace
 
 from . import releases
-from .facts import DatabaseHost, DbHostFacts, HostFacts, ReplicaFacts, SqlFacts
+from .facts import DatabaseHost, DbHostFacts, EtcdMember, HostFacts, ReplicaFacts, SqlFacts
 from .inventory import Inventory, Node
 from .paths import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML
 from .render import ManagedFile, Member, host_files, managed_files, plugin_sha256, replica_files
@@ -27,6 +27,7 @@ DB_INSTALL, DB_CONF, DB_HBA, DB_ROLE, DB_CREATE, DB_SCHEMA = (
 # ... and on each member of a replicated database (cluster.database.hosts): installed, its etcd
 # settings and Patroni configuration written, its units started (replicated.provision)
 DB_ETCD, DB_PATRONI, DB_START, DB_FIREWALL = "etcd", "patroni", "start", "firewall"
+DB_JOIN = "join"   # a member new to a running quorum store: added to etcd, then started (one at a time)
 
 # The node name Debian's package runs under when nobody configured one (its postinst starts it).
 PACKAGE_NODE = "ejabberd@localhost"
@@ -50,6 +51,8 @@ class Step:
     seed: str | None = None          # join: the running member to join
     at_boot: bool = False            # join: during the node's first start (plugin boot_join)
     action: str = ""                 # database: which of DB_* (the host is the database host's)
+    peer_url: str = ""               # DB_JOIN: the joining member's etcd peer URL
+    endpoints: tuple[str, ...] = ()  # DB_JOIN: the running quorum store's client URLs
 
 
 @dataclass
@@ -417,6 +420,16 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
                                "to each other")]
     pg_major = releases.POSTGRESQL[versions[0]]
     members = [Member(h, rf.resolve) for h, rf in found]
+    quorum = etcd_members(rf for _, rf in found)
+    named = {m.name for m in quorum}
+    strangers = [m for m in quorum if (m.name and m.name not in d.replicas) or
+                 (not m.name and not any(p == peer_url(x) for x in members for p in m.peer_urls))]
+    if strangers:
+        return steps, [Problem("database", "members", f"{m.name or 'a member never started'} "
+                               f"({', '.join(m.peer_urls)}) is in the quorum store but not in cluster.database.hosts",
+                               f"take it out first: fab remove-database-host --host {m.name or m.hex_id}")
+                       for m in strangers]
+    joining = [x for x in members if quorum and x.host not in named]
     nodes = [(n, a) for n in (db.let_in or inv.nodes) for a in [dist_address(n, facts)] if a]
     assert db.replication is not None, "a replicated database needs its replication password"
     for member, (h, rf) in zip(members, found):
@@ -430,13 +443,19 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
         if rf.patroni_sha256 != patroni.sha256():
             steps.append(Step(DATABASE, h, f"write {patroni.path} (Patroni; content redacted: it holds the "
                                            "replication password)", action=DB_PATRONI, file=patroni))
-        elif not (rf.etcd_active and rf.patroni_active):
+        elif not (rf.etcd_active and rf.patroni_active) and member not in joining:
             steps.append(Step(DATABASE, h, "start etcd and Patroni", action=DB_START))
         for f in firewall:
             if rf.files.get(f.path) != f.content:
                 steps.append(Step(DATABASE, h, f"write {f.path} (the member's firewall: etcd for the members, "
                                                "PostgreSQL and Patroni for the members and the nodes)",
                                   action=DB_FIREWALL, diff=_diff(rf.files.get(f.path), f.content, f.path), file=f))
+    for i, member in enumerate(joining):   # after every running member let it in
+        endpoints = tuple(client_url(x) for x in members if x.host in named) + tuple(
+            client_url(x) for x in joining[:i])
+        steps.append(Step(DATABASE, member.host, f"join the running quorum store (etcd member add, then start); "
+                                                 "Patroni copies the primary (basebackup) and follows it",
+                          action=DB_JOIN, peer_url=peer_url(member), endpoints=endpoints))
     primary = next((rf for _, rf in found if rf.primary), None)
     if primary is None or not primary.role or primary.password_sha256 != db.password.sha256():
         what = (f"set the password of role {d.user} (the secrets file's)" if primary and primary.role else
@@ -449,6 +468,20 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
         problems.append(Problem("primary", "database", f"database {d.name} belongs to {primary.owner}, not {d.user}",
                                 "give the cluster a database of its own (cluster.database.name)"))
     return steps, problems
+
+
+def etcd_members(found) -> list[EtcdMember]:
+    """The quorum store's members, as the first member holding its data lists them ([]: none
+    runs, or it was never made: the members start it together)."""
+    return next((rf.etcd_members for rf in found if rf.etcd_data and rf.etcd_members), [])
+
+
+def peer_url(member: Member) -> str:
+    return f"http://{member.address}:2380"
+
+
+def client_url(member: Member) -> str:
+    return f"http://{member.address}:2379"
 
 
 def _pg_dir(hf: DbHostFacts) -> str:

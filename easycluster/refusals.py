@@ -15,6 +15,7 @@ facts and acts.
     start-cluster     start_cluster(effective, facts, lost),           outage.start_cluster
                       force_load_host(survivors, facts)
     upgrade           upgrade(inv, facts, ufacts, health)              upgrade.plan_upgrade (preflight)
+    remove-database-host  remove_database_host(inv, replicas, host)   remove.remove_database_host
 
 Every rule has cases in tests/cases/refusals/ (tests/test_refusals.py), one YAML file each.
 This module is of the pure layer (tests/test_layers.py): it reads the inventory, the fact model,
@@ -27,11 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .errors import EasyClusterError, MembershipError
-from .facts import HostFacts
+from .facts import EtcdMember, HostFacts, ReplicaFacts
 from . import releases
 from .health import MIXED, MIXED_RELEASES, ClusterHealth
 from .inventory import Inventory, Node
-from .plan import Problem
+from .plan import Problem, etcd_members
+from .progress import count
 from .render import release
 from .sql import steps as sql_steps
 
@@ -443,3 +445,65 @@ def upgrade(inv: Inventory, facts: dict[str, HostFacts], ufacts: dict, health: C
                                 "full-stop upgrade (with the old version pinned); or `fab restore` a backup "
                                 "taken before it, once the old version runs"))
     return problems
+
+
+# --------------------------------------------------------------------------- the replicated database
+
+@dataclass
+class DbRemoval:
+    """What remove-database-host goes on with: the member, its entry in the quorum store (None:
+    never there), whether it answers (its units are then stopped and its data removed), the
+    synchronous standby the primary hands over to when the member is the primary, the members left."""
+    host: str
+    member: EtcdMember | None
+    reachable: bool
+    switchover_to: str | None
+    survivors: list[str]
+
+
+def remove_database_host(inv: Inventory, replicas: dict[str, ReplicaFacts], host: str) -> DbRemoval:
+    """A member of the replicated database taken out, alive or dead: refused when no quorum
+    store answers, when the members left would lack a primary with a synchronous standby or a
+    quorum, and when the member is a primary that cannot hand over first."""
+    d = inv.cluster.database
+    if not d or not d.replicated:
+        raise EasyClusterError("cluster.database has no `hosts`: there is no replicated database to take a member "
+                               "out of")
+    quorum = etcd_members(replicas.values())
+    if not quorum:
+        raise EasyClusterError("no member's etcd answers: the quorum store is down, nothing can change its members "
+                               "(docs/runbooks/database-failover.md: two database hosts gone)")
+    member = next((m for m in quorum if host in (m.name, m.hex_id)), None)
+    if member is None and host not in d.replicas:
+        raise EasyClusterError(f"{host} is not a member of the replicated database (cluster.database.hosts: "
+                               f"{', '.join(d.replicas)}; the quorum store's: "
+                               f"{', '.join(m.name or m.hex_id for m in quorum)})")
+    name = member.name if member and member.name else host
+    facts = replicas.get(name)
+    reachable = facts is not None and not facts.error
+    listed = next((rf.members for h, rf in replicas.items() if h != name and not rf.error and rf.members), None) or (
+        facts.members if reachable else [])
+    state = {m.get("Member"): (str(m.get("Role", "")).lower(), str(m.get("State", "")).lower()) for m in listed}
+    survivors = [h for h in d.replicas if h != name]
+    running = [h for h in survivors if state.get(h, ("", ""))[1] in ("running", "streaming")]
+    if len(running) < 2:
+        raise EasyClusterError(f"taking {name} out leaves {count(len(running), 'running member')} "
+                               f"({', '.join(running) or 'none'}): a primary needs a synchronous standby to acknowledge "
+                               "a write. Add a member first (cluster.database.hosts, `fab deploy`), or bring the "
+                               "others back")
+    left = [m for m in quorum if m is not member]
+    alive = [m for m in left if m.name in replicas and replicas[m.name].etcd_active and not replicas[m.name].error]
+    if len(alive) * 2 <= len(left):
+        raise EasyClusterError(f"etcd answers on {len(alive)} of the {len(left)} members that would be left: "
+                               "without a majority the quorum store cannot change its members. Bring etcd back on "
+                               f"{', '.join(sorted(m.name or m.hex_id for m in left if m not in alive))} first")
+    switchover_to = None
+    if state.get(name, ("", ""))[0] == "leader":
+        if not reachable:
+            raise EasyClusterError(f"{name} is the primary and does not answer: Patroni fails over by itself within "
+                                   "about 30 s. Run this again once `fab status` names another primary")
+        switchover_to = next((h for h in running if state[h] == ("sync standby", "streaming")), None)
+        if switchover_to is None:
+            raise EasyClusterError(f"{name} is the primary and no synchronous standby streams from it to hand over "
+                                   "to: wait for one (`fab status`), then run this again")
+    return DbRemoval(name, member, reachable, switchover_to, survivors)

@@ -13,7 +13,7 @@ from .inventory import Inventory, Node
 from .paths import (COOKIE_PATH, DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT,
                     EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, MNESIA_SCHEMA_FILE,
                     PG_HBA_BEGIN, PG_HBA_END, PLUGIN_EBIN, SQL_SECRET_FILE, UNIT_DROPIN, UPGRADE_HOLD_FILE,
-                    ETCD_DEFAULT, HAPROXY_CFG, PATRONI_CONFIG)
+                    ETCD_DATA, ETCD_DEFAULT, HAPROXY_CFG, PATRONI_CONFIG, pg_data_dir)
 from .secrets import Secret, load_password
 from .tls import NodeTLS
 
@@ -117,7 +117,7 @@ def replica_files(inv: Inventory, member: Member, members: list[Member], nodes: 
     the replication role's password) and firewall (its unit, its rules). `nodes`: (node, address)
     pairs pg_hba and the firewall let in."""
     context = dict(cluster=inv.cluster, database=inv.cluster.database, member=member, members=members,
-                   nodes=nodes, pg_major=pg_major)
+                   nodes=nodes, pg_major=pg_major, etcd_data=ETCD_DATA, pg_data=pg_data_dir(pg_major))
     patroni = render("patroni.yml.j2", replication_password=replication_password.reveal(), **context)
     return [ManagedFile(ETCD_DEFAULT, render("etcd.default.j2", **context), 0o644, "root", "root", restart=False),
             ManagedFile(PATRONI_CONFIG, Secret(patroni), 0o600, "postgres", "postgres", restart=False),

@@ -17,7 +17,7 @@ from .errors import EasyClusterError, RemoteError
 from .facts import ReplicaFacts, parse_replica_facts
 from .inventory import Database, Inventory
 from .paths import ETCD_DEFAULT, FIREWALL_RULES, FIREWALL_UNIT, PATRONI_CONFIG
-from .plan import DB_CREATE, DB_ETCD, DB_FIREWALL, DB_INSTALL, DB_PATRONI, DB_ROLE, Step
+from .plan import DB_CREATE, DB_ETCD, DB_FIREWALL, DB_INSTALL, DB_JOIN, DB_PATRONI, DB_ROLE, Step
 from .remote import Fleet, Host, at_once
 from .scripts import render
 from .secrets import Secret
@@ -48,12 +48,14 @@ def leader(state: list[dict]) -> dict | None:
     return next((m for m in state if str(m.get("Role", "")).lower() == "leader"), None)
 
 
-def ready(members: list[dict], expected: int) -> str | None:
+def ready(members: list[dict], names: list[str]) -> str | None:
     """None when there is a running primary, a synchronous standby streaming, and every member
-    running or streaming; else what is missing (pure)."""
-    roles = {m.get("Member"): (str(m.get("Role", "")).lower(), str(m.get("State", "")).lower()) for m in members}
-    if len(roles) < expected:
-        return f"{len(roles)} of {expected} members known to Patroni"
+    named running or streaming; else what is missing (pure). Members not named (one being
+    taken out: its entry lives on in etcd until its lease ends) are not waited for."""
+    roles = {m.get("Member"): (str(m.get("Role", "")).lower(), str(m.get("State", "")).lower())
+             for m in members if m.get("Member") in names}
+    if len(roles) < len(names):
+        return f"{len(roles)} of {len(names)} members known to Patroni"
     if not any(r == "leader" and s == "running" for r, s in roles.values()):
         return "no primary yet"
     if not any(r == "sync standby" and s in ("streaming", "running") for r, s in roles.values()):
@@ -66,10 +68,12 @@ def ready(members: list[dict], expected: int) -> str | None:
 
 def provision(fleet: Fleet, inv: Inventory, steps: list[Step], password: Secret, say) -> None:
     """The members' steps (install, etcd settings, Patroni configuration, start) on every member
-    at once, then the wait for a primary with a synchronous standby, then the role and database
-    on the primary (DB_ROLE, DB_CREATE among `steps`)."""
+    at once; then each member joining a running quorum store (DB_JOIN), one at a time; then the
+    wait for a primary with a synchronous standby, then the role and database on the primary
+    (DB_ROLE, DB_CREATE among `steps`)."""
     hosts = {h.name: h for h in fleet.database_hosts()}
     per_host = {h: [s for s in steps if s.host == h] for h in hosts}
+    joining = [s for s in steps if s.action == DB_JOIN]
 
     def member(h: Host) -> None:
         mine = per_host[h.name]
@@ -80,20 +84,26 @@ def provision(fleet: Fleet, inv: Inventory, steps: list[Step], password: Secret,
                 h.put_bytes(s.file.data(), f"{staging}/{STAGED[s.file.path]}")
         h.script(render("replica_provision", staging=staging, install=DB_INSTALL in actions,
                         write_etcd=DB_ETCD in actions, write_patroni=DB_PATRONI in actions,
-                        write_firewall=DB_FIREWALL in actions),
+                        write_firewall=DB_FIREWALL in actions, start=DB_JOIN not in actions),
                  what="provisioning a database member", timeout=900)
     for result in at_once([hosts[h] for h in hosts if per_host[h]], member).values():
         if isinstance(result, Exception):
             raise result
-    state = wait_ready(fleet, len(hosts))
-    say(leader(state)["Member"], f"primary of {len(hosts)} members: " + ", ".join(
-        f"{m.get('Member')} {str(m.get('Role', '')).lower()}" for m in state))
+    for s in joining:   # etcd takes one new member at a time, each started before the next is added
+        r = hosts[s.host].script(render("replica_join", member=s.host, peer_url=s.peer_url,
+                                        endpoints=",".join(s.endpoints)),
+                                 what="joining the running quorum store (etcd)", timeout=180)
+        say(s.host, f"etcd member of {r.stdout.strip().splitlines()[-1]}")
+    names = list(hosts)
+    state = wait_ready(fleet, names)
+    say(leader(state)["Member"], f"primary of {len(names)} members: " + ", ".join(
+        f"{m.get('Member')} {str(m.get('Role', '')).lower()}" for m in state if m.get("Member") in names))
     actions = {s.action for s in steps}
     if actions & {DB_ROLE, DB_CREATE}:
         role(fleet, inv, password, DB_ROLE in actions, DB_CREATE in actions)
 
 
-def wait_ready(fleet: Fleet, expected: int, bound: float = READY_BOUND) -> list[dict]:
+def wait_ready(fleet: Fleet, names: list[str], bound: float = READY_BOUND) -> list[dict]:
     """Until Patroni lists a running primary with a synchronous standby (asked on each member in
     turn: any of them may be down); raises after `bound` seconds naming what is missing."""
     deadline = time.monotonic() + bound
@@ -101,16 +111,18 @@ def wait_ready(fleet: Fleet, expected: int, bound: float = READY_BOUND) -> list[
     while time.monotonic() < deadline:
         state = listing(fleet)
         if state is not None:
-            missing = ready(state, expected) or ""
+            missing = ready(state, names) or ""
             if not missing:
                 return state
         time.sleep(2)
     raise EasyClusterError(f"the replicated database is not ready after {bound:.0f}s: {missing}")
 
 
-def listing(fleet: Fleet) -> list[dict] | None:
+def listing(fleet: Fleet, skip: str | None = None) -> list[dict] | None:
     """Patroni's list of the members, from the first member that answers (None: none did)."""
     for h in fleet.database_hosts():
+        if h.name == skip:
+            continue
         try:
             out = h.run(f"timeout 10 patronictl -c {PATRONI_CONFIG} list -f json", check=False, timeout=20,
                         what="listing the replicated database's members").stdout
@@ -120,12 +132,12 @@ def listing(fleet: Fleet) -> list[dict] | None:
     return None
 
 
-def dump_source(fleet: Fleet) -> Host:
+def dump_source(fleet: Fleet, avoid: str | None = None) -> Host:
     """Where a pg_dump of the replicated database is taken: a streaming standby (an asynchronous
-    one first: the synchronous one's load delays commits), else the primary."""
+    one first: the synchronous one's load delays commits), else the primary; not `avoid`."""
     rank = {"replica": 0, "sync standby": 1, "leader": 2}
-    usable = [m for m in listing(fleet) or [] if str(m.get("State", "")).lower() in ("streaming", "running")
-              and str(m.get("Role", "")).lower() in rank]
+    usable = [m for m in listing(fleet, skip=avoid) or [] if str(m.get("State", "")).lower() in ("streaming", "running")
+              and str(m.get("Role", "")).lower() in rank and m.get("Member") != avoid]
     if not usable:
         raise EasyClusterError("no member of the replicated database answers: nothing to take a pg_dump from")
     best = min(usable, key=lambda m: rank[str(m.get("Role", "")).lower()])
@@ -153,3 +165,37 @@ def role(fleet: Fleet, inv: Inventory, password: Secret, set_role: bool, create:
     if not any(results):
         raise EasyClusterError("no member was the primary when the role and database were made: run `fab deploy` "
                                "again")
+
+
+def switchover(fleet: Fleet, leader_name: str, candidate: str, bound: float = READY_BOUND) -> None:
+    """The primary `leader_name` hands over to the synchronous standby `candidate`; back once
+    Patroni lists the candidate as the running primary."""
+    h = next(x for x in fleet.database_hosts() if x.name == candidate)
+    h.script(render("replica_switchover", leader=leader_name, candidate=candidate),
+             what="a switchover of the replicated database", timeout=180)
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        now = leader(listing(fleet, skip=leader_name) or [])
+        if now and now.get("Member") == candidate and str(now.get("State", "")).lower() == "running":
+            return
+        time.sleep(1)
+    raise EasyClusterError(f"{candidate} is not the running primary {bound:.0f}s after the switchover")
+
+
+def retire(fleet: Fleet, name: str) -> None:
+    """The member `name` stopped and emptied (replica_retire.sh): it takes no part any more."""
+    h = next(x for x in fleet.database_hosts() if x.name == name)
+    h.script(render("replica_retire"), what="stopping and emptying a database member", timeout=180)
+
+
+def forget(fleet: Fleet, member_id: str, survivors: list[str]) -> str:
+    """The quorum store forgets the member `member_id` (hexadecimal), asked on the first
+    survivor whose etcd answers; the members it lists after, by name."""
+    problem: Exception | None = None
+    for h in (x for x in fleet.database_hosts() if x.name in survivors):
+        try:
+            r = h.script(render("replica_forget", member_id=member_id), what="removing an etcd member", timeout=60)
+            return r.stdout.strip().splitlines()[-1]
+        except RemoteError as exc:
+            problem = exc
+    raise EasyClusterError(f"no member left could remove etcd member {member_id}: {problem}")

@@ -1,12 +1,12 @@
-"""`fab add-master`, `add-satellite`, `remove-node`, `forget-node`, `backup`, `break-lock`: changing who is in
-the cluster, one change at a time under the cluster lock, each after a Mnesia backup."""
+"""`fab add-master`, `add-satellite`, `remove-node`, `forget-node`, `remove-database-host`, `backup`,
+`break-lock`: changing who is in the cluster, one change at a time under the cluster lock, each after a Mnesia backup."""
 
 from __future__ import annotations
 
 from invoke import task
 
+from easycluster.ops import database_members, remove
 from easycluster.ops import deploy as core
-from easycluster.ops import remove
 
 from ._common import DRY_HELP, INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_errors, say
 
@@ -42,6 +42,15 @@ def remove_node(c, host, inventory=None, drain=5, dry=False, lock_wait=0):
 def forget_node(c, host, inventory=None, dry=False, lock_wait=0):
     """Remove a dead (stopped, unreachable) member from the schema, from a surviving master."""
     remove.forget_node(inventory_of(c, inventory), host, out=say, dry=dry, lock_wait=float(lock_wait))
+
+
+@task(help={"host": "database member to take out (cluster.database.hosts, or the quorum store's name or id)",
+            "inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP, "dry": DRY_HELP})
+@operator_errors
+def remove_database_host(c, host, inventory=None, dry=False, lock_wait=0):
+    """Take a member out of the replicated database, alive or dead (a primary hands over first)."""
+    database_members.remove_database_host(inventory_of(c, inventory), host, out=say, dry=dry,
+                                          lock_wait=float(lock_wait))
 
 
 @task(help={"host": "member to take the backup on (default: the first running master)",

@@ -204,13 +204,17 @@ def test_a_replicated_databases_members_and_their_problems(listed, down, etcd_do
         assert want in got, (want, got)
 
 
-# replicated.ready: what deploy waits for after provisioning (Patroni's list -> what is missing)
+# replicated.ready: what deploy waits for after provisioning (Patroni's list -> what is missing),
+# of the members named (db1..db3; db4: a member being taken out, still listed until its lease ends)
 READY_CASES = [
     ("ready", [LEADER, SYNC, REPLICA], None),
     ("a member not listed yet", [LEADER, SYNC], "2 of 3 members known to Patroni"),
     ("no primary", [SYNC, REPLICA, REPLICA], "no primary yet"),
     ("no synchronous standby", [LEADER, REPLICA, REPLICA], "no synchronous standby yet"),
     ("a member still copying", [LEADER, SYNC, ("Replica", "creating replica")], "db3 not streaming yet"),
+    ("a member leaving is not waited for", [LEADER, SYNC, REPLICA, ("Replica", "stopped")], None),
+    ("a leaving member's synchronous standby is not one", [LEADER, REPLICA, REPLICA, SYNC],
+     "no synchronous standby yet"),
 ]
 
 
@@ -218,5 +222,5 @@ READY_CASES = [
 def test_deploy_waits_for_a_primary_with_a_synchronous_standby(listed, missing):
     from easycluster.replicated import leader, ready
     state = [{"Member": f"db{i + 1}", "Host": f"10.0.0.{i + 1}", "Role": r, "State": s} for i, (r, s) in enumerate(listed)]
-    assert ready(state, 3) == missing
+    assert ready(state, ["db1", "db2", "db3"]) == missing
     assert (leader(state) or {}).get("Member") == next((m["Member"] for m in state if m["Role"] == "Leader"), None)

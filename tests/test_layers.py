@@ -52,7 +52,7 @@ ENGINE = {"easycluster.operation", "easycluster.apply", "easycluster.membership"
 # The commands (easycluster/ops/: facts -> plan -> apply -> verify, each through the operation
 # layer), the tasks, the program.
 OPERATIONS = {
-    "easycluster.ops", "easycluster.ops.deploy", "easycluster.ops.remove", "easycluster.ops.migrate", "easycluster.ops.upgrade",
+    "easycluster.ops", "easycluster.ops.deploy", "easycluster.ops.remove", "easycluster.ops.database_members", "easycluster.ops.migrate", "easycluster.ops.upgrade",
     "easycluster.ops.cookie_rotation", "easycluster.ops.heal", "easycluster.ops.restore", "easycluster.ops.rolling",
     "easycluster.ops.outage", "easycluster.ops.smoke", "easycluster.ops.status", "easycluster.cli",
 }

@@ -18,7 +18,7 @@ from casefacts import (COOKIE, DB_PASSWORD, INVENTORY_PATH, PLUGIN_SHA, address,
                        host_facts, stopped)
 from easycluster import plan as planmod
 from easycluster.errors import PreflightFailed
-from easycluster.facts import DbHostFacts, HostFacts, ReplicaFacts, SqlFacts, parse_facts
+from easycluster.facts import DbHostFacts, EtcdMember, HostFacts, ReplicaFacts, SqlFacts, parse_facts
 from easycluster.health import assess
 from easycluster.inventory import Inventory, parse_inventory
 from easycluster.paths import EJABBERD_DEFAULT, EJABBERD_YML, FIREWALL_RULES
@@ -69,18 +69,29 @@ def database_view(inv: Inventory, given: dict | None) -> DbView | None:
             setattr(host, key, value)
     replicas = {}
     members = [Member(h, f"10.9.0.{61 + i}") for i, h in enumerate(d.replicas)]
+    # the members the running ones were deployed with (default: the inventory's), and the quorum
+    # store's members (default: those): names, "never-started:HOST" for one added, not started
+    deployed = [m for m in members if m.host in given.get("replicas_deployed", d.replicas)]
+
+    def etcd_member(i: int, name: str) -> EtcdMember:
+        started = not name.startswith("never-started:")
+        host = name.removeprefix("never-started:")
+        known = next((m for m in members if m.host == host), Member(host, "10.9.0.99"))
+        return EtcdMember(1000 + i, host if started else "", (f"http://{known.address}:2380",))
+    quorum = [etcd_member(i, n) for i, n in enumerate(given.get("quorum", [m.host for m in deployed]))]
     for i, member in enumerate(members):
         spec = dict(given.get("replicas", {}).get(member.host, given.get("replicas", {}).get("*", {})))
         state = spec.pop("state", "ready")
         rf = ReplicaFacts(member.host, os_id="debian", os_version="13", systemd=True, addresses=[member.address],
                           resolve=member.address)
         if state == "ready":
-            etcd, patroni, *firewall = replica_files(inv, member, members,
+            etcd, patroni, *firewall = replica_files(inv, member, deployed,
                                                      [(n, address(inv, n.host)) for n in inv.nodes], REPLICATION, "17")
             rf.packages = {p: "1" for p in ("postgresql", "patroni", "etcd-server", "python3-etcd", "nftables")}
             rf.files = {f.path: f.content for f in firewall}
             rf.etcd_conf, rf.patroni_sha256, rf.etcd_active, rf.patroni_active = \
                 etcd.content, patroni.sha256(), True, True
+            rf.etcd_data, rf.etcd_members = True, quorum
             if i == 0:
                 rf.primary, rf.role, rf.owner, rf.password_sha256 = True, True, d.user, DB_PASSWORD.sha256()
         else:

@@ -19,7 +19,7 @@ import yaml
 from casefacts import INVENTORY_PATH, host_facts
 from easycluster import refusals
 from easycluster.errors import EasyClusterError, MembershipError, PreflightFailed
-from easycluster.facts import HostFacts
+from easycluster.facts import EtcdMember, HostFacts, ReplicaFacts
 from easycluster.health import ClusterHealth, assess, departed, without_departed
 from easycluster.inventory import Inventory, parse_inventory
 from easycluster.ops.upgrade import UpgradeFacts, plan_upgrade
@@ -47,9 +47,15 @@ COMMANDS = {
     "rolling-restart": EasyClusterError,
     "start-cluster": EasyClusterError,
     "upgrade": PreflightFailed,
+    "remove-database-host": EasyClusterError,
 }
 CASE_KEYS = {"inventory", "facts", "host", "winner", "backup_on", "without", "upgrade_facts", "refused", "problems",
-             "proceeds"}
+             "proceeds", "database"}
+# A replicated database's members, unless the case says otherwise (`database:`): Patroni's list
+# (member: "role state"), the quorum store's members, the members down (unreachable over SSH),
+# and those whose etcd is stopped.
+REPLICATED = {"patroni": {"db1": "leader running", "db2": "sync standby streaming", "db3": "replica streaming"},
+              "quorum": None, "down": [], "etcd_down": []}
 
 
 # --------------------------------------------------------------------------- reading a case
@@ -91,6 +97,25 @@ def observed(inv: Inventory, facts: dict[str, HostFacts]) -> ClusterHealth:
     health = assess(without_departed(inv, facts, lambda _line: None), facts)
     health.departed = {n.name: gone[n.name] for n in inv.nodes if n.name in gone}
     return health
+
+
+def replica_facts(inv: Inventory, given: dict | None) -> dict[str, ReplicaFacts]:
+    """Each database host's facts as replica_probe.sh reads them, from the case's shorthand."""
+    spec = {**REPLICATED, **(given or {})}
+    hosts = inv.cluster.database.replicas
+    listed = [{"Member": m, "Role": rs.rsplit(" ", 1)[0].title(), "State": rs.rsplit(" ", 1)[1].title()}
+              for m, rs in spec["patroni"].items()]
+    quorum = [EtcdMember(100 + i, m, (f"http://10.9.0.{61 + i}:2380",))
+              for i, m in enumerate(spec["quorum"] if spec["quorum"] is not None else hosts)]
+    out = {}
+    for h in hosts:
+        if h in spec["down"]:
+            out[h] = ReplicaFacts(h, error="unreachable over SSH")
+            continue
+        etcd = h not in spec["etcd_down"]
+        out[h] = ReplicaFacts(h, members=listed, etcd_active=etcd, patroni_active=h in spec["patroni"],
+                              etcd_data=True, etcd_members=quorum if etcd else [])
+    return out
 
 
 def upgrade_facts(inv: Inventory, given: dict | None) -> dict[str, UpgradeFacts]:
@@ -150,6 +175,10 @@ def decide(command: str, inv: Inventory, facts: dict[str, HostFacts], case: dict
         if plan.sql_steps:
             decided["schema"] = [f"{a}.{b:02d}" for a, b in plan.sql_steps]
         return decided
+    if command == "remove-database-host":
+        gone = refusals.remove_database_host(inv, replica_facts(inv, case.get("database")), case["host"])
+        return {"member": gone.member.name if gone.member else None, "reachable": gone.reachable,
+                "switchover_to": gone.switchover_to, "survivors": gone.survivors}
     raise AssertionError(command)
 
 

@@ -10,8 +10,8 @@ import inspect
 import pytest
 from invoke import Context
 
-from easycluster.ops import (cookie_rotation, deploy, heal, migrate, outage, remove, restore, rolling, smoke,
-                             status, upgrade)
+from easycluster.ops import (cookie_rotation, database_members, deploy, heal, migrate, outage, remove, restore,
+                             rolling, smoke, status, upgrade)
 from easycluster.tasks import cluster, membership as membership_tasks, ns, runbooks, security
 
 # task name -> (the module and name the task calls the command by, the task's other arguments)
@@ -24,6 +24,7 @@ CHANGING = {
     "add-satellite": (deploy, "add_satellite", {"host": "lab4"}),
     "remove-node": (remove, "remove_node", {"host": "lab3"}),
     "forget-node": (remove, "forget_node", {"host": "lab3"}),
+    "remove-database-host": (database_members, "remove_database_host", {"host": "db3"}),
     "stop-cluster": (outage, "stop_cluster", {}),
     "start-cluster": (outage, "start_cluster", {}),
     "rolling-restart": (rolling, "rolling_restart", {}),
@@ -37,7 +38,7 @@ READ_ONLY = {"plan": (cluster, "run_deploy"), "status": (status, "cluster_health
 COMMANDS = [deploy.deploy, deploy.add_master, deploy.add_satellite, upgrade.upgrade, upgrade.revert,
             migrate.migrate_to_sql, remove.remove_node, remove.forget_node, outage.stop_cluster,
             outage.start_cluster, rolling.rolling_restart, heal.heal, restore.restore,
-            cookie_rotation.rotate_cookie]
+            cookie_rotation.rotate_cookie, database_members.remove_database_host]
 READERS = [status.cluster_health, smoke.smoke, remove.backup_now, remove.break_lock]
 
 

@@ -140,3 +140,7 @@ ec_pg_role() {   # VERIFIER_FILE USER: the role with the SCRAM verifier as its p
 ec_pg_database() {   # NAME OWNER: UTF8, C collation (ejabberd's schema sorts bytewise)
   ec_psql -c "CREATE DATABASE $1 OWNER $2 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
 }
+
+ec_etcdctl() {   # etcdctl (API 3) against this member's etcd, with short timeouts
+  ETCDCTL_API=3 timeout 15 etcdctl --endpoints=http://127.0.0.1:2379 --dial-timeout=3s --command-timeout=5s "$@"
+}

@@ -3,8 +3,11 @@
 # key=value lines then end=1 (parsed by facts.parse_replica_facts): the packages, easycluster's
 # etcd settings (base64) and the hash of Patroni's configuration (it holds a password), the
 # units, what the host's inventory name resolves to there, the replicated cluster as Patroni
-# lists it (JSON), and on the primary the role and database.
+# lists it (JSON), etcd's members as this member's etcd lists them (JSON; only once it holds
+# easycluster's data: a package's first start runs a single-member etcd of its own), and on the
+# primary the role and database.
 # params: MEMBER DB_NAME DB_USER DB_PASSWORD_SHA256 ETCD_DEFAULT PATRONI_CONFIG FIREWALL_UNIT FIREWALL_RULES
+# params: ETCD_DATA
 # shellcheck source=/dev/null
 . /etc/os-release 2>/dev/null
 echo "os_id=$ID"
@@ -24,6 +27,12 @@ for f in "$FIREWALL_UNIT" "$FIREWALL_RULES"; do
 done
 echo "etcd_active=$(systemctl is-active etcd 2>/dev/null)"
 echo "patroni_active=$(systemctl is-active patroni 2>/dev/null)"
+if [ -d "$ETCD_DATA/member" ]; then
+  echo "etcd_data=yes"
+  echo "etcd_members=$(ec_etcdctl member list -w json 2>/dev/null | tr -d '\n')"
+else
+  echo "etcd_data=no"
+fi
 if [ -f "$PATRONI_CONFIG" ] && command -v patronictl >/dev/null; then
   echo "members=$(timeout 10 patronictl -c "$PATRONI_CONFIG" list -f json 2>/dev/null | tr -d '\n')"
 fi
