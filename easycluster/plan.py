@@ -453,7 +453,7 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
     for i, member in enumerate(joining):   # after every running member let it in
         endpoints = tuple(client_url(x) for x in members if x.host in named) + tuple(
             client_url(x) for x in joining[:i])
-        steps.append(Step(DATABASE, member.host, f"join the running quorum store (etcd member add, then start); "
+        steps.append(Step(DATABASE, member.host, "join the running quorum store (etcd member add, then start); "
                                                  "Patroni copies the primary (basebackup) and follows it",
                           action=DB_JOIN, peer_url=peer_url(member), endpoints=endpoints))
     primary = next((rf for _, rf in found if rf.primary), None)

@@ -34,6 +34,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 from easycluster_lab import Lab
 from easycluster_lab.report import release_name, write_between
+from easycluster_lab.writes import Registrations
 from easycluster.xmpp import Client, connect
 
 LAB = os.environ.get("LOAD_LAB", "load")
@@ -271,6 +273,7 @@ class Load:
         self.current = self.inv3                  # the inventory of the cluster as it is now
         self.results: list[dict] = []
         self.outages: list[float] = []            # full-stop upgrades: seconds no node served
+        self.db_outcomes: list[tuple] = []        # the database's faults: (Outcome, primary moved, settled in s)
         self.domain = f"{LAB}.test"
 
     # ---------------------------------------------------------------- commands
@@ -356,7 +359,7 @@ class Load:
                     (f"OS move to Debian 13 ({DEB13})", lambda: self.upgrade(DEB13, mam=True)),
                     (f"upgrade to {BPO13} (full stop: passwd's key)", lambda: self.upgrade(BPO13, mam=True))]
         if DATABASE:
-            ops += [("database primary powered off", self.database_power_cut)]
+            ops += self.database_ops()
         if ONLY:
             ops = [(n, f) for n, f in ops if any(n.startswith(o) for o in ONLY)]
         return ops
@@ -388,17 +391,84 @@ class Load:
         time.sleep(SETTLE)
         self.upgrade(NEW, mam=True)
 
-    def database_power_cut(self) -> None:
-        """The replicated database's primary powered off; a synchronous standby takes over (the
-        nodes' HAProxy follows it); the old primary booted 40 s later, back as a standby."""
-        listing = json.loads(self.ssh(DB_HOSTS[0], "patronictl -c /etc/patroni/config.yml list -f json"))
-        primary = next(m["Member"] for m in listing if m["Role"].lower() == "leader")
+    # ---- the replicated database's faults (LOAD_DATABASE=replicated), each under a stream of
+    # registrations besides the chat: acknowledged ones lost, failed ones, and when every node
+    # registered again (easycluster_lab.writes)
+    def database_ops(self) -> list[tuple[str, callable]]:
+        return [("database primary powered off", lambda: self.db_fault("primary powered off", self.db_power_cut)),
+                ("database switchover", lambda: self.db_fault("planned switchover", self.db_switchover)),
+                ("database primary cut off", lambda: self.db_fault("primary cut off", self.db_cut_off)),
+                ("database Patroni stopped", lambda: self.db_fault("Patroni stopped on the primary",
+                                                                   self.db_patroni_stopped)),
+                ("database etcd member lost", lambda: self.db_fault("one etcd member lost", self.db_etcd_lost)),
+                ("database primary taken out and added", lambda: self.db_fault(
+                    "primary taken out (remove-database-host), then added (deploy)", self.db_take_out))]
+
+    def db_members(self, skip: str = "") -> list[dict]:
+        host = next(h for h in DB_HOSTS if h != skip)
+        return json.loads(self.ssh(host, "patronictl -c /etc/patroni/config.yml list -f json"))
+
+    def db_primary(self, skip: str = "") -> str:
+        return next(m["Member"] for m in self.db_members(skip) if m["Role"].lower() == "leader")
+
+    def db_fault(self, what: str, fault) -> None:
+        """`fault(primary)` under registrations through every node; then the acknowledged ones
+        looked up on the primary, and the old primary waited for as a standby."""
+        old = self.db_primary()
+        writes = Registrations(self.lab.ip, MEMBERS, self.domain, PASSWORD, f"db{len(self.db_outcomes)}x", 120)
+        later: list[threading.Timer] = []
+        outcome = writes.across(lambda: later.append(fault(old)), what)
+        for timer in later:
+            if timer is not None:
+                timer.join()
+        new = self.db_primary(skip=old)
+        stored = set(self.ssh(new, "cd / && runuser -u postgres -- psql -X -q -t -A -d ejabberd -c "
+                                   f"\"SELECT username FROM users WHERE username LIKE '{writes.prefix}%'\"").split())
+        outcome.lost = len(writes.lost(stored))
+        started = time.monotonic()
+        self.until(lambda: all(m["State"].lower() in ("streaming", "running") for m in self.db_members(skip=old))
+                   and len(self.db_members(skip=old)) == len(DB_HOSTS), 240, "every database member streaming")
+        self.db_outcomes.append((outcome, new != old, time.monotonic() - started))
+        log(outcome.line())
+
+    def db_power_cut(self, primary: str) -> threading.Timer:
+        """Powered off; booted 40 s later (it must come back as a standby by itself)."""
         self.lab.poweroff(primary)
-        time.sleep(40)
-        self.lab.boot(primary)
-        self.until(lambda: any(m["Member"] == primary and m["State"].lower() == "streaming" for m in json.loads(
-            self.ssh(DB_HOSTS[-1] if primary != DB_HOSTS[-1] else DB_HOSTS[0],
-                     "patronictl -c /etc/patroni/config.yml list -f json"))), 240, f"{primary} back as a standby")
+        return self.after(40, lambda: self.lab.boot(primary))
+
+    def db_switchover(self, primary: str) -> None:
+        target = next(m["Member"] for m in self.db_members() if m["Role"].lower() == "sync standby")
+        self.ssh(primary, f"patronictl -c /etc/patroni/config.yml switchover --leader {primary} --candidate {target} "
+                          "--force")
+
+    def db_cut_off(self, primary: str) -> threading.Timer:
+        """Its link cut; back 40 s later (demoted, it follows the new primary again)."""
+        self.lab.partition(primary)
+        return self.after(40, lambda: self.lab.heal_link(primary))
+
+    def db_patroni_stopped(self, primary: str) -> threading.Timer:
+        """Patroni stopped there (it stops PostgreSQL, hands over); 20 s later `fab deploy` starts it."""
+        self.ssh(primary, "systemctl stop patroni")
+        return self.after(20, lambda: self.fab("deploy"))
+
+    def db_etcd_lost(self, _primary: str) -> threading.Timer:
+        """etcd stopped on a standby for 30 s: nothing changes for ejabberd."""
+        standby = next(m["Member"] for m in self.db_members() if m["Role"].lower() != "leader")
+        self.ssh(standby, "systemctl stop etcd")
+        return self.after(30, lambda: self.ssh(standby, "systemctl start etcd"))
+
+    def db_take_out(self, primary: str) -> None:
+        """`fab remove-database-host` of the primary (it hands over first), then `fab deploy`
+        adds it back afresh (it is still listed)."""
+        self.fab("remove-database-host", "--host", primary)
+        self.fab("deploy")
+
+    @staticmethod
+    def after(seconds: float, then) -> threading.Timer:
+        """`then()` in `seconds`, while the registrations go on (db_fault waits for it)."""
+        timer = threading.Timer(seconds, then)
+        timer.start()
+        return timer
 
     def kill_node(self) -> None:
         self.ssh("lab2", "pkill -KILL -u ejabberd -f beam.smp")
@@ -492,6 +562,17 @@ class Load:
         if rolling:
             clean = sum(1 for r in rolling if r["lost"] == 0)
             lines += ["", f"Rolling restarts with 0 lost: **{clean} of {len(rolling)}** consecutive runs."]
+        if self.db_outcomes:
+            lines += ["", "The database's faults, each under a stream of in-band registrations through the nodes in "
+                      "turn (besides the chat above): acknowledged ones lost, failed ones (refused or timed out: "
+                      "not acknowledged), the time from the fault until every node registered again, and whether "
+                      "the old primary was a streaming standby again afterwards.", "",
+                      "| fault | registrations acknowledged | lost | failed | back on every node | primary moved | "
+                      "every member streaming again after |",
+                      "|---|---:|---:|---:|---:|---|---:|"]
+            for o, moved, settled in self.db_outcomes:
+                lines.append(f"| {o.what} | {o.acked} | **{o.lost}** | {o.failed} | {o.recovered:.1f} s | "
+                             f"{'yes' if moved else 'no'} | {settled:.0f} s |")
         if self.outages:
             lines += ["", "Full-stop upgrade: no node served for " + ", ".join(f"**{o:.1f} s**" for o in self.outages) +
                       " (`fab upgrade`'s own measure: from the last node's stop to the first node serving again); "
@@ -511,7 +592,7 @@ def run() -> int:
         if not KEEP:
             load.lab.down(purge=False)
     load.write_doc()
-    return 0 if all(r["lost"] == 0 for r in load.results) else 1
+    return 0 if all(r["lost"] == 0 for r in load.results) and all(o.lost == 0 for o, _, _ in load.db_outcomes) else 1
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """cluster.database.hosts on a lab of its own: 3 nodes (lab1..lab3) and 3 database hosts
-(lab4..lab6) that `fab deploy` makes one replicated PostgreSQL (Patroni, etcd; HAProxy on each
-node), with real XMPP clients registering through every node.
+(lab4..lab6). A Mnesia cluster is deployed, then `fab migrate-to-sql` moves its data into one
+replicated PostgreSQL it makes on the database hosts (Patroni, etcd; HAProxy on each node), with
+real XMPP clients registering through every node.
 
 The primary is powered off under a stream of in-band registrations (each acknowledged by
 ejabberd only once PostgreSQL committed it, which synchronous replication makes a standby's
 too): no acknowledged registration is lost, registrations work again on every node without a
-restart, and the old primary comes back as a standby by itself after its boot.
+restart, and the old primary comes back as a standby by itself after its boot. Members are
+taken out (the primary alive, a standby dead) and added again by `fab deploy`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -21,6 +22,7 @@ import yaml
 
 from conftest import fab, own_lab, ssh
 from easycluster import xmpp
+from easycluster_lab.writes import Registrations
 
 pytestmark = pytest.mark.lab   # a lab of its own (own_lab), not the session's
 
@@ -65,20 +67,24 @@ def setup(tmp_path_factory):
         directory = tmp_path_factory.mktemp("replicated")
         data = yaml.safe_load(lab.inventory.read_text())
         data["nodes"] = [{"host": h} for h in NODES]
+        mnesia = directory / "mnesia.yml"
+        mnesia.write_text(yaml.safe_dump(data, sort_keys=False))
+        rfab(str(mnesia), "deploy")
+        for node in NODES:      # in Mnesia: moved into the replicated database by migrate-to-sql
+            xmpp.register(lab.ip(node), f"first{node}@{D}", PW)
         data["cluster"]["database"] = {"type": "postgresql", "hosts": MEMBERS,
                                        "password_file": str(directory / "db.password")}
         inv = directory / "replicated.yml"
         inv.write_text(yaml.safe_dump(data, sort_keys=False))
-        out = rfab(str(inv), "deploy").stdout
+        out = rfab(str(inv), "migrate-to-sql").stdout
         yield lab, directory, str(inv), out
 
 
-def test_deploy_makes_a_primary_with_a_synchronous_standby_and_a_rerun_changes_nothing(setup):
+def test_migrate_to_sql_fills_a_primary_with_a_synchronous_standby_and_a_rerun_changes_nothing(setup):
     lab, directory, inv, out = setup
+    assert "replicated PostgreSQL on lab4, lab5, lab6" in out and "rows per table" in out, out
     roles = sorted(role_of(members(lab)).values())
     assert roles[0].startswith("leader") and "sync standby streaming" in roles, roles
-    for node in NODES:
-        xmpp.register(lab.ip(node), f"first{node}@{D}", PW)
     primary = primary_of(lab)
     assert psql(lab, primary, "SELECT string_agg(username, ' ' ORDER BY username) FROM users") == \
         "firstlab1 firstlab2 firstlab3"
@@ -148,59 +154,49 @@ def test_a_node_removed_is_shut_out_of_every_member_and_let_in_again_when_added(
     assert "no changes" in rfab(inv, "deploy").stdout
 
 
-class Registrations:
-    """In-band registrations through the nodes in turn, one after another, for as long as it
-    runs: each acknowledged (ejabberd answered success) or not (refused or timed out), with when."""
+def registrations(lab, prefix: str) -> Registrations:
+    """In-band registrations through the nodes in turn (easycluster_lab.writes), across a fault."""
+    return Registrations(lab.ip, NODES, D, PW, prefix, FAILOVER_BOUND)
 
-    def __init__(self, lab, prefix: str):
-        self.lab, self.prefix = lab, prefix
-        self.acked: list[tuple[str, str, float]] = []     # (user, node, when)
-        self.failed: list[tuple[str, str, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            user, node = f"{self.prefix}{i}", NODES[i % len(NODES)]
-            try:
-                xmpp.register(self.lab.ip(node), f"{user}@{D}", PW)
-                self.acked.append((user, node, time.monotonic()))
-            except Exception:      # refused or timed out: not acknowledged, may or may not be stored
-                self.failed.append((user, node, time.monotonic()))
-            i += 1
+def assert_none_lost(lab, writes: Registrations, primary: str) -> set[str]:
+    stored = set(psql(lab, primary, f"SELECT username FROM users WHERE username LIKE '{writes.prefix}%'").split())
+    lost = writes.lost(stored)
+    assert writes.acked and not lost, f"{len(lost)} acknowledged registrations lost: {lost[:10]}"
+    return stored
 
-    def across(self, fault, what: str) -> float:
-        """Registrations for 3 s, then `fault()`, then until every node has registered again
-        (at most FAILOVER_BOUND s) and 2 s more. Returns the seconds from the fault until the
-        last node registered again; asserts every node did."""
-        self._thread.start()
-        try:
-            time.sleep(3)
-            cut = time.monotonic()
-            fault()
-            deadline = cut + FAILOVER_BOUND
-            while time.monotonic() < deadline and not all(
-                    any(n == node and t > cut + 1 for _, n, t in self.acked) for node in NODES):
-                time.sleep(1)
-            time.sleep(2)
-        finally:
-            self._stop.set()
-            self._thread.join(60)
-        back = {node: min((t for _, n, t in self.acked if n == node and t > cut + 1), default=None) for node in NODES}
-        assert all(back.values()), f"{what}: registrations did not work again within {FAILOVER_BOUND}s on " \
-                                   f"{[n for n, t in back.items() if t is None]}"
-        took = max(back.values()) - cut
-        print(f"{what}: registrations back on every node after {took:.1f}s "
-              f"(per node: {', '.join(f'{n} {t - cut:.1f}s' for n, t in back.items())}); "
-              f"{len([1 for _, _, t in self.failed if t > cut])} failed meanwhile, {len(self.acked)} acknowledged")
-        return took
 
-    def assert_none_lost(self, primary: str) -> set[str]:
-        stored = set(psql(self.lab, primary, f"SELECT username FROM users WHERE username LIKE '{self.prefix}%'").split())
-        lost = [u for u, _, _ in self.acked if u not in stored]
-        assert self.acked and not lost, f"{len(lost)} acknowledged registrations lost: {lost[:10]}"
-        return stored
+def test_members_taken_out_alive_or_dead_and_added_again_lose_nothing(setup):
+    """docs/runbooks/database-members.md: the primary taken out under registrations (it hands
+    over first), a powered-off standby taken out offline; `fab deploy` adds each back afresh."""
+    lab, _, inv, _ = setup
+    old = primary_of(lab)
+    writes = registrations(lab, "r")
+    taken: list[str] = []
+    writes.across(lambda: taken.append(rfab(inv, "remove-database-host", "--host", old).stdout), "primary taken out")
+    assert f"{old} hands the primary over to" in taken[0] and f"etcd forgets {old}" in taken[0], taken[0]
+    new = primary_of(lab)
+    assert_none_lost(lab, writes, new)
+    quorum = ssh(lab, new, "etcdctl member list -w simple").stdout
+    assert old not in quorum and new in quorum, quorum
+    assert ssh(lab, old, "systemctl is-active patroni etcd; test -e /var/lib/etcd/easycluster && echo data",
+               check=False).stdout.split() == ["inactive", "inactive"], "patroni and etcd stopped, etcd's data removed"
+    out = rfab(inv, "deploy").stdout                # listed still: it joins again, a fresh copy
+    assert f"[database {old}] join the running quorum store" in out, out
+    assert role_of(members(lab)).get(old) in ("replica streaming", "sync standby streaming")
+
+    dead = next(m["Member"] for m in members(lab) if m["Role"].lower() == "replica")
+    lab.poweroff(dead)
+    out = rfab(inv, "remove-database-host", "--host", dead).stdout
+    assert f"etcd forgets {dead}" in out and "stop Patroni and etcd" not in out, out
+    assert dead not in ssh(lab, new, "etcdctl member list -w simple").stdout
+    xmpp.register(lab.ip("lab1"), f"twoleft@{D}", PW)    # a primary and its synchronous standby
+    lab.boot(dead)
+    out = rfab(inv, "deploy").stdout
+    assert f"[database {dead}] join the running quorum store" in out, out
+    assert psql(lab, dead, "SELECT count(*) FROM users WHERE username = 'twoleft'") == "1"
+    assert "no changes" in rfab(inv, "deploy").stdout
+    assert "cluster: healthy" in rfab(inv, "status").stdout
 
 
 def wait_standby(lab, host: str) -> None:
@@ -213,11 +209,11 @@ def wait_standby(lab, host: str) -> None:
 def test_the_primary_powered_off_fails_over_without_losing_an_acknowledged_write(setup):
     lab, _, inv, _ = setup
     old = primary_of(lab)
-    writes = Registrations(lab, "w")
+    writes = registrations(lab, "w")
     writes.across(lambda: lab.poweroff(old), "primary powered off")
     new = primary_of(lab)
     assert new != old
-    stored = writes.assert_none_lost(new)
+    stored = assert_none_lost(lab, writes, new)
     assert xmpp.can_login(lab.ip("lab3"), f"firstlab1@{D}", PW)
     st = rfab(inv, "status", check=False)
     assert st.returncode != 0 and f"database member {old}: unreachable" in st.stdout, st.stdout
@@ -233,20 +229,20 @@ def test_a_planned_switchover_and_the_primary_cut_off_lose_nothing(setup):
     lab, _, inv, _ = setup
     old = primary_of(lab)
     target = next(m["Member"] for m in members(lab) if m["Role"].lower() == "sync standby")
-    writes = Registrations(lab, "s")
+    writes = registrations(lab, "s")
     writes.across(lambda: ssh(lab, old, f"patronictl -c /etc/patroni/config.yml switchover --leader {old} "
                                         f"--candidate {target} --force", timeout=90), "planned switchover")
     assert primary_of(lab) == target
-    writes.assert_none_lost(target)
+    assert_none_lost(lab, writes, target)
     wait_standby(lab, old)
 
     cut_off = primary_of(lab)
-    writes = Registrations(lab, "c")
+    writes = registrations(lab, "c")
     try:
         writes.across(lambda: lab.partition(cut_off), "primary cut off from the network")
         new = primary_of(lab)
         assert new != cut_off
-        writes.assert_none_lost(new)
+        assert_none_lost(lab, writes, new)
     finally:
         lab.heal_link(cut_off)
     wait_standby(lab, cut_off)     # demoted while cut off, it follows the new primary again
@@ -256,11 +252,11 @@ def test_a_planned_switchover_and_the_primary_cut_off_lose_nothing(setup):
 def test_patroni_stopped_on_the_primary_hands_over_and_it_comes_back_as_a_standby(setup):
     lab, _, inv, _ = setup
     old = primary_of(lab)
-    writes = Registrations(lab, "p")
+    writes = registrations(lab, "p")
     writes.across(lambda: ssh(lab, old, "systemctl stop patroni", timeout=90), "Patroni stopped on the primary")
     new = primary_of(lab)
     assert new != old
-    writes.assert_none_lost(new)
+    assert_none_lost(lab, writes, new)
     out = rfab(inv, "deploy").stdout                 # deploy starts it again
     assert f"[database {old}] start etcd and Patroni" in out, out
     wait_standby(lab, old)
