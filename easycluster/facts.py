@@ -256,8 +256,10 @@ def parse_etcd_members(value: str) -> list[EtcdMember]:
         found = json.loads(value).get("members") if value else []
     except (ValueError, AttributeError):
         return []
+    if not isinstance(found, list):
+        return []
     return [EtcdMember(int(m["ID"]), str(m.get("name", "")), tuple(m.get("peerURLs") or ()))
-            for m in found or [] if isinstance(m, dict) and isinstance(m.get("ID"), int)]
+            for m in found if isinstance(m, dict) and isinstance(m.get("ID"), int)]
 
 
 @dataclass

@@ -86,6 +86,16 @@ class ClusterHealth:
                 "departed": {name: {"how": how, "when": when} for name, (how, when) in self.departed.items()}}
 
 
+def replication_gap(roles: list[tuple[str, str]]) -> str | None:
+    """What a replicated database lacks, from its members' (role, state) as Patroni lists them
+    (lower case): "primary" (none running), "synchronous standby" (none streaming), or None."""
+    if not any(r == "leader" and s == "running" for r, s in roles):
+        return "primary"
+    if not any(r == "sync standby" and s in ("streaming", "running") for r, s in roles):
+        return "synchronous standby"
+    return None
+
+
 def replica_health(inv: Inventory, replicas: dict) -> tuple[list[dict], list[str]]:
     """A replicated database's members (facts.ReplicaFacts per host): each one's role, state and
     lag as Patroni lists them (asked on the first member that answers), and whether its etcd
@@ -104,9 +114,10 @@ def replica_health(inv: Inventory, replicas: dict) -> tuple[list[dict], list[str
             problems.append(f"database member {host}: unreachable ({f.error if f else 'no answer'})")
         elif state not in ("running", "streaming"):
             problems.append(f"database member {host}: {state or 'not listed by Patroni'}")
-    if not any(m["role"] == "leader" and m["state"] == "running" for m in members):
+    gap = replication_gap([(m["role"] or "", m["state"] or "") for m in members])
+    if gap == "primary":
         problems.append("the replicated database has no primary: no write succeeds")
-    elif not any(m["role"] == "sync standby" and m["state"] in ("streaming", "running") for m in members):
+    elif gap:
         problems.append("the replicated database has no synchronous standby: the primary alone holds the "
                         "newest writes, and its loss would lose them")
     running = sum(1 for m in members if m["etcd"])

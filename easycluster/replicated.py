@@ -15,6 +15,7 @@ import time
 
 from .errors import EasyClusterError, RemoteError
 from .facts import ReplicaFacts, parse_replica_facts
+from .health import replication_gap
 from .inventory import Database, Inventory
 from .paths import ETCD_DEFAULT, FIREWALL_RULES, FIREWALL_UNIT, PATRONI_CONFIG
 from .plan import DB_CREATE, DB_ETCD, DB_FIREWALL, DB_INSTALL, DB_JOIN, DB_PATRONI, DB_ROLE, Step
@@ -56,10 +57,9 @@ def ready(members: list[dict], names: list[str]) -> str | None:
              for m in members if m.get("Member") in names}
     if len(roles) < len(names):
         return f"{len(roles)} of {len(names)} members known to Patroni"
-    if not any(r == "leader" and s == "running" for r, s in roles.values()):
-        return "no primary yet"
-    if not any(r == "sync standby" and s in ("streaming", "running") for r, s in roles.values()):
-        return "no synchronous standby yet"
+    gap = replication_gap(list(roles.values()))
+    if gap:
+        return f"no {gap} yet"
     lagging = [m for m, (r, s) in roles.items() if s not in ("running", "streaming")]
     if lagging:
         return f"{', '.join(sorted(lagging))} not streaming yet"

@@ -14,7 +14,7 @@ import yaml
 
 from easycluster.database import pgpass_line, scram_verifier
 from easycluster.errors import EasyClusterError
-from easycluster.facts import parse_db_facts
+from easycluster.facts import EtcdMember, parse_db_facts
 from easycluster.inventory import Database, parse_inventory
 from easycluster.secrets import PASSWORD_ALPHABET, PASSWORD_LENGTH, Secret, load_password
 
@@ -131,11 +131,22 @@ REPLICA_PROBES = [
      {"installed": False, "primary": False, "role": False, "etcd_conf": None, "patroni_sha256": None,
       "etcd_active": False, "members": [], "debian_clusters": ["17/main"], "error": None}),
     ("cut off mid-answer", "os_id=debian\n", {"error": "fact probe did not finish", "reachable": False}),
+    ("etcd's members: one added, never started (no name yet)",
+     'os_id=debian\netcd_data=yes\netcd_members={"header": {"cluster_id": 1}, "members": [{"ID": 10377742939133412063, '
+     '"name": "db1", "peerURLs": ["http://10.0.0.4:2380"], "clientURLs": ["http://10.0.0.4:2379"]}, {"ID": 255, '
+     '"peerURLs": ["http://10.0.0.7:2380"]}]}\nend=1',
+     {"etcd_data": True, "etcd_members": [EtcdMember(10377742939133412063, "db1", ("http://10.0.0.4:2380",)),
+                                          EtcdMember(255, "", ("http://10.0.0.7:2380",))]}),
+    ("etcd not answering, or a package's etcd of its own (no easycluster data)",
+     "os_id=debian\netcd_data=no\nend=1", {"etcd_data": False, "etcd_members": []}),
+    ("etcd's answer garbled", "os_id=debian\netcd_data=yes\netcd_members={\"members\": 3}\nend=1",
+     {"etcd_data": True, "etcd_members": []}),
 ]
 
 
 @pytest.mark.parametrize("output, expected", [c[1:] for c in REPLICA_PROBES], ids=[c[0] for c in REPLICA_PROBES])
 def test_a_database_members_probe_is_parsed(output, expected):
+    assert EtcdMember(10377742939133412063, "db1").hex_id == "90052638315d82df"   # as etcdctl takes it
     from easycluster.facts import parse_replica_facts
     f = parse_replica_facts("db1", output)
     for key, value in expected.items():
