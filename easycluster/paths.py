@@ -68,6 +68,8 @@ ETCD_DATA = "/var/lib/etcd/easycluster"          # etcd's data directory (ETCD_D
 # (a runtime drop-in: gone at the next boot, when etcd reads its data directory instead)
 ETCD_JOIN_ENV = "/run/easycluster/etcd-join.env"
 ETCD_JOIN_DROPIN = "/run/systemd/system/etcd.service.d/easycluster-join.conf"
+# the quorum store remade from one member (fab force-database-quorum): for one start only
+ETCD_FORCE_DROPIN = "/run/systemd/system/etcd.service.d/easycluster-force.conf"
 PG_DATA_ROOT = "/var/lib/postgresql"             # Patroni's data directory: PG_DATA_ROOT/MAJOR/easycluster
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"         # on each node: ejabberd's way to the primary
 HAPROXY_PORT = 5433                              # ... on the node's loopback

@@ -15,7 +15,8 @@ facts and acts.
     start-cluster     start_cluster(effective, facts, lost),           outage.start_cluster
                       force_load_host(survivors, facts)
     upgrade           upgrade(inv, facts, ufacts, health)              upgrade.plan_upgrade (preflight)
-    remove-database-host  remove_database_host(inv, replicas, host)   remove.remove_database_host
+    remove-database-host  remove_database_host(inv, replicas, host)   database_members.remove_database_host
+    force-database-quorum force_database_quorum(inv, replicas, host)  database_members.force_database_quorum
 
 Every rule has cases in tests/cases/refusals/ (tests/test_refusals.py), one YAML file each.
 This module is of the pure layer (tests/test_layers.py): it reads the inventory, the fact model,
@@ -507,3 +508,28 @@ def remove_database_host(inv: Inventory, replicas: dict[str, ReplicaFacts], host
             raise EasyClusterError(f"{name} is the primary and no synchronous standby streams from it to hand over "
                                    "to: wait for one (`fab status`), then run this again")
     return DbRemoval(name, member, reachable, switchover_to, survivors)
+
+
+def force_database_quorum(inv: Inventory, replicas: dict[str, ReplicaFacts], host: str) -> None:
+    """The quorum store remade from `host` alone: only when it answers and holds etcd's data,
+    and no other member answers (one that does restores the majority by starting its etcd,
+    losing nothing), and etcd has no majority."""
+    d = inv.cluster.database
+    if not d or not d.replicated:
+        raise EasyClusterError("cluster.database has no `hosts`: there is no replicated database")
+    if host not in d.replicas:
+        raise EasyClusterError(f"{host} is not in cluster.database.hosts ({', '.join(d.replicas)})")
+    f = replicas.get(host)
+    if f is None or f.error:
+        raise EasyClusterError(f"{host} does not answer ({f.error if f else 'no answer'}): the quorum store can be "
+                               "remade only from a member that runs")
+    if not f.etcd_data:
+        raise EasyClusterError(f"{host} holds no data of the quorum store: remake it from a member that does")
+    others = [h for h in d.replicas if h != host and replicas.get(h) and not replicas[h].error]
+    if others:
+        raise EasyClusterError(f"{', '.join(others)} {'answers' if len(others) == 1 else 'answer'}: start etcd and "
+                               "Patroni there (`fab deploy` does), which gives etcd its majority back and loses "
+                               "nothing. This command is for members lost for good")
+    if f.members and any(str(m.get("Role", "")).lower() == "leader" and str(m.get("State", "")).lower() == "running"
+                         for m in f.members):
+        raise EasyClusterError("Patroni lists a running primary: the quorum store has its majority, nothing to remake")

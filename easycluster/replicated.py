@@ -199,3 +199,29 @@ def forget(fleet: Fleet, member_id: str, survivors: list[str]) -> str:
         except RemoteError as exc:
             problem = exc
     raise EasyClusterError(f"no member left could remove etcd member {member_id}: {problem}")
+
+
+PROMOTE_BOUND = 60   # seconds for Patroni to make the one member left primary (several loop_waits)
+
+
+def force_quorum(fleet: Fleet, name: str) -> str:
+    """etcd remade as a cluster of `name` alone, from its data (replica_force_quorum.sh)."""
+    h = next(x for x in fleet.database_hosts() if x.name == name)
+    r = h.script(render("replica_force_quorum"), what="remaking the quorum store", timeout=180)
+    return r.stdout.strip().splitlines()[-1]
+
+
+def wait_primary(fleet: Fleet, name: str, bound: float = PROMOTE_BOUND) -> list[dict]:
+    """Until Patroni lists `name` as the running primary; raises after `bound` s, saying why it
+    may not be (an asynchronous standby is never promoted: it may lack acknowledged writes)."""
+    deadline = time.monotonic() + bound
+    state: list[dict] = []
+    while time.monotonic() < deadline:
+        state = listing(fleet) or []
+        now = leader(state)
+        if now and now.get("Member") == name and str(now.get("State", "")).lower() == "running":
+            return state
+        time.sleep(2)
+    raise EasyClusterError(f"Patroni did not make {name} primary within {bound:.0f}s. If it was an asynchronous "
+                           "standby it may lack acknowledged writes, and Patroni will not promote it: see "
+                           "docs/runbooks/database-failover.md (\"Two database hosts gone\") before forcing it")

@@ -18,7 +18,7 @@ ENTRY_POINTS = "easycluster.collections"
 ns = Collection()
 for _task in (cluster.deploy, cluster.plan, cluster.status, cluster.upgrade, cluster.migrate_to_sql,
               membership.add_master, membership.add_satellite, membership.remove_node, membership.forget_node,
-              membership.remove_database_host, membership.backup, membership.break_lock,
+              membership.remove_database_host, membership.force_database_quorum, membership.backup, membership.break_lock,
               runbooks.smoke, runbooks.stop_cluster, runbooks.start_cluster, runbooks.rolling_restart,
               runbooks.heal, runbooks.restore,
               security.rotate_cookie):

@@ -51,3 +51,16 @@ def timed_say(prefix: str):
 
 def eprint(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def confirmer(yes: bool):
+    """The question a command asks before a change that cannot be taken back: yes with --yes,
+    else asked on the terminal (no terminal: not confirmed)."""
+    def confirm(question: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            say(f"{question}\nnot confirmed: no terminal to ask on (add --yes)")
+            return False
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    return confirm

@@ -8,7 +8,7 @@ from invoke import task
 from easycluster.ops import database_members, remove
 from easycluster.ops import deploy as core
 
-from ._common import DRY_HELP, INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_errors, say
+from ._common import DRY_HELP, INVENTORY_HELP, LOCK_WAIT_HELP, confirmer, inventory_of, operator_errors, say
 
 
 @task(help={"host": "inventory host to add", "inventory": INVENTORY_HELP, "lock_wait": LOCK_WAIT_HELP,
@@ -51,6 +51,15 @@ def remove_database_host(c, host, inventory=None, dry=False, lock_wait=0):
     """Take a member out of the replicated database, alive or dead (a primary hands over first)."""
     database_members.remove_database_host(inventory_of(c, inventory), host, out=say, dry=dry,
                                           lock_wait=float(lock_wait))
+
+
+@task(help={"host": "the database member left (cluster.database.hosts)", "inventory": INVENTORY_HELP,
+            "yes": "do not ask for confirmation", "lock_wait": LOCK_WAIT_HELP, "dry": DRY_HELP})
+@operator_errors
+def force_database_quorum(c, host, inventory=None, yes=False, dry=False, lock_wait=0):
+    """Two database hosts lost for good: remake the quorum store from the one left (asks first)."""
+    database_members.force_database_quorum(inventory_of(c, inventory), host, confirm=confirmer(yes), out=say,
+                                           dry=dry, lock_wait=float(lock_wait))
 
 
 @task(help={"host": "member to take the backup on (default: the first running master)",

@@ -3,7 +3,6 @@ restore. Each is documented in docs/runbooks/."""
 
 from __future__ import annotations
 
-import sys
 
 from invoke import task
 from invoke.exceptions import Exit
@@ -14,7 +13,7 @@ from easycluster.ops import restore as restore_core
 from easycluster.ops import smoke as smoke_core
 from easycluster.ops.status import format_table
 
-from ._common import DRY_HELP, INVENTORY_HELP, LOCK_WAIT_HELP, inventory_of, operator_errors, say
+from ._common import DRY_HELP, INVENTORY_HELP, LOCK_WAIT_HELP, confirmer, inventory_of, operator_errors, say
 
 
 
@@ -76,12 +75,5 @@ def heal(c, winner=None, inventory=None, dry=False, lock_wait=0):
 @operator_errors
 def restore(c, backup, inventory=None, yes=False, dry=False, lock_wait=0):
     """Replace the whole cluster's stored data with a backup's (asks first); verify every node."""
-    def confirm(question: str) -> bool:
-        if yes:
-            return True
-        if not sys.stdin.isatty():
-            say(f"{question}\nnot confirmed: no terminal to ask on (add --yes)")
-            return False
-        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
-    _done(restore_core.restore(inventory_of(c, inventory), backup, confirm=confirm, out=say, dry=dry,
+    _done(restore_core.restore(inventory_of(c, inventory), backup, confirm=confirmer(yes), out=say, dry=dry,
                                lock_wait=float(lock_wait)), dry)

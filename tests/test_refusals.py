@@ -48,6 +48,7 @@ COMMANDS = {
     "start-cluster": EasyClusterError,
     "upgrade": PreflightFailed,
     "remove-database-host": EasyClusterError,
+    "force-database-quorum": EasyClusterError,
 }
 CASE_KEYS = {"inventory", "facts", "host", "winner", "backup_on", "without", "upgrade_facts", "refused", "problems",
              "proceeds", "database"}
@@ -179,6 +180,9 @@ def decide(command: str, inv: Inventory, facts: dict[str, HostFacts], case: dict
         gone = refusals.remove_database_host(inv, replica_facts(inv, case.get("database")), case["host"])
         return {"member": gone.member.name if gone.member else None, "reachable": gone.reachable,
                 "switchover_to": gone.switchover_to, "survivors": gone.survivors}
+    if command == "force-database-quorum":
+        refusals.force_database_quorum(inv, replica_facts(inv, case.get("database")), case["host"])
+        return {}
     raise AssertionError(command)
 
 

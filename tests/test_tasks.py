@@ -25,6 +25,7 @@ CHANGING = {
     "remove-node": (remove, "remove_node", {"host": "lab3"}),
     "forget-node": (remove, "forget_node", {"host": "lab3"}),
     "remove-database-host": (database_members, "remove_database_host", {"host": "db3"}),
+    "force-database-quorum": (database_members, "force_database_quorum", {"host": "db1", "yes": True}),
     "stop-cluster": (outage, "stop_cluster", {}),
     "start-cluster": (outage, "start_cluster", {}),
     "rolling-restart": (rolling, "rolling_restart", {}),
@@ -38,7 +39,8 @@ READ_ONLY = {"plan": (cluster, "run_deploy"), "status": (status, "cluster_health
 COMMANDS = [deploy.deploy, deploy.add_master, deploy.add_satellite, upgrade.upgrade, upgrade.revert,
             migrate.migrate_to_sql, remove.remove_node, remove.forget_node, outage.stop_cluster,
             outage.start_cluster, rolling.rolling_restart, heal.heal, restore.restore,
-            cookie_rotation.rotate_cookie, database_members.remove_database_host]
+            cookie_rotation.rotate_cookie, database_members.remove_database_host,
+            database_members.force_database_quorum]
 READERS = [status.cluster_health, smoke.smoke, remove.backup_now, remove.break_lock]
 
 

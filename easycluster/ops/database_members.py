@@ -50,3 +50,31 @@ def remove_database_host(inv, host: str, *, out: Out = print, dry: bool = False,
                "(with its replacement, if any) and run `fab deploy`: the members' pg_hba, firewall and etcd "
                "settings, and the nodes' HAProxy, drop it")
         return state
+
+
+def force_database_quorum(inv, host: str, *, confirm, out: Out = print, dry: bool = False,
+                          lock_wait: float = 0) -> list[dict]:
+    """docs/runbooks/database-failover.md, "Two database hosts gone": the quorum store remade
+    from `host` alone (its data kept), then the wait for Patroni to make it primary. The lost
+    members are then replaced in the inventory, and `fab deploy` adds them."""
+    with operation(inv, f"force-database-quorum --host {host}", out=out, lock_wait=lock_wait) as op:
+        with op.progress.phase("facts"):
+            replicas = replicated.probe_all(op.fleet)
+        refusals.force_database_quorum(inv, replicas, host)
+        lost = [h for h in inv.cluster.database.replicas if h != host]
+        question = (f"remake the quorum store (etcd) from {host} alone, dropping {', '.join(lost)} from it for good "
+                    f"(they rejoin only afresh, by `fab deploy`)")
+        if op.dry_run(dry, f"would {question}"):
+            return []
+        if not confirm(question + "?"):
+            out("nothing was changed")
+            return []
+        with op.lock():
+            with op.progress.step(host, "etcd: a new cluster of one, from its own data"):
+                left = replicated.force_quorum(op.fleet, host)
+            op.progress.say(host, f"  quorum store: {left}")
+            with op.progress.step(host, "Patroni makes it primary"):
+                state = replicated.wait_primary(op.fleet, host)
+        out(f"{host} is the primary, alone: no write can be acknowledged by a synchronous standby until one "
+            f"joins. Now put new hosts in place of {', '.join(lost)} in cluster.database.hosts and run `fab deploy`")
+        return state
