@@ -262,6 +262,12 @@ def parse_etcd_members(value: str) -> list[EtcdMember]:
             for m in found if isinstance(m, dict) and isinstance(m.get("ID"), int)]
 
 
+def etcd_members(found) -> list[EtcdMember]:
+    """The quorum store's members, as the first member holding its data lists them ([]: none
+    runs, or it was never made: the members start it together)."""
+    return next((rf.etcd_members for rf in found if rf.etcd_data and rf.etcd_members), [])
+
+
 @dataclass
 class ReplicaFacts(DatabaseHost):
     """A member of the replicated database (cluster.database.hosts): replica_probe.sh's answer

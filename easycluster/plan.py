@@ -9,7 +9,7 @@ import difflib
 from dataclasses import dataclass, field, replace
 
 from . import releases
-from .facts import DatabaseHost, DbHostFacts, EtcdMember, HostFacts, ReplicaFacts, SqlFacts
+from .facts import DatabaseHost, DbHostFacts, HostFacts, ReplicaFacts, SqlFacts, etcd_members
 from .inventory import Inventory, Node
 from .paths import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML
 from .render import ManagedFile, Member, host_files, managed_files, plugin_sha256, replica_files
@@ -468,12 +468,6 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
         problems.append(Problem("primary", "database", f"database {d.name} belongs to {primary.owner}, not {d.user}",
                                 "give the cluster a database of its own (cluster.database.name)"))
     return steps, problems
-
-
-def etcd_members(found) -> list[EtcdMember]:
-    """The quorum store's members, as the first member holding its data lists them ([]: none
-    runs, or it was never made: the members start it together)."""
-    return next((rf.etcd_members for rf in found if rf.etcd_data and rf.etcd_members), [])
 
 
 def peer_url(member: Member) -> str:

@@ -29,11 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .errors import EasyClusterError, MembershipError
-from .facts import EtcdMember, HostFacts, ReplicaFacts
+from .facts import EtcdMember, HostFacts, ReplicaFacts, etcd_members
 from . import releases
 from .health import MIXED, MIXED_RELEASES, ClusterHealth
 from .inventory import Inventory, Node
-from .plan import Problem, etcd_members
+from .plan import Problem
 from .progress import count
 from .render import release
 from .sql import steps as sql_steps

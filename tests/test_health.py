@@ -175,28 +175,36 @@ def replicated_inventory():
 LEADER, SYNC, REPLICA = ("Leader", "running"), ("Sync Standby", "streaming"), ("Replica", "streaming")
 
 
-# Patroni's list (member -> role, state; missing: not listed), members down, etcd down -> problems
+# Patroni's list (member -> role, state; missing: not listed), members down, etcd down, etcd's
+# members (as the members' etcd lists them) -> problems
+QUORUM = ["db1", "db2", "db3"]
 REPLICA_CASES = [
-    ("a primary, a synchronous standby, a standby", {"db1": LEADER, "db2": SYNC, "db3": REPLICA}, [], [], []),
-    ("the primary powered off, not yet replaced", {"db2": SYNC, "db3": REPLICA}, ["db1"], ["db1"],
+    ("a primary, a synchronous standby, a standby", {"db1": LEADER, "db2": SYNC, "db3": REPLICA}, [], [], QUORUM,
+     []),
+    ("the primary powered off, not yet replaced", {"db2": SYNC, "db3": REPLICA}, ["db1"], ["db1"], QUORUM,
      ["database member db1: unreachable", "no primary", "etcd (Patroni's quorum store) runs on 2 of 3"]),
-    ("no synchronous standby", {"db1": LEADER, "db2": REPLICA, "db3": ("Replica", "starting")}, [], [],
+    ("no synchronous standby", {"db1": LEADER, "db2": REPLICA, "db3": ("Replica", "starting")}, [], [], QUORUM,
      ["database member db3: starting", "no synchronous standby"]),
-    ("etcd below its quorum", {"db1": LEADER, "db2": SYNC, "db3": REPLICA}, [], ["db2", "db3"],
+    ("etcd below its quorum", {"db1": LEADER, "db2": SYNC, "db3": REPLICA}, [], ["db2", "db3"], QUORUM,
      ["runs on 1 of 3 database hosts: below its quorum of 2"]),
+    ("etcd holds a member the inventory no longer lists", {"db1": LEADER, "db2": SYNC, "db3": REPLICA}, [], [],
+     QUORUM + ["db4"], ["etcd holds db4, which cluster.database.hosts does not list: fab remove-database-host "
+                        "--host db4"]),
 ]
 
 
-@pytest.mark.parametrize("listed, down, etcd_down, expected", [c[1:] for c in REPLICA_CASES],
+@pytest.mark.parametrize("listed, down, etcd_down, quorum, expected", [c[1:] for c in REPLICA_CASES],
                          ids=[c[0] for c in REPLICA_CASES])
-def test_a_replicated_databases_members_and_their_problems(listed, down, etcd_down, expected):
-    from easycluster.facts import ReplicaFacts
+def test_a_replicated_databases_members_and_their_problems(listed, down, etcd_down, quorum, expected):
+    from easycluster.facts import EtcdMember, ReplicaFacts
     from easycluster.health import replica_health
     inv = replicated_inventory()
     state = [{"Member": m, "Host": f"10.0.0.{i}", "Role": r, "State": s, "Lag in MB": 0}
              for i, (m, (r, s)) in enumerate(listed.items())]
+    etcd = [EtcdMember(i + 1, m) for i, m in enumerate(quorum)]
     replicas = {h: (ReplicaFacts(h, error="Connect failed") if h in down else
-                    ReplicaFacts(h, members=state, etcd_active=h not in etcd_down)) for h in ("db1", "db2", "db3")}
+                    ReplicaFacts(h, members=state, etcd_active=h not in etcd_down, etcd_data=True,
+                                 etcd_members=[] if h in etcd_down else etcd)) for h in ("db1", "db2", "db3")}
     members, problems = replica_health(inv, replicas)
     assert [m["host"] for m in members] == ["db1", "db2", "db3"]
     assert len(problems) == len(expected), problems
