@@ -36,6 +36,7 @@ from .inventory import Inventory, Node
 from .plan import Problem
 from .progress import count
 from .render import release
+from .sql import label as sql_label
 from .sql import steps as sql_steps
 
 COPY_MARGIN = 1.2          # the upgrade: room for a copy is the Mnesia directory's size times this
@@ -282,7 +283,7 @@ SQL_SCHEMA_STEPS = {
 
 
 def describe_steps(steps: list[tuple[int, int]]) -> str:
-    return "; ".join(f"{at[0]}.{at[1]:02d}: {SQL_SCHEMA_STEPS[at]}" for at in steps)
+    return "; ".join(f"{sql_label(at)}: {SQL_SCHEMA_STEPS[at]}" for at in steps)
 
 
 def sql_schema_steps(target: str, running: list[str]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

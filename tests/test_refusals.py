@@ -18,6 +18,7 @@ import yaml
 
 from casefacts import INVENTORY_PATH, host_facts
 from easycluster import refusals
+from easycluster.sql import label as sql_label
 from easycluster.errors import EasyClusterError, MembershipError, PreflightFailed
 from easycluster.facts import EtcdMember, HostFacts, ReplicaFacts
 from easycluster.health import ClusterHealth, assess, departed, without_departed
@@ -174,7 +175,7 @@ def decide(command: str, inv: Inventory, facts: dict[str, HostFacts], case: dict
             raise PreflightFailed(problems)
         decided = {"strategy": plan.strategy, "order": plan.order}
         if plan.sql_steps:
-            decided["schema"] = [f"{a}.{b:02d}" for a, b in plan.sql_steps]
+            decided["schema"] = [sql_label(at) for at in plan.sql_steps]
         return decided
     if command == "remove-database-host":
         gone = refusals.remove_database_host(inv, replica_facts(inv, case.get("database")), case["host"])

@@ -268,7 +268,7 @@ def format_upgrade_plan(plan: UpgradePlan, inv: Inventory) -> str:
                    "each Mnesia directory is copied while stopped (the way back: `fab upgrade --revert`)")
         if plan.sql_steps:
             out.append(f"  database: with every node stopped, a pg_dump (the way back across the steps), then the "
-                       f"schema steps {', '.join(f'{a}.{b:02d}' for a, b in plan.sql_steps)} in one transaction "
+                       f"schema steps {', '.join(map(sql.label, plan.sql_steps))} in one transaction "
                        "(those the database has already are skipped)")
     out.append("  first: a full Mnesia backup")
     return "\n".join(out)
@@ -542,7 +542,7 @@ class _Upgrade:
         d = self.inv.cluster.database
         with self.progress.phase("database"):
             self.dump = membership.database_dump(self.inv, self.fleet, self.progress.say, node_host=host)
-            with self.progress.step("database", f"schema steps {', '.join(f'{a}.{b:02d}' for a, b in self.plan.sql_steps)}"
+            with self.progress.step("database", f"schema steps {', '.join(map(sql.label, self.plan.sql_steps))}"
                                     f" in {d.where}"):
                 applied, skipped = database.apply_schema_steps(self.fleet[host], d, load_password(self.inv.cluster),
                                                                [sql.steps()[at] for at in self.plan.sql_steps])

@@ -32,7 +32,12 @@ class SchemaStep:
 
     @property
     def label(self) -> str:
-        return f"{self.at[0]}.{self.at[1]:02d}"
+        return label(self.at)
+
+
+def label(at: tuple[int, int]) -> str:
+    """A schema step's name, by the ejabberd release that brought it: (26, 1) -> "26.01"."""
+    return f"{at[0]}.{at[1]:02d}"
 
 
 @functools.cache
