@@ -109,12 +109,17 @@ def replica_health(inv: Inventory, replicas: dict) -> tuple[list[dict], list[str
         role, state = str(m.get("Role", "")).lower(), str(m.get("State", "")).lower()
         lag = m.get("Lag in MB")
         members.append({"host": host, "role": role or None, "state": state or None, "lag_mb": lag,
-                        "etcd": bool(f and f.etcd_active), "reachable": bool(f and f.reachable)})
+                        "etcd": bool(f and f.etcd_active), "reachable": bool(f and f.reachable),
+                        "patroni": bool(f and f.reachable and f.patroni_active)})
         if f is None or not f.reachable:
             problems.append(f"database member {host}: unreachable ({f.error if f else 'no answer'})")
+        elif not f.patroni_active:
+            problems.append(f"database member {host}: Patroni is not running")
         elif state not in ("running", "streaming"):
             problems.append(f"database member {host}: {state or 'not listed by Patroni'}")
-    gap = replication_gap([(m["role"] or "", m["state"] or "") for m in members])
+    # Patroni's list can be stale (read from one member's etcd, without its quorum): a member
+    # that does not answer, or runs no Patroni, is no running primary or standby, whatever it says
+    gap = replication_gap([(m["role"] or "", m["state"] or "") for m in members if m["patroni"]])
     if gap == "primary":
         problems.append("the replicated database has no primary: no write succeeds")
     elif gap:

@@ -429,6 +429,12 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
                                f"({', '.join(m.peer_urls)}) is in the quorum store but not in cluster.database.hosts",
                                f"take it out first: fab remove-database-host --host {m.name or m.hex_id}")
                        for m in strangers]
+    holding = [h for h, rf in found if rf.etcd_data]
+    if holding and not quorum and len(holding) * 2 <= len(found):
+        return steps, [Problem("database", "quorum", f"the quorum store (etcd) has no majority: its data is on "
+                               f"{', '.join(holding)} only, of {len(found)} members",
+                               "bring the members that held it back (boot them); if they are lost for good: "
+                               f"fab force-database-quorum --host {holding[0]} (docs/runbooks/database-failover.md)")]
     joining = [x for x in members if quorum and x.host not in named]
     nodes = [(n, a) for n in (db.let_in or inv.nodes) for a in [dist_address(n, facts)] if a]
     assert db.replication is not None, "a replicated database needs its replication password"

@@ -513,8 +513,9 @@ def remove_database_host(inv: Inventory, replicas: dict[str, ReplicaFacts], host
 
 def force_database_quorum(inv: Inventory, replicas: dict[str, ReplicaFacts], host: str) -> None:
     """The quorum store remade from `host` alone: only when it answers and holds etcd's data,
-    and no other member answers (one that does restores the majority by starting its etcd,
-    losing nothing), and etcd has no majority."""
+    no other member answers (one that does restores the majority by starting its etcd, losing
+    nothing), and its etcd has no majority (it cannot list its members). Patroni's list is no
+    guide here: read from an etcd without its quorum, it may show a primary long gone."""
     d = inv.cluster.database
     if not d or not d.replicated:
         raise EasyClusterError("cluster.database has no `hosts`: there is no replicated database")
@@ -526,11 +527,11 @@ def force_database_quorum(inv: Inventory, replicas: dict[str, ReplicaFacts], hos
                                "remade only from a member that runs")
     if not f.etcd_data:
         raise EasyClusterError(f"{host} holds no data of the quorum store: remake it from a member that does")
-    others = [h for h in d.replicas if h != host and replicas.get(h) and not replicas[h].error]
+    others = [h for h in d.replicas if h != host and replicas.get(h) and not replicas[h].error
+              and replicas[h].etcd_data]   # a host rebuilt afresh holds nothing to give the majority back
     if others:
         raise EasyClusterError(f"{', '.join(others)} {'answers' if len(others) == 1 else 'answer'}: start etcd and "
                                "Patroni there (`fab deploy` does), which gives etcd its majority back and loses "
                                "nothing. This command is for members lost for good")
-    if f.members and any(str(m.get("Role", "")).lower() == "leader" and str(m.get("State", "")).lower() == "running"
-                         for m in f.members):
-        raise EasyClusterError("Patroni lists a running primary: the quorum store has its majority, nothing to remake")
+    if f.etcd_members:   # etcd answered its member list: a linearizable read, so it has its quorum
+        raise EasyClusterError(f"etcd on {host} has its majority (it lists its members): nothing to remake")

@@ -187,6 +187,10 @@ REPLICA_CASES = [
      ["database member db3: starting", "no synchronous standby"]),
     ("etcd below its quorum", {"db1": LEADER, "db2": SYNC, "db3": REPLICA}, [], ["db2", "db3"], QUORUM,
      ["runs on 1 of 3 database hosts: below its quorum of 2"]),
+    ("a stale list: the primary and another gone, still listed (etcd without its quorum)",
+     {"db1": LEADER, "db2": SYNC, "db3": REPLICA}, ["db1", "db3"], ["db1", "db3"], QUORUM,
+     ["database member db1: unreachable", "database member db3: unreachable", "no primary",
+      "runs on 1 of 3 database hosts: below its quorum of 2"]),
     ("etcd holds a member the inventory no longer lists", {"db1": LEADER, "db2": SYNC, "db3": REPLICA}, [], [],
      QUORUM + ["db4"], ["etcd holds db4, which cluster.database.hosts does not list: fab remove-database-host "
                         "--host db4"]),
@@ -203,7 +207,7 @@ def test_a_replicated_databases_members_and_their_problems(listed, down, etcd_do
              for i, (m, (r, s)) in enumerate(listed.items())]
     etcd = [EtcdMember(i + 1, m) for i, m in enumerate(quorum)]
     replicas = {h: (ReplicaFacts(h, error="Connect failed") if h in down else
-                    ReplicaFacts(h, members=state, etcd_active=h not in etcd_down, etcd_data=True,
+                    ReplicaFacts(h, members=state, etcd_active=h not in etcd_down, etcd_data=True, patroni_active=True,
                                  etcd_members=[] if h in etcd_down else etcd)) for h in ("db1", "db2", "db3")}
     members, problems = replica_health(inv, replicas)
     assert [m["host"] for m in members] == ["db1", "db2", "db3"]

@@ -57,7 +57,7 @@ CASE_KEYS = {"inventory", "facts", "host", "winner", "backup_on", "without", "up
 # (member: "role state"), the quorum store's members, the members down (unreachable over SSH),
 # and those whose etcd is stopped.
 REPLICATED = {"patroni": {"db1": "leader running", "db2": "sync standby streaming", "db3": "replica streaming"},
-              "quorum": None, "down": [], "etcd_down": []}
+              "quorum": None, "down": [], "etcd_down": []}   # and etcd_majority: true/false (default: counted)
 
 
 # --------------------------------------------------------------------------- reading a case
@@ -109,6 +109,10 @@ def replica_facts(inv: Inventory, given: dict | None) -> dict[str, ReplicaFacts]
               for m, rs in spec["patroni"].items()]
     quorum = [EtcdMember(100 + i, m, (f"http://10.9.0.{61 + i}:2380",))
               for i, m in enumerate(spec["quorum"] if spec["quorum"] is not None else hosts)]
+    # etcd lists its members (a linearizable read) only with a majority of them up (or as told:
+    # the hosts may be out of the operator's reach and still up among themselves)
+    up = [m for m in quorum if m.name in hosts and m.name not in spec["down"] + spec["etcd_down"]]
+    majority = spec.get("etcd_majority", len(up) * 2 > len(quorum))
     out = {}
     for h in hosts:
         if h in spec["down"]:
@@ -116,7 +120,7 @@ def replica_facts(inv: Inventory, given: dict | None) -> dict[str, ReplicaFacts]
             continue
         etcd = h not in spec["etcd_down"]
         out[h] = ReplicaFacts(h, members=listed, etcd_active=etcd, patroni_active=h in spec["patroni"],
-                              etcd_data=True, etcd_members=quorum if etcd else [])
+                              etcd_data=True, etcd_members=quorum if etcd and majority else [])
     return out
 
 

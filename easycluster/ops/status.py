@@ -45,7 +45,8 @@ def format_table(health: ClusterHealth, tables: bool = False) -> str:
                      "nodes")
         if db.get("members"):
             lines.append("database members: " + ", ".join(
-                f"{m['host']} {m['role'] or '-'} {m['state'] or 'down'}"
+                (f"{m['host']} {m['role'] or '-'} {m['state'] or 'down'}" if m["patroni"] else
+                 f"{m['host']} {'Patroni not running' if m['reachable'] else 'unreachable'}")
                 + (f" (lag {m['lag_mb']} MB)" if m["lag_mb"] not in (None, "", 0) else "")
                 + ("" if m["etcd"] else ", etcd down") for m in db["members"]))
     lines += [f"  - {p}" for p in health.problems]

@@ -4,7 +4,8 @@
 # etcd settings (base64) and the hash of Patroni's configuration (it holds a password), the
 # units, what the host's inventory name resolves to there, the replicated cluster as Patroni
 # lists it (JSON), etcd's members as this member's etcd lists them (JSON; only once it holds
-# easycluster's data: a package's first start runs a single-member etcd of its own), and on the
+# easycluster's data, a package's first start running a single-member etcd of its own, and only
+# while etcd has its majority), and on the
 # primary the role and database.
 # params: MEMBER DB_NAME DB_USER DB_PASSWORD_SHA256 ETCD_DEFAULT PATRONI_CONFIG FIREWALL_UNIT FIREWALL_RULES
 # params: ETCD_DATA
@@ -29,7 +30,11 @@ echo "etcd_active=$(systemctl is-active etcd 2>/dev/null)"
 echo "patroni_active=$(systemctl is-active patroni 2>/dev/null)"
 if [ -d "$ETCD_DATA/member" ]; then
   echo "etcd_data=yes"
-  echo "etcd_members=$(ec_etcdctl member list -w json 2>/dev/null | tr -d '\n')"
+  # endpoint health is a read that needs etcd's majority (member list may be answered without,
+  # from the member's own view: etcd 3.4): the members are listed only with the majority
+  if ec_etcdctl endpoint health >/dev/null 2>&1; then
+    echo "etcd_members=$(ec_etcdctl member list -w json 2>/dev/null | tr -d '\n')"
+  fi
 else
   echo "etcd_data=no"
 fi
