@@ -201,7 +201,8 @@ def forget(fleet: Fleet, member_id: str, survivors: list[str]) -> str:
     raise EasyClusterError(f"no member left could remove etcd member {member_id}: {problem}")
 
 
-PROMOTE_BOUND = 60   # seconds for Patroni to make the one member left primary (several loop_waits)
+PROMOTE_BOUND = 180  # seconds for Patroni to make the one member left primary: the old leader key's lease
+                     # outlives the remade etcd's start (Debian 12's lab: 62 s)
 
 
 def force_quorum(fleet: Fleet, name: str) -> str:

@@ -11,7 +11,14 @@ ctl() { ETCDCTL_API=3 timeout 30 etcdctl --endpoints="$ENDPOINTS" --dial-timeout
 # etcdctl's simple listing: ID, status, name, peer URLs, client URLs, is learner
 listed=$(ctl member list -w simple)
 if ! printf '%s\n' "$listed" | awk -F', ' -v url="$PEER_URL" '$4 == url {found=1} END {exit !found}'; then
-  ctl member add "$MEMBER" --peer-urls="$PEER_URL" >/dev/null
+  # etcd refuses a member while one started less than 5 s ago ("unhealthy cluster"): the one
+  # that joined before this one; tried again for up to a minute
+  tries=0
+  until added=$(ctl member add "$MEMBER" --peer-urls="$PEER_URL" 2>&1); do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 20 ]; then echo "$added" >&2; exit 1; fi
+    sleep 3
+  done
   listed=$(ctl member list -w simple)
 fi
 initial=$(printf '%s\n' "$listed" | awk -F', ' -v me="$MEMBER" -v url="$PEER_URL" '
