@@ -317,7 +317,8 @@ class Load:
         log(f"lab {LAB}: {hosts} hosts")
         self.lab.up(hosts, fresh=True, release=RELEASE)
         data = yaml.safe_load(self.lab.inventory.read_text())
-        data["cluster"]["in_band_registration"] = False
+        # in-band registration is the database faults' write load (LOAD_DATABASE); otherwise off
+        data["cluster"]["in_band_registration"] = bool(DATABASE)
         if DATABASE:
             data["cluster"]["database"] = {"type": "postgresql", "hosts": DB_HOSTS,
                                            "password_file": str(self.dir / "load-db.password")}
