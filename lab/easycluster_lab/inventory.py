@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .lab import Lab
-
 # The ejabberd each release's own suite has (not its backports): what a lab pins.
 LAB_EJABBERD_VERSIONS = {"trixie": "24.12-3+deb13u2", "bookworm": "23.01-1"}
 
@@ -15,18 +10,18 @@ def lab_ejabberd_version(release: str) -> str:
     return LAB_EJABBERD_VERSIONS[release]
 
 
-def render_lab_inventory(lab: "Lab", hosts: list[str]) -> str:
+def render_lab_inventory(name: str, hosts: list[str], release: str, cookie_file: str, ssh_config: str) -> str:
+    """The lab NAME's inventory: HOSTS as nodes, the version RELEASE's suite has pinned."""
     nodes = "".join(f"  - host: {h}\n" for h in hosts)
-    release = lab.release(hosts[0]) if hosts else "trixie"
     return f"""\
-# Inventory of the easycluster lab {lab.name!r}, written by `fab lab.up`: edit a copy, not this file.
+# Inventory of the easycluster lab {name!r}, written by `fab lab.up`: edit a copy, not this file.
 # The format is documented in README.md and inventory/example.yml. The version pinned is that of
 # the first host's release ({release}).
 cluster:
-  name: {lab.name}
+  name: {name}
   ejabberd_version: "{lab_ejabberd_version(release)}"
-  domains: [{lab.name}.test]
-  admins: [admin@{lab.name}.test]
+  domains: [{name}.test]
+  admins: [admin@{name}.test]
   in_band_registration: true     # the tests register users over XMPP...
   registration_timeout: infinity #   ...many of them, from one address
   distribution:
@@ -34,8 +29,8 @@ cluster:
     port_max: 4379
     net_ticktime: 15   # partitions and dead peers are noticed in ~15 s instead of ~60
   cookie:
-    file: {lab.cookie_file}
+    file: {cookie_file}
 ssh:
-  config: {lab.ssh_config}
+  config: {ssh_config}
 nodes:
 {nodes}"""

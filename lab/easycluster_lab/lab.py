@@ -655,7 +655,8 @@ class Lab:
 
     def _write_inventory(self, hosts: list[str]) -> None:
         from .inventory import render_lab_inventory
-        _write(self.inventory, render_lab_inventory(self, hosts), 0o644)
+        _write(self.inventory, render_lab_inventory(self.name, hosts, self.release(hosts[0]) if hosts else "trixie",
+                                                    str(self.cookie_file), str(self.ssh_config)), 0o644)
 
     def _etc_hosts(self) -> str:
         lines = ["127.0.0.1\tlocalhost\n", f"{self.bridge_ip}\t{MIRROR_NAME}\n"]
