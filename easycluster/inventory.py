@@ -65,6 +65,7 @@ class Cluster:
     http_port: int
     in_band_registration: bool
     registration_timeout: int | str   # seconds between in-band registrations per IP, or "infinity"
+    offline_limit: int                # messages kept per offline user (more bounce: resource-constraint)
     backups_keep: int                 # mnesia backups kept per host (older ones rotated out)
     certfiles: tuple[str, ...]        # TLS certificates on the hosts; none: c2s without TLS
     port_min: int
@@ -154,7 +155,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
         "admins": (list, False), "loglevel": (str, False), "listen": (dict, False),
         "in_band_registration": (bool, False), "distribution": (dict, False), "cookie": (dict, True),
         "certfiles": (list, False), "registration_timeout": (object, False), "backups": (dict, False),
-        "mam": (bool, False), "database": (dict, False),
+        "mam": (bool, False), "database": (dict, False), "offline_limit": (int, False),
     },
     "cluster.database": {"type": (str, True), "host": (str, False), "hosts": (list, False), "address": (str, False),
                          "name": (str, False), "user": (str, False), "password_file": (str, False),
@@ -351,6 +352,10 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
     reg_timeout = c.get("registration_timeout", 600)
     if not (reg_timeout == "infinity" or (_is(reg_timeout, int) and reg_timeout >= 0)):
         chk.fail("cluster.registration_timeout", f"{reg_timeout!r}: seconds (0 or more) or \"infinity\"")
+    offline_limit = c.get("offline_limit", OFFLINE_LIMIT)
+    if _is(offline_limit, int) and not 1 <= offline_limit <= OFFLINE_LIMIT_MAX:
+        chk.fail("cluster.offline_limit", f"{offline_limit}: messages kept per offline user, 1 to "
+                                          f"{OFFLINE_LIMIT_MAX} (docs/reliability.md: what they cost)")
     backups = chk.section(c.get("backups", {}), "cluster.backups", "cluster.backups")
     keep = backups.get("keep", 5)
     if keep < 1:
@@ -376,6 +381,7 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
         name=name, ejabberd_version=version, domains=tuple(domains), admins=tuple(admins),
         loglevel=loglevel, c2s_port=ports["c2s"], s2s_port=ports["s2s"], http_port=ports["http"],
         in_band_registration=c.get("in_band_registration", False), registration_timeout=reg_timeout,
+        offline_limit=offline_limit,
         backups_keep=keep, certfiles=tuple(certfiles), port_min=pmin, port_max=pmax,
         net_ticktime=ticktime, cookie_file=_relative(path, cookie["file"]) if "file" in cookie else None,
         cookie_env=cookie.get("env"), dist_tls=bool(dist.get("tls")), dist_tls_dir=tls_dir,
@@ -383,6 +389,11 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
 
 
 SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Messages kept per offline user: ejabberd's default is 100, which a user cut off by a partition
+# for a minute in a busy conversation exceeds (issue 32); a phone offline over a weekend needs
+# more. The ceiling keeps Mnesia's offline table (one dets file per node, at most 2 GB) in reach.
+OFFLINE_LIMIT = 1000
+OFFLINE_LIMIT_MAX = 100_000
 DATABASE_TYPES = ("postgresql",)
 
 

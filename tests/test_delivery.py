@@ -138,3 +138,57 @@ def test_an_offline_message_is_stored_under_the_users_lock(cluster, lab):
             "Stored = receive {stored, S} -> S after 20000 -> timeout end, "
             "{Held, Stored, Count() - N0}")
     assert node_eval(lab, hosts[1], play) == "{0,offlined,1}"
+
+
+def test_a_message_beyond_the_offline_limit_bounces_to_its_sender_with_its_reason(cluster, lab):
+    """cluster.offline_limit (the lab's: the default, 1000): a user offline holds that many
+    messages; the next one goes back to its sender as an error saying why, and the user gets
+    every message kept at the next login. Storage is filled inside the node (offline_message_hook,
+    as ejabberd does for a message with no session to go to: the client's shaper would take a
+    minute); the last message is a real client's."""
+    from easycluster.inventory import OFFLINE_LIMIT
+    hosts, d = cluster
+    full = "dl-full"
+    ssh(lab, hosts[0], f"ejabberdctl register {full} {d} {PASSWORD}")
+    stanza = (f"<message xmlns='jabber:client' from='{SENDER}@{d}/t' to='{full}@{d}' type='chat'>"
+              f"<body>kept</body></message>")
+    fill = (f"Msg = xmpp:decode(fxml_stream:parse_element(<<\"{stanza}\">>)), "
+            f"length([ok || _ <- lists:seq(1, {OFFLINE_LIMIT}), element(1, ejabberd_hooks:run_fold("
+            f"offline_message_hook, <<\"{d}\">>, {{bounce, Msg}}, [])) == offlined])")
+    assert node_eval(lab, hosts[0], fill, timeout=120) == str(OFFLINE_LIMIT)
+    assert int(ssh(lab, hosts[1], f"ejabberdctl get_offline_count {full} {d}").stdout) == OFFLINE_LIMIT
+
+    async def bounce() -> tuple[str, str, str]:
+        tx = xmpp.Client(f"{SENDER}@{d}", PASSWORD)
+        errors: asyncio.Queue = asyncio.Queue()
+        tx.add_event_handler("message_error", lambda m: errors.put_nowait(
+            (m["body"], m["error"]["condition"], m["error"]["text"])))
+        await xmpp.connect(tx, lab.ip(hosts[1]), 5222)
+        try:
+            tx.send_message(mto=f"{full}@{d}", mbody="one too many", mtype="chat")
+            return await asyncio.wait_for(errors.get(), 20)
+        finally:
+            tx.disconnect()
+
+    body, condition, text = asyncio.run(bounce())
+    assert (body, condition) == ("one too many", "resource-constraint") and "Too many offline messages" in text, \
+        (body, condition, text)
+    assert int(ssh(lab, hosts[0], f"ejabberdctl get_offline_count {full} {d}").stdout) == OFFLINE_LIMIT
+
+    async def receive() -> int:
+        rx = xmpp.Client(f"{full}@{d}", PASSWORD)
+        await xmpp.connect(rx, lab.ip(hosts[2]), 5222)
+        got, deadline = 0, time.monotonic() + 60
+        try:
+            while got < OFFLINE_LIMIT and time.monotonic() < deadline:
+                try:
+                    await asyncio.wait_for(rx.inbox.get(), 5)
+                    got += 1
+                except asyncio.TimeoutError:
+                    pass
+            return got
+        finally:
+            rx.disconnect()
+
+    assert asyncio.run(receive()) == OFFLINE_LIMIT
+    assert int(ssh(lab, hosts[0], f"ejabberdctl get_offline_count {full} {d}").stdout) == 0

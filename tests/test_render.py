@@ -40,6 +40,19 @@ def test_ejabberd_yml_is_valid_yaml_with_the_inventory_values():
         "access_rules"]["register"] == {"allow": "all"}
 
 
+@pytest.mark.parametrize("limit, rule", [
+    (None, {5000: "admin", 1000: "all"}),      # the default: 1000 per user, admins 5000
+    (20, {5000: "admin", 20: "all"}),
+    (5000, {5000: "all"}),                      # admins get no less than anyone
+    (20000, {20000: "all"}),
+], ids=["default", "below the admins'", "equal to the admins'", "above"])
+def test_the_offline_limit_is_ejabberds_max_user_offline_messages(limit, rule):
+    given = {} if limit is None else {"offline_limit": limit}
+    conf = yaml.safe_load(files(inv(**given))[EJABBERD_YML].content)
+    assert conf["shaper_rules"]["max_user_offline_messages"] == rule
+    assert conf["modules"]["mod_offline"]["access_max_user_messages"] == "max_user_offline_messages"
+
+
 def test_certfiles_turn_on_required_starttls():
     conf = yaml.safe_load(files(inv(certfiles=["/etc/ejabberd/a.pem"]))[EJABBERD_YML].content)
     assert conf["certfiles"] == ["/etc/ejabberd/a.pem"] and conf["listen"][0]["starttls_required"] is True
