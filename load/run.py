@@ -14,8 +14,10 @@ Why slixmpp and not Tsung: Tsung drives load, but it cannot tell which message a
 claim here is about every single message. Each one has a unique body and is counted exactly
 once: sent (and acknowledged by the server: the clients use stream management, XEP-0198, and a
 message the server never acknowledged is sent again by its client on its next session, as the
-XEP asks), delivered live or from offline storage at the receiver's next login, lost (never
-delivered by the end), or delivered twice. Clients reconnect by themselves, to the next node.
+XEP asks), delivered live or from offline storage at the receiver's next login, bounced to its
+sender with its reason (an error stanza: the condition is counted, e.g. resource-constraint for a
+full offline storage), lost (neither, by the end: unaccounted), or delivered twice. Clients
+reconnect by themselves, to the next node.
 
 The lab's hosts run Debian 13 (trixie) unless LOAD_RELEASE (or EASYCLUSTER_LAB_RELEASE) says
 bookworm. The upgrades are Debian 12's (23.01 -> 24.12 from its backports): on Debian 13 they
@@ -118,6 +120,11 @@ class LoadClient(Client):
         self.sm_ready = asyncio.get_event_loop().create_future()
         self.add_event_handler("sm_enabled", lambda _e: self.sm_ready.done() or self.sm_ready.set_result(True))
         self.add_event_handler("stanza_acked", self._acked)
+        self.add_event_handler("message_error", self._bounced)
+
+    def _bounced(self, msg) -> None:            # a message of ours back as an error: its reason
+        if msg["body"]:
+            self.probe.bounced[msg["body"]] = msg["error"]["condition"] or "error"
 
     def _message(self, msg) -> None:            # replaces Client's inbox: count, keep nothing
         if msg["type"] == "chat" and msg["body"]:
@@ -145,6 +152,7 @@ class Probe:
         self.by_jid = {u.jid: u for u in self.users}
         self.sent: dict[str, Message] = {}
         self.received: dict[str, int] = {}
+        self.bounced: dict[str, str] = {}           # body -> the error's condition
         self.phase = "warm-up"
         self.phase_starts: dict[str, float] = {}
         self.stop = asyncio.Event()
@@ -228,10 +236,12 @@ class Probe:
     # ------------------------------------------------------------------ accounting
     def report(self, phase: str, start: float, end: float) -> dict:
         msgs = [m for m in self.sent.values() if m.phase == phase]
-        lost = [m for m in msgs if m.body not in self.received]
+        lost = [m for m in msgs if m.body not in self.received and m.body not in self.bounced]
+        bounced = [self.bounced[m.body] for m in msgs if m.body not in self.received and m.body in self.bounced]
         gaps = sorted(u.down_during(start, end) for u in self.users)
         return {"operation": phase, "users": len(self.users), "sent": len(msgs),
-                "lost": len(lost), "duplicates": sum(1 for m in msgs if self.received.get(m.body, 0) > 1),
+                "lost": len(lost), "bounced": len(bounced),
+                "bounced_by_reason": {r: bounced.count(r) for r in sorted(set(bounced))}, "duplicates": sum(1 for m in msgs if self.received.get(m.body, 0) > 1),
                 "resent": sum(1 for m in msgs if m.sends > 1),
                 "no_service_p50": _pct(gaps, 50), "no_service_p99": _pct(gaps, 99),
                 "duration": end - start, "lost_examples": [self.explain(m) for m in lost[:5]],
@@ -544,7 +554,8 @@ class Load:
             r = self.probe.report(name, t0, t1)
             r["duration"] = duration
             self.results.append(r)
-            log(f"{name}: sent {r['sent']}, lost {r['lost']} {r['lost_examples']} {r['lost_by_path']}, duplicates {r['duplicates']}, "
+            log(f"{name}: sent {r['sent']}, bounced {r['bounced']} {r['bounced_by_reason']}, lost {r['lost']} "
+                f"{r['lost_examples']} {r['lost_by_path']}, duplicates {r['duplicates']}, "
                 f"resent {r['resent']}, no service p50 {r['no_service_p50']:.1f}s p99 {r['no_service_p99']:.1f}s")
 
     def write_doc(self) -> None:
@@ -553,11 +564,13 @@ class Load:
         lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `make load`: {USERS} users, "
                  f"{RATE:.0f} messages/s, lab {LAB} (3 masters, systemd hosts{where}), Debian {release_name(RELEASE)}, ejabberd "
                  f"{yaml.safe_load(self.inv3.read_text())['cluster']['ejabberd_version']}.", "",
-                 "| operation | users | messages sent | lost | duplicates | resent (unacked) | "
-                 "no service p50 | p99 | duration |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 "| operation | users | messages sent | lost (unaccounted) | bounced (reason) | duplicates | "
+                 "resent (unacked) | no service p50 | p99 | duration |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in self.results:
-            lines.append(f"| {r['operation']} | {r['users']} | {r['sent']} | **{r['lost']}** | {r['duplicates']} | "
+            reasons = ", ".join(f"{n} {c}" for c, n in r["bounced_by_reason"].items())
+            lines.append(f"| {r['operation']} | {r['users']} | {r['sent']} | **{r['lost']}** | "
+                         f"{r['bounced']}{f' ({reasons})' if reasons else ''} | {r['duplicates']} | "
                          f"{r['resent']} | {r['no_service_p50']:.1f} s | {r['no_service_p99']:.1f} s | "
                          f"{r['duration']:.1f} s |")
         if rolling:
