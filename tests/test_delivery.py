@@ -171,7 +171,7 @@ def test_a_message_beyond_the_offline_limit_bounces_to_its_sender_with_its_reaso
             tx.disconnect()
 
     body, condition, text = asyncio.run(bounce())
-    assert (body, condition) == ("one too many", "resource-constraint") and "Too many offline messages" in text, \
+    assert (body, condition) == ("one too many", "resource-constraint") and "offline message queue is full" in text, \
         (body, condition, text)
     assert int(ssh(lab, hosts[0], f"ejabberdctl get_offline_count {full} {d}").stdout) == OFFLINE_LIMIT
 
