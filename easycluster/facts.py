@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 from . import releases
+from .paths import etcd_peer_url
 
 
 @dataclass
@@ -266,6 +267,13 @@ def etcd_members(found) -> list[EtcdMember]:
     """The quorum store's members, as the first member holding its data lists them ([]: none
     runs, or it was never made: the members start it together)."""
     return next((rf.etcd_members for rf in found if rf.etcd_data and rf.etcd_members), [])
+
+
+def etcd_strangers(quorum: list[EtcdMember], listed: dict[str, str | None]) -> list[EtcdMember]:
+    """The quorum store's members that are none of the listed hosts (host -> its address): named
+    otherwise, or never started with a peer URL of none of them (a started join is not one)."""
+    urls = {etcd_peer_url(a) for a in listed.values() if a}
+    return [m for m in quorum if (m.name and m.name not in listed) or (not m.name and not urls & set(m.peer_urls))]
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 
 from . import releases
 from .errors import EasyClusterError
-from .facts import HostFacts, etcd_members
+from .facts import HostFacts, etcd_members, etcd_strangers
 from .inventory import Inventory
 from .progress import Out, count
 
@@ -125,8 +125,9 @@ def replica_health(inv: Inventory, replicas: dict) -> tuple[list[dict], list[str
     elif gap:
         problems.append("the replicated database has no synchronous standby: the primary alone holds the "
                         "newest writes, and its loss would lose them")
-    strangers = [m.name or m.hex_id for m in etcd_members(replicas.values())
-                 if m.name not in inv.cluster.database.replicas]
+    strangers = [m.name or m.hex_id for m in etcd_strangers(
+        etcd_members(replicas.values()), {h: (replicas[h].resolve if replicas.get(h) else None)
+                                          for h in inv.cluster.database.replicas})]
     problems += [f"etcd holds {x}, which cluster.database.hosts does not list: fab remove-database-host --host {x}"
                  for x in strangers]
     running = sum(1 for m in members if m["etcd"])

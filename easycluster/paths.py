@@ -71,6 +71,7 @@ ETCD_JOIN_DROPIN = "/run/systemd/system/etcd.service.d/easycluster-join.conf"
 # the quorum store remade from one member (fab force-database-quorum): for one start only
 ETCD_FORCE_DROPIN = "/run/systemd/system/etcd.service.d/easycluster-force.conf"
 PG_DATA_ROOT = "/var/lib/postgresql"             # Patroni's data directory: PG_DATA_ROOT/MAJOR/easycluster
+ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380   # etcd's, on each member's address
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"         # on each node: ejabberd's way to the primary
 HAPROXY_PORT = 5433                              # ... on the node's loopback
 
@@ -110,6 +111,15 @@ def all_paths() -> dict[str, str]:
     """Every path above by name: what the renderer may hand a script."""
     return {name: value for name, value in globals().items()
             if name.isupper() and isinstance(value, str) and value.startswith("/")}
+
+
+def etcd_peer_url(address: str) -> str:
+    """How etcd's members reach the member at `address` (its name in etcd's member list)."""
+    return f"http://{address}:{ETCD_PEER_PORT}"
+
+
+def etcd_client_url(address: str) -> str:
+    return f"http://{address}:{ETCD_CLIENT_PORT}"
 
 
 def pg_data_dir(pg_major: str) -> str:

@@ -9,7 +9,7 @@ import difflib
 from dataclasses import dataclass, field, replace
 
 from . import releases
-from .facts import DatabaseHost, DbHostFacts, HostFacts, ReplicaFacts, SqlFacts, etcd_members
+from .facts import DatabaseHost, DbHostFacts, HostFacts, ReplicaFacts, SqlFacts, etcd_members, etcd_strangers
 from .inventory import Inventory, Node
 from .paths import COOKIE_PATH, EJABBERD_DEFAULT, EJABBERD_YML
 from .render import ManagedFile, Member, host_files, managed_files, plugin_sha256, replica_files
@@ -422,8 +422,7 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
     members = [Member(h, rf.resolve) for h, rf in found]
     quorum = etcd_members(rf for _, rf in found)
     named = {m.name for m in quorum}
-    strangers = [m for m in quorum if (m.name and m.name not in d.replicas) or
-                 (not m.name and not any(p == peer_url(x) for x in members for p in m.peer_urls))]
+    strangers = etcd_strangers(quorum, {h: rf.resolve for h, rf in found})
     if strangers:
         return steps, [Problem("database", "members", f"{m.name or 'a member never started'} "
                                f"({', '.join(m.peer_urls)}) is in the quorum store but not in cluster.database.hosts",
@@ -457,11 +456,10 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
                                                "PostgreSQL and Patroni for the members and the nodes)",
                                   action=DB_FIREWALL, diff=_diff(rf.files.get(f.path), f.content, f.path), file=f))
     for i, member in enumerate(joining):   # after every running member let it in
-        endpoints = tuple(client_url(x) for x in members if x.host in named) + tuple(
-            client_url(x) for x in joining[:i])
+        endpoints = tuple(x.client_url for x in members if x.host in named) + tuple(x.client_url for x in joining[:i])
         steps.append(Step(DATABASE, member.host, "join the running quorum store (etcd member add, then start); "
                                                  "Patroni copies the primary (basebackup) and follows it",
-                          action=DB_JOIN, peer_url=peer_url(member), endpoints=endpoints))
+                          action=DB_JOIN, peer_url=member.peer_url, endpoints=endpoints))
     primary = next((rf for _, rf in found if rf.primary), None)
     if primary is None or not primary.role or primary.password_sha256 != db.password.sha256():
         what = (f"set the password of role {d.user} (the secrets file's)" if primary and primary.role else
@@ -474,14 +472,6 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
         problems.append(Problem("primary", "database", f"database {d.name} belongs to {primary.owner}, not {d.user}",
                                 "give the cluster a database of its own (cluster.database.name)"))
     return steps, problems
-
-
-def peer_url(member: Member) -> str:
-    return f"http://{member.address}:2380"
-
-
-def client_url(member: Member) -> str:
-    return f"http://{member.address}:2379"
 
 
 def _pg_dir(hf: DbHostFacts) -> str:

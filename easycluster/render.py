@@ -13,7 +13,8 @@ from .inventory import Inventory, Node
 from .paths import (COOKIE_PATH, DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT,
                     EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, MNESIA_SCHEMA_FILE,
                     PG_HBA_BEGIN, PG_HBA_END, PLUGIN_EBIN, SQL_SECRET_FILE, UNIT_DROPIN, UPGRADE_HOLD_FILE,
-                    ETCD_DATA, ETCD_DEFAULT, HAPROXY_CFG, PATRONI_CONFIG, pg_data_dir)
+                    ETCD_CLIENT_PORT, ETCD_DATA, ETCD_DEFAULT, HAPROXY_CFG, PATRONI_CONFIG, etcd_client_url, etcd_peer_url,
+                    pg_data_dir)
 from .secrets import Secret, load_password
 from .tls import NodeTLS
 
@@ -110,6 +111,14 @@ class Member:
     host: str
     address: str
 
+    @property
+    def peer_url(self) -> str:
+        return etcd_peer_url(self.address)
+
+    @property
+    def client_url(self) -> str:
+        return etcd_client_url(self.address)
+
 
 def replica_files(inv: Inventory, member: Member, members: list[Member], nodes: list[tuple[Node, str]],
                   replication_password: Secret, pg_major: str) -> list[ManagedFile]:
@@ -117,7 +126,8 @@ def replica_files(inv: Inventory, member: Member, members: list[Member], nodes: 
     the replication role's password) and firewall (its unit, its rules). `nodes`: (node, address)
     pairs pg_hba and the firewall let in."""
     context = dict(cluster=inv.cluster, database=inv.cluster.database, member=member, members=members,
-                   nodes=nodes, pg_major=pg_major, etcd_data=ETCD_DATA, pg_data=pg_data_dir(pg_major))
+                   nodes=nodes, pg_major=pg_major, etcd_data=ETCD_DATA, etcd_client_port=ETCD_CLIENT_PORT,
+                   pg_data=pg_data_dir(pg_major))
     patroni = render("patroni.yml.j2", replication_password=replication_password.reveal(), **context)
     return [ManagedFile(ETCD_DEFAULT, render("etcd.default.j2", **context), 0o644, "root", "root", restart=False),
             ManagedFile(PATRONI_CONFIG, Secret(patroni), 0o600, "postgres", "postgres", restart=False),

@@ -151,3 +151,21 @@ def test_a_database_members_probe_is_parsed(output, expected):
     f = parse_replica_facts("db1", output)
     for key, value in expected.items():
         assert getattr(f, key) == value, key
+
+
+# facts.etcd_strangers: members of etcd that are none of the listed hosts (status and deploy both ask)
+STRANGER_CASES = [
+    ("every member listed", [(1, "db1", "10.0.0.1"), (2, "db2", "10.0.0.2")], []),
+    ("a member no longer listed", [(1, "db1", "10.0.0.1"), (3, "db9", "10.0.0.9")], ["db9"]),
+    ("an interrupted join: added, never started, a listed host's URL", [(1, "db1", "10.0.0.1"), (4, "", "10.0.0.2")],
+     []),
+    ("added, never started, nobody's URL", [(1, "db1", "10.0.0.1"), (5, "", "10.0.0.7")], ["5"]),
+]
+
+
+@pytest.mark.parametrize("quorum, strangers", [c[1:] for c in STRANGER_CASES], ids=[c[0] for c in STRANGER_CASES])
+def test_a_member_of_etcd_the_inventory_does_not_list_is_a_stranger(quorum, strangers):
+    from easycluster.facts import etcd_strangers
+    members = [EtcdMember(i, name, (f"http://{addr}:2380",)) for i, name, addr in quorum]
+    found = etcd_strangers(members, {"db1": "10.0.0.1", "db2": "10.0.0.2", "db3": None})
+    assert [m.name or m.hex_id for m in found] == strangers
