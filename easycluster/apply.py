@@ -34,6 +34,7 @@ class Apply:
         self.replaced: dict[str, list[tuple[str, str]]] = {}   # host -> (path, backup) of files written
         self.plugin_once = PluginBuilds(next((h for h in self.configure if h in plan.hosts_with(PLUGIN)), None))
         self.backed_up = False     # a backup taken earlier in this run covers the later membership changes
+        self.db_state: list[dict] | None = None   # Patroni's list once the replicated database was ready
         self.reload_order = FirstThenRest([n.host for n in inv.nodes if n.host in plan.hosts_with(RELOAD)])
 
     def run(self) -> ClusterHealth:
@@ -120,7 +121,7 @@ class Apply:
             d = self.inv.cluster.database
             with self.progress.step("database", f"replicated PostgreSQL on {', '.join(d.replicas)} (Patroni, etcd): "
                                     + ", ".join(sorted({s.action for s in steps}))):
-                replicated.provision(self.fleet, self.inv, steps, self.password, self.progress.say)
+                self.db_state = replicated.provision(self.fleet, self.inv, steps, self.password, self.progress.say)
             return
         actions = {s.action for s in steps}
         content = {s.action: s.file.content for s in steps if s.file is not None}
@@ -134,7 +135,7 @@ class Apply:
         and sees this cluster's mark: before any node is configured to use the database."""
         d, name = self.inv.cluster.database, self.inv.cluster.name
         if d.replicated:   # the nodes' HAProxy is configured with their files, later: to the primary directly
-            state = replicated.wait_ready(self.fleet, list(d.replicas))
+            state = self.db_state or replicated.wait_ready(self.fleet, list(d.replicas))
             d = replace(d, server=replicated.leader(state)["Host"], port=5432)
         for step in schema:
             h = self.fleet[step.host]

@@ -269,6 +269,11 @@ def etcd_members(found) -> list[EtcdMember]:
     return next((rf.etcd_members for rf in found if rf.etcd_data and rf.etcd_members), [])
 
 
+def patroni_list(found, skip: str | None = None) -> list[dict]:
+    """Patroni's list of the members, as the first member that answers (not `skip`) read it."""
+    return next((rf.members for rf in found if rf.host != skip and rf.reachable and rf.members), [])
+
+
 def etcd_strangers(quorum: list[EtcdMember], listed: dict[str, str | None]) -> list[EtcdMember]:
     """The quorum store's members that are none of the listed hosts (host -> its address): named
     otherwise, or never started with a peer URL of none of them (a started join is not one)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 
 from . import releases
 from .errors import EasyClusterError
-from .facts import HostFacts, etcd_members, etcd_strangers
+from .facts import HostFacts, etcd_members, etcd_strangers, patroni_list
 from .inventory import Inventory
 from .progress import Out, count
 
@@ -101,7 +101,7 @@ def replica_health(inv: Inventory, replicas: dict) -> tuple[list[dict], list[str
     lag as Patroni lists them (asked on the first member that answers), and whether its etcd
     runs; problems: a member down or not streaming, no primary, no synchronous standby, etcd
     short of its quorum."""
-    listed = next((f.members for f in replicas.values() if f.reachable and f.members), [])
+    listed = patroni_list(replicas.values())
     by_name = {str(m.get("Member")): m for m in listed}
     members, problems = [], []
     for host in inv.cluster.database.replicas:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .errors import EasyClusterError, MembershipError
-from .facts import EtcdMember, HostFacts, ReplicaFacts, etcd_members
+from .facts import EtcdMember, HostFacts, ReplicaFacts, etcd_members, patroni_list
 from . import releases
 from .health import MIXED, MIXED_RELEASES, ClusterHealth
 from .inventory import Inventory, Node
@@ -483,8 +483,7 @@ def remove_database_host(inv: Inventory, replicas: dict[str, ReplicaFacts], host
     name = member.name if member and member.name else host
     facts = replicas.get(name)
     reachable = facts is not None and not facts.error
-    listed = next((rf.members for h, rf in replicas.items() if h != name and not rf.error and rf.members), None) or (
-        facts.members if reachable else [])
+    listed = patroni_list(replicas.values(), skip=name) or (facts.members if reachable else [])
     state = {m.get("Member"): (str(m.get("Role", "")).lower(), str(m.get("State", "")).lower()) for m in listed}
     survivors = [h for h in d.replicas if h != name]
     running = [h for h in survivors if state.get(h, ("", ""))[1] in ("running", "streaming")]

@@ -196,6 +196,16 @@ def at_once(hosts: list[Host], func: Callable[[Host], T]) -> dict[str, T | Excep
     return out
 
 
+def each_at_once(hosts: list[Host], func: Callable[[Host], T]) -> dict[str, T]:
+    """Run func on each of `hosts` at once; after all finish, raise the first failure (in the
+    order given), else return every result."""
+    results = at_once(hosts, func)
+    for h in hosts:
+        if isinstance(results[h.name], Exception):
+            raise results[h.name]
+    return results   # type: ignore[return-value]
+
+
 class Fleet:
     """The hosts of an inventory, with parallel fan-out (one thread per host)."""
 
@@ -213,6 +223,10 @@ class Fleet:
             self._database.extend(Host(self.inventory, Node(host=h, name=f"postgresql@{h}", dist_interface=None,
                                                             role="database")) for h in db.hosts)
         return list(self._database)
+
+    def database_member(self, name: str) -> Host:
+        """A database host (cluster.database.hosts) by its name."""
+        return next(h for h in self.database_hosts() if h.name == name)
 
     def database_host(self) -> Host:
         """The host easycluster provisions PostgreSQL on (cluster.database.host): not a node."""
@@ -237,10 +251,7 @@ class Fleet:
 
     def each(self, hosts: list[str], func: Callable[[Host], object]) -> None:
         """Run func on these hosts at once; after all finish, raise the first failure."""
-        results = self.parallel(func, hosts)
-        for h in hosts:
-            if isinstance(results[h], Exception):
-                raise results[h]
+        each_at_once([self.hosts[h] for h in hosts], func)
 
     def connections_opened(self) -> dict[str, int]:
         return {h: host.connections for h, host in [*self.hosts.items(), *((d.name, d) for d in self._database)]}

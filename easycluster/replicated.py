@@ -19,7 +19,7 @@ from .health import replication_gap
 from .inventory import Database, Inventory
 from .paths import ETCD_DEFAULT, FIREWALL_RULES, FIREWALL_UNIT, PATRONI_CONFIG
 from .plan import DB_CREATE, DB_ETCD, DB_FIREWALL, DB_INSTALL, DB_JOIN, DB_PATRONI, DB_ROLE, Step
-from .remote import Fleet, Host, at_once
+from .remote import Fleet, Host, at_once, each_at_once
 from .scripts import render
 from .secrets import Secret
 
@@ -66,11 +66,11 @@ def ready(members: list[dict], names: list[str]) -> str | None:
     return None
 
 
-def provision(fleet: Fleet, inv: Inventory, steps: list[Step], password: Secret, say) -> None:
+def provision(fleet: Fleet, inv: Inventory, steps: list[Step], password: Secret, say) -> list[dict]:
     """The members' steps (install, etcd settings, Patroni configuration, start) on every member
     at once; then each member joining a running quorum store (DB_JOIN), one at a time; then the
     wait for a primary with a synchronous standby, then the role and database on the primary
-    (DB_ROLE, DB_CREATE among `steps`)."""
+    (DB_ROLE, DB_CREATE among `steps`). Returns Patroni's list once it was ready."""
     hosts = {h.name: h for h in fleet.database_hosts()}
     per_host = {h: [s for s in steps if s.host == h] for h in hosts}
     joining = [s for s in steps if s.action == DB_JOIN]
@@ -86,9 +86,7 @@ def provision(fleet: Fleet, inv: Inventory, steps: list[Step], password: Secret,
                         write_etcd=DB_ETCD in actions, write_patroni=DB_PATRONI in actions,
                         write_firewall=DB_FIREWALL in actions, start=DB_JOIN not in actions),
                  what="provisioning a database member", timeout=900)
-    for result in at_once([hosts[h] for h in hosts if per_host[h]], member).values():
-        if isinstance(result, Exception):
-            raise result
+    each_at_once([hosts[h] for h in hosts if per_host[h]], member)
     for s in joining:   # etcd takes one new member at a time, each started before the next is added
         r = hosts[s.host].script(render("replica_join", member=s.host, peer_url=s.peer_url,
                                         endpoints=",".join(s.endpoints)),
@@ -101,6 +99,7 @@ def provision(fleet: Fleet, inv: Inventory, steps: list[Step], password: Secret,
     actions = {s.action for s in steps}
     if actions & {DB_ROLE, DB_CREATE}:
         role(fleet, inv, password, DB_ROLE in actions, DB_CREATE in actions)
+    return state
 
 
 def wait_ready(fleet: Fleet, names: list[str], bound: float = READY_BOUND) -> list[dict]:
@@ -158,11 +157,7 @@ def role(fleet: Fleet, inv: Inventory, password: Secret, set_role: bool, create:
                             db_name=d.name, db_user=d.user, password_sha256=password.sha256()),
                      what="the role and database on the primary", timeout=60)
         return "primary=yes" in r.stdout
-    results = list(at_once(fleet.database_hosts(), one).values())
-    failed = [r for r in results if isinstance(r, Exception)]
-    if failed:
-        raise failed[0]
-    if not any(results):
+    if not any(each_at_once(fleet.database_hosts(), one).values()):
         raise EasyClusterError("no member was the primary when the role and database were made: run `fab deploy` "
                                "again")
 
@@ -170,22 +165,14 @@ def role(fleet: Fleet, inv: Inventory, password: Secret, set_role: bool, create:
 def switchover(fleet: Fleet, leader_name: str, candidate: str, bound: float = READY_BOUND) -> None:
     """The primary `leader_name` hands over to the synchronous standby `candidate`; back once
     Patroni lists the candidate as the running primary."""
-    h = next(x for x in fleet.database_hosts() if x.name == candidate)
-    h.script(render("replica_switchover", leader=leader_name, candidate=candidate),
-             what="a switchover of the replicated database", timeout=180)
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        now = leader(listing(fleet, skip=leader_name) or [])
-        if now and now.get("Member") == candidate and str(now.get("State", "")).lower() == "running":
-            return
-        time.sleep(1)
-    raise EasyClusterError(f"{candidate} is not the running primary {bound:.0f}s after the switchover")
+    fleet.database_member(candidate).script(render("replica_switchover", leader=leader_name, candidate=candidate),
+                                            what="a switchover of the replicated database", timeout=180)
+    wait_primary(fleet, candidate, bound, skip=leader_name, why="after the switchover")
 
 
 def retire(fleet: Fleet, name: str) -> None:
     """The member `name` stopped and emptied (replica_retire.sh): it takes no part any more."""
-    h = next(x for x in fleet.database_hosts() if x.name == name)
-    h.script(render("replica_retire"), what="stopping and emptying a database member", timeout=180)
+    fleet.database_member(name).script(render("replica_retire"), what="stopping and emptying a database member", timeout=180)
 
 
 def forget(fleet: Fleet, member_id: str, survivors: list[str]) -> str:
@@ -207,22 +194,20 @@ PROMOTE_BOUND = 180  # seconds for Patroni to make the one member left primary: 
 
 def force_quorum(fleet: Fleet, name: str) -> str:
     """etcd remade as a cluster of `name` alone, from its data (replica_force_quorum.sh)."""
-    h = next(x for x in fleet.database_hosts() if x.name == name)
-    r = h.script(render("replica_force_quorum"), what="remaking the quorum store", timeout=180)
+    r = fleet.database_member(name).script(render("replica_force_quorum"), what="remaking the quorum store", timeout=180)
     return r.stdout.strip().splitlines()[-1]
 
 
-def wait_primary(fleet: Fleet, name: str, bound: float = PROMOTE_BOUND) -> list[dict]:
-    """Until Patroni lists `name` as the running primary; raises after `bound` s, saying why it
-    may not be (an asynchronous standby is never promoted: it may lack acknowledged writes)."""
+def wait_primary(fleet: Fleet, name: str, bound: float = PROMOTE_BOUND, skip: str | None = None,
+                 why: str = "") -> list[dict]:
+    """Until Patroni lists `name` as the running primary (asked on the members but `skip`);
+    raises after `bound` s, with `why` it should have been."""
     deadline = time.monotonic() + bound
     state: list[dict] = []
     while time.monotonic() < deadline:
-        state = listing(fleet) or []
+        state = listing(fleet, skip=skip) or []
         now = leader(state)
         if now and now.get("Member") == name and str(now.get("State", "")).lower() == "running":
             return state
-        time.sleep(2)
-    raise EasyClusterError(f"Patroni did not make {name} primary within {bound:.0f}s. If it was an asynchronous "
-                           "standby it may lack acknowledged writes, and Patroni will not promote it: see "
-                           "docs/runbooks/database-failover.md (\"Two database hosts gone\") before forcing it")
+        time.sleep(1)
+    raise EasyClusterError(f"Patroni did not make {name} the running primary within {bound:.0f}s {why}".rstrip())

@@ -437,8 +437,10 @@ class Load:
                                    f"\"SELECT username FROM users WHERE username LIKE '{writes.prefix}%'\"").split())
         outcome.lost = len(writes.lost(stored))
         started = time.monotonic()
-        self.until(lambda: all(m["State"].lower() in ("streaming", "running") for m in self.db_members(skip=old))
-                   and len(self.db_members(skip=old)) == len(DB_HOSTS), 240, "every database member streaming")
+        def all_streaming() -> bool:
+            listed = self.db_members(skip=old)
+            return len(listed) == len(DB_HOSTS) and all(m["State"].lower() in ("streaming", "running") for m in listed)
+        self.until(all_streaming, 240, "every database member streaming")
         self.db_outcomes.append((outcome, new != old, time.monotonic() - started))
         log(outcome.line())
 

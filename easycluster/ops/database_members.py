@@ -74,7 +74,10 @@ def force_database_quorum(inv, host: str, *, confirm, out: Out = print, dry: boo
                 left = replicated.force_quorum(op.fleet, host)
             op.progress.say(host, f"  quorum store: {left}")
             with op.progress.step(host, "Patroni makes it primary"):
-                state = replicated.wait_primary(op.fleet, host)
+                state = replicated.wait_primary(op.fleet, host, why=(
+                    "of the quorum store's remaking. If it was an asynchronous standby it may lack acknowledged "
+                    "writes, and Patroni will not promote it: see docs/runbooks/database-failover.md (\"Two "
+                    "database hosts gone\") before forcing it"))
         out(f"{host} is the primary, alone: no write can be acknowledged by a synchronous standby until one "
             f"joins. Now put new hosts in place of {', '.join(lost)} in cluster.database.hosts and run `fab deploy`")
         return state
