@@ -4,7 +4,7 @@ VENV  := .venv
 FAB   := $(VENV)/bin/fab
 PYTHON ?= python3
 
-.PHONY: setup system-packages demo test unit dialyzer bench load lab-down clean
+.PHONY: setup system-packages demo test unit dialyzer bench load soak lab-down clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -53,6 +53,12 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.installed
 # own, ~10 min. LOAD_USERS, LOAD_RATE (messages/s), LOAD_RUNS (rolling restarts), LOAD_OPS to scale.
 load: setup
 	$(VENV)/bin/python load/run.py
+
+# Faults drawn at random under make load's traffic, overlapping, every message accounted for
+# (docs/reliability.md): a lab of its own, SOAK_MINUTES (30) of faults, ~40 min in all. SOAK_SEED
+# repeats a run's faults; SOAK_DATABASE=replicated adds the database primary's power cut.
+soak: setup
+	$(VENV)/bin/python load/soak.py
 
 lab-down:
 	$(FAB) lab.down

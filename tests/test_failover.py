@@ -210,6 +210,26 @@ def test_stop_cluster_then_a_host_never_comes_back(cluster, lab):
     assert_no_user_lost(lab, hosts, everyone)
 
 
+def test_a_bad_link_loses_packets_at_random_and_its_end_restores_it(cluster, lab):
+    """make soak's bad link (Lab.impair_link): some packets to and from the host lost, not all;
+    clear_link counts what it dropped and leaves a clean link."""
+    hosts, _ = cluster
+    near, far = hosts[0], hosts[-1]
+
+    def received(count: int) -> int:
+        out = lab.exec(near, f"ping -c {count} -i 0.01 -W 1 -q {lab.ip(far)} || true").stdout
+        return int(out.split(" packets transmitted, ")[1].split()[0])
+
+    lab.impair_link(far, loss=30)
+    try:
+        through = received(200)
+    finally:
+        dropped = lab.clear_link(far)
+    assert 0 < through < 180 and dropped > 0, (through, dropped)
+    assert received(100) == 100
+    assert lab.clear_link(far) == 0          # nothing left to undo
+
+
 def test_a_partition_is_seen_and_healed_keeping_the_winners_writes(cluster, lab, request):
     hosts, everyone = cluster
     winner, loser = hosts[0], hosts[-1]

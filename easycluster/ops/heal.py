@@ -4,10 +4,11 @@ After a network partition both sides of a Mnesia cluster go on accepting writes 
 merge again by themselves (ejabberd #2593). The operator names the winner; every running
 node outside the winner's side is backed up (its writes can be looked at later), told to
 load its tables from the winner's side (master nodes), restarted one at a time, and then
-the master setting is cleared so that it does not outlive the heal. The offline messages a
-loser stored during the partition (for users on the other side: nobody else has them) are
-carried over: its clients are drained (so that nothing more is written there), the messages
-saved, and stored again after its restart.
+the master setting is cleared so that it does not outlive the heal. The losers' clients are
+drained first, all at once: they log in again on the winner's side, where the messages sent to
+them since the cut wait (the heal's restarts and backups are not part of their time offline).
+The offline messages a loser stored during the partition (for users on the other side: nobody
+else has them) are carried over: saved after the drain, stored again after its restart.
 """
 
 from __future__ import annotations
@@ -44,16 +45,20 @@ def heal(inv: Inventory, winner: str | None, *, out: Out = print, dry: bool = Fa
         by_name = {n.name: n for n in health.nodes}
         with op.lock([n.host for n in inv.nodes if by_name.get(n.name) and by_name[n.name].running],
                      f"heal --winner {win.host}"):
+            # Every loser's clients go first, all at once: they reconnect to the winner's side,
+            # where the messages waiting for them since the cut are (a user on a loser counts as
+            # offline there until it logs in again), and write nothing more on the losing side.
+            def drain(h: Host) -> None:
+                with progress.step(h.name, f"drain ({DRAIN}s)"):
+                    nodectl.drain(h, DRAIN)
+            fleet.each([n.host for n in losers], drain)
             for node in losers:
                 h = fleet[node.host]
                 backup(inv, fleet, node.host, lambda host, msg: progress.say(host, msg + " (its side's data)"))
                 with progress.step(node.host, f"load tables from {', '.join(winning)} at next start"):
                     nodectl.set_master(h, winning)
                 # Its writes are discarded, but not the messages it stored for users it could not
-                # reach: its clients go first (they reconnect elsewhere, and write nothing more
-                # here), then those messages are saved.
-                with progress.step(node.host, f"drain ({DRAIN}s)"):
-                    nodectl.drain(h, DRAIN)
+                # reach (drained above: nothing more is written here): saved, stored again below.
                 carried = nodectl.offline_export(h)
                 progress.say(node.host, f"{carried} offline messages stored on its side during the partition saved")
                 with progress.step(node.host, "restart"):

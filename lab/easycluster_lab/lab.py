@@ -79,9 +79,11 @@ REPO_PACKAGES = ("ejabberd", "erlang-dev", "nftables", "postgresql", "erlang-p1-
                  "patroni", "python3-etcd", "etcd-server", "etcd-client", "haproxy")
 REPO_LAYOUT = 3        # bump when how apt_repository() lays the repository out changes
 MIRROR_NAME = "lab-mirror"
+IMPAIR_TABLE = "lab_impaired_link"   # impair_link's nftables table, in the host's namespace
 MIRROR_PORT = 3142
 REQUIRED_COMMANDS = {
     "ip": "iproute2",
+    "tc": "iproute2",
     "unshare": "util-linux",
     "nsenter": "util-linux",
     "mount": "mount",
@@ -604,6 +606,36 @@ class Lab:
     def heal_link(self, host: str) -> None:
         self._known(host)
         _run(["ip", "link", "set", self.veth(host), "up"])
+
+    def impair_link(self, host: str, loss: int = 5, rate_kbit: int = 2000, queue_ms: int = 300) -> None:
+        """A bad link, both ways: `loss` % of packets dropped at random (nftables' numgen, in the
+        host's own namespace: its nft comes with the cluster's firewall), and the rate held to
+        `rate_kbit` by a token bucket that queues up to `queue_ms` (delay once the link is busy)
+        and drops beyond. Not netem: this machine's kernel has no sch_netem, so a fixed delay on
+        every packet cannot be made here. `clear_link` ends it."""
+        self._known(host)
+        self.clear_link(host)
+        drop = f"numgen random mod 100 < {int(loss)} counter drop"
+        self.exec(host, "nft -f - <<'EOF'\n"
+                        f"table inet {IMPAIR_TABLE} {{\n"
+                        f"  chain in {{ type filter hook input priority -300; {drop}; }}\n"
+                        f"  chain out {{ type filter hook output priority -300; {drop}; }}\n"
+                        "}\nEOF")
+        tbf = ["tbf", "rate", f"{int(rate_kbit)}kbit", "burst", "16kb", "latency", f"{int(queue_ms)}ms"]
+        _run(["tc", "qdisc", "replace", "dev", self.veth(host), "root", *tbf])
+        _run(["ip", "netns", "exec", self.netns(host), "tc", "qdisc", "replace", "dev", "eth0", "root", *tbf])
+
+    def clear_link(self, host: str) -> int:
+        """Undo `impair_link` (nothing to undo is fine); returns how many packets it dropped."""
+        self._known(host)
+        dropped = 0
+        if self.init_pid(host):
+            listed = self.exec(host, f"nft list table inet {IMPAIR_TABLE} 2>/dev/null; "
+                                     f"nft delete table inet {IMPAIR_TABLE} 2>/dev/null || true").stdout
+            dropped = sum(int(n) for n in re.findall(r"counter packets (\d+)", listed))
+        _run(["tc", "qdisc", "del", "dev", self.veth(host), "root"], check=False)
+        _run(["ip", "netns", "exec", self.netns(host), "tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
+        return dropped
 
     # ---- mirror
     def _mirror_pid(self) -> int | None:
