@@ -48,6 +48,7 @@ from easycluster.inventory import load_inventory
 from easycluster_lab import Lab
 from easycluster_lab.report import release_name, write_between
 from easycluster.nodectl import install
+from easycluster.paths import MNESIA_BACKUP_DIR
 from easycluster.remote import Fleet
 from easycluster.render import managed_files
 from easycluster.secrets import load_cookie
@@ -198,7 +199,7 @@ class Bench:
                   "rm -rf /etc/easycluster /etc/systemd/system/easycluster-firewall.service "
                   "/etc/systemd/system/epmd.socket.d; systemctl stop epmd.service epmd.socket 2>/dev/null; "
                   "rm -rf /var/lib/ejabberd /var/lib/easycluster /etc/systemd/system/ejabberd.service.d "
-                  "/usr/local/lib/easy_cluster /var/backups/easycluster /var/backups/easycluster-mnesia "
+                  f"/usr/local/lib/easy_cluster /var/backups/easycluster {MNESIA_BACKUP_DIR} "
                   "/run/ejabberd/* /var/log/ejabberd/* /root/.easycluster-*; systemctl daemon-reload; "
                   "systemctl start epmd.socket; "
                   f"tar xzf {PRISTINE} -C /")

@@ -30,6 +30,7 @@ class HostFacts:
     pgsql_driver: str | None = None      # erlang-p1-pgsql's version (ejabberd's PostgreSQL driver)
     pg_client: bool = False              # PostgreSQL's client tools (pg_dump), for an external database
     haproxy: bool = False                # HAProxy, for a replicated database
+    node_exporter: bool = False          # Debian's prometheus-node-exporter (cluster.monitoring)
     systemd: bool = False
     nft: bool = False                   # nftables installed (the firewall of epmd and the distribution)
     unit: dict[str, str] = field(default_factory=dict)   # ejabberd.service: LoadState, ActiveState, ...
@@ -144,7 +145,8 @@ def parse_facts(host: str, output: str) -> HostFacts:
             setattr(f, key, value or None)
         elif key in ("os_id", "os_version", "os_codename", "hostname"):
             setattr(f, key, value)
-        elif key in ("systemd", "nft", "pg_client", "haproxy", "mnesia_schema", "beam_running", "restart_pending"):
+        elif key in ("systemd", "nft", "pg_client", "haproxy", "node_exporter", "mnesia_schema", "beam_running",
+                     "restart_pending"):
             setattr(f, key, value == "yes")
         elif key == "ctl_status":
             f.ctl_status = int(value)

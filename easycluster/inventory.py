@@ -77,6 +77,7 @@ class Cluster:
     dist_tls_dir: Path | None = None  # the local secrets directory holding the CA and the nodes' keys
     mam: bool = False                 # the message archive (mod_mam, XEP-0313), stored in Mnesia
     database: "Database | None" = None   # PostgreSQL for persistent data (default_db: sql); None: Mnesia
+    monitoring: "Monitoring | None" = None   # Prometheus and Alertmanager on a host of their own
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,20 @@ class Database:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """cluster.monitoring: Debian's Prometheus and Alertmanager on `host` (an SSH host, not a
+    node), scraping node-exporter on every node and database host (docs/monitoring.md)."""
+    host: str
+    address: str                      # its address: what the hosts' firewalls let in to node-exporter
+    alert_after: int                  # seconds an urgent condition holds before its alert fires (for:)
+    scrape_interval: int              # seconds
+    email_to: tuple[str, ...] = ()    # Alertmanager's receivers: e-mail...
+    email_from: str | None = None
+    smarthost: str | None = None      # host:port of the mail relay
+    webhooks: tuple[str, ...] = ()    # ...and webhooks (POSTed Alertmanager's JSON)
+
+
+@dataclass(frozen=True)
 class Inventory:
     path: Path
     cluster: Cluster
@@ -156,7 +171,11 @@ _SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
         "in_band_registration": (bool, False), "distribution": (dict, False), "cookie": (dict, True),
         "certfiles": (list, False), "registration_timeout": (object, False), "backups": (dict, False),
         "mam": (bool, False), "database": (dict, False), "offline_limit": (int, False),
+        "monitoring": (dict, False),
     },
+    "cluster.monitoring": {"host": (str, True), "address": (str, True), "alert_after": (int, False),
+                           "scrape_interval": (int, False), "email": (dict, False), "webhooks": (list, False)},
+    "cluster.monitoring.email": {"to": (list, True), "from": (str, True), "smarthost": (str, True)},
     "cluster.database": {"type": (str, True), "host": (str, False), "hosts": (list, False), "address": (str, False),
                          "name": (str, False), "user": (str, False), "password_file": (str, False),
                          "password_env": (str, False), "external": (dict, False)},
@@ -285,6 +304,10 @@ def _roles(chk: _Checker, nodes: list[Node], cluster: Cluster | None) -> None:
     if shared:
         chk.fail("cluster.database.hosts", f"{shared[0]!r} is a node: the database needs hosts of its own "
                                            "(a node's death must not take a database member with it)")
+    mon = cluster.monitoring if cluster else None
+    if mon and mon.host in {n.host for n in nodes} | set(db.hosts if db else ()):
+        chk.fail("cluster.monitoring.host", f"{mon.host!r} is a node or a database host: monitoring needs a host of "
+                                            "its own (what it watches must not take it down with it)")
     if cluster and cluster.mam and not db and any(n.satellite for n in nodes):
         chk.fail("cluster.mam", "the archive (mod_mam) needs a local copy of its table on every node, and a "
                                 "satellite holds none: no satellites with cluster.mam")
@@ -375,6 +398,7 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
             chk.fail("cluster.distribution.tls_dir", "required with cookie.env: the local directory "
                                                      "(kept like a secret) for the CA and the nodes' keys")
     database = _database(chk, c["database"], path, name, cookie) if "database" in c else None
+    monitoring = _monitoring(chk, c["monitoring"]) if "monitoring" in c else None
     if chk.problems:
         return None
     return Cluster(
@@ -385,7 +409,7 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
         backups_keep=keep, certfiles=tuple(certfiles), port_min=pmin, port_max=pmax,
         net_ticktime=ticktime, cookie_file=_relative(path, cookie["file"]) if "file" in cookie else None,
         cookie_env=cookie.get("env"), dist_tls=bool(dist.get("tls")), dist_tls_dir=tls_dir,
-        mam=c.get("mam", False), database=database)
+        mam=c.get("mam", False), database=database, monitoring=monitoring)
 
 
 SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -476,6 +500,52 @@ def _database(chk: _Checker, raw: Any, path: Path, cluster_name: str, cookie: di
     return Database(type=kind or "postgresql", managed_host=managed, server=server, port=port, name=db_name,
                     user=user, password_file=password_file, password_env=env, replicas=replicas,
                     replication_file=replication_file)
+
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+URL = re.compile(r"^https?://[^\s]+$")
+ALERT_AFTER = (60, 5, 3600)       # default, least, most (seconds)
+SCRAPE_INTERVAL = (15, 5, 300)
+
+
+def _monitoring(chk: _Checker, raw: Any) -> Monitoring | None:
+    """`{host: H, alert_after: S, email: {to, from, smarthost}, webhooks: [URL]}`."""
+    key = "cluster.monitoring"
+    m = chk.section(raw, key, key)
+    host = m.get("host")
+    if host is None:
+        return None
+    if not (HOSTNAME.match(host) or IPV4.match(host)):
+        chk.fail(f"{key}.host", f"{host!r} is not a host name or address")
+    address = m.get("address", "")
+    if address and not IPV4.match(address):
+        chk.fail(f"{key}.address", f"{address!r} is not an IPv4 address")
+    numbers = {}
+    for k, (default, least, most) in (("alert_after", ALERT_AFTER), ("scrape_interval", SCRAPE_INTERVAL)):
+        numbers[k] = m.get(k, default)
+        if not least <= numbers[k] <= most:
+            chk.fail(f"{key}.{k}", f"{numbers[k]}: seconds from {least} to {most}")
+    if numbers["alert_after"] < numbers["scrape_interval"]:
+        chk.fail(f"{key}.alert_after", f"{numbers['alert_after']} s is shorter than scrape_interval "
+                                       f"({numbers['scrape_interval']} s): an alert needs a scrape to fire")
+    email = chk.section(m["email"], f"{key}.email", f"{key}.email") if "email" in m else {}
+    for i, to in enumerate(email.get("to", [])):
+        if not isinstance(to, str) or not EMAIL.match(to):
+            chk.fail(f"{key}.email.to[{i}]", f"{to!r} is not an e-mail address")
+    if "from" in email and not EMAIL.match(email["from"]):
+        chk.fail(f"{key}.email.from", f"{email['from']!r} is not an e-mail address")
+    smarthost = email.get("smarthost")
+    if smarthost is not None and not re.match(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$", smarthost):
+        chk.fail(f"{key}.email.smarthost", f"{smarthost!r}: the mail relay as host:port (e.g. mail.example.org:587)")
+    webhooks = m.get("webhooks", [])
+    for i, url in enumerate(webhooks):
+        if not isinstance(url, str) or not URL.match(url):
+            chk.fail(f"{key}.webhooks[{i}]", f"{url!r} is not an http(s) URL")
+    return Monitoring(host=host, address=address, alert_after=numbers["alert_after"],
+                      scrape_interval=numbers["scrape_interval"],
+                      email_to=tuple(t for t in email.get("to", []) if isinstance(t, str)),
+                      email_from=email.get("from"), smarthost=smarthost,
+                      webhooks=tuple(u for u in webhooks if isinstance(u, str)))
 
 
 def _nodes(chk: _Checker, raw: Any) -> list[Node]:

@@ -29,11 +29,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
-from . import probe
+from . import monitorctl, probe
 from .facts import HostFacts
 from .health import ClusterHealth, without_departed
 from .inventory import Inventory, Node
 from .lock import ClusterLock
+from .monitoring import MonitorStep, format_monitor_plan, monitor_plan, targets
 from .plan import DbView
 from .progress import Out, Progress, count
 from .remote import Fleet
@@ -109,6 +110,28 @@ class Operation:
                 self.out(line)
             self.out("dry run: nothing was changed")
         return dry
+
+    # ---- the monitoring host (cluster.monitoring)
+    def monitoring_plan(self, nodes: Inventory | None = None) -> list[MonitorStep]:
+        """What the monitoring host needs for Prometheus to scrape `nodes`' nodes (default: op.inv,
+        the nodes not taken out on purpose): one command there. None without cluster.monitoring."""
+        if not self.declared.cluster.monitoring:
+            return []
+        host = self.fleet.monitoring_host()
+        return monitor_plan(self.declared, monitorctl.probe(host), targets(nodes or self.inv))
+
+    def show_monitoring(self, steps: list[MonitorStep]) -> None:
+        if steps:
+            self.out(format_monitor_plan(self.fleet.monitoring_host().name, steps))
+
+    def update_monitoring(self, nodes: Inventory | None = None, steps: list[MonitorStep] | None = None) -> None:
+        """The monitoring host made to watch `nodes`' nodes (steps: a plan already made and shown)."""
+        if steps is None:
+            steps = self.monitoring_plan(nodes)
+            self.show_monitoring(steps)
+        if steps:
+            with self.progress.phase("monitoring"):
+                monitorctl.apply(self.fleet.monitoring_host(), steps, self.progress)
 
     # ---- the end
     def summary(self, health: ClusterHealth) -> None:

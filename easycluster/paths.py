@@ -75,6 +75,18 @@ ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380   # etcd's, on each member's addre
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"         # on each node: ejabberd's way to the primary
 HAPROXY_PORT = 5433                              # ... on the node's loopback
 
+# --------------------------------------------------------------------------- monitoring (cluster.monitoring)
+# On every node and database host: Debian's node-exporter, with easycluster's settings; on a
+# node it also serves the plugin's metrics, which the plugin writes into METRICS_DIR.
+NODE_EXPORTER_DEFAULT = "/etc/default/prometheus-node-exporter"
+NODE_EXPORTER_PORT = 9100
+METRICS_DIR = "/var/lib/easycluster/metrics"      # the plugin's easycluster.prom (easy_cluster_metrics)
+# On the monitoring host: Debian's Prometheus and Alertmanager, with easycluster's files.
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+PROMETHEUS_RULES = "/etc/prometheus/easycluster-rules.yml"
+ALERTMANAGER_CONFIG = "/etc/prometheus/alertmanager.yml"
+PROMETHEUS_PORT, ALERTMANAGER_PORT = 9090, 9093
+
 # --------------------------------------------------------------------------- the toolkit's own state
 STATE_DIR = "/var/lib/easycluster"               # the toolkit's markers on each host
 RESTART_PENDING = f"{STATE_DIR}/restart-pending"   # config written, restart not yet done

@@ -75,13 +75,15 @@ class Plan:
 
 def packages(inv: Inventory) -> tuple[str, ...]:
     """Packages a node has along with ejabberd: with cluster.database, ejabberd's PostgreSQL
-    driver, and for an external server PostgreSQL's client (`fab backup`'s pg_dump runs on a node)."""
+    driver, and for an external server PostgreSQL's client (`fab backup`'s pg_dump runs on a node);
+    with cluster.monitoring, node-exporter."""
     db = inv.cluster.database
+    exporter = ("prometheus-node-exporter",) if inv.cluster.monitoring else ()
     if not db:
-        return ()
+        return exporter
     if db.replicated:   # HAProxy: the node's way to the primary
-        return ("erlang-p1-pgsql", "postgresql-client", "haproxy")
-    return ("erlang-p1-pgsql",) if db.managed else ("erlang-p1-pgsql", "postgresql-client")
+        return ("erlang-p1-pgsql", "postgresql-client", "haproxy") + exporter
+    return (("erlang-p1-pgsql",) if db.managed else ("erlang-p1-pgsql", "postgresql-client")) + exporter
 
 
 def dist_address(node: Node, facts: dict[str, HostFacts]) -> str | None:
@@ -580,7 +582,9 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
                     and not f.pgsql_driver else []) +
                    (["postgresql-client (pg_dump, for fab backup)"] if "postgresql-client" in extra
                     and not f.pg_client else []) +
-                   (["haproxy (the way to the database's primary)"] if "haproxy" in extra and not f.haproxy else []))
+                   (["haproxy (the way to the database's primary)"] if "haproxy" in extra and not f.haproxy else []) +
+                   (["prometheus-node-exporter (the node's metrics)"] if "prometheus-node-exporter" in extra
+                    and not f.node_exporter else []))
         if not f.installed:
             steps.append(Step(INSTALL, node.host, f"install ejabberd {inv.cluster.ejabberd_version}, "
                                                   + ", ".join(("nftables",) + extra)))

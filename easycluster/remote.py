@@ -214,6 +214,7 @@ class Fleet:
         self.hosts = {n.host: Host(inventory, n) for n in inventory.nodes}
         self._print_lock = threading.Lock()
         self._database: list[Host] = []    # the database host's connection, once opened
+        self._monitoring: list[Host] = []  # the monitoring host's, once opened
 
     def database_hosts(self) -> list[Host]:
         """The hosts easycluster provisions PostgreSQL on (cluster.database.host, or .hosts): not nodes."""
@@ -223,6 +224,15 @@ class Fleet:
             self._database.extend(Host(self.inventory, Node(host=h, name=f"postgresql@{h}", dist_interface=None,
                                                             role="database")) for h in db.hosts)
         return list(self._database)
+
+    def monitoring_host(self) -> Host:
+        """The host of Prometheus and Alertmanager (cluster.monitoring.host): not a node."""
+        mon = self.inventory.cluster.monitoring
+        assert mon is not None
+        if not self._monitoring:
+            self._monitoring.append(Host(self.inventory, Node(host=mon.host, name=f"prometheus@{mon.host}",
+                                                              dist_interface=None, role="monitoring")))
+        return self._monitoring[0]
 
     def database_member(self, name: str) -> Host:
         """A database host (cluster.database.hosts) by its name."""
@@ -238,6 +248,7 @@ class Fleet:
         """The same connections, for an inventory holding some of these nodes."""
         sub = Fleet.__new__(Fleet)
         sub.inventory, sub._print_lock, sub._database = inventory, self._print_lock, self._database
+        sub._monitoring = self._monitoring
         sub.hosts = {n.host: self.hosts[n.host] for n in inventory.nodes}
         return sub
 
@@ -254,10 +265,13 @@ class Fleet:
         each_at_once([self.hosts[h] for h in hosts], func)
 
     def connections_opened(self) -> dict[str, int]:
-        return {h: host.connections for h, host in [*self.hosts.items(), *((d.name, d) for d in self._database)]}
+        return {h: host.connections for h, host in [*self.hosts.items(), *((d.name, d) for d in self._others())]}
+
+    def _others(self) -> list[Host]:
+        return [*self._database, *self._monitoring]
 
     def close(self) -> None:
-        for host in [*self.hosts.values(), *self._database]:
+        for host in [*self.hosts.values(), *self._others()]:
             host.close()
 
     def __enter__(self) -> "Fleet":

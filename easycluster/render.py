@@ -13,8 +13,8 @@ from .inventory import Inventory, Node
 from .paths import (COOKIE_PATH, DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT,
                     EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, MNESIA_SCHEMA_FILE,
                     PG_HBA_BEGIN, PG_HBA_END, PLUGIN_EBIN, SQL_SECRET_FILE, UNIT_DROPIN, UPGRADE_HOLD_FILE,
-                    ETCD_CLIENT_PORT, ETCD_DATA, ETCD_DEFAULT, HAPROXY_CFG, PATRONI_CONFIG, etcd_client_url, etcd_peer_url,
-                    pg_data_dir)
+                    ETCD_CLIENT_PORT, ETCD_DATA, ETCD_DEFAULT, HAPROXY_CFG, METRICS_DIR, NODE_EXPORTER_DEFAULT,
+                    NODE_EXPORTER_PORT, PATRONI_CONFIG, etcd_client_url, etcd_peer_url, pg_data_dir)
 from .secrets import Secret, load_password
 from .tls import NodeTLS
 
@@ -80,7 +80,7 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
                    mnesia_schema_file=MNESIA_SCHEMA_FILE,
                    ejabberd_release=release(inventory.cluster.ejabberd_version))
     return firewall_files(inventory, node, members) + _tls_files(inventory, node, tls) + _sql_files(
-        inventory, sql_password) + _haproxy_files(inventory, node) + [
+        inventory, sql_password) + _haproxy_files(inventory, node) + exporter_files(inventory, node.host) + [
         ManagedFile(EPMD_DROPIN, render("epmd.socket.d.conf.j2", **context), 0o644, "root", "root", restart=True),
         ManagedFile(UNIT_DROPIN, render("ejabberd.service.d.conf.j2", start_timeout=UNIT_START_TIMEOUT,
                                         stop_timeout=UNIT_STOP_TIMEOUT, **context), 0o644, "root", "root",
@@ -94,6 +94,16 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
         # no trailing newline: the file's sha256 is the cookie's, comparable without reading it
         ManagedFile(COOKIE_PATH, cookie, 0o400, "ejabberd", "ejabberd", restart=True),
     ]
+
+
+def exporter_files(inventory: Inventory, host: str) -> list[ManagedFile]:
+    """With cluster.monitoring: node-exporter's settings on a node or database host (applied by
+    restarting node-exporter: no node restart). docs/monitoring.md."""
+    if not inventory.cluster.monitoring:
+        return []
+    text = render("prometheus-node-exporter.default.j2", path=NODE_EXPORTER_DEFAULT, host=host,
+                  cluster=inventory.cluster, port=NODE_EXPORTER_PORT, metrics_dir=METRICS_DIR)
+    return [ManagedFile(NODE_EXPORTER_DEFAULT, text, 0o644, "root", "root", restart=False, live=True)]
 
 
 def _haproxy_files(inventory: Inventory, node: Node) -> list[ManagedFile]:
@@ -127,7 +137,7 @@ def replica_files(inv: Inventory, member: Member, members: list[Member], nodes: 
     pairs pg_hba and the firewall let in."""
     context = dict(cluster=inv.cluster, database=inv.cluster.database, member=member, members=members,
                    nodes=nodes, pg_major=pg_major, etcd_data=ETCD_DATA, etcd_client_port=ETCD_CLIENT_PORT,
-                   pg_data=pg_data_dir(pg_major))
+                   pg_data=pg_data_dir(pg_major), exporter_port=NODE_EXPORTER_PORT)
     patroni = render("patroni.yml.j2", replication_password=replication_password.reveal(), **context)
     return [ManagedFile(ETCD_DEFAULT, render("etcd.default.j2", **context), 0o644, "root", "root", restart=False),
             ManagedFile(PATRONI_CONFIG, Secret(patroni), 0o600, "postgres", "postgres", restart=False),
@@ -162,7 +172,8 @@ def release(version: str) -> tuple[int, int]:
 def firewall_files(inventory: Inventory, node: Node, members: list[str] | None) -> list[ManagedFile]:
     if members is None:
         return []
-    context = dict(cluster=inventory.cluster, node=node, members=sorted(set(members), key=_address_key))
+    context = dict(cluster=inventory.cluster, node=node, members=sorted(set(members), key=_address_key),
+                   exporter_port=NODE_EXPORTER_PORT)
     return [ManagedFile(FIREWALL_UNIT, render("easycluster-firewall.service.j2", **context), 0o644, "root", "root",
                         restart=False, live=True),
             ManagedFile(FIREWALL_RULES, render("firewall.nft.j2", **context), 0o644, "root", "root",

@@ -23,6 +23,7 @@
 %%%   easy_cluster_delivery   hooks closing races around sessions that start
 %%%   easy_cluster_cookie     cookie rotation at runtime
 %%%   easy_cluster_sql        migrate-to-sql: the export into the database, and what came after
+%%%   easy_cluster_metrics    the node's metrics in Prometheus's text format (cluster.monitoring)
 %%%   easy_cluster_json       the commands' JSON answers
 %%% and, configured on their own in ejabberd.yml: ejabberd_cluster_easy (`cluster_backend: easy`,
 %%% whose courier this module starts) and mod_offline_easy (`mod_offline: db_type: easy`).
@@ -32,6 +33,8 @@
 %%%   easy_cluster_partitions  the partition watcher (stopped by stop/1 on the last host)
 %%%   easy_cluster_courier     the courier of cross-node messages (kept while the node runs:
 %%%                            the cluster backend sends through it)
+%%%   easy_cluster_metrics     writes the node's metrics for node-exporter every 15 s (stopped
+%%%                            by stop/1 on the last host)
 -module(easy_cluster).
 -behaviour(gen_mod).
 
@@ -70,6 +73,11 @@ start(Host, _Opts) ->
         {error, Why2} -> ?ERROR_MSG("easy_cluster: the courier did not start: ~p", [Why2]);
         _ -> ok
     end,
+    %% the metrics' writer, one per node
+    case start_child(easy_cluster_metrics:child_spec()) of
+        {error, Why3} -> ?ERROR_MSG("easy_cluster: the metrics' writer did not start: ~p", [Why3]);
+        _ -> ok
+    end,
     lists:foreach(fun({Hook, Mod, Fun, Seq}) -> ejabberd_hooks:add(Hook, Host, Mod, Fun, Seq) end,
                   hooks()),
     ejabberd_commands:register_commands(?MODULE, commands()).
@@ -84,7 +92,8 @@ stop(Host) ->
             %% (registered with this module as their definer: deleted as such)
             ejabberd_commands:unregister_commands(
               [C#ejabberd_commands{definer = ?MODULE} || C <- commands()]),
-            stop_child(easy_cluster_partition:child_spec())
+            stop_child(easy_cluster_partition:child_spec()),
+            stop_child(easy_cluster_metrics:child_spec())
     end.
 
 %% mod_offline stores at 50 (offline_message_hook) and delivers at 50 (c2s_self_presence).
@@ -193,6 +202,10 @@ commands() ->
                         module = ?MODULE, function = cookie,
                         args_desc = ["peers, self or check"],
                         args = [{phase, string}], result = {res, restuple}},
+     #ejabberd_commands{name = easy_cluster_metrics, tags = [cluster],
+                        desc = "This node's metrics in Prometheus's text format (what it writes for node-exporter)",
+                        module = easy_cluster_metrics, function = command,
+                        args = [], result = {res, restuple}},
      #ejabberd_commands{name = easy_cluster_tables, tags = [cluster],
                         desc = "Every table's record name, attributes, size and copies, as JSON",
                         module = ?MODULE, function = tables,

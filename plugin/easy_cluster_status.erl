@@ -3,9 +3,9 @@
 -module(easy_cluster_status).
 
 -export([status/0, statuses/0, status_map/0]).
--export([where_to_commit/1, registered_users/0, ejabberd_version/0]).
+-export([where_to_commit/1, registered_users/0, ejabberd_version/0, versions/0]).
 
--define(PLUGIN_VERSION, <<"1.13.0">>).
+-define(PLUGIN_VERSION, <<"1.14.0">>).
 
 -spec status() -> easy_cluster_json:answer().
 status() ->
@@ -75,6 +75,11 @@ registered_users() ->
 started_at() ->
     erlang:convert_time_unit(erlang:system_info(start_time) + erlang:time_offset(),
                              native, second).
+
+%% What the metrics name: ejabberd's version and the plugin's.
+-spec versions() -> #{ejabberd_version := binary() | null, plugin_version := binary()}.
+versions() ->
+    #{ejabberd_version => ejabberd_version(), plugin_version => ?PLUGIN_VERSION}.
 
 -spec ejabberd_version() -> binary() | null.
 ejabberd_version() ->

@@ -22,7 +22,7 @@
 -export([init/0, get_nodes/0, get_known_nodes/0, join/1, leave/1, node_id/0, get_node_by_id/1,
          send/2, wait_for_sync/1, subscribe/1]).
 %% the courier
--export([start_link/0, child_spec/0, unconfirmed/0]).
+-export([start_link/0, child_spec/0, unconfirmed/0, stats/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, code_change/3]).
 
 -include("logger.hrl").
@@ -106,6 +106,14 @@ unconfirmed() ->
     catch exit:_ -> #{}
     end.
 
+%% For the metrics: unconfirmed messages (all nodes), and how many were routed again since the
+%% courier started (kept in its process dictionary: a count, not part of its state).
+-spec stats() -> #{unconfirmed := non_neg_integer(), rerouted := non_neg_integer()}.
+stats() ->
+    try gen_server:call(?COURIER, stats, 5000)
+    catch exit:_ -> #{unconfirmed => 0, rerouted => 0}
+    end.
+
 -type peers() :: #{node() => #peer{}}.
 
 -spec init([]) -> {ok, peers()}.
@@ -113,9 +121,12 @@ init([]) ->
     {ok, #{}}.
 
 -spec handle_call(term(), gen_server:from(), peers()) ->
-          {reply, #{node() => non_neg_integer()} | {error, badarg}, peers()}.
+          {reply, #{node() => non_neg_integer()} | #{atom() => non_neg_integer()} | {error, badarg}, peers()}.
 handle_call(unconfirmed, _From, Peers) ->
     {reply, maps:map(fun(_, #peer{unconfirmed = U}) -> map_size(U) end, Peers), Peers};
+handle_call(stats, _From, Peers) ->
+    {reply, #{unconfirmed => lists:sum([map_size(U) || #peer{unconfirmed = U} <- maps:values(Peers)]),
+              rerouted => rerouted()}, Peers};
 handle_call(_Request, _From, Peers) ->
     {reply, {error, badarg}, Peers}.
 
@@ -219,8 +230,15 @@ watched(Node, #peer{monitor = undefined} = P) ->
 watched(_Node, P) ->
     P.
 
+rerouted() ->
+    case get(easy_cluster_rerouted) of
+        undefined -> 0;
+        N -> N
+    end.
+
 %% Given to ejabberd's router again: the user's sessions as they are now, or offline storage.
 reroute({route, Packet}) ->
+    put(easy_cluster_rerouted, rerouted() + 1),
     case xmpp:get_meta(Packet, easy_cluster_reroutes, 0) of
         Tries when Tries < ?MAX_REROUTES ->
             ejabberd_router:route(xmpp:put_meta(Packet, easy_cluster_reroutes, Tries + 1));

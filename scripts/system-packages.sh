@@ -2,9 +2,10 @@
 # Install the Debian/Ubuntu packages the lab and the toolkit need on this machine,
 # only those missing (a re-run costs a few dpkg queries).
 set -euo pipefail
-# shellcheck: the test that keeps the remote scripts (easycluster/scripts/*.sh) clean.
+# (shellcheck is the test that keeps the remote scripts (easycluster/scripts/*.sh) clean.)
+# prometheus: its promtool, for the alert rules' tests (`promtool test rules`) and the metrics' format.
 packages=(debootstrap apt-utils iproute2 util-linux mount systemd-container openssh-client procps python3 python3-venv
-          shellcheck)
+          shellcheck prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,4 +17,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing ${missing[*]}"
 apt-get update -q
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+# prometheus without its recommends: only its promtool is wanted here, not node-exporter and the rest
+others=()
+for p in "${missing[@]}"; do [ "$p" = prometheus ] || others+=("$p"); done
+[ ${#others[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${others[@]}"
+[ ${#others[@]} -eq ${#missing[@]} ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus

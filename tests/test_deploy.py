@@ -17,6 +17,7 @@ import yaml
 
 import xmpp
 from conftest import JOIN_PAUSE, assert_units_clean, fab, fab_paused_in_join, pinned_version, ssh, unit_state
+from easycluster.paths import MNESIA_BACKUP_DIR
 
 HOSTS = ["lab1", "lab2", "lab3"]
 NODES = [f"ejabberd@{h}" for h in HOSTS]
@@ -160,7 +161,7 @@ def test_every_changing_command_with_dry_says_what_it_would_do_and_changes_nothi
     refusal), what it would do is printed, and nothing on any host changes: no node restarted,
     no file written, no lock left, no backup taken."""
     def backups() -> str:
-        return ssh(lab, "lab1", "ls /var/backups/easycluster-mnesia 2>/dev/null | wc -l").stdout.strip()
+        return ssh(lab, "lab1", f"ls {MNESIA_BACKUP_DIR} 2>/dev/null | wc -l").stdout.strip()
     before = managed_checksums(lab), started_at(lab), backups()
     would = {
         ("rolling-restart", "--dry"): "would restart, one at a time",

@@ -152,6 +152,34 @@ BAD = [
         "host": "db9", "password_env": "DB_PW"}}), "cluster.database.user: goes under cluster.database.external"),
     ("external bad env", variant("cluster.database", {"type": "postgresql", "external": {
         "host": "db9", "password_env": "db-pw"}}), "cluster.database.external.password_env: 'db-pw' is not an environment"),
+    ("monitoring without host", variant("cluster.monitoring", {"alert_after": 30, "address": "10.0.0.9"}),
+     "cluster.monitoring.host: missing (required)"),
+    ("monitoring without address", variant("cluster.monitoring", {"host": "mon1"}),
+     "cluster.monitoring.address: missing (required)"),
+    ("monitoring on a node", variant("cluster.monitoring", {"host": "xmpp3.example.com", "address": "10.0.0.3"}),
+     "cluster.monitoring.host: 'xmpp3.example.com' is a node or a database host"),
+    ("monitoring on a database host", variant("cluster.monitoring", {"host": "db2", "address": "10.0.0.12"}, variant_data(
+        "cluster.database", {"type": "postgresql", "hosts": ["db1", "db2", "db3"]})),
+     "cluster.monitoring.host: 'db2' is a node or a database host"),
+    ("monitoring bad address", variant("cluster.monitoring", {"host": "mon1", "address": "mon1.lan"}),
+     "cluster.monitoring.address: 'mon1.lan' is not an IPv4 address"),
+    ("monitoring alert_after too short", variant("cluster.monitoring", {"host": "mon1", "address": "10.0.0.9", "alert_after": 2}),
+     "cluster.monitoring.alert_after: 2: seconds from 5 to 3600"),
+    ("monitoring alert before a scrape", variant("cluster.monitoring", {"host": "mon1", "address": "10.0.0.9", "alert_after": 10,
+                                                                        "scrape_interval": 30}),
+     "cluster.monitoring.alert_after: 10 s is shorter than scrape_interval (30 s)"),
+    ("monitoring e-mail without relay", variant("cluster.monitoring", {"host": "mon1", "address": "10.0.0.9", "email": {
+        "to": ["ops@example.com"], "from": "alerts@example.com"}}), "cluster.monitoring.email.smarthost: missing"),
+    ("monitoring e-mail bad address", variant("cluster.monitoring", {"host": "mon1", "address": "10.0.0.9", "email": {
+        "to": ["ops"], "from": "alerts@example.com", "smarthost": "mail:587"}}),
+     "cluster.monitoring.email.to[0]: 'ops' is not an e-mail address"),
+    ("monitoring relay without port", variant("cluster.monitoring", {"host": "mon1", "address": "10.0.0.9", "email": {
+        "to": ["ops@example.com"], "from": "alerts@example.com", "smarthost": "mail.example.com"}}),
+     "cluster.monitoring.email.smarthost: 'mail.example.com': the mail relay as host:port"),
+    ("monitoring webhook not a URL", variant("cluster.monitoring", {"host": "mon1", "address": "10.0.0.9", "webhooks": ["hooks.example.com"]}),
+     "cluster.monitoring.webhooks[0]: 'hooks.example.com' is not an http(s) URL"),
+    ("monitoring typo", variant("cluster.monitoring", {"host": "mon1", "address": "10.0.0.9", "webhook": []}),
+     "cluster.monitoring.webhook: unknown key (did you mean 'webhooks'?)"),
     ("managed with cookie env", variant("cluster.database", {"type": "postgresql", "host": "db1"},
                                         variant_data("cluster.cookie", {"env": "COOKIE"})),
      "cluster.database.password_file: required with cookie.env"),
@@ -180,6 +208,22 @@ def test_a_replicated_database_is_reached_through_each_nodes_loopback():
     assert (db.managed, db.replicated, db.provisioned, db.hosts) == (False, True, True, ("db1", "db2", "db3"))
     assert (db.server, db.port, db.name, db.user) == ("127.0.0.1", 5433, "ejabberd", "ejabberd")
     assert db.password_file == Path("/srv/inv/../secrets/xmpp-prod-database.password")
+
+
+def test_monitoring_defaults_and_receivers():
+    inv = parse_inventory(variant("cluster.monitoring", {"host": "mon1", "address": "10.0.0.9"}), PATH)
+    m = inv.cluster.monitoring
+    assert (m.host, m.address, m.alert_after, m.scrape_interval, m.email_to, m.webhooks) == (
+        "mon1", "10.0.0.9", 60, 15, (), ())
+    inv = parse_inventory(variant("cluster.monitoring", {
+        "host": "mon1", "address": "10.0.0.9", "alert_after": 15, "scrape_interval": 5,
+        "email": {"to": ["ops@example.com"], "from": "alerts@example.com", "smarthost": "mail.example.com:587"},
+        "webhooks": ["https://hooks.example.com/x"]}), PATH)
+    m = inv.cluster.monitoring
+    assert (m.address, m.alert_after, m.scrape_interval, m.email_to, m.email_from, m.smarthost, m.webhooks) == (
+        "10.0.0.9", 15, 5, ("ops@example.com",), "alerts@example.com", "mail.example.com:587",
+        ("https://hooks.example.com/x",))
+    assert parse_inventory(yaml.safe_dump(GOOD), PATH).cluster.monitoring is None
 
 
 def test_satellites_may_archive_when_the_archive_is_in_sql():

@@ -34,7 +34,7 @@ PURE = {
     "easycluster",                 # the package itself (its version)
     "easycluster.inventory", "easycluster.paths", "easycluster.errors", "easycluster.secrets",
     "easycluster.releases", "easycluster.facts", "easycluster.plan", "easycluster.health",
-    "easycluster.render", "easycluster.tls", "easycluster.progress", "easycluster.refusals",
+    "easycluster.render", "easycluster.tls", "easycluster.progress", "easycluster.refusals", "easycluster.monitoring",
     "easycluster.templates", "easycluster.plugin",    # package data (templates/, plugin/)
     "easycluster.sql",                                # package data: ejabberd's schema steps
 }
@@ -42,7 +42,7 @@ PURE = {
 # scripts that do; the libraries that do it are the host layer's alone.
 HOST = {
     "easycluster.remote", "easycluster.nodectl", "easycluster.scripts", "easycluster.lock",
-    "easycluster.database", "easycluster.probe", "easycluster.xmpp", "easycluster.replicated",
+    "easycluster.database", "easycluster.probe", "easycluster.xmpp", "easycluster.replicated", "easycluster.monitorctl",
 }
 HOST_LIBRARIES = {"fabric", "invoke", "paramiko", "pg8000", "scramp", "slixmpp"}
 # The operation layer: what every command shares (easycluster.operation: progress, the fleet,

@@ -13,6 +13,7 @@ import yaml
 
 import xmpp
 from conftest import JOIN_PAUSE, assert_units_clean, fab, fab_paused_in_join, node_eval, ssh, unit_state
+from easycluster.paths import MNESIA_BACKUP_DIR
 
 USERS = [f"user{i}" for i in range(8)]
 PASSWORD = "s3cret-pw"
@@ -79,7 +80,7 @@ def test_a_host_outside_the_cluster_is_refused_by_epmd_and_the_distribution(clus
 def test_add_master_joins_a_fourth_master_with_all_data_and_restarts_no_one(cluster, lab):
     before = {h: node_status(lab, h)["started_at"] for h in ("lab1", "lab2", "lab3")}
     out = fab("add-master", "--host", "lab4", timeout=600).stdout
-    assert "Mnesia backup: /var/backups/easycluster-mnesia/" in out
+    assert f"Mnesia backup: {MNESIA_BACKUP_DIR}/" in out
     assert "cluster: 4 members, 4 masters (healthy)" in out
     st = assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
     for table, holders in st["tables"].items():
@@ -212,7 +213,7 @@ def test_backup_on_demand_keeps_the_newest(cluster, lab):
     for _ in range(6):
         out = fab("backup").stdout
         paths.append(out.split("Mnesia backup: ")[1].split()[0])
-    kept = ssh(lab, "lab1", "ls /var/backups/easycluster-mnesia/").stdout.split()
+    kept = ssh(lab, "lab1", f"ls {MNESIA_BACKUP_DIR}/").stdout.split()
     assert len(kept) == 5 and paths[-1].rsplit("/", 1)[1] in kept
     # a real Mnesia backup: it holds the users' table
     assert ssh(lab, "lab1", f"grep -c passwd {paths[-1]}").stdout.strip() != "0"

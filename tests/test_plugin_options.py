@@ -32,7 +32,7 @@ from easycluster.secrets import Secret
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = sorted((REPO / "plugin").glob("*.erl"))
 # Paths of the operating system's interfaces, not easycluster's nor ejabberd's (paths.py's docstring).
-OS_PATHS = ("/proc/", "/sys/", "/dev/")
+OS_PATHS = ("/proc/", "/sys/", "/dev/", "/etc/os-release")
 
 
 # ------------------------------------------------------------------------------------ Erlang source

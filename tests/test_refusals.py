@@ -18,6 +18,7 @@ import yaml
 
 from casefacts import INVENTORY_PATH, host_facts
 from easycluster import refusals
+from easycluster.paths import MNESIA_BACKUP_DIR
 from easycluster.sql import label as sql_label
 from easycluster.errors import EasyClusterError, MembershipError, PreflightFailed
 from easycluster.facts import EtcdMember, HostFacts, ReplicaFacts
@@ -26,7 +27,7 @@ from easycluster.inventory import Inventory, parse_inventory
 from easycluster.ops.upgrade import UpgradeFacts, plan_upgrade
 
 CASES = Path(__file__).parent / "cases" / "refusals"
-BACKUP = "/var/backups/easycluster-mnesia/t-ejabberd@lab1.20261201T000000Z.backup"   # restore's --backup
+BACKUP = f"{MNESIA_BACKUP_DIR}/t-ejabberd@lab1.20261201T000000Z.backup"   # restore's --backup
 
 # Every case's inventory, unless the case changes it (`inventory:` is merged into it).
 INVENTORY = {"cluster": {"name": "t", "ejabberd_version": "23.01-1", "domains": ["t.test"],

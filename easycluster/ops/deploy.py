@@ -44,13 +44,17 @@ def deploy(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: fl
         plan = make_plan(effective, facts, cookie, tls, db=db)
         if plan.problems:
             raise PreflightFailed(plan.problems)
+        watch = op.monitoring_plan()
         if dry:
             out(format_plan(plan, effective))
+            op.show_monitoring(watch)
             op.dry_run(True)
             return DeployResult(plan, phases=progress.phases, connections=fleet.connections_opened())
         if not plan.changes and not any(f.joining for f in facts.values()):
             health = assess(effective, facts)
-            out(format_plan(plan, effective))
+            out(format_plan(plan, effective) if not watch else "no changes to the cluster's nodes")
+            op.show_monitoring(watch)
+            op.update_monitoring(steps=watch)
             op.summary(health)
             if not health.healthy:
                 raise EasyClusterError("the cluster is not healthy:\n  " + "\n  ".join(health.problems))
@@ -65,6 +69,8 @@ def deploy(inv: Inventory, *, out: Out = print, dry: bool = False, lock_wait: fl
             facts = as_reset(facts, plan.hosts_with(RESET))
             with progress.phase("apply"):
                 health = Apply(effective, fleet, plan, facts, progress, password).run()
+            op.show_monitoring(watch)
+            op.update_monitoring(steps=watch)
         op.summary(health)
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
 
@@ -169,6 +175,8 @@ def _add(inv: Inventory, host: str, role: str, out: Out, dry: bool, lock_wait: f
                 health = assess(sub, facts)
                 out(f"{node.name} is a member; nothing to do")
             membership.clear_departure(fleet, list(fleet.hosts), node)
+            op.update_monitoring(replace(inv, nodes=tuple(n for n in inv.nodes if n is node or (
+                n.name in db_nodes and n.name not in departed(facts)))))
         op.summary(health)
         return DeployResult(plan, health, progress.phases, fleet.connections_opened())
 

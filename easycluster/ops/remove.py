@@ -84,6 +84,7 @@ def _take_out(op: Operation, node: Node, survivors: list[Node], how: str, before
         record_departure(fleet, hosts, node, how)
         close_firewall(inv, fleet, survivors, facts, node, progress)
         close_database(inv, fleet, facts, node, progress)
+        op.update_monitoring(replace(inv, nodes=tuple(survivors)))   # nothing left alerting on it
 
 
 def _verify_survivors(op: Operation, survivors: list[Node]) -> ClusterHealth:

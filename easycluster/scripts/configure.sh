@@ -11,7 +11,7 @@
 #   no copies of a secret lying in backups); INSTALLS: MODE OWNER GROUP PATH for file 0, 1, ...;
 #   PLUGIN: 1 to install the plugin; SHARED_BUILT_WITH: the packages shared.tar was built with
 # params: BACKUP_DIR STATE_DIR RESTART_PENDING EPMD_REBIND PLUGIN_DIR PLUGIN_SRC PLUGIN_EBIN
-# params: UNIT_DROPIN FIREWALL_UNIT EPMD_DROPIN FIREWALL_RULES HAPROXY_CFG
+# params: UNIT_DROPIN FIREWALL_UNIT EPMD_DROPIN FIREWALL_RULES HAPROXY_CFG NODE_EXPORTER_DEFAULT METRICS_DIR
 set -e
 trap 'rm -rf "$STAGING"' EXIT
 install -d -m 700 "$BACKUP_DIR" "$STATE_DIR"
@@ -30,7 +30,7 @@ if [ "$PLUGIN" = 1 ] && [ -d "$PLUGIN_EBIN" ]; then
   tar -C "$PLUGIN_DIR" -cf "$backup" ebin src; chmod go= "$backup"; echo "backup=$PLUGIN_DIR:$backup"
 fi
 
-reload=0 epmd=0 unit_written=0 rules_written=0 haproxy=0
+reload=0 epmd=0 unit_written=0 rules_written=0 haproxy=0 exporter=0
 set -- "${INSTALLS[@]}"
 i=0
 while [ $# -ge 4 ]; do
@@ -41,6 +41,7 @@ while [ $# -ge 4 ]; do
     "$EPMD_DROPIN") reload=1 epmd=1 ;;
     "$FIREWALL_RULES") rules_written=1 ;;
     "$HAPROXY_CFG") haproxy=1 ;;
+    "$NODE_EXPORTER_DEFAULT") exporter=1 ;;
   esac
   shift 4; i=$((i + 1))
 done
@@ -71,3 +72,7 @@ if [ $epmd = 1 ]; then touch "$EPMD_REBIND"; fi
 if [ $unit_written = 1 ]; then systemctl enable --quiet easycluster-firewall 2>/dev/null; fi
 if [ $rules_written = 1 ]; then nft -f "$FIREWALL_RULES"; fi   # in place, atomically (the table is replaced whole)
 if [ $haproxy = 1 ]; then systemctl enable --quiet haproxy; systemctl reload-or-restart haproxy; fi   # sessions kept
+if [ $exporter = 1 ]; then   # node-exporter's new settings; on a node, the directory the plugin writes its metrics to
+  if id ejabberd >/dev/null 2>&1; then install -d -m 755 -o ejabberd -g ejabberd "$METRICS_DIR"; fi
+  systemctl enable --quiet prometheus-node-exporter; systemctl restart prometheus-node-exporter
+fi

@@ -21,6 +21,7 @@ echo "erlang_version=$(dpkg-query -W -f='${Status} ${Version}' erlang-base 2>/de
 echo "pgsql_driver=$(dpkg-query -W -f='${Status} ${Version}' erlang-p1-pgsql 2>/dev/null | sed -n 's/^install ok installed //p')"
 echo "pg_client=$(command -v pg_dump >/dev/null && echo yes || echo no)"
 echo "haproxy=$(command -v haproxy >/dev/null && echo yes || echo no)"
+echo "node_exporter=$(command -v prometheus-node-exporter >/dev/null && echo yes || echo no)"
 echo "systemd=$([ -d /run/systemd/system ] && echo yes || echo no)"
 echo "nft=$([ -x /usr/sbin/nft ] && echo yes || echo no)"
 if [ -d /run/systemd/system ]; then

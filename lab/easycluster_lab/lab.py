@@ -74,9 +74,11 @@ IMAGE_VERSION = 1      # bump when what base_rootfs() does to the image changes
 # What the lab's apt repository serves: everything these need beyond the base. PostgreSQL
 # (Debian's, for a database host) and ejabberd's PostgreSQL driver (a Suggests of ejabberd); for a
 # replicated database Patroni (with python3-etcd, which a plain install of patroni does not bring
-# on trixie: python3-consul meets its dependency), etcd and HAProxy.
+# on trixie: python3-consul meets its dependency), etcd and HAProxy; for cluster.monitoring,
+# Prometheus, Alertmanager and node-exporter.
 REPO_PACKAGES = ("ejabberd", "erlang-dev", "nftables", "postgresql", "erlang-p1-pgsql",
-                 "patroni", "python3-etcd", "etcd-server", "etcd-client", "haproxy")
+                 "patroni", "python3-etcd", "etcd-server", "etcd-client", "haproxy",
+                 "prometheus", "prometheus-alertmanager", "prometheus-node-exporter")
 REPO_LAYOUT = 3        # bump when how apt_repository() lays the repository out changes
 MIRROR_NAME = "lab-mirror"
 IMPAIR_TABLE = "lab_impaired_link"   # impair_link's nftables table, in the host's namespace
