@@ -17,8 +17,8 @@
 
 -export([child_spec/0, start_link/0, text/0, command/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, code_change/3]).
-%% pure: the text format, and a certificate's end (tests/test_plugin_metrics.py runs them)
--export([format/1, not_after/1]).
+%% pure: the text format, a certificate's end, the OS (tests/test_monitoring_lab.py sees them at work)
+-export([format/1, not_after/1, os_version/1]).
 
 -include("logger.hrl").
 
@@ -208,14 +208,18 @@ versions() ->
 str(null) -> "";
 str(B) when is_binary(B) -> binary_to_list(B).
 
-%% "Debian 13", from os-release (VERSION_ID).
+%% "Debian 13", from os-release (NAME without "GNU/Linux", VERSION_ID).
 os_version() ->
-    case file:read_file("/etc/os-release") of
+    os_version("/etc/os-release").
+
+-spec os_version(file:filename()) -> string().
+os_version(File) ->
+    case file:read_file(File) of
         {ok, Text} ->
             Fields = [list_to_tuple(string:split(L, "=")) || L <- string:lexemes(binary_to_list(Text), "\n"),
                                                              string:find(L, "=") /= nomatch],
             Get = fun(K) -> string:trim(proplists:get_value(K, Fields, ""), both, "\"") end,
-            string:trim(Get("NAME") -- "GNU/Linux") ++ " " ++ Get("VERSION_ID");
+            lists:flatten(string:replace(Get("NAME"), " GNU/Linux", "")) ++ " " ++ Get("VERSION_ID");
         _ -> "unknown"
     end.
 

@@ -110,7 +110,7 @@ def unit_state(lab: Lab, host: str) -> tuple[str, str]:
 
 # Modules that share the session lab run in this order (each builds on the last).
 MODULE_ORDER = ["test_lab", "test_deploy", "test_package", "test_membership", "test_failover", "test_delivery",
-                "test_upgrade"]
+                "test_monitoring_lab", "test_upgrade"]
 # Modules with labs of their own that run after those, on the session lab's worker, so that both
 # streams take about as long (measured 2026-12-07 with --durations=0: the own labs' stream took
 # 1848 s, the session lab's 1225 s; these two took 244 s and 73 s).
