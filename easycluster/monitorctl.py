@@ -6,7 +6,7 @@ from __future__ import annotations
 from .monitoring import (APPLY, INSTALL, MONITOR_PACKAGES, MONITOR_UNITS, WRITE, MonitorFacts, MonitorStep,
                          parse_monitor_facts)
 from .nodectl import configure
-from .paths import ALERTMANAGER_CONFIG, PROMETHEUS_CONFIG, PROMETHEUS_RULES
+from .paths import ALERTMANAGER_CONFIG, ALERTMANAGER_PORT, PROMETHEUS_CONFIG, PROMETHEUS_PORT, PROMETHEUS_RULES
 from .progress import Progress
 from .remote import Host
 from .scripts import render
@@ -36,5 +36,6 @@ def apply(host: Host, steps: list[MonitorStep], progress: Progress) -> None:
     for s in steps:
         if s.action == APPLY:
             with progress.step(host.name, s.summary):
-                host.script(render("monitor_apply", bound=APPLY_BOUND), what="checking and loading Prometheus's files",
+                host.script(render("monitor_apply", bound=APPLY_BOUND, prometheus_port=PROMETHEUS_PORT,
+                                   alertmanager_port=ALERTMANAGER_PORT), what="checking and loading Prometheus's files",
                             timeout=APPLY_BOUND + 60)

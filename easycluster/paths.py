@@ -80,7 +80,8 @@ HAPROXY_PORT = 5433                              # ... on the node's loopback
 # node it also serves the plugin's metrics, which the plugin writes into METRICS_DIR.
 NODE_EXPORTER_DEFAULT = "/etc/default/prometheus-node-exporter"
 NODE_EXPORTER_PORT = 9100
-METRICS_DIR = "/var/lib/easycluster/metrics"      # the plugin's easycluster.prom (easy_cluster_metrics)
+METRICS_DIR = "/var/lib/easycluster-metrics"      # the plugin's easycluster.prom (easy_cluster_metrics): not
+                                                  # under STATE_DIR (0700 root), node-exporter reads it
 # On the monitoring host: Debian's Prometheus and Alertmanager, with easycluster's files.
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
 PROMETHEUS_RULES = "/etc/prometheus/easycluster-rules.yml"

@@ -18,13 +18,14 @@ from .inventory import Inventory
 from .plan import DbView
 from .secrets import Secret, load_password, load_replication_password
 from .paths import (DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT, EJABBERD_YML,
-                    EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, HAPROXY_CFG, MNESIA_SCHEMA_FILE, SQL_SECRET_FILE,
+                    EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, HAPROXY_CFG, MNESIA_SCHEMA_FILE, NODE_EXPORTER_DEFAULT,
+                    SQL_SECRET_FILE,
                     UNIT_DROPIN)
 from .remote import Background, Fleet, Host
 from .scripts import render
 
 READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, EPMD_DROPIN, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, DIST_TLS_CA,
-                  DIST_TLS_CERT, DIST_TLS_OPTFILE, MNESIA_SCHEMA_FILE, HAPROXY_CFG)
+                  DIST_TLS_CERT, DIST_TLS_OPTFILE, MNESIA_SCHEMA_FILE, HAPROXY_CFG, NODE_EXPORTER_DEFAULT)
 SECRET_FILES = (DIST_TLS_KEY, SQL_SECRET_FILE)   # only their hash is read, like the cookie's
 
 

@@ -23,7 +23,7 @@
 -include("logger.hrl").
 
 -define(NAME, easy_cluster_metrics).
--define(DIR, "/var/lib/easycluster/metrics").           % paths.METRICS_DIR
+-define(DIR, "/var/lib/easycluster-metrics").           % paths.METRICS_DIR
 -define(PROM, "easycluster.prom").
 -define(INTERVAL_MS, 15000).
 -define(BACKUP_DIR, "/var/backups/easycluster-mnesia").  % paths.MNESIA_BACKUP_DIR

@@ -137,3 +137,34 @@ def test_the_probes_output_is_read():
     assert f.packages == {"prometheus": True, "prometheus-alertmanager": False}
     assert f.units == {"prometheus": "active", "prometheus-alertmanager": "inactive"}
     assert f.files == {PROMETHEUS_CONFIG: "global: {}", PROMETHEUS_RULES: None}
+
+
+class RecordingHost:
+    """A Host that records the scripts it is given (rendered for real: every parameter they
+    declare must be passed) and answers as the monitoring host would."""
+    name = "mon1"
+
+    def __init__(self):
+        self.scripts: list[str] = []
+        self.uploads: list[str] = []
+
+    def script(self, body: str, **_kwargs):
+        from easycluster.remote import Result
+        self.scripts.append(body.splitlines()[0])
+        return Result(0, "/root/.easycluster-abc\n" if "staging.sh" in body.splitlines()[0] else "", "")
+
+    def put_bytes(self, _data: bytes, path: str) -> None:
+        self.uploads.append(path)
+
+
+def test_the_monitoring_hosts_scripts_render_with_what_they_need():
+    from easycluster import monitorctl
+    from easycluster.progress import Progress
+    host = RecordingHost()
+    monitorctl.probe(host)
+    i = inv()
+    steps = monitor_plan(i, _facts(False, "inactive", "none"), targets(i))
+    monitorctl.apply(host, steps, Progress(lambda _line: None))
+    assert [s.split("/")[-1].split(".")[0] for s in host.scripts] == [
+        "monitor_probe", "monitor_install", "staging", "configure", "monitor_apply"]
+    assert len(host.uploads) == 3
