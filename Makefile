@@ -50,8 +50,10 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.installed
 	touch $@
 
 # Operations under real XMPP traffic, every message counted (docs/reliability.md): a lab of its
-# own, ~10 min. LOAD_USERS, LOAD_RATE (messages/s), LOAD_RUNS (rolling restarts), LOAD_OPS to scale.
-load: setup
+# own, ~10 min. LOAD_USERS, LOAD_RATE (messages/s), LOAD_RUNS (rolling restarts), LOAD_OPS to scale;
+# LOAD_MONITORING=1 adds a monitoring host whose alerts must be about what each operation did
+# (and draws docs/monitoring-rolling-restart.png: matplotlib, the bench's extra).
+load: setup $(VENV)/.bench
 	$(VENV)/bin/python load/run.py
 
 # Faults drawn at random under make load's traffic, overlapping, every message accounted for

@@ -38,6 +38,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,6 +73,13 @@ RELEASE = os.environ.get("LOAD_RELEASE") or os.environ.get("EASYCLUSTER_LAB_RELE
 # Patroni, etcd) on lab5..lab7, and the database primary's power cut as an operation
 DATABASE = os.environ.get("LOAD_DATABASE", "")
 DB_HOSTS = ["lab5", "lab6", "lab7"]
+# LOAD_MONITORING=1: cluster.monitoring on one more host (Prometheus, Alertmanager); every alert
+# that fires is matched to the operation under way, and must be about what it did; the first
+# rolling restart's sessions per node, as Prometheus recorded them, are drawn (docs/monitoring-rolling-restart.png)
+MONITORING = os.environ.get("LOAD_MONITORING") == "1"
+MONITOR = f"lab{5 + (len(DB_HOSTS) if DATABASE else 0)}"
+ALERT_AFTER, SCRAPE = 15, 5
+PICTURE = REPO / "docs" / "monitoring-rolling-restart.png"
 OLD, NEW = "23.01-1", "24.12-3~bpo12+1"     # `fab upgrade`'s versions: Debian 12's and its backport
 DEB13 = "24.12-3+deb13u2"                   # Debian 13's build of 24.12: `fab upgrade` moves the OS
 BPO13 = "26.07-1~bpo13+1"                   # then trixie-backports' 26.07: a full stop (passwd's key)
@@ -274,6 +283,60 @@ def _pct(values: list[float], p: int) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
+class AlertWatch(threading.Thread):
+    """LOAD_MONITORING: the alerts Prometheus holds (pending or firing), polled every 5 s; each
+    kept once, by its labels and the moment its condition began (activeAt), with whether it
+    ever fired."""
+
+    def __init__(self, address: str):
+        super().__init__(daemon=True)
+        self.url, self.done, self.seen = f"http://{address}:9090", threading.Event(), {}
+
+    def query(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            return json.load(r)
+
+    def run(self) -> None:
+        while not self.done.wait(5):
+            try:
+                alerts = self.query("/api/v1/alerts")["data"]["alerts"]
+            except (OSError, ValueError):
+                continue
+            for a in alerts:
+                key = (a["activeAt"], tuple(sorted(a["labels"].items())))
+                was = self.seen.get(key)
+                self.seen[key] = {"labels": a["labels"], "since": _wall(a["activeAt"]),
+                                  "fired": (was or {}).get("fired", False) or a["state"] == "firing"}
+
+    def fired(self) -> list[dict]:
+        return sorted((a for a in self.seen.values() if a["fired"]), key=lambda a: a["since"])
+
+
+def _wall(rfc3339: str) -> float:
+    """Prometheus's times ("2026-12-07T15:43:13.249123456Z": UTC) in Unix seconds."""
+    head, _, fraction = rfc3339.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + "+00:00").timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+def about(alert: dict, targets: list[str]) -> bool:
+    """Whether an alert names one of the hosts an operation worked on (its host, or a peer seen
+    not running), or is the database's during a database operation (targets: DB_HOSTS)."""
+    labels = alert["labels"]
+    if labels.get("host") in targets or any(labels.get("peer", "").endswith(f"@{t}") for t in targets):
+        return True
+    return set(targets) == set(DB_HOSTS) and labels.get("alertname", "").startswith("EasyclusterDatabase")
+
+
+def targets_of(operation: str) -> list[str]:
+    """The hosts an operation of make load works on (its alerts may name them)."""
+    for prefix, hosts in (("rolling-restart", MEMBERS), ("add-master", [SPARE]), ("remove-node", [SPARE]),
+                          ("kill -9", ["lab2"]), ("poweroff", ["lab3"]), ("partition", ["lab3"]),
+                          ("upgrade", MEMBERS), ("back to", MEMBERS), ("OS move", MEMBERS), ("database", DB_HOSTS)):
+        if operation.startswith(prefix):
+            return hosts
+    return []
+
+
 class Load:
     def __init__(self) -> None:
         self.lab = Lab(LAB)
@@ -285,6 +348,8 @@ class Load:
         self.outages: list[float] = []            # full-stop upgrades: seconds no node served
         self.db_outcomes: list[tuple] = []        # the database's faults: (Outcome, primary moved, settled in s)
         self.domain = f"{LAB}.test"
+        self.alerts: list[tuple[str, list[dict], list[dict]]] = []   # per operation: (name, about it, other)
+        self.picture = ""
 
     # ---------------------------------------------------------------- commands
     def env(self, inventory: Path | None = None) -> dict:
@@ -323,7 +388,7 @@ class Load:
             self.wait_healthy(limit=10)
             self.register(users)
             return users
-        hosts = 4 + (len(DB_HOSTS) if DATABASE else 0)
+        hosts = 4 + (len(DB_HOSTS) if DATABASE else 0) + (1 if MONITORING else 0)
         log(f"lab {LAB}: {hosts} hosts")
         self.lab.up(hosts, fresh=True, release=RELEASE)
         data = yaml.safe_load(self.lab.inventory.read_text())
@@ -332,6 +397,9 @@ class Load:
         if DATABASE:
             data["cluster"]["database"] = {"type": "postgresql", "hosts": DB_HOSTS,
                                            "password_file": str(self.dir / "load-db.password")}
+        if MONITORING:
+            data["cluster"]["monitoring"] = {"host": MONITOR, "address": self.lab.ip(MONITOR),
+                                             "alert_after": ALERT_AFTER, "scrape_interval": SCRAPE}
         for path, hosts in ((self.inv3, MEMBERS), (self.inv4, MEMBERS + [SPARE])):
             data["nodes"] = [{"host": h} for h in hosts]
             path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -533,6 +601,10 @@ class Load:
         log(f"warm-up: {len(self.probe.sent)} messages sent in {SETTLE}s")
         started = time.monotonic()
         windows = []
+        wall = time.time() - time.monotonic()          # a monotonic time + wall: Prometheus's clock
+        watch = AlertWatch(self.lab.ip(MONITOR)) if MONITORING else None
+        if watch:
+            watch.start()
         for name, op in self.operations():
             assert time.monotonic() - started < MAX_SECONDS, "load run over its time limit"
             t0 = time.monotonic()
@@ -552,6 +624,12 @@ class Load:
         await asyncio.sleep(SETTLE)
         self.probe.stop.set()
         await clients
+        if watch:
+            watch.done.set()
+            self.judge_alerts(watch, [(n, a + wall, b + wall) for n, a, b, _ in windows], started + wall)
+            first = next(((a + wall, b + wall) for n, a, b, _ in windows if n.startswith("rolling-restart")), None)
+            if first:
+                self.picture = self.draw_rolling_restart(watch, *first)
         for name, t0, t1, duration in windows:
             r = self.probe.report(name, t0, t1)
             r["duration"] = duration
@@ -559,6 +637,41 @@ class Load:
             log(f"{name}: sent {r['sent']}, bounced {r['bounced']} {r['bounced_by_reason']}, lost {r['lost']} "
                 f"{r['lost_examples']} {r['lost_by_path']}, duplicates {r['duplicates']}, "
                 f"resent {r['resent']}, no service p50 {r['no_service_p50']:.1f}s p99 {r['no_service_p99']:.1f}s")
+
+    def judge_alerts(self, watch: AlertWatch, windows: list[tuple[str, float, float]], first: float) -> None:
+        """Each alert that fired, to the operation during which its condition began: about what
+        that operation did, or not (before the first operation: never about anything)."""
+        for name, t0, t1 in [("before the first operation", 0.0, first)] + windows:
+            began = [a for a in watch.fired() if t0 <= a["since"] < t1]
+            targets = targets_of(name)
+            self.alerts.append((name, [a for a in began if about(a, targets)],
+                                [a for a in began if not about(a, targets)]))
+        for name, ok, other in self.alerts:
+            if ok or other:
+                log(f"alerts during {name}: about it {[a['labels']['alertname'] for a in ok]}, "
+                    f"other {[a['labels'] for a in other]}")
+
+    def draw_rolling_restart(self, watch: AlertWatch, t0: float, t1: float) -> str:
+        """docs/monitoring-rolling-restart.png: easycluster_sessions per node, as Prometheus
+        recorded them, around the first rolling restart."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        q = urllib.parse.urlencode({"query": "easycluster_sessions", "start": t0 - 30, "end": t1 + 30, "step": 1})
+        series = watch.query(f"/api/v1/query_range?{q}")["data"]["result"]
+        fig, ax = plt.subplots(figsize=(9, 4))
+        for r in sorted(series, key=lambda r: r["metric"]["host"]):
+            ax.plot([float(t) - t0 for t, _ in r["values"]], [float(v) for _, v in r["values"]],
+                    label=r["metric"]["host"], drawstyle="steps-post")
+        ax.axvspan(0, t1 - t0, alpha=0.1, color="grey", label="fab rolling-restart --drain 5")
+        ax.set_xlabel("seconds from the start of `fab rolling-restart`")
+        ax.set_ylabel("client sessions (easycluster_sessions)")
+        ax.set_title(f"{USERS} users across 3 masters during a rolling restart (Prometheus, {SCRAPE} s scrape)")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(PICTURE, dpi=100)
+        plt.close(fig)
+        return str(PICTURE.relative_to(REPO))
 
     def write_doc(self) -> None:
         rolling = [r for r in self.results if r["operation"].startswith("rolling-restart")]
@@ -593,8 +706,21 @@ class Load:
             lines += ["", "Full-stop upgrade: no node served for " + ", ".join(f"**{o:.1f} s**" for o in self.outages) +
                       " (`fab upgrade`'s own measure: from the last node's stop to the first node serving again); "
                       "messages the clients could not send meanwhile are not counted as sent."]
+        if self.alerts:
+            other = [(n, a) for n, _, others in self.alerts for a in others]
+            lines += ["", f"With a monitoring host (`LOAD_MONITORING=1`: alert_after {ALERT_AFTER} s, a {SCRAPE} s "
+                      "scrape), the alerts that fired, each to the operation during which its condition began:", "",
+                      "| operation | alerts about what it did | other alerts |", "|---|---|---|"]
+            for name, ok, others in self.alerts:
+                if ok or others:
+                    lines.append(f"| {name} | {', '.join(sorted({a['labels']['alertname'] for a in ok})) or '-'} | "
+                                 f"{', '.join(sorted({a['labels']['alertname'] for a in others})) or '-'} |")
+            lines.append("| (every other operation) | - | - |")
+            lines += ["", f"Alerts not about what an operation did: **{len(other)}**."]
+            if self.picture:
+                lines += ["", f"![sessions per node during a rolling restart]({Path(self.picture).name})"]
         block = "\n".join(lines)
-        marker = f"LOAD {RELEASE}" + (f" {DATABASE}" if DATABASE else "")
+        marker = f"LOAD {RELEASE}" + (f" {DATABASE}" if DATABASE else "") + (" monitoring" if MONITORING else "")
         write_between(DOC, f"<!-- {marker} -->", f"<!-- /{marker} -->", block)
         print(block)
 
@@ -608,7 +734,9 @@ def run() -> int:
         if not KEEP:
             load.lab.down(purge=False)
     load.write_doc()
-    return 0 if all(r["lost"] == 0 for r in load.results) and all(o.lost == 0 for o, _, _ in load.db_outcomes) else 1
+    quiet = not any(others for _, _, others in load.alerts)
+    return 0 if all(r["lost"] == 0 for r in load.results) and all(o.lost == 0 for o, _, _ in load.db_outcomes) \
+        and quiet else 1
 
 
 if __name__ == "__main__":
