@@ -1,7 +1,8 @@
 """cluster.monitoring: what is written where (pure), docs/monitoring.md says why.
 
 - On every node and database host: Debian's node-exporter with easycluster's settings
-  (render.exporter_files, written with the host's other files), reachable only from the monitoring host (the hosts' firewalls); on a node it
+  (render.exporter_files: on a node written with its other files; on a database host by this
+  plan), reachable only from the monitoring host (the hosts' firewalls); on a node it
   also serves the plugin's metrics (easy_cluster_metrics writes them into METRICS_DIR).
 - On the monitoring host: Debian's Prometheus, scraping every node, database host and itself, with
   easycluster's alert rules, and Alertmanager sending to the inventory's receivers
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from .inventory import Inventory
 from .paths import (ALERTMANAGER_CONFIG, ALERTMANAGER_PORT, NODE_EXPORTER_PORT, PROMETHEUS_CONFIG, PROMETHEUS_PORT,
                     PROMETHEUS_RULES)
-from .render import ManagedFile, render
+from .render import ManagedFile, exporter_files, render
 
 # Debian's packages: on the monitoring host, and on every host it scrapes.
 MONITOR_PACKAGES = ("prometheus", "prometheus-alertmanager", "prometheus-node-exporter")
@@ -88,38 +89,68 @@ def targets(inv: Inventory) -> list[Target]:
     return [Target(n.host, n.node_host, n.name, n.role) for n in inv.nodes]
 
 
+def database_targets(inv: Inventory) -> list[Target]:
+    """The database hosts easycluster provisions (cluster.database.host or .hosts): Prometheus
+    scrapes their node-exporter, by the name the inventory gives them."""
+    db = inv.cluster.database
+    return [Target(h, h) for h in db.hosts] if db and db.provisioned else []
+
+
 @dataclass(frozen=True)
 class MonitorStep:
-    action: str          # INSTALL | WRITE | APPLY
+    host: str
+    action: str          # INSTALL | WRITE | APPLY | EXPORTER
     summary: str
     diff: str = ""
     file: ManagedFile | None = None
 
 
-def monitor_plan(inv: Inventory, facts: MonitorFacts, nodes: list[Target]) -> list[MonitorStep]:
-    """What the monitoring host needs: its packages, easycluster's files, and its units running
-    with them (a reload after a write, a start if one is not running)."""
+EXPORTER = "exporter"    # node-exporter (re)started on a database host
+
+
+def monitor_plan(inv: Inventory, facts: dict[str, MonitorFacts], nodes: list[Target]) -> list[MonitorStep]:
+    """What the monitoring host needs (its packages, easycluster's files, its units running with
+    them: a reload after a write, a start if one is not running), then what each database host
+    needs for node-exporter. `facts`: by host, the monitoring host's and every database host's."""
+    mon = inv.cluster.monitoring
+    assert mon is not None
+    f = facts[mon.host]
     steps = []
-    missing = [p for p in MONITOR_PACKAGES if not facts.packages.get(p)]
+    missing = [p for p in MONITOR_PACKAGES if not f.packages.get(p)]
     if missing:
-        steps.append(MonitorStep(INSTALL, f"install {', '.join(missing)}"))
-    for mf in monitor_files(inv, nodes, []):
-        current, new = facts.files.get(mf.path), mf.data().decode()
+        steps.append(MonitorStep(mon.host, INSTALL, f"install {', '.join(missing)}"))
+    steps += _writes(mon.host, monitor_files(inv, nodes, database_targets(inv)), f)
+    stopped = [u for u in MONITOR_UNITS if f.units.get(u) != "active"]
+    if steps or stopped:
+        steps.append(MonitorStep(mon.host, APPLY, "check the files (promtool, amtool), then " + (
+            "reload Prometheus and Alertmanager" if not stopped or missing else f"start {', '.join(stopped)}")))
+    for t in database_targets(inv):
+        f = facts[t.host]
+        found = []
+        if not f.packages.get(EXPORTER_PACKAGES[0]):
+            found.append(MonitorStep(t.host, INSTALL, f"install {EXPORTER_PACKAGES[0]}"))
+        found += _writes(t.host, exporter_files(inv, t.host), f)     # written: restarted (configure.sh)
+        if not found and f.units.get("prometheus-node-exporter") != "active":
+            found.append(MonitorStep(t.host, EXPORTER, "start prometheus-node-exporter"))
+        steps += found
+    return steps
+
+
+def _writes(host: str, files: list[ManagedFile], f: MonitorFacts) -> list[MonitorStep]:
+    steps = []
+    for mf in files:
+        current, new = f.files.get(mf.path), mf.data().decode()
         if current != new:
             diff = "".join(difflib.unified_diff(
                 (current or "").splitlines(keepends=True), new.splitlines(keepends=True),
                 fromfile=f"{mf.path} (on host)" if current is not None else "/dev/null", tofile=f"{mf.path} (new)"))
-            steps.append(MonitorStep(WRITE, f"write {mf.path}", diff, mf))
-    stopped = [u for u in MONITOR_UNITS if facts.units.get(u) != "active"]
-    if steps or stopped:
-        steps.append(MonitorStep(APPLY, "check the files (promtool, amtool), then " + (
-            "reload Prometheus and Alertmanager" if not stopped or missing else f"start {', '.join(stopped)}")))
+            steps.append(MonitorStep(host, WRITE, f"write {mf.path}", diff, mf))
     return steps
 
 
-def format_monitor_plan(host: str, steps: list[MonitorStep]) -> str:
+def format_monitor_plan(steps: list[MonitorStep]) -> str:
     out = []
     for s in steps:
-        out.append(f"[{host}] {s.summary}")
-        out.extend(f"[{host}]   {line}" for line in s.diff.rstrip("\n").splitlines())
+        out.append(f"[{s.host}] {s.summary}")
+        out.extend(f"[{s.host}]   {line}" for line in s.diff.rstrip("\n").splitlines())
     return "\n".join(out)

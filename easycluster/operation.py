@@ -37,7 +37,7 @@ from .lock import ClusterLock
 from .monitoring import MonitorStep, format_monitor_plan, monitor_plan, targets
 from .plan import DbView
 from .progress import Out, Progress, count
-from .remote import Fleet
+from .remote import Fleet, Host
 from .secrets import Secret
 
 BACK_BOUND = 180   # seconds for a restarted node to be back with all tables
@@ -112,26 +112,32 @@ class Operation:
         return dry
 
     # ---- the monitoring host (cluster.monitoring)
+    def _watchers(self) -> tuple[Host, list[Host]]:
+        """The monitoring host, and the database hosts whose node-exporter it scrapes."""
+        db = self.declared.cluster.database
+        return self.fleet.monitoring_host(), (self.fleet.database_hosts() if db and db.provisioned else [])
+
     def monitoring_plan(self, nodes: Inventory | None = None) -> list[MonitorStep]:
-        """What the monitoring host needs for Prometheus to scrape `nodes`' nodes (default: op.inv,
-        the nodes not taken out on purpose): one command there. None without cluster.monitoring."""
+        """What the monitoring host (and node-exporter on the database hosts) needs for
+        Prometheus to scrape `nodes`' nodes (default: op.inv, the nodes not taken out on
+        purpose): one command on each, at once. None without cluster.monitoring."""
         if not self.declared.cluster.monitoring:
             return []
-        host = self.fleet.monitoring_host()
-        return monitor_plan(self.declared, monitorctl.probe(host), targets(nodes or self.inv))
+        facts = monitorctl.probe_all(*self._watchers())
+        return monitor_plan(self.declared, facts, targets(nodes or self.inv))
 
     def show_monitoring(self, steps: list[MonitorStep]) -> None:
         if steps:
-            self.out(format_monitor_plan(self.fleet.monitoring_host().name, steps))
+            self.out(format_monitor_plan(steps))
 
     def update_monitoring(self, nodes: Inventory | None = None, steps: list[MonitorStep] | None = None) -> None:
-        """The monitoring host made to watch `nodes`' nodes (steps: a plan already made and shown)."""
+        """The monitoring made to watch `nodes`' nodes (steps: a plan already made and shown)."""
         if steps is None:
             steps = self.monitoring_plan(nodes)
             self.show_monitoring(steps)
         if steps:
             with self.progress.phase("monitoring"):
-                monitorctl.apply(self.fleet.monitoring_host(), steps, self.progress)
+                monitorctl.apply(*self._watchers(), steps, self.progress)
 
     # ---- the end
     def summary(self, health: ClusterHealth) -> None:

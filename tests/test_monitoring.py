@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 from easycluster.inventory import parse_inventory
-from easycluster.monitoring import (APPLY, INSTALL, MONITOR_PACKAGES, MONITOR_UNITS, WRITE, MonitorFacts,
-                                    monitor_files, monitor_plan, parse_monitor_facts, targets)
+from easycluster.monitoring import (APPLY, EXPORTER, INSTALL, MONITOR_PACKAGES, MONITOR_UNITS, WRITE, MonitorFacts,
+                                    database_targets, monitor_files, monitor_plan, parse_monitor_facts, targets)
 from easycluster.paths import (ALERTMANAGER_CONFIG, METRICS_DIR, NODE_EXPORTER_DEFAULT, NODE_EXPORTER_PORT,
                                PROMETHEUS_CONFIG, PROMETHEUS_RULES)
 from easycluster.plan import packages
-from easycluster.render import firewall_files, managed_files
+from easycluster.render import exporter_files, firewall_files, managed_files
 from easycluster.secrets import Secret
 
 BASE = """
@@ -94,12 +94,13 @@ def test_alertmanager_sends_to_the_inventorys_receivers():
     assert set(receiver) == {"name"}
 
 
-def _facts(packages=True, units="active", files="current") -> MonitorFacts:
+def _facts(packages=True, units="active", files="current") -> dict[str, MonitorFacts]:
     i = inv()
     current = {f.path: f.content for f in monitor_files(i, targets(i), [])}
-    return MonitorFacts(packages={p: packages for p in MONITOR_PACKAGES}, units={u: units for u in MONITOR_UNITS},
-                        files={p: (c if files == "current" else None if files == "none" else c + "# edited\n")
-                               for p, c in current.items()})
+    return {"mon1": MonitorFacts(packages={p: packages for p in MONITOR_PACKAGES},
+                                 units={u: units for u in MONITOR_UNITS},
+                                 files={p: (c if files == "current" else None if files == "none" else c + "# edited\n")
+                                        for p, c in current.items()})}
 
 
 # facts -> the actions planned, in order
@@ -117,6 +118,7 @@ def test_the_monitoring_hosts_plan(facts, expected):
     steps = monitor_plan(i, facts, targets(i))
     assert [s.action for s in steps] == expected
     for s in steps:
+        assert s.host == "mon1"
         if s.action == WRITE:
             assert s.diff and s.file is not None
 
@@ -164,7 +166,45 @@ def test_the_monitoring_hosts_scripts_render_with_what_they_need():
     monitorctl.probe(host)
     i = inv()
     steps = monitor_plan(i, _facts(False, "inactive", "none"), targets(i))
-    monitorctl.apply(host, steps, Progress(lambda _line: None))
+    monitorctl.apply(host, [], steps, Progress(lambda _line: None))
     assert [s.split("/")[-1].split(".")[0] for s in host.scripts] == [
         "monitor_probe", "monitor_install", "staging", "configure", "monitor_apply"]
     assert len(host.uploads) == 3
+
+
+REPLICATED = BASE % (", database: {type: postgresql, hosts: [db1, db2, db3]}, "
+                     "monitoring: {host: mon1, address: 10.0.0.9}")
+
+
+def test_the_database_hosts_get_node_exporter_and_are_scraped():
+    i = inv(REPLICATED)
+    config = yaml.safe_load({f.path: f.content for f in monitor_files(i, targets(i), database_targets(i))}[
+        PROMETHEUS_CONFIG])
+    jobs = {j["job_name"]: j["static_configs"] for j in config["scrape_configs"]}
+    assert [(c["targets"], c["labels"]) for c in jobs["easycluster-database"]] == [
+        ([f"db{n}:9100"], {"host": f"db{n}"}) for n in (1, 2, 3)]
+    mon = MonitorFacts(packages={p: True for p in MONITOR_PACKAGES}, units={u: "active" for u in MONITOR_UNITS},
+                       files={f.path: f.content for f in monitor_files(i, targets(i), database_targets(i))})
+    mon.files[PROMETHEUS_CONFIG] = None
+    bare = MonitorFacts(packages={"prometheus-node-exporter": False}, units={}, files={NODE_EXPORTER_DEFAULT: None})
+
+    def running(host: str, state: str) -> MonitorFacts:
+        return MonitorFacts(packages={"prometheus-node-exporter": True}, units={"prometheus-node-exporter": state},
+                            files={NODE_EXPORTER_DEFAULT: exporter_files(i, host)[0].content})
+    ready, stopped = running("db2", "active"), running("db3", "failed")
+    steps = monitor_plan(i, {"mon1": mon, "db1": bare, "db2": ready, "db3": stopped}, targets(i))
+    assert [(s.host, s.action) for s in steps] == [("mon1", WRITE), ("mon1", APPLY), ("db1", INSTALL),
+                                                   ("db1", WRITE), ("db3", EXPORTER)]
+    host = RecordingHost()
+    db = RecordingHost()
+    db.name = "db1"
+    monitorctl_apply_db = [s for s in steps if s.host == "db1"]
+    from easycluster import monitorctl
+    from easycluster.progress import Progress
+    monitorctl.apply(host, [db], monitorctl_apply_db, Progress(lambda _line: None))
+    assert [s.split("/")[-1].split(".")[0] for s in db.scripts] == ["monitor_install", "staging", "configure"]
+    # the database members' firewall: node-exporter for the monitoring host only
+    from easycluster.render import Member, replica_files
+    rules = next(f.content for f in replica_files(i, Member("db1", "10.0.0.21"), [Member("db1", "10.0.0.21")], [],
+                                                  Secret("r"), "17") if f.path.endswith(".nft"))
+    assert f"tcp dport {NODE_EXPORTER_PORT} ip saddr 10.0.0.9 accept" in rules
