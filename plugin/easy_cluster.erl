@@ -33,7 +33,7 @@
 %%%   easy_cluster_partitions  the partition watcher (stopped by stop/1 on the last host)
 %%%   easy_cluster_courier     the courier of cross-node messages (kept while the node runs:
 %%%                            the cluster backend sends through it)
-%%%   easy_cluster_metrics     writes the node's metrics for node-exporter every 15 s (stopped
+%%%   easy_cluster_metrics     writes the node's metrics for node-exporter every 5 s (stopped
 %%%                            by stop/1 on the last host)
 -module(easy_cluster).
 -behaviour(gen_mod).

@@ -25,7 +25,7 @@
 -define(NAME, easy_cluster_metrics).
 -define(DIR, "/var/lib/easycluster-metrics").           % paths.METRICS_DIR
 -define(PROM, "easycluster.prom").
--define(INTERVAL_MS, 15000).
+-define(INTERVAL_MS, 5000).
 -define(BACKUP_DIR, "/var/backups/easycluster-mnesia").  % paths.MNESIA_BACKUP_DIR
 -define(DIST_CERT, "/etc/ejabberd/dist-tls/node.pem").   % paths.DIST_TLS_CERT
 -define(DETS_LIMIT, 2147483648).                         % dets' largest file: 2 GB
