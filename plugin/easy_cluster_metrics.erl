@@ -197,8 +197,7 @@ sql_up(Host) ->
 -spec versions() -> [family()].
 versions() ->
     #{ejabberd_version := Ejabberd, plugin_version := Plugin} = easy_cluster_status:versions(),
-    Info = [{node, atom_to_list(node())},
-            {ejabberd_version, str(Ejabberd)},
+    Info = [{ejabberd_version, str(Ejabberd)},     % (the node: the scrape target's own label)
             {otp_release, erlang:system_info(otp_release)},
             {plugin_version, str(Plugin)},
             {os, os_version()}],
