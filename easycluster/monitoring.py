@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import base64
-import difflib
 from dataclasses import dataclass, field
 
 from .inventory import Inventory
 from .paths import (ALERTMANAGER_CONFIG, ALERTMANAGER_PORT, NODE_EXPORTER_PORT, PROMETHEUS_CONFIG, PROMETHEUS_PORT,
                     PROMETHEUS_RULES)
+from .plan import file_diff
 from .render import ManagedFile, exporter_files, render
 
 # Debian's packages: on the monitoring host, and on every host it scrapes.
@@ -141,10 +141,7 @@ def _writes(host: str, files: list[ManagedFile], f: MonitorFacts) -> list[Monito
     for mf in files:
         current, new = f.files.get(mf.path), mf.data().decode()
         if current != new:
-            diff = "".join(difflib.unified_diff(
-                (current or "").splitlines(keepends=True), new.splitlines(keepends=True),
-                fromfile=f"{mf.path} (on host)" if current is not None else "/dev/null", tofile=f"{mf.path} (new)"))
-            steps.append(MonitorStep(host, WRITE, f"write {mf.path}", diff, mf))
+            steps.append(MonitorStep(host, WRITE, f"write {mf.path}", file_diff(current, new, mf.path), mf))
     return steps
 
 

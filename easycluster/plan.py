@@ -331,12 +331,12 @@ def plan_database(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
             if hf.conf != conf:
                 path = f"{_pg_dir(hf)}/conf.d/easycluster.conf"
                 steps.append(Step(DATABASE, where, f"write {path} (listen address)", action=DB_CONF,
-                                  diff=_diff(hf.conf, conf, "easycluster.conf"),
+                                  diff=file_diff(hf.conf, conf, "easycluster.conf"),
                                   file=ManagedFile(path, conf, 0o644, "postgres", "postgres", restart=True)))
             if hf.hba != hba:
                 path = f"{_pg_dir(hf)}/pg_hba.conf"
                 steps.append(Step(DATABASE, where, f"write easycluster's lines of {path} (the nodes)", action=DB_HBA,
-                                  diff=_diff(hf.hba or None, hba, "pg_hba.conf"),
+                                  diff=file_diff(hf.hba or None, hba, "pg_hba.conf"),
                                   file=ManagedFile(path, hba, 0o640, "postgres", "postgres", restart=False)))
             if not hf.role or hf.password_sha256 != db.password.sha256():
                 what = (f"set the password of role {d.user} (the secrets file's)" if hf.role else
@@ -446,7 +446,7 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
                               action=DB_INSTALL))
         if rf.etcd_conf != etcd.content:
             steps.append(Step(DATABASE, h, f"write {etcd.path} (etcd: the quorum store's member)", action=DB_ETCD,
-                              diff=_diff(rf.etcd_conf, etcd.content, "etcd"), file=etcd))
+                              diff=file_diff(rf.etcd_conf, etcd.content, "etcd"), file=etcd))
         if rf.patroni_sha256 != patroni.sha256():
             steps.append(Step(DATABASE, h, f"write {patroni.path} (Patroni; content redacted: it holds the "
                                            "replication password)", action=DB_PATRONI, file=patroni))
@@ -456,7 +456,7 @@ def plan_replicas(inv: Inventory, facts: dict[str, HostFacts], db: DbView) -> tu
             if rf.files.get(f.path) != f.content:
                 steps.append(Step(DATABASE, h, f"write {f.path} (the member's firewall: etcd for the members, "
                                                "PostgreSQL and Patroni for the members and the nodes)",
-                                  action=DB_FIREWALL, diff=_diff(rf.files.get(f.path), f.content, f.path), file=f))
+                                  action=DB_FIREWALL, diff=file_diff(rf.files.get(f.path), f.content, f.path), file=f))
     for i, member in enumerate(joining):   # after every running member let it in
         endpoints = tuple(x.client_url for x in members if x.host in named) + tuple(x.client_url for x in joining[:i])
         steps.append(Step(DATABASE, member.host, "join the running quorum store (etcd member add, then start); "
@@ -480,7 +480,8 @@ def _pg_dir(hf: DbHostFacts) -> str:
     return f"/etc/postgresql/{hf.cluster}" if hf.cluster else "/etc/postgresql/VERSION/main"
 
 
-def _diff(current: str | None, new: str, name: str) -> str:
+def file_diff(current: str | None, new: str, name: str) -> str:
+    """A file's change as the plan shows it: a unified diff from what the host has (None: no file)."""
     return "".join(difflib.unified_diff(
         (current or "").splitlines(keepends=True), new.splitlines(keepends=True),
         fromfile=f"{name} (on host)" if current is not None else "/dev/null", tofile=f"{name} (new)"))
@@ -659,11 +660,7 @@ def file_change(mf: ManagedFile, f: HostFacts) -> str | None:
         return f"{mf.path}: {'replaced' if current else 'created'} (content redacted)\n"
     current = f.files.get(mf.path)
     new = mf.data().decode()
-    if current == new:
-        return None
-    return "".join(difflib.unified_diff(
-        (current or "").splitlines(keepends=True), new.splitlines(keepends=True),
-        fromfile=f"{mf.path} (on host)" if current is not None else "/dev/null", tofile=f"{mf.path} (new)"))
+    return None if current == new else file_diff(current, new, mf.path)
 
 
 def format_plan(plan: Plan, inv: Inventory) -> str:
