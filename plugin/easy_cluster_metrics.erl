@@ -17,7 +17,8 @@
 
 -export([child_spec/0, start_link/0, text/0, command/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, code_change/3]).
-%% pure: the text format, a certificate's end, the OS (tests/test_monitoring_lab.py sees them at work)
+%% pure: the text format (checked by promtool in tests/test_monitoring_lab.py), the OS (asserted there), a
+%% certificate's end (no lab test has a certificate with monitoring: run by hand against an EC cert)
 -export([format/1, not_after/1, os_version/1]).
 
 -include("logger.hrl").

@@ -74,5 +74,5 @@ if [ $rules_written = 1 ]; then nft -f "$FIREWALL_RULES"; fi   # in place, atomi
 if [ $haproxy = 1 ]; then systemctl enable --quiet haproxy; systemctl reload-or-restart haproxy; fi   # sessions kept
 if [ $exporter = 1 ]; then   # node-exporter's new settings; on a node, the directory the plugin writes its metrics to
   if id ejabberd >/dev/null 2>&1; then install -d -m 755 -o ejabberd -g ejabberd "$METRICS_DIR"; fi
-  systemctl enable --quiet prometheus-node-exporter; systemctl restart prometheus-node-exporter
+  ec_exporter_start
 fi

@@ -1,6 +1,5 @@
 # shellcheck shell=bash
 # node-exporter enabled and (re)started on a database host, with the settings easycluster wrote.
 set -e
-systemctl enable --quiet prometheus-node-exporter
-systemctl restart prometheus-node-exporter
+ec_exporter_start
 echo "started"

@@ -141,6 +141,12 @@ ec_pg_database() {   # NAME OWNER: UTF8, C collation (ejabberd's schema sorts by
   ec_psql -c "CREATE DATABASE $1 OWNER $2 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
 }
 
+ec_exporter_start() {   # node-exporter enabled and restarted with its settings: it keeps no state, and it
+  # ends on SIGHUP (its unit's "reload"), so a restart is the one way to make it read them
+  systemctl enable --quiet prometheus-node-exporter
+  systemctl restart prometheus-node-exporter
+}
+
 ec_etcdctl() {   # etcdctl (API 3) against this member's etcd, with short timeouts
   ETCDCTL_API=3 timeout 15 etcdctl --endpoints=http://127.0.0.1:2379 --dial-timeout=3s --command-timeout=5s "$@"
 }

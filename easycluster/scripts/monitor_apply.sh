@@ -6,8 +6,7 @@
 set -e
 out=$(promtool check config "$PROMETHEUS_CONFIG" 2>&1) || { echo "$out"; exit 1; }
 out=$(amtool check-config "$ALERTMANAGER_CONFIG" 2>&1) || { echo "$out"; exit 1; }
-# node-exporter keeps no state and ends on SIGHUP (its unit's "reload"): restarted
-systemctl enable --quiet prometheus-node-exporter; systemctl restart prometheus-node-exporter
+ec_exporter_start
 for u in prometheus-alertmanager prometheus; do
   systemctl enable --quiet "$u"
   if systemctl is-active --quiet "$u"; then systemctl reload "$u"; else systemctl restart "$u"; fi
