@@ -24,6 +24,7 @@
 %%%   easy_cluster_cookie     cookie rotation at runtime
 %%%   easy_cluster_sql        migrate-to-sql: the export into the database, and what came after
 %%%   easy_cluster_metrics    the node's metrics in Prometheus's text format (cluster.monitoring)
+%%%   easy_cluster_stop       the node's stop on SIGTERM (the unit's ExecStop): no code unloading
 %%%   easy_cluster_json       the commands' JSON answers
 %%% and, configured on their own in ejabberd.yml: ejabberd_cluster_easy (`cluster_backend: easy`,
 %%% whose courier this module starts) and mod_offline_easy (`mod_offline: db_type: easy`).
@@ -78,6 +79,11 @@ start(Host, _Opts) ->
         {error, Why3} -> ?ERROR_MSG("easy_cluster: the metrics' writer did not start: ~p", [Why3]);
         _ -> ok
     end,
+    %% SIGTERM: ejabberd's and Mnesia's stops, then halt (OTP's handler also unloads all code)
+    case easy_cluster_stop:install() of
+        ok -> ok;
+        {error, Why4} -> ?ERROR_MSG("easy_cluster: the SIGTERM handler was not installed: ~p", [Why4])
+    end,
     lists:foreach(fun({Hook, Mod, Fun, Seq}) -> ejabberd_hooks:add(Hook, Host, Mod, Fun, Seq) end,
                   hooks()),
     ejabberd_commands:register_commands(?MODULE, commands()).
@@ -93,7 +99,9 @@ stop(Host) ->
             ejabberd_commands:unregister_commands(
               [C#ejabberd_commands{definer = ?MODULE} || C <- commands()]),
             stop_child(easy_cluster_partition:child_spec()),
-            stop_child(easy_cluster_metrics:child_spec())
+            stop_child(easy_cluster_metrics:child_spec()),
+            _ = easy_cluster_stop:uninstall(),
+            ok
     end.
 
 %% mod_offline stores at 50 (offline_message_hook) and delivers at 50 (c2s_self_presence).

@@ -66,15 +66,15 @@ CASES = [
     ("one restart is no alert", "1m",
      {f'node_systemd_service_restart_total{{{NODE1}, name="ejabberd.service"}}': "0 1 1 1 1"}, "4m", []),
     ("versions mixed for over 2 hours", "4m",
-     {f'easycluster_node_info{{{NODE1}, ejabberd_version="24.12", otp_release="27", plugin_version="1.14.0", '
+     {f'easycluster_node_info{{{NODE1}, ejabberd_version="24.12", otp_release="27", plugin_version="1.15.0", '
       'os="Debian 13"}': "1x40",
-      f'easycluster_node_info{{{NODE2}, ejabberd_version="26.07", otp_release="27", plugin_version="1.14.0", '
+      f'easycluster_node_info{{{NODE2}, ejabberd_version="26.07", otp_release="27", plugin_version="1.15.0", '
       'os="Debian 13"}': "1x40"}, "2h10m",
      [("EasyclusterMixedVersions", {"severity": "warning"}, 2)]),
     ("versions mixed for an hour (an upgrade under way): quiet", "4m",
-     {f'easycluster_node_info{{{NODE1}, ejabberd_version="24.12", otp_release="27", plugin_version="1.14.0", '
+     {f'easycluster_node_info{{{NODE1}, ejabberd_version="24.12", otp_release="27", plugin_version="1.15.0", '
       'os="Debian 13"}': "1x40",
-      f'easycluster_node_info{{{NODE2}, ejabberd_version="26.07", otp_release="27", plugin_version="1.14.0", '
+      f'easycluster_node_info{{{NODE2}, ejabberd_version="26.07", otp_release="27", plugin_version="1.15.0", '
       'os="Debian 13"}': "1x40"}, "1h", []),
     ("a dets file at 1.8 GB", "1m",
      {f'easycluster_table_bytes{{{NODE1}, table="offline_msg", storage="disc_only_copies"}}': "1800000000x10"},

@@ -323,6 +323,7 @@ class Online:
 def test_rolling_restart_keeps_every_message_sent_to_a_node_that_is_up(cluster, lab):
     hosts, everyone = cluster
     before = {n["host"]: n for n in status()[1]["nodes"]}
+    since = int(time.time())
     endpoints = [(lab.ip(h), jid(lab, USERS[i % len(USERS)])) for i, h in enumerate(hosts)]
     with Traffic(endpoints, PASSWORD) as traffic:
         time.sleep(2)
@@ -342,6 +343,13 @@ def test_rolling_restart_keeps_every_message_sent_to_a_node_that_is_up(cluster, 
     for n in st["nodes"]:
         assert n["started_at"] != before[n["host"]]["started_at"], f"{n['host']} was not restarted"
     assert_no_user_lost(lab, hosts, everyone)
+    # each stop was the unit's one signal, handled by the plugin (no ejabberdctl VM, no code
+    # unloading): ejabberd stopped, then Mnesia closed its files, then the VM halted
+    for h in hosts:
+        journal = ssh(lab, h, f"journalctl -u ejabberd --since @{since} --no-pager -o cat").stdout
+        sigterm = journal.find("SIGTERM received: ejabberd and Mnesia stop, then the VM halts")
+        stopped = journal.find(" is stopped in the node ", sigterm)
+        assert -1 < sigterm < stopped < journal.find("Mnesia stopped (ok): the VM halts", stopped), journal[-3000:]
 
 
 def test_restore_asks_first_then_brings_every_node_back_to_the_backup(cluster, lab):

@@ -39,7 +39,8 @@ ec_launch() {   # the unit's start, not waited for. First, if epmd's addresses c
 }
 
 ec_start() {   # C2S_PORT BOUND: a member's start: enabled (a reboot starts it), started through the unit
-  systemctl enable --quiet ejabberd 2>/dev/null
+  # (asked first: `systemctl enable` of an enabled unit still costs ~0.4 s, inside a restart's outage)
+  systemctl is-enabled --quiet ejabberd 2>/dev/null || systemctl enable --quiet ejabberd 2>/dev/null
   ec_launch || { ec_log_tail; return 1; }
   ec_wait_started "$1" "$2" && rm -f "$RESTART_PENDING"
 }
