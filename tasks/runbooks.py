@@ -10,7 +10,6 @@ from invoke.exceptions import Exit
 from easycluster.ops import heal as heal_core
 from easycluster.ops import outage, rolling
 from easycluster.ops import restore as restore_core
-from easycluster.ops import smoke as smoke_core
 from easycluster.ops.status import format_table
 
 from ._common import DRY_HELP, INVENTORY_HELP, LOCK_WAIT_HELP, confirmer, inventory_of, operator_errors, say
@@ -29,6 +28,8 @@ def _done(health, dry: bool = False) -> None:
 @operator_errors
 def smoke(c, inventory=None):
     """Log a real XMPP client into every node and message across every pair; exit 1 on any failure."""
+    # (here, not at the top: the XMPP client library costs every other command ~0.1 s to import)
+    from easycluster.ops import smoke as smoke_core
     report = smoke_core.smoke(inventory_of(c, inventory), out=say)
     say(smoke_core.format_report(report))
     if not report.passed:

@@ -159,11 +159,12 @@ def _add(inv: Inventory, host: str, role: str, out: Out, dry: bool, lock_wait: f
                 # that join completed (systemd started the killed node again, which finished it at
                 # boot): a master now, not the node removed before it, whose old files are wiped
                 gone = None
-            if wiped():
+            reset = wiped()
+            if reset:
                 membership.wipe(fleet, node, progress, f"reset {node.name} ({gone[0]} on {gone[1]})")
                 if node.name in db_nodes:
                     nodectl.forget(fleet[seed.host], node.name)
-            if f.joining or gone:   # the node changed under us: look again
+            if f.joining or reset:   # the node changed under us: look again
                 with progress.phase("facts"):
                     facts, db = probe.gather_all(fleet, password)
             plan, facts = plan_with(facts, db)
