@@ -78,6 +78,7 @@ class Cluster:
     mam: bool = False                 # the message archive (mod_mam, XEP-0313), stored in Mnesia
     database: "Database | None" = None   # PostgreSQL for persistent data (default_db: sql); None: Mnesia
     monitoring: "Monitoring | None" = None   # Prometheus and Alertmanager on a host of their own
+    storage: str = "disc_only_copies"  # the users' Mnesia tables on masters (STORAGE_TYPES, USER_TABLES)
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, bool]]] = {
         "in_band_registration": (bool, False), "distribution": (dict, False), "cookie": (dict, True),
         "certfiles": (list, False), "registration_timeout": (object, False), "backups": (dict, False),
         "mam": (bool, False), "database": (dict, False), "offline_limit": (int, False),
-        "monitoring": (dict, False),
+        "monitoring": (dict, False), "storage": (str, False),
     },
     "cluster.monitoring": {"host": (str, True), "address": (str, True), "alert_after": (int, False),
                            "scrape_interval": (int, False), "email": (dict, False), "webhooks": (list, False)},
@@ -379,6 +380,13 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
     if _is(offline_limit, int) and not 1 <= offline_limit <= OFFLINE_LIMIT_MAX:
         chk.fail("cluster.offline_limit", f"{offline_limit}: messages kept per offline user, 1 to "
                                           f"{OFFLINE_LIMIT_MAX} (docs/reliability.md: what they cost)")
+    storage = c.get("storage", "disc_only_copies")
+    if _is(storage, str) and storage not in STORAGE_TYPES:
+        chk.fail("cluster.storage", f"{storage!r}: one of {', '.join(STORAGE_TYPES)} (docs/performance.md: "
+                                    "what each costs)")
+    elif storage != "disc_only_copies" and c.get("database"):
+        chk.fail("cluster.storage", f"{storage}: the users' tables are in cluster.database, not in Mnesia; "
+                                    "leave cluster.storage out")
     backups = chk.section(c.get("backups", {}), "cluster.backups", "cluster.backups")
     keep = backups.get("keep", 5)
     if keep < 1:
@@ -409,10 +417,17 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
         backups_keep=keep, certfiles=tuple(certfiles), port_min=pmin, port_max=pmax,
         net_ticktime=ticktime, cookie_file=_relative(path, cookie["file"]) if "file" in cookie else None,
         cookie_env=cookie.get("env"), dist_tls=bool(dist.get("tls")), dist_tls_dir=tls_dir,
-        mam=c.get("mam", False), database=database, monitoring=monitoring)
+        mam=c.get("mam", False), database=database, monitoring=monitoring, storage=storage)
 
 
 SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# cluster.storage: how a master holds the users' tables (USER_TABLES). disc_only_copies, ejabberd's
+# default: dets files, read from disc, 2 GB at most each; disc_copies: in memory, with a disc image
+# (faster joins, restarts and reads; the memory on every master). ejabberd converts a node's copies
+# at its start (ejabberd_mnesia, from MNESIA_SCHEMA_FILE); the other tables keep ejabberd's defaults.
+STORAGE_TYPES = ("disc_only_copies", "disc_copies")
+USER_TABLES = ("passwd", "roster", "roster_version", "last_activity", "privacy", "private_storage", "vcard")
+
 # Messages kept per offline user: ejabberd's default is 100, which a user cut off by a partition
 # for a minute in a busy conversation exceeds (issue 32); a phone offline over a weekend needs
 # more. The ceiling keeps Mnesia's offline table (one dets file per node, at most 2 GB) in reach.

@@ -9,7 +9,7 @@ from importlib import resources
 import jinja2
 
 from .errors import EasyClusterError
-from .inventory import Inventory, Node
+from .inventory import USER_TABLES, Inventory, Node
 from .paths import (COOKIE_PATH, DIST_TLS_CA, DIST_TLS_CERT, DIST_TLS_KEY, DIST_TLS_OPTFILE, EJABBERD_DEFAULT,
                     EJABBERD_YML, EPMD_DROPIN, FIREWALL_RULES, FIREWALL_UNIT, JOIN_SEED_FILE, MNESIA_SCHEMA_FILE,
                     PG_HBA_BEGIN, PG_HBA_END, PLUGIN_EBIN, SQL_SECRET_FILE, UNIT_DROPIN, UPGRADE_HOLD_FILE,
@@ -89,8 +89,9 @@ def managed_files(inventory: Inventory, node: Node, dist_interface: str, cookie:
                     restart=True),
         ManagedFile(EJABBERD_YML, render("ejabberd.yml.j2", **context), 0o600, "ejabberd", "ejabberd",
                     restart=False),
-    ] + ([ManagedFile(MNESIA_SCHEMA_FILE, render("ejabberd.schema.j2", path=MNESIA_SCHEMA_FILE, **context), 0o644,
-                      "ejabberd", "ejabberd", restart=True)] if node.satellite else []) + [
+    ] + ([ManagedFile(MNESIA_SCHEMA_FILE, render("ejabberd.schema.j2", path=MNESIA_SCHEMA_FILE, tables=USER_TABLES,
+                                                 **context), 0o644, "ejabberd", "ejabberd", restart=True)]
+         if node.satellite or not inventory.cluster.database else []) + [
         # no trailing newline: the file's sha256 is the cookie's, comparable without reading it
         ManagedFile(COOKIE_PATH, cookie, 0o400, "ejabberd", "ejabberd", restart=True),
     ]

@@ -104,6 +104,11 @@ BAD = [
     ("offline limit zero", variant("cluster.offline_limit", 0),
      "cluster.offline_limit: 0: messages kept per offline user, 1 to 100000"),
     ("offline limit a word", variant("cluster.offline_limit", "many"), "cluster.offline_limit"),
+    ("storage not mnesia's", variant("cluster.storage", "ram_copies"),
+     "cluster.storage: 'ram_copies': one of disc_only_copies, disc_copies"),
+    ("storage in memory with a database", variant("cluster.storage", "disc_copies", variant_data(
+        "cluster.database", {"type": "postgresql", "host": "db1", "password_env": "DBPW"})),
+     "cluster.storage: disc_copies: the users' tables are in cluster.database"),
     ("keep no backups", variant("cluster.backups", {"keep": 0}), "cluster.backups.keep: 0: keep at least 1 backup"),
     ("backups typo", variant("cluster.backups", {"kep": 3}), "cluster.backups.kep: unknown key (did you mean 'keep'?)"),
     ("no nodes", variant("nodes", []), "nodes: needs at least one node"),

@@ -158,6 +158,40 @@ def test_the_unit_drop_in_sets_only_what_the_installed_units_need(version, watch
     dropin = files(inv(ejabberd_version=version))[UNIT_DROPIN].content
     assert ("\nWatchdogSec=0\n" in dropin) is watchdog_off
     assert "\nRestartPreventExitStatus=78\n" in dropin and "\nTimeoutStopSec=" in dropin
+    # the stop: Debian's ExecStop (two more VMs) cleared, one SIGTERM to the unit's own VM, waited for
+    exec_stops = [ln for ln in dropin.splitlines() if ln.startswith("ExecStop=")]
+    assert exec_stops[0] == "ExecStop=" and len(exec_stops) == 2, exec_stops
+    assert "pkill -TERM -x beam.smp --cgroup /system.slice/ejabberd.service" in exec_stops[1]
+    assert "ejabberdctl" not in exec_stops[1]
+
+
+@pytest.mark.parametrize("storage, satellite, expected", [
+    # (cluster.storage, the node a satellite, each user table's storage_type in its ejabberd.schema)
+    (None, False, "disc_only_copies"),          # ejabberd's own default, written out
+    ("disc_only_copies", False, "disc_only_copies"),
+    ("disc_copies", False, "disc_copies"),
+    ("disc_copies", True, None),                # a satellite holds no copy: caps_features in RAM only
+])
+def test_a_masters_schema_file_gives_the_user_tables_cluster_storage(storage, satellite, expected):
+    from easycluster.inventory import USER_TABLES
+    from easycluster.paths import MNESIA_SCHEMA_FILE
+    data = {"cluster": {"name": "t", "ejabberd_version": "23.01-1", "domains": ["a.test"], "cookie": {"env": "X"},
+                        **({"storage": storage} if storage else {})},
+            "nodes": [{"host": "lab1"}, {"host": "lab2", **({"role": "satellite"} if satellite else {})}]}
+    inventory = parse_inventory(yaml.safe_dump(data), Path("/inv/t.yml"))
+    schema = yaml.safe_load(files(inventory, "lab2")[MNESIA_SCHEMA_FILE].content)
+    if expected is None:
+        assert schema == {"caps_features": {"storage_type": "ram_copies"}}
+    else:
+        assert schema == {t: {"storage_type": expected} for t in USER_TABLES}
+        assert "passwd" in schema and "roster" in schema
+
+
+def test_with_a_database_a_master_has_no_schema_file(monkeypatch):
+    from easycluster.paths import MNESIA_SCHEMA_FILE
+    monkeypatch.setenv("DBPW", "x" * 20)
+    database = {"type": "postgresql", "host": "db1", "password_env": "DBPW"}
+    assert MNESIA_SCHEMA_FILE not in files(inv(database=database))
 
 
 @pytest.mark.parametrize("version, pinned_off", [
