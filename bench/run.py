@@ -506,6 +506,12 @@ class Bench:
             rss, disc = self.memory("lab1")
             self.notes[f"memory of a master ({storage}, {users} users)"] = f"VM resident {rss:.0f} MiB, Mnesia directory {disc:.0f} MiB"
             self.layout_memory[storage] = (rss, disc)
+            # what ejabberd_auth_mnesia:start/1 does at every start: count the host's users (a full
+            # select of passwd), timed inside the node
+            domain = load_inventory(self.inventory(three)).cluster.domains[0]
+            took_ms = self.lab.node_eval("lab1", "element(1, timer:tc(fun() -> length(ejabberd_auth_mnesia:get_users("
+                                                 f"<<\"{domain}\">>, [])) end)) div 1000")
+            self.notes[f"ejabberd's user count at start ({storage}, {users} users), ms"] = took_ms.strip()
         inv3, inv4 = self.inventory(three, storage=MEMORY_STORAGE), self.inventory(three + [fourth], storage=MEMORY_STORAGE)
         self.rolling(inv3, three, users, MEMORY_STORAGE)
         for i in range(REPS):

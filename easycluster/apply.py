@@ -17,6 +17,7 @@ from .inventory import Inventory
 from .plan import (DATABASE, DB_CONF, DB_CREATE, DB_HBA, DB_INSTALL, DB_ROLE, DB_SCHEMA, INSTALL, JOIN, KIND_ORDER,
                    PLUGIN, RELOAD, RESET, RESTART, ROLE, SATELLITE, START, WRITE, Plan, Step, packages, plan_joins)
 from .progress import Progress
+from .render import plugin_sha256
 from .remote import Background, Fleet, Host
 from .secrets import Secret
 from . import database as dbmod, replicated
@@ -32,7 +33,8 @@ class Apply:
         self.c2s = inv.cluster.c2s_port
         self.configure = sorted(set(plan.hosts_with(WRITE) + plan.hosts_with(PLUGIN)), key=_order(inv))
         self.replaced: dict[str, list[tuple[str, str]]] = {}   # host -> (path, backup) of files written
-        self.plugin_once = PluginBuilds(next((h for h in self.configure if h in plan.hosts_with(PLUGIN)), None))
+        builder = next((h for h in self.configure if h in plan.hosts_with(PLUGIN)), None)
+        self.plugin_once = PluginBuilds(builder, _plugin_donor(fleet, plan, facts, builder))
         self.backed_up = False     # a backup taken earlier in this run covers the later membership changes
         self.db_state: list[dict] | None = None   # Patroni's list once the replicated database was ready
         self.reload_order = FirstThenRest([n.host for n in inv.nodes if n.host in plan.hosts_with(RELOAD)])
@@ -388,10 +390,12 @@ class FirstThenRest:
 class PluginBuilds:
     """The plugin is compiled on the first host that needs it (`builder`); the others wait for
     that beam and install it where their ejabberd and Erlang packages are the same (erlc costs
-    ~0.5 s of CPU a host). If the builder fails, each compiles its own."""
+    ~1 s a host). With a `donor` (a member whose installed plugin is the current one), the
+    builder takes the donor's beams instead, where its packages are the same (add-master). If
+    the builder fails, each compiles its own."""
 
-    def __init__(self, builder: str | None):
-        self.builder = builder
+    def __init__(self, builder: str | None, donor: Host | None = None):
+        self.builder, self.donor = builder, donor
         self._done = threading.Event()
         self._build: nodectl.PluginBuild | None = None
 
@@ -407,17 +411,42 @@ class PluginBuilds:
         """nodectl.configure on `h` as the progress step `what`: with the builder's beam when
         `h` is not the builder (waiting for it), publishing this host's build when it is.
         Returns (path, backup) of every file replaced."""
-        shared = self.wait() if plugin and self.builder is not None and h.name != self.builder else None
+        shared, source = None, None
+        if plugin and self.builder is not None and h.name != self.builder:
+            shared, source = self.wait(), self.builder
+        elif plugin and h.name == self.builder and self.donor is not None:
+            try:
+                shared, source = nodectl.plugin_export(self.donor), self.donor.name
+            except RemoteError:
+                shared = None   # compiled here, as without a donor
         build = None
         try:
             with progress.step(h.name, what):
                 replaced, build = nodectl.configure(h, files, plugin, shared)
         finally:
             if h.name == self.builder:
-                self.publish(build)
+                self.publish(build or shared)
         if shared and not build:
-            progress.say(h.name, f"  plugin: the beam compiled on {self.builder} (same packages)")
+            progress.say(h.name, f"  plugin: the beams installed on {source} (same packages)")
         return replaced
+
+
+def _plugin_donor(fleet: Fleet, plan: Plan, facts, builder: str | None) -> Host | None:
+    """A host of the fleet the plan leaves the plugin alone on, whose installed plugin is the
+    current one and whose packages are the builder's (as far as the facts know them: configure.sh
+    compares what the beams were built with), to give the builder its beams."""
+    if builder is None:
+        return None
+    want, mine = plugin_sha256(), facts.get(builder)
+    for name in fleet.hosts:
+        f = facts.get(name)
+        if name == builder or name in plan.hosts_with(PLUGIN) or f is None or f.error or f.plugin_sha256 != want:
+            continue
+        if mine is not None and mine.ejabberd_version and (mine.ejabberd_version, mine.erlang_version) != (
+                f.ejabberd_version, f.erlang_version):
+            continue
+        return fleet[name]
+    return None
 
 
 def _order(inv: Inventory):

@@ -84,6 +84,14 @@ class PluginBuild:
     beam: bytes          # a tar of the plugin's beams
 
 
+def plugin_export(host: Host) -> PluginBuild:
+    """The plugin's beams as `host` has them installed (a member whose plugin is the current
+    one), for a host with the same packages: no erlc there."""
+    lines = host.script(render("plugin_export"), what="reading the installed plugin").stdout.splitlines()
+    found = {k: v for k, _, v in (line.partition("=") for line in lines) if k in ("built_with", "beam")}
+    return PluginBuild(found["built_with"], base64.b64decode(found["beam"]))
+
+
 def configure(host: Host, files: list[ManagedFile], plugin: bool,
               shared: PluginBuild | None = None) -> tuple[list[tuple[str, str]], PluginBuild | None]:
     """Upload changed files (and the plugin source) by SFTP, then install them in one

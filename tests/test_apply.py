@@ -102,3 +102,36 @@ def test_run_walks_kind_order_calling_each_phase_once_in_order():
         setattr(Recording, phase, lambda self, name=phase: called.append(name))
     assert Recording().run() == "health"
     assert called == [p for p, _ in PHASES] + ["verify"]
+
+
+class _Fleet:
+    """The two things _plugin_donor reads of a fleet: its host names, and a host by name."""
+    def __init__(self, names):
+        self.hosts = {n: n for n in names}
+
+    def __getitem__(self, name):
+        return name
+
+
+SHA = "current"
+
+
+@pytest.mark.parametrize("facts, needs_plugin, expected", [
+    # (each host's (plugin_sha256, ejabberd, erlang), hosts the plan installs the plugin on, donor)
+    ({"lab1": (SHA, "24.12", "27"), "lab4": (None, "24.12", "27")}, ["lab4"], "lab1"),       # add-master
+    ({"lab1": ("old", "24.12", "27"), "lab4": (None, "24.12", "27")}, ["lab4"], None),      # a stale plugin
+    ({"lab1": (SHA, "23.01", "25"), "lab4": (None, "24.12", "27")}, ["lab4"], None),        # other packages
+    ({"lab1": (SHA, "24.12", "27"), "lab4": (None, None, None)}, ["lab4"], "lab1"),         # to be installed
+    ({"lab1": (None, "24.12", "27"), "lab2": (None, "24.12", "27")}, ["lab1", "lab2"], None),   # new cluster
+    ({"lab1": (SHA, "24.12", "27"), "lab2": (SHA, "24.12", "27")}, [], None),              # nothing to install
+])
+def test_a_member_with_the_current_plugin_and_the_same_packages_gives_its_beams(facts, needs_plugin, expected,
+                                                                                monkeypatch):
+    from easycluster import apply
+    from easycluster.facts import HostFacts
+    from easycluster.plan import PLUGIN, Plan, Step
+    monkeypatch.setattr(apply, "plugin_sha256", lambda: SHA)
+    hf = {h: HostFacts(host=h, plugin_sha256=p, ejabberd_version=e, erlang_version=o) for h, (p, e, o) in facts.items()}
+    plan = Plan([Step(PLUGIN, h, "install the plugin") for h in needs_plugin], seed=None)
+    builder = needs_plugin[0] if needs_plugin else None
+    assert apply._plugin_donor(_Fleet(list(facts)), plan, hf, builder) == expected

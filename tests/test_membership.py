@@ -122,6 +122,41 @@ def test_remove_node_drains_wipes_and_the_node_can_be_added_again(cluster, lab):
     assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
 
 
+def storage_of(lab, host: str) -> str:
+    """The storage type of the node's copies of every users' table ejabberd made here, when it
+    is one type for all (else the mixture, printed)."""
+    from easycluster.inventory import USER_TABLES
+    tables = ", ".join(USER_TABLES)
+    return node_eval(lab, host, f"lists:usort([mnesia:table_info(T, storage_type) || T <- [{tables}], "
+                                "lists:member(T, mnesia:system_info(tables))])").strip("[] \n")
+
+
+def test_cluster_storage_moves_every_masters_user_tables_and_a_join_copies_them_as_held(cluster, lab, tmp_path):
+    """cluster.storage: disc_copies: `fab deploy` restarts the masters one at a time, each
+    converting its copies as it starts; a master added then gets them as the cluster holds them;
+    back to ejabberd's default the same way. No user lost, logins and rosters as before."""
+    hosts = ["lab1", "lab2", "lab3", "lab4"]
+    data = yaml.safe_load(lab.inventory.read_text())
+    data["cluster"]["storage"] = "disc_copies"
+    memory = tmp_path / "memory.yml"
+    memory.write_text(yaml.safe_dump(data))
+    out = fab("deploy", "--inventory", str(memory), timeout=600).stdout
+    assert "write /var/lib/ejabberd/ejabberd.schema" in out and "cluster: 4 members, 4 masters (healthy)" in out, out
+    assert {h: storage_of(lab, h) for h in hosts} == {h: "disc_copies" for h in hosts}
+    fab("remove-node", "--host", "lab4", "--drain", "0", "--inventory", str(memory), timeout=300)
+    out = fab("add-master", "--host", "lab4", "--inventory", str(memory), timeout=600).stdout
+    assert "copied passwd (disc_copies" in out and "copied roster (disc_copies" in out, out
+    assert storage_of(lab, "lab4") == "disc_copies"
+    assert_healthy_with(hosts, cluster, lab)
+    for user in USERS[:2]:
+        assert xmpp.can_login(lab.ip("lab4"), f"{user}@{domain(lab)}", PASSWORD), user
+    fab("deploy", timeout=600)   # the lab's inventory: ejabberd's default again
+    assert {h: storage_of(lab, h) for h in hosts} == {h: "disc_only_copies" for h in hosts}
+    assert_healthy_with(hosts, cluster, lab)
+    roster = ssh(lab, "lab2", f"ejabberdctl get_roster {USERS[0]} {domain(lab)}").stdout
+    assert all(f"{u}@{domain(lab)}" in roster for u in USERS[1:4]), roster
+
+
 def test_a_join_whose_node_is_killed_is_rolled_back_and_a_rerun_succeeds(cluster, lab):
     fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
     proc = start_paused_add_master(lab, "lab4")

@@ -46,20 +46,16 @@ while [ $# -ge 4 ]; do
   shift 4; i=$((i + 1))
 done
 
-built_with() {   # what a compiled beam depends on
-  # shellcheck disable=SC2016  # dpkg-query's format, not the shell's
-  dpkg-query -W -f='${Version} ' ejabberd erlang-base
-}
 if [ "$PLUGIN" = 1 ]; then
   install -d -m 755 "$PLUGIN_SRC" "$PLUGIN_EBIN"
   rm -rf "$STAGING/ebin" && mkdir "$STAGING/ebin"
-  if [ -f "$STAGING/shared.tar" ] && [ "$(built_with)" = "$SHARED_BUILT_WITH" ]; then
+  if [ -f "$STAGING/shared.tar" ] && [ "$(ec_plugin_built_with)" = "$SHARED_BUILT_WITH" ]; then
     tar -C "$STAGING/ebin" -xf "$STAGING/shared.tar"
   else
     include=$(dpkg -L ejabberd | grep -m1 '/ejabberd-[^/]*/include$')
     xmpp_include=$(dpkg -L erlang-p1-xmpp | grep -m1 '/include/xmpp.hrl$'); xmpp_include=${xmpp_include%/xmpp.hrl}
     erlc -I "$include" -I "$xmpp_include" -pa "${include%/include}/ebin" -o "$STAGING/ebin" "$STAGING"/src/*.erl
-    echo "built_with=$(built_with)"
+    echo "built_with=$(ec_plugin_built_with)"
     echo "beam=$(tar -C "$STAGING/ebin" -cf - . | base64 -w0)"
   fi
   rm -f "$PLUGIN_SRC"/*.erl "$PLUGIN_EBIN"/*.beam

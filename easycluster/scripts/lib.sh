@@ -77,6 +77,11 @@ ec_stop() {   # through the unit (ExecStop, then SIGTERM, SIGKILL at TimeoutStop
   return 1
 }
 
+ec_plugin_built_with() {   # what the plugin's compiled beams depend on: the same here, the same beams
+  # shellcheck disable=SC2016  # dpkg-query's format, not the shell's
+  dpkg-query -W -f='${Version} ' ejabberd erlang-base
+}
+
 ec_retire() {   # stopped and disabled: a node that is no member must not come back at boot
   ec_stop || return 1
   systemctl disable --quiet ejabberd 2>/dev/null || true
