@@ -54,7 +54,16 @@ if [ "$PLUGIN" = 1 ]; then
   else
     include=$(dpkg -L ejabberd | grep -m1 '/ejabberd-[^/]*/include$')
     xmpp_include=$(dpkg -L erlang-p1-xmpp | grep -m1 '/include/xmpp.hrl$'); xmpp_include=${xmpp_include%/xmpp.hrl}
-    erlc -I "$include" -I "$xmpp_include" -pa "${include%/include}/ebin" -o "$STAGING/ebin" "$STAGING"/src/*.erl
+    # two erlc at once, every other module each: the compile is most of a new cluster's first
+    # configure, and its other hosts wait for it (their beams are this one's)
+    even=(); odd=()
+    for f in "$STAGING"/src/*.erl; do
+      if [ ${#even[@]} = ${#odd[@]} ]; then even+=("$f"); else odd+=("$f"); fi
+    done
+    plugin_erlc() { erlc -I "$include" -I "$xmpp_include" -pa "${include%/include}/ebin" -o "$STAGING/ebin" "$@"; }
+    plugin_erlc "${even[@]}" & first=$!
+    if [ ${#odd[@]} -gt 0 ]; then plugin_erlc "${odd[@]}" || { wait "$first"; exit 1; }; fi
+    wait "$first"
     echo "built_with=$(ec_plugin_built_with)"
     echo "beam=$(tar -C "$STAGING/ebin" -cf - . | base64 -w0)"
   fi
