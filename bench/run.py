@@ -467,6 +467,7 @@ class Bench:
             probers = {h: Prober(self.lab.ip(h), domain) for h in hosts}
             for p in probers.values():
                 p.start()
+            since = int(time.time())
             try:
                 time.sleep(1)
                 took, out = self.fab("rolling-restart", "--drain", "0", "--inventory", str(inv))
@@ -482,6 +483,35 @@ class Bench:
             self.record(f"  all 3 nodes without service at once, {tag}", Prober.all_down(list(probers.values())))
             self.notes[f"rolling restart, {tag}"] = " | ".join(
                 ln.strip() for ln in out.splitlines() if re.search(r"\d+\.\ds\b", ln) and "lab" in ln)[:1500]
+            self.notes[f"rolling restart, {tag}, each node's restart by its journal (s)"] = "; ".join(
+                f"{h}: {self.timeline(h, since)}" for h in hosts)
+
+    # a node's restart in its journal: (what ends a span, the line that marks its end)
+    TIMELINE = (("stop", "ejabberd.service: Deactivated successfully"),
+                ("to the start", "Starting ejabberd.service"),
+                ("VM boot", "Loading configuration from"),
+                ("configuration", "Configuration loaded successfully"),
+                ("Mnesia and its tables", "Loading modules for"),
+                ("modules (the user count among them)", "Waiting for Mnesia synchronization"),
+                ("listeners", "Start accepting TCP connections at [::]:5222"))
+
+    def timeline(self, host: str, since: int) -> str:
+        """The last restart of the node since `since`, span by span, from its journal (the
+        SIGTERM its stop begins with, to its client listener open)."""
+        out = self.ssh(host, f"journalctl -u ejabberd --since @{since} --no-pager -o short-unix")
+        lines = [(float(ln.split(" ", 1)[0]), ln) for ln in out.splitlines() if ln[:1].isdigit()]
+        begin = max((t for t, ln in lines if "SIGTERM received" in ln), default=None)
+        if begin is None:
+            return "no restart found"
+        spans, at = [], begin
+        for name, marker in self.TIMELINE:
+            t = next((t for t, ln in lines if t >= at and marker in ln), None)
+            if t is None:
+                spans.append(f"{name} ?")
+                continue
+            spans.append(f"{name} {t - at:.2f}")
+            at = t
+        return ", ".join(spans) + f" (in all {at - begin:.2f})"
 
     def memory(self, host: str) -> tuple[float, float]:
         """The node's VM resident memory and its Mnesia directory, MiB (one ssh)."""
