@@ -413,10 +413,10 @@ class PluginBuilds:
         Returns (path, backup) of every file replaced."""
         shared, source = None, None
         if plugin and self.builder is not None and h.name != self.builder:
-            shared, source = self.wait(), self.builder
+            shared, source = self.wait(), f"the beam compiled on {self.builder}"
         elif plugin and h.name == self.builder and self.donor is not None:
             try:
-                shared, source = nodectl.plugin_export(self.donor), self.donor.name
+                shared, source = nodectl.plugin_export(self.donor), f"the beams installed on {self.donor.name}"
             except RemoteError:
                 shared = None   # compiled here, as without a donor
         build = None
@@ -427,7 +427,7 @@ class PluginBuilds:
             if h.name == self.builder:
                 self.publish(build or shared)
         if shared and not build:
-            progress.say(h.name, f"  plugin: the beams installed on {source} (same packages)")
+            progress.say(h.name, f"  plugin: {source} (same packages)")
         return replaced
 
 

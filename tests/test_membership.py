@@ -81,6 +81,8 @@ def test_add_master_joins_a_fourth_master_with_all_data_and_restarts_no_one(clus
     before = {h: node_status(lab, h)["started_at"] for h in ("lab1", "lab2", "lab3")}
     out = fab("add-master", "--host", "lab4", timeout=600).stdout
     assert f"Mnesia backup: {MNESIA_BACKUP_DIR}/" in out
+    # the plugin: a member's installed beams (same packages), not compiled on lab4
+    assert "[lab4]   plugin: the beams installed on lab1 (same packages)" in out, out
     assert "cluster: 4 members, 4 masters (healthy)" in out
     st = assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
     for table, holders in st["tables"].items():
