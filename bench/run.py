@@ -417,19 +417,7 @@ class Bench:
         staged = self.manual_files(three + [fourth])
         for i in range(REPS):
             log(f"join round {i + 1}/{REPS}, {users} users")
-            took, out = self.fab("add-master", "--host", fourth, "--inventory", str(inv4))
-            self.record(f"add-master, {users} users", took)
-            self.phases(f"add-master, {users} users", out)
-            copied = [ln.split("] ", 1)[1].strip() for ln in out.splitlines() if "  copied " in ln]
-            self.notes[f"add-master tables, {users} users"] = "; ".join(copied)
-            self.copy_seconds[users] = sum(float(m) for m in re.findall(r"in ([0-9.]+)s", "; ".join(copied)))
-            ticks = [ln.split("] ", 1)[1].strip() for ln in out.splitlines() if "  copying " in ln]
-            if ticks:
-                self.notes[f"add-master copy progress, {users} users"] = " | ".join(ticks)
-            self.notes[f"add-master join steps (in the plugin), {users} users"] = next(
-                (ln.split("] ", 1)[1].strip() for ln in out.splitlines() if "ping " in ln and "ms, " in ln), "")
-            self.assert_holds(fourth, users)
-            self.forget("lab1", fourth)
+            self.add_master(inv4, fourth, users)
             t0 = time.monotonic()
             self.manual_node(fourth, staged[fourth])
             t1 = time.monotonic()
@@ -546,13 +534,26 @@ class Bench:
         self.rolling(inv3, three, users, MEMORY_STORAGE)
         for i in range(REPS):
             log(f"join round {i + 1}/{REPS}, {users} users, {MEMORY_STORAGE}")
-            took, out = self.fab("add-master", "--host", fourth, "--inventory", str(inv4))
-            self.record(f"add-master, {roll_tag(users, MEMORY_STORAGE)}", took)
-            self.phases(f"add-master, {roll_tag(users, MEMORY_STORAGE)}", out)
-            copied = [ln.split("] ", 1)[1].strip() for ln in out.splitlines() if "  copied " in ln]
-            self.notes[f"add-master tables, {roll_tag(users, MEMORY_STORAGE)}"] = "; ".join(copied)
-            self.assert_holds(fourth, users, MEMORY_STORAGE)
-            self.forget("lab1", fourth)
+            self.add_master(inv4, fourth, users, MEMORY_STORAGE)
+
+    def add_master(self, inv4: Path, fourth: str, users: int, storage: str = DEFAULT_STORAGE) -> None:
+        """`fab add-master` of the 4th host, timed, its phases, copies and join steps noted;
+        then it holds every user in the cluster's layout, and is forgotten and reset."""
+        tag = roll_tag(users, storage)
+        took, out = self.fab("add-master", "--host", fourth, "--inventory", str(inv4))
+        self.record(f"add-master, {tag}", took)
+        self.phases(f"add-master, {tag}", out)
+        copied = [ln.split("] ", 1)[1].strip() for ln in out.splitlines() if "  copied " in ln]
+        self.notes[f"add-master tables, {tag}"] = "; ".join(copied)
+        if storage == DEFAULT_STORAGE:
+            self.copy_seconds[users] = sum(float(m) for m in re.findall(r"in ([0-9.]+)s", "; ".join(copied)))
+        ticks = [ln.split("] ", 1)[1].strip() for ln in out.splitlines() if "  copying " in ln]
+        if ticks:
+            self.notes[f"add-master copy progress, {tag}"] = " | ".join(ticks)
+        self.notes[f"add-master join steps (in the plugin), {tag}"] = next(
+            (ln.split("] ", 1)[1].strip() for ln in out.splitlines() if "ping " in ln and "ms, " in ln), "")
+        self.assert_holds(fourth, users, storage)
+        self.forget("lab1", fourth)
 
     def satellites(self, three: list[str], fourth: str, domain: str, users: int) -> None:
         inv_sat = self.inventory(three + [fourth], (fourth,))
