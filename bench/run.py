@@ -13,7 +13,10 @@ trial). Measured, each REPS times, medians reported:
      the manual way (config, start, `ejabberdctl join_cluster`) into the same; the tables'
      bytes, the join's records/s and MB/s, and what one host's disc writes (dd) for scale;
   3. at 100,000 users (or BENCH_USERS if fewer): `fab rolling-restart` of the 3 nodes, each
-     node's time without service seen by a client probing its c2s port;
+     node's time without service seen by a client probing its c2s port and its restart span by
+     span from its journal; then cluster.storage's other layout (disc_copies) at that size:
+     the conversion by `fab deploy`, a master's memory and disc in both, the same rolling
+     restart, and add-master into it;
   4. at BENCH_USERS: a full Mnesia backup, `ejabberdctl backup` against the plugin's;
      `fab add-satellite` of the 4th node (against add-master's), an XMPP login and a roster
      read on a satellite against on a master (LATENCY_TRIES each, medians);

@@ -380,11 +380,11 @@ def _cluster(chk: _Checker, raw: Any, path: Path) -> Cluster | None:
     if _is(offline_limit, int) and not 1 <= offline_limit <= OFFLINE_LIMIT_MAX:
         chk.fail("cluster.offline_limit", f"{offline_limit}: messages kept per offline user, 1 to "
                                           f"{OFFLINE_LIMIT_MAX} (docs/reliability.md: what they cost)")
-    storage = c.get("storage", "disc_only_copies")
+    storage = c.get("storage", STORAGE_TYPES[0])
     if _is(storage, str) and storage not in STORAGE_TYPES:
         chk.fail("cluster.storage", f"{storage!r}: one of {', '.join(STORAGE_TYPES)} (docs/performance.md: "
                                     "what each costs)")
-    elif storage != "disc_only_copies" and c.get("database"):
+    elif storage != STORAGE_TYPES[0] and c.get("database"):
         chk.fail("cluster.storage", f"{storage}: the users' tables are in cluster.database, not in Mnesia; "
                                     "leave cluster.storage out")
     backups = chk.section(c.get("backups", {}), "cluster.backups", "cluster.backups")
