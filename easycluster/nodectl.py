@@ -144,7 +144,7 @@ def restart(host: Host, c2s_port: int) -> None:
 
 
 def reload_config(host: Host) -> None:
-    host.run("ejabberdctl reload_config", what="reloading ejabberd.yml")
+    ctl(host, "reload_config", what="reloading ejabberd.yml")
 
 
 def status(host: Host) -> dict | None:
@@ -316,6 +316,12 @@ def node_call(host: Host, node_name: str, function: str, timeout: float = 120) -
     return answer_of(host, r, f"easy_cluster:{function} failed")
 
 
+def ctl(host: Host, command: str, *args: str, what: str) -> Result:
+    """Run `ejabberdctl COMMAND ARGS` inside the node (lib.sh's ec_ctl: no VM of its own where
+    it can); RemoteError "WHAT failed" if it fails."""
+    return host.script(render("ctl", command=command, args=list(args), no_timeout=False), what=what)
+
+
 def ctl_json(host: Host, command: str, *args: str, what: str, timeout: float | None = 120,
              or_none: bool = False) -> dict | None:
     """Run `ejabberdctl COMMAND ARGS` (a plugin command: it answers one line of JSON) and return
@@ -365,7 +371,7 @@ def offline_import(host: Host) -> int:
 
 def partition_clear(host: Host) -> None:
     """Forget the partitions Mnesia reported on this node (once healed)."""
-    host.run("ejabberdctl easy_cluster_partition_clear", what="clearing the partition record")
+    ctl(host, "easy_cluster_partition_clear", what="clearing the partition record")
 
 
 def restore(host: Host, path: str) -> dict:

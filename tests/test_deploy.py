@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import stat
+import subprocess
 import time
 import uuid
 
@@ -18,6 +20,7 @@ import yaml
 import xmpp
 from conftest import JOIN_PAUSE, assert_units_clean, fab, fab_paused_in_join, pinned_version, ssh, unit_state
 from easycluster.paths import MNESIA_BACKUP_DIR
+from easycluster.scripts import render
 
 HOSTS = ["lab1", "lab2", "lab3"]
 NODES = [f"ejabberd@{h}" for h in HOSTS]
@@ -127,6 +130,33 @@ def test_plugin_status_answers_on_every_node(deployed, lab):
         st = cluster_status(lab, host)
         assert st["node"] == name and st["master"] is True and st["missing_tables"] == []
         assert sorted(st["db_nodes"]) == NODES and sorted(st["running_db_nodes"]) == NODES
+
+
+@pytest.mark.parametrize("args", [
+    ["status"],
+    ["easy_cluster_status"],                      # a plugin command's JSON
+    ["nosuchcommand"],                            # ejabberd's own refusal, and its exit status
+    ["check_account", "admin", "nosuchdomain.test"],
+    ["help", "x\"y\\z'q,[1]"],                    # quotes, a backslash, Erlang's punctuation: as given
+    ["help", "é✓"],                                # not ASCII: through ejabberdctl
+])
+def test_ec_ctl_answers_as_ejabberdctl_does_without_a_vm_of_its_own(deployed, lab, args):
+    """lib.sh's ec_ctl (every command the toolkit asks a node) prints and exits as `ejabberdctl`
+    does, without booting an Erlang VM to ask (erl_call: here an `ejabberdctl` that answers is
+    a shell function that fails, unless the argument is not ASCII)."""
+    by_hand = ssh(lab, "lab1", "cd / && ejabberdctl " + shlex.join(args), check=False)
+    fallback = not args[-1].isascii()
+    poisoned = "" if fallback else "ejabberdctl() { echo 'booted a VM'; return 99; }\n"
+    text = poisoned + render("ctl", command=args[0], args=args[1:], no_timeout=False)
+    ours = subprocess.run(["ssh", "-F", str(lab.ssh_config), "lab1", "bash -c 'eval \"$(cat)\"'"], input=text,
+                          capture_output=True, text=True, timeout=120)
+    if args == ["easy_cluster_status"]:   # its uptime and counters move between the two calls
+        keep = ("node", "db_nodes", "running_db_nodes", "master", "missing_tables", "plugin_version")
+        assert {k: json.loads(ours.stdout)[k] for k in keep} == {k: json.loads(by_hand.stdout)[k] for k in keep}
+    else:
+        assert ours.stdout == by_hand.stdout
+    assert ours.returncode == by_hand.returncode, ours.stderr
+    assert "booted a VM" not in ours.stdout
 
 
 def test_cookie_is_a_0600_local_secret_and_0400_on_hosts(deployed, lab):

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# ejabberdctl COMMAND ARGS...; NO_TIMEOUT 1: without ejabberdctl's own time limit.
+# ejabberdctl COMMAND ARGS... (ec_ctl); NO_TIMEOUT 1: without its 60 s time limit.
 # params: COMMAND ARGS NO_TIMEOUT
 options=()
 if [ "$NO_TIMEOUT" = 1 ]; then options+=(--no-timeout); fi
-ejabberdctl "${options[@]}" "$COMMAND" "${ARGS[@]}"
+ec_ctl "${options[@]}" "$COMMAND" "${ARGS[@]}"

@@ -9,7 +9,7 @@
 # with --no-block and then watched, with a bound of its own: a unit that fails or falls into
 # a restart loop is named with the journal's last lines and error.log's tail.
 #
-# params: EPMD_REBIND RESTART_PENDING EJABBERD_ERROR_LOG OS_MOVE_APT POLICY_RC_D
+# params: EPMD_REBIND RESTART_PENDING EJABBERD_ERROR_LOG OS_MOVE_APT POLICY_RC_D EJABBERD_DEFAULT MNESIA_DIR
 
 export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_PAGER=
 cd / || exit   # the ejabberd user must be able to read the working directory (erl_prim_loader)
@@ -75,6 +75,35 @@ ec_stop() {   # through the unit (ExecStop, then SIGTERM, SIGKILL at TimeoutStop
   for _ in $(seq 50); do pgrep -u ejabberd -f beam >/dev/null || return 0; sleep 0.1; done
   echo "an Erlang VM of the ejabberd user still runs, outside ejabberd.service: $(pgrep -a -u ejabberd -f beam | cut -c1-200)"
   return 1
+}
+
+ec_ctl() {   # [--no-timeout] COMMAND ARGS...: `ejabberdctl COMMAND ARGS` inside the running node,
+  # its output and exit status (3: no node answered; else ejabberd's, 60 s time limit unless
+  # --no-timeout). ejabberdctl boots an Erlang VM of its own to ask the node one thing
+  # (ejabberd_ctl:process/1), ~0.3 s of CPU; erl_call (erlang-base's C node) asks the same in
+  # ~10 ms. Its cookie is read from the ejabberd user's home, never from a command line. A
+  # distribution over TLS, which erl_call does not speak, is asked through ejabberdctl
+  local limit=(-timeout 60) node flag a out status terms=()
+  if [ "${1:-}" = --no-timeout ]; then limit=(); shift; fi
+  # (and an argument that is not ASCII: the node would print it back encoded twice)
+  if ! command -v erl_call >/dev/null || grep -q '^ERL_OPTIONS=.*-proto_dist' "$EJABBERD_DEFAULT" 2>/dev/null ||
+     [[ "$*" = *[![:ascii:]]* ]]; then
+    if [ ${#limit[@]} = 0 ]; then ejabberdctl --no-timeout "$@"; else ejabberdctl "$@"; fi
+    return
+  fi
+  node=$(sed -n 's/^ERLANG_NODE=//p' "$EJABBERD_DEFAULT" 2>/dev/null | tail -n 1 | tr -d "\"'")
+  node=${node:-ejabberd@$(hostname -s)}
+  case ${node#*@} in *.*) flag=-name ;; *) flag=-sname ;; esac
+  for a in "$@"; do   # each argument as its bytes, as ejabberdctl passes it (erl_call's terms have no escapes)
+    terms+=("[$(printf '%s' "$a" | od -An -tu1 -v | tr -s ' \n' ',' | sed 's/^,//; s/,$//')]")
+  done
+  out=$(IFS=,; HOME=$MNESIA_DIR erl_call "$flag" "$node" "${limit[@]}" -fetch_stdout \
+          -a "ejabberd_ctl process [[${terms[*]}]]" 2>&1) ||
+    { echo "Failed RPC connection to the node $node: $out"; return 3; }
+  status=${out##*$'\n'}      # the answer's term, after the command's own output
+  case $out in *$'\n'*) printf '%s\n' "${out%$'\n'*}" ;; esac
+  case $status in ''|*[!0-9]*) echo "$status"; return 1 ;; esac
+  return "$status"
 }
 
 ec_plugin_built_with() {   # what the plugin's compiled beams depend on: the same here, the same beams

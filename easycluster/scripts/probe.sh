@@ -71,12 +71,12 @@ if command -v ejabberdctl >/dev/null; then
   if pgrep -u ejabberd -f beam >/dev/null; then beam=yes; else beam=no; fi
   if [ $beam = no ]; then echo "ctl_status=3"
   elif [ "$CTL_MODE" = cluster ]; then   # every member's status, from this node (gather_via)
-    st=$(ejabberdctl easy_cluster_statuses 2>/dev/null) && echo "cluster_statuses=$(echo "$st" | tr -d '\n')"
+    st=$(ec_ctl easy_cluster_statuses 2>/dev/null) && echo "cluster_statuses=$(echo "$st" | tr -d '\n')"
   elif [ "$CTL_MODE" = none ]; then :    # asked from another node (gather_via)
   else
-    st=$(ejabberdctl easy_cluster_status 2>/dev/null); rc=$?
+    st=$(ec_ctl easy_cluster_status 2>/dev/null); rc=$?
     if [ $rc = 0 ]; then echo "ctl_status=0"; echo "cluster_status=$(echo "$st" | tr -d '\n')"
-    else ejabberdctl status >/dev/null 2>&1; echo "ctl_status=$?"; fi
+    else ec_ctl status >/dev/null 2>&1; echo "ctl_status=$?"; fi
   fi
   echo "beam_running=$beam"
 fi

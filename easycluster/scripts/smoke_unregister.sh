@@ -3,4 +3,4 @@
 # their password's file PASSWORD_FILE if the registration left it behind.
 # params: USERS DOMAIN PASSWORD_FILE
 rm -f "$PASSWORD_FILE"
-for user in "${USERS[@]}"; do ejabberdctl unregister "$user" "$DOMAIN" >/dev/null; done
+for user in "${USERS[@]}"; do ec_ctl unregister "$user" "$DOMAIN" >/dev/null; done

@@ -35,7 +35,7 @@ echo "mnesia_bytes=$(du -sb "$MNESIA_DIR" 2>/dev/null | cut -f1)"
 copies=$UPGRADE_COPY_DIR; while [ ! -d "$copies" ]; do copies=$(dirname "$copies"); done
 echo "free_bytes=$(df -B1 --output=avail "$copies" | tail -n 1 | tr -d ' ')"
 if [ "$RECORDS" = 1 ]; then
-  echo "tables:$(ejabberdctl easy_cluster_tables 2>&1 | tail -n 1)"
+  echo "tables:$(ec_ctl easy_cluster_tables 2>&1 | tail -n 1)"
   # not in /tmp: ejabberd.service has a private one (PrivateTmp=true)
   install -d -m 755 "$STATE_DIR"
   scratch=$(mktemp -d "$STATE_DIR/upgrade-headers.XXXXXX")
@@ -44,7 +44,7 @@ if [ "$RECORDS" = 1 ]; then
   if (cd "$scratch" && apt-get "${APT_OPTS[@]}" download -q "ejabberd=$VERSION" >/dev/null 2>&1) &&
      dpkg-deb -x "$scratch"/ejabberd_*.deb "$scratch/root"; then
     include=$(find "$scratch/root" -type d -path '*/ejabberd-*/include' | head -n 1)
-    echo "records:$(ejabberdctl easy_cluster_records "$include" 2>&1 | tail -n 1)"
+    echo "records:$(ec_ctl easy_cluster_records "$include" 2>&1 | tail -n 1)"
   else
     echo "records_error=could not download ejabberd $VERSION (apt-get download)"
   fi
