@@ -603,7 +603,8 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
                 restart |= mf.restart
                 reload |= not mf.restart
         if f.plugin_sha256 != plugin_sha:
-            steps.append(Step(PLUGIN, node.host, "compile and install the easy_cluster plugin"))
+            steps.append(Step(PLUGIN, node.host, "install the easy_cluster plugin (compiled once, or a member's "
+                                                 "beams; shared where the packages are the same)"))
             restart = True
         if not f.running and node.satellite:
             steps.append(Step(SATELLITE, node.host, f"start {node.name} as a satellite (it joins through its "
