@@ -102,7 +102,10 @@ ec_ctl() {   # [--no-timeout] COMMAND ARGS...: `ejabberdctl COMMAND ARGS` inside
     { echo "Failed RPC connection to the node $node: $out"; return 3; }
   status=${out##*$'\n'}      # the answer's term, after the command's own output
   case $out in *$'\n'*) printf '%s\n' "${out%$'\n'*}" ;; esac
-  case $status in ''|*[!0-9]*) echo "$status"; return 1 ;; esac
+  case $status in
+    '{badrpc'*) echo "Failed RPC connection to the node $node: $status"; return 3 ;;   # as ejabberdctl
+    ''|*[!0-9]*) echo "$status"; return 1 ;;
+  esac
   return "$status"
 }
 
