@@ -6,6 +6,7 @@ Nothing here talks to a host, so every rule is tested table-driven without a lab
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field, replace
 
 from . import releases
@@ -600,8 +601,9 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
                 continue
             steps.append(Step(WRITE, node.host, f"write {mf.path}", diff=diff, file=mf))
             if not mf.live:
-                restart |= mf.restart
-                reload |= not mf.restart
+                needs_restart = mf.restart and not settled_by_reload(mf.path, f.files.get(mf.path), mf.content)
+                restart |= needs_restart
+                reload |= not needs_restart
         if f.plugin_sha256 != plugin_sha:
             steps.append(Step(PLUGIN, node.host, "install the easy_cluster plugin (compiled once, or a member's "
                                                  "beams; shared where the packages are the same)"))
@@ -650,6 +652,24 @@ def mark_boot_joins(inv: Inventory, steps: list[Step], facts: dict[str, HostFact
         return steps
     return [replace(s, at_boot=True, summary=f"{s.summary}, during its first start")
             if s.kind == JOIN and not s.at_boot else s for s in steps]
+
+
+_TICKTIME = re.compile(r"net_ticktime \d+")
+
+
+def settled_by_reload(path: str, old: str | None, new: str | Secret) -> bool:
+    """A change of /etc/default/ejabberd in its comments or net_ticktime only: no restart. The
+    running node takes the new net_ticktime from ejabberd.yml's reload (with a transition
+    period, on every node at once); the file's is for its next boot and ejabberdctl. A restart
+    instead would boot a node at the new value among peers at the old one, which is how a
+    tick is missed (see the template)."""
+    if path != EJABBERD_DEFAULT or old is None or isinstance(new, Secret):
+        return False
+
+    def meaning(text: str) -> list[str]:
+        return [_TICKTIME.sub("net_ticktime N", line) for line in text.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    return meaning(old) == meaning(new)
 
 
 def file_change(mf: ManagedFile, f: HostFacts) -> str | None:

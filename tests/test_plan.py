@@ -22,7 +22,7 @@ from easycluster.facts import DbHostFacts, EtcdMember, HostFacts, ReplicaFacts, 
 from easycluster.health import assess
 from easycluster.inventory import Inventory, parse_inventory
 from easycluster.paths import EJABBERD_DEFAULT, EJABBERD_YML, FIREWALL_RULES
-from easycluster.plan import JOIN, DbView, format_plan, make_plan
+from easycluster.plan import JOIN, DbView, format_plan, make_plan, settled_by_reload
 from easycluster.render import Member, host_files, replica_files
 from easycluster.secrets import Secret
 
@@ -301,3 +301,19 @@ def test_health_of_satellites():
     assert "no master runs: the satellites hold no data of their own" in problems
     assert ("ejabberd@lab3: a satellite with no master running: it cannot serve stored data (logins fail) "
             "until one is back") in problems
+
+
+_DEFAULT_OLD = "# a comment\nERLANG_NODE=ejabberd@lab1\nERL_OPTIONS=\"-kernel net_ticktime 60 -pa /x\"\n"
+
+
+@pytest.mark.parametrize("path, old, new, settled", [
+    (EJABBERD_DEFAULT, _DEFAULT_OLD, _DEFAULT_OLD.replace("net_ticktime 60", "net_ticktime 15"), True),
+    (EJABBERD_DEFAULT, _DEFAULT_OLD, _DEFAULT_OLD.replace("a comment", "another comment (15 s)"), True),
+    (EJABBERD_DEFAULT, _DEFAULT_OLD, _DEFAULT_OLD.replace("60 -pa /x", "15 -pa /y"), False),   # and the code path
+    (EJABBERD_DEFAULT, _DEFAULT_OLD, _DEFAULT_OLD.replace("ejabberd@lab1", "ejabberd@lab9"), False),
+    (EJABBERD_DEFAULT, _DEFAULT_OLD.replace("-kernel net_ticktime 60 ", ""), _DEFAULT_OLD, False),   # newly set
+    (EJABBERD_DEFAULT, None, _DEFAULT_OLD, False),                                            # a new file
+    (EJABBERD_YML, "net_ticktime: 60\n", "net_ticktime: 15\n", False),                        # not this rule's file
+])
+def test_only_net_ticktime_or_comments_in_etc_default_are_settled_by_a_reload(path, old, new, settled):
+    assert settled_by_reload(path, old, new) is settled
