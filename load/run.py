@@ -563,8 +563,8 @@ class Load:
         self.wait_healthy()
 
     def partition_heal(self) -> None:
-        """lab3 cut off until both sides count the other as down (net_ticktime; longer for a node
-        started within the last minute), then the link is back and `fab heal --winner lab1`."""
+        """lab3 cut off until both sides count the other as down (net_ticktime: every node boots
+        at the cluster's), then the link is back and `fab heal --winner lab1`."""
         self.probe.move(len(self.probe.users) // 3, "lab3")      # users on the side that is cut off
         time.sleep(5)
         self.lab.partition("lab3")
