@@ -599,11 +599,12 @@ def make_plan(inv: Inventory, facts: dict[str, HostFacts], cookie: Secret,
             diff = file_change(mf, f)
             if diff is None:
                 continue
+            if mf.restart and settled_by_reload(mf.path, f.files.get(mf.path), mf.content):
+                mf = replace(mf, restart=False)   # also for the marker its write leaves (configure.sh)
             steps.append(Step(WRITE, node.host, f"write {mf.path}", diff=diff, file=mf))
             if not mf.live:
-                needs_restart = mf.restart and not settled_by_reload(mf.path, f.files.get(mf.path), mf.content)
-                restart |= needs_restart
-                reload |= not needs_restart
+                restart |= mf.restart
+                reload |= not mf.restart
         if f.plugin_sha256 != plugin_sha:
             steps.append(Step(PLUGIN, node.host, "install the easy_cluster plugin (compiled once, or a member's "
                                                  "beams; shared where the packages are the same)"))

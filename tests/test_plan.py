@@ -317,3 +317,16 @@ _DEFAULT_OLD = "# a comment\nERLANG_NODE=ejabberd@lab1\nERL_OPTIONS=\"-kernel ne
 ])
 def test_only_net_ticktime_or_comments_in_etc_default_are_settled_by_a_reload(path, old, new, settled):
     assert settled_by_reload(path, old, new) is settled
+
+
+def test_a_net_ticktime_change_leaves_no_restart_pending():
+    """Its /etc/default/ejabberd is written as a file that needs no restart, so configure.sh
+    leaves no restart-pending marker (which the next deploy would act on)."""
+    inv, facts, case = load_case(CASES / "net-ticktime-change-is-reloaded-not-restarted.yaml")
+    plan = make_plan(inv, facts, COOKIE)
+    written = {s.file.path: s.file.restart for s in plan.steps if s.host == "lab1" and s.file is not None}
+    assert written == {EJABBERD_DEFAULT: False, EJABBERD_YML: False}
+    # another change of the same file still restarts the node
+    inv2, facts2, _ = load_case(CASES / "distribution-change-restarts-each-node.yaml")
+    assert [s.file.restart for s in make_plan(inv2, facts2, COOKIE).steps
+            if s.host == "lab1" and s.file is not None and s.file.path == EJABBERD_DEFAULT] == [True]
