@@ -138,6 +138,7 @@ def test_plugin_status_answers_on_every_node(deployed, lab):
     ["nosuchcommand"],                            # ejabberd's own refusal, and its exit status
     ["check_account", "admin", "nosuchdomain.test"],
     ["help", "x\"y\\z'q,[1]"],                    # quotes, a backslash, Erlang's punctuation: as given
+    ["help", "ejabberd@lab1,ejabberd@lab2"],       # a list of nodes, as easy_cluster_set_master takes it
     ["help", "é✓"],                                # not ASCII: through ejabberdctl
 ])
 def test_ec_ctl_answers_as_ejabberdctl_does_without_a_vm_of_its_own(deployed, lab, args):

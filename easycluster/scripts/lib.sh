@@ -94,8 +94,10 @@ ec_ctl() {   # [--no-timeout] COMMAND ARGS...: `ejabberdctl COMMAND ARGS` inside
   node=$(sed -n 's/^ERLANG_NODE=//p' "$EJABBERD_DEFAULT" 2>/dev/null | tail -n 1 | tr -d "\"'")
   node=${node:-ejabberd@$(hostname -s)}
   case ${node#*@} in *.*) flag=-name ;; *) flag=-sname ;; esac
-  for a in "$@"; do   # each argument as its bytes, as ejabberdctl passes it (erl_call's terms have no escapes)
-    terms+=("[$(printf '%s' "$a" | od -An -tu1 -v | tr -s ' \n' ',' | sed 's/^,//; s/,$//')]")
+  for a in "$@"; do   # each argument as a string, as ejabberdctl passes it; erl_call's terms have
+    # no escapes, so one with other characters than these goes as its bytes (readable in ps otherwise)
+    if [[ $a =~ ^[A-Za-z0-9_.@:/=+,-]*$ ]]; then terms+=("\"$a\"")
+    else terms+=("[$(printf '%s' "$a" | od -An -tu1 -v | tr -s ' \n' ',' | sed 's/^,//; s/,$//')]"); fi
   done
   out=$(IFS=,; HOME=$MNESIA_DIR erl_call "$flag" "$node" "${limit[@]}" -fetch_stdout \
           -a "ejabberd_ctl process [[${terms[*]}]]" 2>&1) ||
