@@ -24,6 +24,8 @@ from .scripts import render
 
 START_BOUND = 90      # seconds for a node to report started
 STOP_BOUND = 130      # the unit's TimeoutStopSec (120) and a little
+SETTLE_BOUND = 10     # seconds a restarted node is given to finish its start's work
+SETTLED_PCT = 30      # its VM's use of one core below which it has
 REBOOT_BOUND = 300    # seconds for a rebooted host to answer over SSH again
 
 
@@ -206,6 +208,17 @@ def wait_started(host: Host, c2s_port: int) -> None:
     """Wait for a node already launched to report started (failure: the tail of error.log);
     it runs the configuration it was launched with, so no restart is pending any more."""
     host.script(_unit("wait_started", c2s_port), what="waiting for ejabberd to start", timeout=START_BOUND + 30)
+
+
+def wait_settled(host: Host) -> tuple[bool, int]:
+    """Wait (at most SETTLE_BOUND s) until a node just back has done the work its start left:
+    its VM below SETTLED_PCT % of a core. A node that reloaded its tables from a peer goes on
+    rewriting their dets files for seconds; the next node of a rolling restart reloads from it
+    and, on shared cores, beside it. Returns (settled, its last % of a core)."""
+    r = host.script(render("wait_settled", bound=SETTLE_BOUND, settled_pct=SETTLED_PCT),
+                    what="waiting for the node to settle", timeout=SETTLE_BOUND + 30)
+    state, _, pct = r.stdout.strip().rpartition("\n")[2].partition(" ")
+    return state == "settled", int(pct or 0)
 
 
 def abort_boot_join(host: Host) -> None:

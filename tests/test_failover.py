@@ -16,6 +16,9 @@ import pytest
 import yaml
 
 import xmpp
+from easycluster import nodectl
+from easycluster.inventory import load_inventory
+from easycluster.remote import Fleet
 from easycluster.xmpp import Client, connect
 from conftest import FAB, REPO, fab, node_eval, pinned_version, ssh
 from traffic import Traffic
@@ -334,6 +337,9 @@ def test_rolling_restart_keeps_every_message_sent_to_a_node_that_is_up(cluster, 
         sessions = ssh(lab, hosts[0], "ejabberdctl connected_users").stdout.split()
         assert len(sessions) == len(hosts), sessions
     assert "cluster: healthy" in out, out
+    # each node but the last was given time to finish its start's work before the next went
+    settled = [l for l in out.splitlines() if "settled (its start's work done): ok" in l]
+    assert [l[:6] for l in settled] == [f"[{h}]" for h in hosts[:-1]], out
     checked, lost = traffic.accounting()
     assert len(checked) > 20 * len(hosts), f"too little traffic to judge: {len(checked)} messages"
     assert not lost, f"{len(lost)} of {len(checked)} messages lost, e.g. {lost[:3]}"
@@ -355,6 +361,23 @@ def test_rolling_restart_keeps_every_message_sent_to_a_node_that_is_up(cluster, 
     # 60, a node reloading a million users was counted down by its peers (docs/performance.md)
     for h in hosts:
         assert node_eval(lab, h, "net_kernel:get_net_ticktime()") == "15", h
+
+
+def test_a_node_is_settled_only_once_its_vm_is_no_longer_busy(cluster, lab):
+    """nodectl.wait_settled (the rolling restart's pause between nodes) waits while the VM works:
+    a process spinning for 4 s inside lab1's node keeps it from settling until it ends."""
+    hosts, _ = cluster
+    inv = load_inventory(lab.inventory)
+    with Fleet(inv) as fleet:
+        assert nodectl.wait_settled(fleet[hosts[0]])[0], "an idle node did not settle"
+        node_eval(lab, hosts[0], "spawn(fun() -> E = erlang:monotonic_time(millisecond) + 4000, "
+                                 "Spin = fun S() -> case erlang:monotonic_time(millisecond) < E of "
+                                 "true -> S(); false -> ok end end, Spin() end), ok")
+        t0 = time.monotonic()
+        settled, pct = nodectl.wait_settled(fleet[hosts[0]])
+        waited = time.monotonic() - t0
+    assert settled and pct < nodectl.SETTLED_PCT
+    assert waited > 2, f"settled after {waited:.1f}s while a process spun for 4 s"
 
 
 def test_restore_asks_first_then_brings_every_node_back_to_the_backup(cluster, lab):
