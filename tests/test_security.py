@@ -51,8 +51,9 @@ class PsCapture:
             self.procs.append(subprocess.Popen(
                 ["ssh", "-F", str(lab.ssh_config), h,
                  # new lines only (awk), or the capture grows by megabytes a minute; the loop
-                 # ends when the pipe does
-                 "while ps -eww -o args; do sleep 0.05; done | awk '!seen[$0]++ {print; fflush()}'"],
+                 # ends when the pipe does. Debian's awk is mawk, which reads its input in
+                 # blocks unless -W interactive: the capture would lag by a block of ps output
+                 "while ps -eww -o args; do sleep 0.05; done | mawk -W interactive '!seen[$0]++ {print; fflush()}'"],
                 stdout=out, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
 
     def text(self) -> str:
