@@ -25,7 +25,7 @@ from .scripts import render
 START_BOUND = 90      # seconds for a node to report started
 STOP_BOUND = 130      # the unit's TimeoutStopSec (120) and a little
 SETTLE_BOUND = 10     # seconds a restarted node is given to finish its start's work
-SETTLED_PCT = 30      # its VM's use of one core below which it has
+SETTLED_PCT = 30      # % of one core: a VM using less over half a second has settled
 REBOOT_BOUND = 300    # seconds for a rebooted host to answer over SSH again
 
 
