@@ -49,8 +49,9 @@ def gather_one(host: Host, inventory: Inventory, probe_network: bool = True, ctl
 
 def gather_via(fleet: Fleet, ask: str | None = None, probe_network: bool = False) -> dict[str, HostFacts]:
     """As gather, but with every member's status asked from one node (`ask`, by default the
-    first host) in one ejabberdctl call rather than one per host (each boots a VM: ~0.2 s of
-    CPU). A host whose VM runs but whose status did not come that way (not a member, not
+    first host) in one call (ec_ctl) rather than one per host: one node's rpc to its peers
+    instead of a call into each (and, over TLS, one ejabberdctl VM instead of several, ~0.2 s of
+    CPU each). A host whose VM runs but whose status did not come that way (not a member, not
     answering, or `ask` itself not running) is asked on its own, as gather does."""
     hosts = list(fleet.hosts)
     ask = ask or hosts[0]

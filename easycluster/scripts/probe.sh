@@ -67,7 +67,7 @@ probe() {  # host port -> open | refused | timeout | unreachable
 for h in "${PEERS[@]}"; do for p in "${PORTS[@]}"; do probe "$h" "$p" & done; done
 wait
 if command -v ejabberdctl >/dev/null; then
-  # no VM, no node: skip the two ejabberdctl calls (each boots a VM of its own, ~0.2 s of CPU)
+  # no VM, no node: skip the calls into it (ec_ctl; each would only find no node to answer)
   if pgrep -u ejabberd -f beam >/dev/null; then beam=yes; else beam=no; fi
   if [ $beam = no ]; then echo "ctl_status=3"
   elif [ "$CTL_MODE" = cluster ]; then   # every member's status, from this node (gather_via)
