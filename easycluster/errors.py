@@ -31,6 +31,10 @@ class RemoteError(EasyClusterError):
         super().__init__(f"{host}: {what}" + (f": {detail}" if detail else ""))
 
 
+class RemoteOverdue(RemoteError):
+    """A command on a host still running after its bound (the host answers: not cut off)."""
+
+
 class JoinFailed(RemoteError):
     """The join did not complete. `answer` is the plugin's JSON if it gave one;
     `lost` means the host stopped answering over SSH."""

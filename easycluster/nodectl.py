@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .errors import JoinFailed, RemoteError
+from .errors import JoinFailed, RemoteError, RemoteOverdue
 from .paths import HEAL_CARRY, MNESIA_BACKUP_DIR
 from .remote import Host, Result
 from .render import ManagedFile, plugin_sources
@@ -155,7 +155,8 @@ def status(host: Host) -> dict | None:
 
 
 JOIN_BOUND = 3600
-POLL_TIMEOUT = 15     # a poll that takes longer means the host is cut off
+POLL_TIMEOUT = 15     # a host silent this long while a join is followed is cut off
+JOIN_HEARTBEAT = 2    # seconds between the join follower's signs of life
 
 
 def launch_joining(host: Host, seed: str) -> None:
@@ -167,31 +168,27 @@ def launch_joining(host: Host, seed: str) -> None:
                 timeout=60)
 
 
-def boot_join(host: Host, on_progress=lambda line: None, interval: float = 0.05) -> dict:
+def boot_join(host: Host, on_progress=lambda line: None) -> dict:
     """Give a node launched by launch_joining its turn and follow its join to the end (Mnesia
-    joined, every table copied; ejabberd then starts by itself: see wait_started). Polled over
-    the open connection (a poll reads one small file: cheap enough to ask often); a poll that
-    gets no answer means the host is cut off."""
+    joined, every table copied; ejabberd then starts by itself: see wait_started), in one call
+    that prints the plugin's progress as it is written (join_follow.sh); a host silent for
+    POLL_TIMEOUT seconds is cut off."""
     host.script(render("join_turn"), what="giving the join its turn")
-    poll = render("join_poll")
-    seen = 0
-    deadline = time.monotonic() + JOIN_BOUND
-    while True:
-        time.sleep(interval)
-        try:
-            r = host.script(poll, check=False, timeout=POLL_TIMEOUT, what="polling the join")
-        except RemoteError as exc:
-            raise JoinFailed(host.name, f"lost contact with the host during the join ({exc.detail})",
-                             lost=True) from None
-        state, _, progress = r.stdout.partition("@@\n")
-        lines = progress.splitlines()
-        for line in lines[seen:]:
-            on_progress(line)
-        seen = len(lines)
-        if state.strip() == "done":
-            break
-        if time.monotonic() > deadline:
-            raise JoinFailed(host.name, f"the join did not finish within {JOIN_BOUND}s")
+    lines: list[str] = []
+
+    def line(text: str) -> None:
+        if not text.startswith("@@ "):
+            lines.append(text)
+            on_progress(text)
+    try:
+        host.follow(render("join_follow", heartbeat=JOIN_HEARTBEAT), line, silence=POLL_TIMEOUT,
+                    bound=JOIN_BOUND, what="following the join")
+    except RemoteOverdue:
+        raise JoinFailed(host.name, f"the join did not finish within {JOIN_BOUND}s") from None
+    except RemoteError as exc:
+        raise JoinFailed(host.name, f"lost contact with the host during the join ({exc.detail})",
+                         lost=True) from None
+    progress = "\n".join(lines)
     results = [line[len("result "):] for line in progress.splitlines() if line.startswith("result ")]
     answer = last_json(results[-1]) if results else {}
     if answer.get("ok"):

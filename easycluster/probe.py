@@ -27,6 +27,9 @@ from .scripts import render
 READABLE_FILES = (FIREWALL_UNIT, FIREWALL_RULES, EPMD_DROPIN, UNIT_DROPIN, EJABBERD_YML, EJABBERD_DEFAULT, DIST_TLS_CA,
                   DIST_TLS_CERT, DIST_TLS_OPTFILE, MNESIA_SCHEMA_FILE, HAPROXY_CFG, NODE_EXPORTER_DEFAULT)
 SECRET_FILES = (DIST_TLS_KEY, SQL_SECRET_FILE)   # only their hash is read, like the cookie's
+# how long a TCP connection to a peer may take to be answered or refused before its probe says
+# timeout (a firewall dropping it); every probe of a host runs at once
+PROBE_SECONDS = 5
 
 
 def probe_script(inventory: Inventory, host: str, probe_network: bool = True, ctl: str = "self") -> str:
@@ -38,7 +41,7 @@ def probe_script(inventory: Inventory, host: str, probe_network: bool = True, ct
     c = inventory.cluster
     ports = [4369] + list(range(c.port_min, c.port_max + 1))
     return render("probe", files=READABLE_FILES, secrets=SECRET_FILES, resolve=node_hosts, peers=peers,
-                  ports=ports, ctl_mode=ctl)
+                  ports=ports, ctl_mode=ctl, probe_seconds=PROBE_SECONDS)
 
 
 def gather_one(host: Host, inventory: Inventory, probe_network: bool = True, ctl: str = "self") -> HostFacts:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -21,7 +23,7 @@ from fabric import Config, Connection
 from fabric.runners import Remote
 from invoke.exceptions import CommandTimedOut
 
-from .errors import RemoteError
+from .errors import RemoteError, RemoteOverdue
 from .inventory import Inventory, Node
 
 T = TypeVar("T")
@@ -151,6 +153,48 @@ class Host:
         before it runs, so a command in it that reads stdin (ejabberdctl, erl) cannot swallow
         the rest."""
         return self.run("bash -c 'eval \"$(cat)\"'", stdin=body, **kwargs)
+
+    def follow(self, body: str, on_line: Callable[[str], None], *, silence: float, bound: float,
+               what: str) -> Result:
+        """Run a bash script as `script` does, handing each line it prints to on_line as it comes
+        (one request, where polling would make one every interval). A host that prints nothing
+        for `silence` seconds is cut off; the script must say something more often (a
+        heartbeat) while it waits: RemoteError then; RemoteOverdue after `bound` seconds."""
+        if self._cut_off:
+            raise RemoteError(self.name, what, "the host stopped answering earlier")
+        deadline = time.monotonic() + bound
+        try:
+            chan = self.transport().open_session(timeout=silence)
+            chan.settimeout(silence)
+            chan.exec_command("bash -c 'eval \"$(cat)\"'")
+            chan.sendall(body.encode())
+            chan.shutdown_write()
+            out, pending = [], b""
+            while data := chan.recv(65536):
+                *lines, pending = (pending + data).split(b"\n")
+                for line in lines:
+                    text = line.decode(errors="replace")
+                    out.append(text)
+                    on_line(text)
+                if time.monotonic() > deadline:
+                    chan.close()
+                    raise RemoteOverdue(self.name, what, f"not done within {bound:.0f}s")
+            rc = chan.recv_exit_status()
+            err = b""
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            chan.close()
+        except RemoteError:
+            raise
+        except socket.timeout:
+            self._cut_off = True
+            raise RemoteError(self.name, what, f"no answer within {silence:.0f}s (host cut off or hung)") from None
+        except Exception as exc:  # paramiko and socket errors
+            raise RemoteError(self.name, what, f"{type(exc).__name__}: {str(exc)[-300:]}") from None
+        if pending:
+            out.append(pending.decode(errors="replace"))
+            on_line(out[-1])
+        return Result(rc, "\n".join(out) + ("\n" if out else ""), err.decode(errors="replace"))
 
     def put_bytes(self, data: bytes, remote_path: str) -> None:
         """Write `data` to `remote_path` over SFTP (mode 0600 from creation on)."""

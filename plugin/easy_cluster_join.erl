@@ -77,6 +77,11 @@ boot_join(Seed) ->
     Extender = spawn_link(fun() -> extend_start_timeout() end),
     progress("waiting", []),
     _ = application:load(ejabberd),
+    %% The join's own code first (Mnesia's, dets'): loaded on first use, each of its modules
+    %% would wait behind the code server while it loads ejabberd's for prepare_start below
+    %% (add-master at 10,000 users: the tables' copy 0.93 s with the two side by side, 0.48 s
+    %% alone)
+    _ = load_join_code(),
     %% ejabberd's code and its translation cache, made ready beside the wait for the turn and
     %% the join (ejabberd's start needs them, not the join): done before the wait, they were
     %% the critical path of a join that gets its turn at once (add-master: ~1 s)
@@ -126,6 +131,12 @@ sd_notify(Msg) ->
                 {error, _} = E -> E
             end
     end.
+
+-spec load_join_code() -> ok | {error, term()}.
+load_join_code() ->
+    {ok, Mnesia} = application:get_key(mnesia, modules),
+    code:ensure_modules_loaded(Mnesia ++ [dets, dets_server, dets_sup, dets_utils, dets_v9, file_sorter,
+                                          disk_log, disk_log_1, disk_log_server, disk_log_sup]).
 
 -spec prepare_start() -> ok.
 prepare_start() ->
@@ -312,6 +323,8 @@ copy_ticker(Seed, T, disc_only_copies, T0) ->
                         error -> {written, fun written/0}
                     end,
     C0 = Count(),
+    %% the seed is asked only for a table still copying after a tick (most are copied sooner)
+    timer:sleep(?COPY_TICK_MS),
     Total = count_or_zero(rpc:call(Seed, dets, info, [T, file_size], 10000)),
     Tmp = filename:join(mnesia:system_info(directory), atom_to_list(T) ++ ".TMP"),
     After = case mnesia:table_info(T, index) of [] -> closing; _ -> indexing end,
@@ -323,15 +336,16 @@ copy_ticker(Seed, T, disc_only_copies, T0) ->
                              end
                 end, false);
 copy_ticker(Seed, T, Type, T0) ->
+    timer:sleep(?COPY_TICK_MS),
     Total = count_or_zero(rpc:call(Seed, mnesia, table_info, [T, size], 10000)),
     copy_ticker(T, Type, T0, records, Total,
                 fun() -> count_or_zero(ets:info(T, size)) end,
                 fun(Seen) -> {receiving, Seen} end, false).
 
 copy_ticker(T, Type, T0, Unit, Total, Done, Stage, Seen) ->
-    timer:sleep(?COPY_TICK_MS),
     {Now, Seen1} = Stage(Seen),
     progress("copying ~s ~s ~B ~B ~s ~B ~s", [T, Type, Done(), Total, Unit, erlang:monotonic_time(millisecond) - T0, Now]),
+    timer:sleep(?COPY_TICK_MS),
     copy_ticker(T, Type, T0, Unit, Total, Done, Stage, Seen1).
 
 %% A size or count as answered, or 0 for anything else (a failed rpc, no such table yet).

@@ -5,7 +5,7 @@
 -export([status/0, statuses/0, status_map/0]).
 -export([where_to_commit/1, registered_users/0, ejabberd_version/0, versions/0]).
 
--define(PLUGIN_VERSION, <<"1.16.0">>).
+-define(PLUGIN_VERSION, <<"1.17.0">>).
 
 -spec status() -> easy_cluster_json:answer().
 status() ->

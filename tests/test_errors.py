@@ -20,6 +20,8 @@ ERRORS = [
     (errors.InventoryError(Path("/inv/t.yml"), ["cluster.name: missing"]),
      "invalid inventory (1 problem):\n  /inv/t.yml: cluster.name: missing"),
     (errors.RemoteError("lab1", "ejabberdctl restart", "exit 1"), "lab1: ejabberdctl restart: exit 1"),
+    (errors.RemoteOverdue("lab2", "following the join", "not done within 3600s"),
+     "lab2: following the join: not done within 3600s"),
     (errors.JoinFailed("lab2", "the seed is not running"), "lab2: join failed: the seed is not running"),
     (errors.StepFailed("lab1", "restart", "exit 1"), "[lab1] restart failed: exit 1"),
     (errors.PreflightFailed([Problem("lab2", "ssh", "unreachable", "check the host")]),

@@ -4,5 +4,5 @@
 # params: MEMBER JOINING JOIN_SEED_FILE JOIN_GO
 set -e
 rm -f "$JOINING" "$JOIN_SEED_FILE" "$JOIN_GO"
-if [ "$MEMBER" = 1 ]; then systemctl enable --quiet ejabberd
+if [ "$MEMBER" = 1 ]; then ec_enable ejabberd
 else systemctl reset-failed ejabberd 2>/dev/null || true; fi

@@ -72,9 +72,10 @@ if [ "$PLUGIN" = 1 ]; then
   install -m 644 "$STAGING"/src/*.erl "$PLUGIN_SRC/"
 fi
 
+# enabled before the one reload (ec_enable makes the link only)
+if [ $unit_written = 1 ]; then ec_enable easycluster-firewall 2>/dev/null; fi
 if [ $reload = 1 ]; then systemctl daemon-reload; fi
 if [ $epmd = 1 ]; then touch "$EPMD_REBIND"; fi
-if [ $unit_written = 1 ]; then systemctl enable --quiet easycluster-firewall 2>/dev/null; fi
 if [ $rules_written = 1 ]; then nft -f "$FIREWALL_RULES"; fi   # in place, atomically (the table is replaced whole)
 if [ $haproxy = 1 ]; then systemctl enable --quiet haproxy; systemctl reload-or-restart haproxy; fi   # sessions kept
 if [ $exporter = 1 ]; then   # node-exporter's new settings; on a node, the directory the plugin writes its metrics to

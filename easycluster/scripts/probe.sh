@@ -1,10 +1,11 @@
 # shellcheck shell=bash
 # Facts: read-only probes of this host, printed as key=value lines (file contents in base64;
 # the cookie and other secret files only as their hash), then end=1. Parsed by facts.py.
-# params: FILES SECRETS RESOLVE PEERS PORTS CTL_MODE
+# params: FILES SECRETS RESOLVE PEERS PORTS CTL_MODE PROBE_SECONDS
 #   FILES: files read whole; SECRETS: files hashed; RESOLVE: host names to resolve; PEERS x
-#   PORTS: TCP ports tried; CTL_MODE: how the node's status is read: self (its own ejabberdctl
-#   call), cluster (every member's, from this node) or none (read from another node)
+#   PORTS: TCP ports tried (all at once, for at most PROBE_SECONDS); CTL_MODE: how the node's
+#   status is read: self (its own ejabberdctl call), cluster (every member's, from this node)
+#   or none (read from another node)
 # params: COOKIE_PATH PLUGIN_SRC PLUGIN_BEAM MNESIA_DIR RESTART_PENDING JOINING STOP_ORDER DEPARTED OS_MOVE
 # shellcheck source=/dev/null
 . /etc/os-release 2>/dev/null
@@ -53,19 +54,25 @@ echo "restart_pending=$([ -f "$RESTART_PENDING" ] && echo yes || echo no)"
 [ -f "$STOP_ORDER" ] && echo "stop_order=$(head -c 2000 "$STOP_ORDER")"
 for d in "$DEPARTED"/*; do [ -f "$d" ] && echo "departed:${d##*/}=$(head -c 200 "$d")"; done
 for h in "${RESOLVE[@]}"; do echo "resolve:$h=$(getent ahostsv4 "$h" | awk '{print $1; exit}')"; done
-probe() {  # host port -> open | refused | timeout | unreachable
-  # a timeout is tried once more, longer: on a busy host (every probe at once) starting the
-  # probe itself can take a second
-  for t in 1 4; do
-    out=$(timeout "$t" bash -c "exec 3<>/dev/tcp/$1/$2" 2>&1); rc=$?
-    [ $rc = 124 ] || break
-  done
-  if [ "$rc" = 0 ]; then r=open; elif [ "$rc" = 124 ]; then r=timeout;
-  else case "$out" in *refused*) r=refused;; *) r=unreachable;; esac; fi
-  echo "reach:$1:$2=$r"
+probe() {  # host port, in a subshell of its own -> reach:host:port=open | refused | unreachable | timeout
+  # bash connects itself (/dev/tcp): no process started per probe (a `timeout` and a `bash` for
+  # each of ~33 probes were most of this script's CPU, on hosts whose cores a run shares)
+  local err rc
+  err=$({ exec 3<>"/dev/tcp/$1/$2"; } 2>&1) && { echo "reach:$1:$2=open"; return; }
+  rc=$?
+  if [ $rc -gt 128 ]; then echo "reach:$1:$2=timeout"   # neither answered nor refused: cut short by the timer
+  else case $err in *refused*) echo "reach:$1:$2=refused" ;; *) echo "reach:$1:$2=unreachable" ;; esac; fi
 }
-for h in "${PEERS[@]}"; do for p in "${PORTS[@]}"; do probe "$h" "$p" & done; done
-wait
+probes=()
+for h in "${PEERS[@]}"; do for p in "${PORTS[@]}"; do probe "$h" "$p" & probes+=($!); done; done
+if [ ${#probes[@]} -gt 0 ]; then
+  # after PROBE_SECONDS, the connections still waiting (a firewall dropping them) are cut short
+  ( exec >/dev/null 2>&1; sleep "$PROBE_SECONDS" & s=$!; trap 'kill $s; exit 0' TERM; wait $s
+    pkill -P "$(IFS=,; echo "${probes[*]}")" ) &
+  timer=$!
+  wait "${probes[@]}"
+  kill "$timer" 2>/dev/null
+fi
 if command -v ejabberdctl >/dev/null; then
   # no VM, no node: skip the calls into it (ec_ctl; each would only find no node to answer)
   if pgrep -u ejabberd -f beam >/dev/null; then beam=yes; else beam=no; fi
