@@ -310,6 +310,7 @@ class Apply:
         seed = inv.node(joins[0].seed)
         joining = [s.host for s in joins]
         backup_on = seed.host if facts[seed.host].running else None
+        backups: list[membership.BackupUnderWay] = []
 
         def prepare(h: Host) -> None:
             try:
@@ -320,8 +321,8 @@ class Apply:
                 raise
             if h.name in plan.hosts_with(RELOAD):
                 self.reload_one(h)
-            if h.name == backup_on:
-                membership.backup(inv, fleet, h.name, progress.say)
+            if h.name == backup_on:   # the joins may begin once it holds the cluster as it is now
+                backups.append(membership.backup_begun(inv, fleet, h.name, progress.say))
             elif h.name in joining:
                 with progress.step(h.name, f"start, to join {seed.name} at boot"):
                     nodectl.launch_joining(h, seed.name)
@@ -341,7 +342,15 @@ class Apply:
                 with progress.phase(f"join {step.host}"), progress.step(
                         step.host, f"join {seed.name} as master, at boot"):
                     membership.join_at_boot(inv, fleet, inv.node(step.host), seed.name, progress.say)
+            if backups:
+                with progress.phase("backup"):
+                    self.backup_written(backups.pop(), joining, seed.name)
         except Exception:
+            for underway in backups:   # a join failed beside it: the backup is still worth having
+                try:
+                    underway.finish()
+                except RemoteError as exc:
+                    progress.say(underway.host, f"the Mnesia backup failed too: {exc.detail}")
             # nodes still waiting for their turn hold nothing yet: stop them, leave no marker
             for host in joining[waiting_from:]:
                 try:
@@ -352,6 +361,18 @@ class Apply:
             raise
         with progress.phase("started"):
             fleet.each(joining, lambda h: self.started_or_rolled_back(h, seed.name))
+
+
+    def backup_written(self, underway: "membership.BackupUnderWay", joined: list[str], seed: str) -> None:
+        """The backup taken beside the joins, finished: had it failed, the cluster would have
+        changed with no restore point, so the joins are rolled back (and the run fails)."""
+        try:
+            underway.finish()
+        except RemoteError as exc:
+            notes = [membership.roll_back_join(self.inv, self.fleet, self.inv.node(h), seed, reachable=True)
+                     for h in joined]
+            raise RemoteError(underway.host, "the Mnesia backup taken before the joins failed",
+                              f"{exc.detail}\n  rolled back: " + "; ".join(notes)) from None
 
 
 # The phases of Apply.run, each with the kinds of step it does. Their order is KIND_ORDER's:

@@ -10,6 +10,7 @@ remove-node, forget-node...) run these under the cluster lock, after a full Mnes
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -23,7 +24,7 @@ from .database import provision
 from .plan import DB_HBA, dist_address, members_of
 from .render import firewall_files, host_files
 from .progress import Progress
-from .remote import Fleet, Host
+from .remote import Background, Fleet, Host
 from .scripts import render
 
 
@@ -187,10 +188,45 @@ def recover_interrupted_join(inv: Inventory, fleet: Fleet, node: Node, f: HostFa
 # --------------------------------------------------------------------------- backups
 
 def backup(inv: Inventory, fleet: Fleet, host: str, say, spare: str | None = None) -> str:
-    node = inv.node(host)
-    path, size = nodectl.backup(fleet[host], f"{inv.cluster.name}-{node.name}", inv.cluster.backups_keep, spare)
-    say(host, f"Mnesia backup: {path} ({size / 1e6:.1f} MB; newest {inv.cluster.backups_keep} kept)")
-    return path
+    return backup_begun(inv, fleet, host, say, spare).finish()
+
+
+class BackupUnderWay:
+    """A backup being written on a node (backup_begun): what it holds is fixed already."""
+
+    def __init__(self, inv: Inventory, fleet: Fleet, host: str, say, spare: str | None):
+        self.host, self._say, self._keep = host, say, inv.cluster.backups_keep
+        self._active = threading.Event()
+        label = f"{inv.cluster.name}-{inv.node(host).name}"
+        self._writer = Background(lambda: self._written(nodectl.backup(fleet[host], label, self._keep, spare,
+                                                                        on_active=self._active.set)))
+
+    def _written(self, result: tuple[str, int]) -> tuple[str, int]:
+        self._active.set()
+        return result
+
+    def wait_active(self) -> None:
+        """Until the backup's checkpoint is active (or it failed: raised by finish)."""
+        while not self._active.wait(0.05):
+            if self._writer.done():
+                break
+
+    def finish(self) -> str:
+        """Wait for the file; say where it is; return its path (raise if it failed)."""
+        path, size = self._writer.result()
+        self._say(self.host, f"Mnesia backup: {path} ({size / 1e6:.1f} MB; newest {self._keep} kept)")
+        return path
+
+
+def backup_begun(inv: Inventory, fleet: Fleet, host: str, say, spare: str | None = None) -> BackupUnderWay:
+    """A full backup taken on `host`, returned as soon as its checkpoint is active: it holds the
+    cluster as it is now, and a membership change may start at once while the file is written
+    (a join beside the backup of a big cluster: Mnesia gives the new node a retainer of the
+    checkpoint for each table it gets a copy of). finish() waits for it. A backup that failed
+    before its checkpoint was active returns at once too: finish() raises."""
+    underway = BackupUnderWay(inv, fleet, host, say, spare)
+    underway.wait_active()
+    return underway
 
 
 def database_dump(inv: Inventory, fleet: Fleet, say, node_host: str | None = None, avoid: str | None = None) -> str:

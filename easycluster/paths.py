@@ -118,6 +118,7 @@ JOIN_GO = f"{EJABBERD_RUN_DIR}/easy_cluster_join.go"          # a boot join's tu
 COOKIE_STAGING = COOKIE_PATH + ".rotate"   # rotate-cookie's new cookie; the plugin reads it from there
 HEAL_CARRY = f"{MNESIA_DIR}/easycluster-heal-offline.bin"     # a loser's offline messages (heal)
 JOIN_PAUSE = f"{EJABBERD_RUN_DIR}/easy_cluster_join.pause"    # the tests' fault injection: a join waits while it exists
+BACKUP_PAUSE = f"{EJABBERD_RUN_DIR}/easy_cluster_backup.pause"   # the tests' too: a backup, its checkpoint active, waits
 
 
 def all_paths() -> dict[str, str]:

@@ -339,6 +339,9 @@ class Background:
         except BaseException as exc:   # raised again in result()
             self._box["error"] = exc
 
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
     def result(self):
         self._thread.join()
         if "error" in self._box:

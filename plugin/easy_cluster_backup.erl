@@ -4,6 +4,12 @@
 
 -export([backup/1, restore/1]).
 
+%% Fault injection for the toolkit's tests: while this file exists, a backup whose checkpoint is
+%% active waits (at most PAUSE_MAX_MS) before it reads anything, so a test can change the
+%% cluster under it.
+-define(PAUSE_FILE, "/run/ejabberd/easy_cluster_backup.pause").
+-define(PAUSE_MAX_MS, 60000).
+
 %% mnesia:backup/1 walks a checkpoint key by key: two dets calls per record of a
 %% disc_only_copies table (passwd, roster...), ~12 s for 200,000 records. This writes the same
 %% file the same way (through mnesia_backup, header, schema first, then each table as a "latest"
@@ -11,6 +17,11 @@
 %% a disc_only_copies table held here reads the dets file in bulk, fixed for the traversal.
 %% Consistent as of the checkpoint's activation: a record changed since then is in the retainer,
 %% and the retainer pass, written after, puts back (or deletes) what it was at activation.
+%%
+%% PathStr ++ ".active" exists from the moment the checkpoint is active until the backup is
+%% written (or has failed): from then on the cluster may change (a join: Mnesia gives a node that
+%% gets a copy of a retained table a retainer of its own), the backup holds it as it was at
+%% activation.
 -spec backup(string()) -> easy_cluster_json:answer().
 backup(PathStr) ->
     T0 = erlang:monotonic_time(millisecond),
@@ -18,9 +29,14 @@ backup(PathStr) ->
     case mnesia:activate_checkpoint([{max, Tabs}, {ram_overrides_dump, false}]) of
         {ok, Name, _Nodes} ->
             Tmp = PathStr ++ ".partial",
-            Result = try write_backup(Name, Tmp)
+            Active = PathStr ++ ".active",
+            Result = try
+                         ok = file:write_file(Active, <<>>),
+                         write_backup(Name, Tmp, fun pause_point/0)
                      catch Class:Why -> {error, {Class, Why}}
-                     after mnesia:deactivate_checkpoint(Name)
+                     after
+                         _ = mnesia:deactivate_checkpoint(Name),
+                         _ = file:delete(Active)
                      end,
             case Result of
                 {ok, Records} ->
@@ -35,13 +51,13 @@ backup(PathStr) ->
             easy_cluster_json:failed(#{ok => false, reason => easy_cluster_json:fmt({activate_checkpoint, Why})})
     end.
 
-write_backup(Name, Path) ->
+write_backup(Name, Path, Opened) ->
     {ok, AllTabs, Cookie} = mnesia_checkpoint:tables_and_cookie(Name),
     {ok, B0} = mnesia_backup:open_write(Path),
     try
+        ok = Opened(),
         {ok, B1} = mnesia_backup:write(B0, [mnesia_log:backup_log_header()]),
-        SchemaFilter = fun(Recs) -> mnesia_bup:refresh_cookie(Recs, Cookie) end,
-        {B2, _} = backup_table(Name, schema, SchemaFilter, {B1, 0}),
+        {ok, B2} = mnesia_backup:write(B1, schema_at_activation(Name, Cookie)),
         {B3, N} = lists:foldl(fun(Tab, Acc) -> backup_table(Name, Tab, record_filter(Tab), Acc) end,
                               {B2, 0}, AllTabs -- [schema]),
         {ok, _} = mnesia_backup:commit_write(B3),
@@ -49,6 +65,35 @@ write_backup(Name, Path) ->
     catch Class:Why:Stack ->
         _ = mnesia_backup:abort_write(B0),
         erlang:raise(Class, Why, Stack)
+    end.
+
+%% The schema's entries as they were when the checkpoint was activated, each written once. A
+%% table whose definition changed since (a join gave it a copy on a new node) has its old
+%% definition in the retainer: the two passes would write the new one, a deletion and the old
+%% one again, and mnesia:restore reads a deletion in a backup's schema as "delete this table".
+%% So both passes are read into one map first (the checkpoint's values last, as they win).
+schema_at_activation(Name, Cookie) ->
+    Put = fun(Recs, M) -> lists:foldl(fun({schema, T}, M1) -> maps:remove(T, M1);
+                                          ({schema, T, _} = R, M1) -> M1#{T => R}
+                                      end, M, Recs)
+          end,
+    Latest = case mnesia_checkpoint:really_retain(Name, schema) of
+                 true -> {ok, L} = mnesia_checkpoint:iterate(Name, schema, Put, #{}, table, latest), L;
+                 false -> #{}
+             end,
+    {ok, Entries} = mnesia_checkpoint:iterate(Name, schema, Put, Latest, retainer, checkpoint),
+    {Own, Tables} = maps:take(schema, Entries),
+    mnesia_bup:refresh_cookie([Own], Cookie) ++ [R || {_, R} <- lists:sort(maps:to_list(Tables))].
+
+-spec pause_point() -> ok.
+pause_point() ->
+    Deadline = erlang:monotonic_time(millisecond) + ?PAUSE_MAX_MS,
+    pause_point(Deadline).
+
+pause_point(Deadline) ->
+    case filelib:is_file(?PAUSE_FILE) andalso erlang:monotonic_time(millisecond) < Deadline of
+        true -> timer:sleep(100), pause_point(Deadline);
+        false -> ok
     end.
 
 record_filter(Tab) ->

@@ -5,6 +5,7 @@ forget-node, failed-join rollback, the cluster lock. Runs after test_deploy on t
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -12,8 +13,8 @@ import pytest
 import yaml
 
 import xmpp
-from conftest import JOIN_PAUSE, assert_units_clean, fab, fab_paused_in_join, node_eval, ssh, unit_state
-from easycluster.paths import MNESIA_BACKUP_DIR
+from conftest import JOIN_PAUSE, JOIN_PROGRESS, assert_units_clean, fab, fab_paused_in_join, node_eval, ssh, unit_state
+from easycluster.paths import BACKUP_PAUSE, MNESIA_BACKUP_DIR
 
 USERS = [f"user{i}" for i in range(8)]
 PASSWORD = "s3cret-pw"
@@ -223,6 +224,80 @@ def test_two_add_masters_at_once_exactly_one_proceeds(cluster, lab):
     assert first.returncode == 0, out
     assert second.returncode == 1 and "the cluster is locked by" in second.stderr, second.stderr
     assert "add-master --host lab4" in second.stderr
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+
+
+def backup_holds(lab, path: str, user: str, newcomer: str) -> tuple[bool, bool, bool]:
+    """Read a backup file as a restore would (its entries in order: a later one replaces an
+    earlier one, a deletion removes): (user in passwd, newcomer's copy of passwd in its schema,
+    newcomer's copy of the schema in its schema)."""
+    held = node_eval(lab, "lab1", (
+        "begin F = fun({passwd, {U, _}, _} = R, M) -> {[R], M#{U => in}}; "
+        "({passwd, {U, _}} = R, M) -> {[R], maps:remove(U, M)}; "
+        "({schema, T, Def} = R, M) when T =:= passwd; T =:= schema -> {[R], M#{T => lists:append("
+        "[proplists:get_value(K, Def, []) || K <- [ram_copies, disc_copies, disc_only_copies]])}}; "
+        "(R, M) -> {[R], M} end, "
+        f'{{ok, M}} = mnesia:traverse_backup("{path}", mnesia_backup, dummy, read_only, F, #{{}}), '
+        f'{{maps:is_key(<<"{user}">>, M), lists:member(\'{newcomer}\', maps:get(passwd, M)), '
+        f'lists:member(\'{newcomer}\', maps:get(schema, M))}} end'))
+    return tuple(part == "true" for part in held.strip("{}\n").split(","))
+
+
+def test_the_backup_before_a_join_holds_the_cluster_as_the_join_found_it(cluster, lab):
+    """add-master's backup (the restore point before the membership changes) is taken beside the
+    join: the join begins once the backup's checkpoint is active. With the backup held there
+    (fault injection) the whole join runs; a user registered meanwhile is not in the backup, one
+    registered before is, and its schema has no copy on the new node: a restore puts back the
+    cluster the join found (mnesia:restore reads a table's deletion in a backup's schema as
+    "delete the table", so the schema there must be one entry per table, as it was)."""
+    fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
+    d = domain(lab)
+    ssh(lab, "lab1", f"install -d /run/ejabberd && touch {BACKUP_PAUSE}")
+    try:
+        proc = start_paused_add_master(lab, "lab4")
+        ssh(lab, "lab1", f"ejabberdctl register joiner {d} {PASSWORD}")
+        ssh(lab, "lab4", f"rm -f {PAUSE}")
+        deadline = time.monotonic() + 120
+        while ssh(lab, "lab4", f"grep -qs '^result ' {JOIN_PROGRESS}", check=False).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "the join did not end while the backup was held"
+            time.sleep(0.3)
+        writing = ssh(lab, "lab1", f"ls {MNESIA_BACKUP_DIR}").stdout
+        assert ".backup.active" in writing, writing   # the join is done, the backup not yet
+    finally:
+        ssh(lab, "lab1", f"rm -f {BACKUP_PAUSE}")
+        ssh(lab, "lab4", f"rm -f {PAUSE}")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    path = re.search(r"\[lab1\] Mnesia backup: (\S+) ", out).group(1)
+    assert backup_holds(lab, path, USERS[0], "ejabberd@lab4") == (True, False, False)
+    assert backup_holds(lab, path, "joiner", "ejabberd@lab4")[0] is False
+    ssh(lab, "lab1", f"ejabberdctl unregister joiner {d}")
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+
+
+def test_a_join_whose_backup_failed_is_rolled_back(cluster, lab):
+    """The backup beside the join is the restore point of the membership change: had it failed
+    (here its call into the node is killed while it is held), the change stands with none, so
+    the join is rolled back and the run fails, saying why."""
+    fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
+    ssh(lab, "lab1", f"install -d /run/ejabberd && touch {BACKUP_PAUSE}")
+    try:
+        proc = fab_paused_in_join(lab, "lab4", "add-master", "--host", "lab4")
+        ssh(lab, "lab4", f"rm -f {PAUSE}")
+        deadline = time.monotonic() + 120
+        while ssh(lab, "lab4", f"grep -qs '^result ' {JOIN_PROGRESS}", check=False).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "the join did not end while the backup was held"
+            time.sleep(0.3)
+        ssh(lab, "lab1", "pkill -f 'erl_call.*easy_cluster_backup'")
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        ssh(lab, "lab1", f"rm -f {BACKUP_PAUSE}")
+        ssh(lab, "lab4", f"rm -f {PAUSE}")
+    assert proc.returncode == 1, out
+    assert "the Mnesia backup taken before the joins failed" in out and "rolled back:" in out, out
+    assert "ejabberd@lab4 removed from the schema on ejabberd@lab1" in out, out
+    assert_healthy_with(["lab1", "lab2", "lab3"], cluster, lab)
+    fab("add-master", "--host", "lab4", timeout=600)
     assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
 
 

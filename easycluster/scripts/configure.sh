@@ -72,8 +72,8 @@ if [ "$PLUGIN" = 1 ]; then
   install -m 644 "$STAGING"/src/*.erl "$PLUGIN_SRC/"
 fi
 
-# enabled before the one reload (ec_enable makes the link only)
-if [ $unit_written = 1 ]; then ec_enable easycluster-firewall 2>/dev/null; fi
+# enabled before the one reload, which it needs too
+if [ $unit_written = 1 ]; then ec_enable --no-reload easycluster-firewall 2>/dev/null; fi
 if [ $reload = 1 ]; then systemctl daemon-reload; fi
 if [ $epmd = 1 ]; then touch "$EPMD_REBIND"; fi
 if [ $rules_written = 1 ]; then nft -f "$FIREWALL_RULES"; fi   # in place, atomically (the table is replaced whole)

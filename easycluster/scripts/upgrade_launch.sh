@@ -7,7 +7,7 @@
 # params: HOLD UPGRADE_HOLD_FILE
 set -e
 if [ -n "$HOLD" ]; then printf '%s\n' "$HOLD" > "$UPGRADE_HOLD_FILE"; fi
-ec_enable ejabberd 2>/dev/null
+systemctl is-enabled --quiet ejabberd 2>/dev/null || ec_enable ejabberd 2>/dev/null
 ec_launch || { rm -f "$UPGRADE_HOLD_FILE"; ec_log_tail; exit 1; }
 if [ -n "$HOLD" ]; then
   for _ in $(seq 100); do
