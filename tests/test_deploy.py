@@ -163,6 +163,31 @@ def test_ec_ctl_answers_as_ejabberdctl_does_without_a_vm_of_its_own(deployed, la
     assert "booted a VM" not in ours.stdout
 
 
+def test_the_fact_probe_tells_open_refused_and_dropped_ports_apart(deployed, lab):
+    """probe.sh tries every peer's epmd port and distribution window at once, without a process
+    per try: a port that answers is open, one nobody listens on refused, one a firewall drops
+    (no answer within probe.PROBE_SECONDS) timeout; and nothing of the probe is left running."""
+    dist = int(ssh(lab, "lab2", "ss -Hltnp | grep beam.smp | grep -o ':43[7-8][0-9] ' | head -n1").stdout.strip(" :\n"))
+    window = load_inventory(lab.inventory).cluster
+    free = [p for p in range(window.port_min, window.port_max + 1) if p != dist]
+    dropped, refused = free[-1], free[0]
+    ssh(lab, "lab1", "nft add table inet zz_probe_test && "
+                     "nft add chain inet zz_probe_test out '{ type filter hook output priority 0; }' && "
+                     f"nft add rule inet zz_probe_test out ip daddr {lab.ip('lab2')} tcp dport {dropped} drop")
+    try:
+        text = probe_script(load_inventory(lab.inventory), "lab1")
+        out = subprocess.run(["ssh", "-F", str(lab.ssh_config), "lab1", "bash -c 'eval \"$(cat)\"'"], input=text,
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        ssh(lab, "lab1", "nft delete table inet zz_probe_test")
+    reach = parse_facts("lab1", out.stdout).reach
+    assert (reach[("lab2", 4369)], reach[("lab2", dist)], reach[("lab3", 4369)]) == ("open", "open", "open"), reach
+    assert reach[("lab2", refused)] == "refused" and reach[("lab2", dropped)] == "timeout", reach
+    assert len(reach) == 2 * (1 + len(free) + 1), reach   # lab2's and lab3's: epmd and the window
+    left = ssh(lab, "lab1", "pgrep -af 'sleep|dev/tcp' | grep -v pgrep", check=False).stdout
+    assert left == "", left
+
+
 def test_cookie_is_a_0600_local_secret_and_0400_on_hosts(deployed, lab):
     assert stat.S_IMODE(lab.cookie_file.stat().st_mode) == 0o600
     cookie = lab.cookie_file.read_text().strip()
@@ -290,31 +315,6 @@ def test_every_node_runs_under_its_unit_with_easyclusters_drop_in(deployed, lab)
         assert "ejabberd.service" in cgroup, cgroup
     # across the failed deploy, the deploy and everything since: no restart, kill or watchdog
     assert_units_clean(lab, HOSTS, SINCE[1])
-
-
-def test_the_fact_probe_tells_open_refused_and_dropped_ports_apart(deployed, lab):
-    """probe.sh tries every peer's epmd port and distribution window at once, without a process
-    per try: a port that answers is open, one nobody listens on refused, one a firewall drops
-    (no answer within probe.PROBE_SECONDS) timeout; and nothing of the probe is left running."""
-    dist = int(ssh(lab, "lab2", "ss -Hltnp | grep beam.smp | grep -o ':43[7-8][0-9] ' | head -n1").stdout.strip(" :\n"))
-    window = load_inventory(lab.inventory).cluster
-    free = [p for p in range(window.port_min, window.port_max + 1) if p != dist]
-    dropped, refused = free[-1], free[0]
-    ssh(lab, "lab1", "nft add table inet zz_probe_test && "
-                     "nft add chain inet zz_probe_test out '{ type filter hook output priority 0; }' && "
-                     f"nft add rule inet zz_probe_test out ip daddr {lab.ip('lab2')} tcp dport {dropped} drop")
-    try:
-        text = probe_script(load_inventory(lab.inventory), "lab1")
-        out = subprocess.run(["ssh", "-F", str(lab.ssh_config), "lab1", "bash -c 'eval \"$(cat)\"'"], input=text,
-                             capture_output=True, text=True, timeout=60)
-    finally:
-        ssh(lab, "lab1", "nft delete table inet zz_probe_test")
-    reach = parse_facts("lab1", out.stdout).reach
-    assert (reach[("lab2", 4369)], reach[("lab2", dist)], reach[("lab3", 4369)]) == ("open", "open", "open"), reach
-    assert reach[("lab2", refused)] == "refused" and reach[("lab2", dropped)] == "timeout", reach
-    assert len(reach) == 2 * (1 + len(free) + 1), reach   # lab2's and lab3's: epmd and the window
-    left = ssh(lab, "lab1", "pgrep -af 'sleep|dev/tcp' | grep -v pgrep", check=False).stdout
-    assert left == "", left
 
 
 def test_epmd_listens_on_the_cluster_address_and_loopback_only(deployed, lab):
