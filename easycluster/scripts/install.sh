@@ -15,6 +15,10 @@ ec_policy_rc_d 'exit 101'
 new_install=0; dpkg -s ejabberd >/dev/null 2>&1 || new_install=1
 # shellcheck source=/dev/null
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+# A host that lost power during an install (an upgrade's) left dpkg interrupted, and every
+# apt-get refuses until what it had unpacked is configured ("dpkg was interrupted, you must
+# manually run 'dpkg --configure -a'"): done here, under the same policy (nothing is started).
+dpkg --configure -a --force-confdef --force-confold >/dev/null
 apt-get update -q >/dev/null
 opts=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 if [ "$DOWNLOAD_ONLY" = 1 ]; then opts+=(--download-only); fi
