@@ -362,7 +362,6 @@ class Apply:
         with progress.phase("started"):
             fleet.each(joining, lambda h: self.started_or_rolled_back(h, seed.name))
 
-
     def backup_written(self, underway: "membership.BackupUnderWay", joined: list[str], seed: str) -> None:
         """The backup taken beside the joins, finished: had it failed, the cluster would have
         changed with no restore point, so the joins are rolled back (and the run fails)."""

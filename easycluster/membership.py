@@ -206,9 +206,10 @@ class BackupUnderWay:
         return result
 
     def wait_active(self) -> None:
-        """Until the backup's checkpoint is active (or it failed: raised by finish)."""
+        """Until the backup's checkpoint is active; a backup that failed before raises here."""
         while not self._active.wait(0.05):
             if self._writer.done():
+                self._writer.result()   # its error
                 break
 
     def finish(self) -> str:
@@ -223,7 +224,7 @@ def backup_begun(inv: Inventory, fleet: Fleet, host: str, say, spare: str | None
     cluster as it is now, and a membership change may start at once while the file is written
     (a join beside the backup of a big cluster: Mnesia gives the new node a retainer of the
     checkpoint for each table it gets a copy of). finish() waits for it. A backup that failed
-    before its checkpoint was active returns at once too: finish() raises."""
+    before its checkpoint was active raises here, before anything changes."""
     underway = BackupUnderWay(inv, fleet, host, say, spare)
     underway.wait_active()
     return underway

@@ -301,6 +301,23 @@ def test_a_join_whose_backup_failed_is_rolled_back(cluster, lab):
     assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
 
 
+def test_a_backup_that_cannot_begin_stops_add_master_before_anything_changes(cluster, lab):
+    """No restore point, no membership change: a backup that fails before its checkpoint is
+    active (here its directory cannot be made) stops add-master before the join has its turn."""
+    fab("remove-node", "--host", "lab4", "--drain", "0", timeout=300)
+    ssh(lab, "lab1", f"mv {MNESIA_BACKUP_DIR} {MNESIA_BACKUP_DIR}.kept && touch {MNESIA_BACKUP_DIR}")
+    try:
+        refused = fab("add-master", "--host", "lab4", check=False, timeout=300)
+    finally:
+        ssh(lab, "lab1", f"rm -f {MNESIA_BACKUP_DIR} && mv {MNESIA_BACKUP_DIR}.kept {MNESIA_BACKUP_DIR}")
+    assert refused.returncode == 1 and "taking a Mnesia backup" in refused.stderr, refused.stdout + refused.stderr
+    assert "join ejabberd@lab1 as master, at boot" not in refused.stdout, refused.stdout
+    assert "ejabberd@lab4" not in node_status(lab, "lab1")["db_nodes"]
+    assert_healthy_with(["lab1", "lab2", "lab3"], cluster, lab)
+    fab("add-master", "--host", "lab4", timeout=600)
+    assert_healthy_with(["lab1", "lab2", "lab3", "lab4"], cluster, lab)
+
+
 def test_a_powered_off_node_is_forgotten_and_comes_back_clean(cluster, lab):
     fab("lab.poweroff", "--host", "lab3")
     refused = fab("add-master", "--host", "lab3", check=False)
